@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/breakwater-registry/breakwater/auth"
+	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/proxy"
+	"github.com/breakwater-registry/breakwater/storage"
+)
+
+// repeated collects a flag given more than once.
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, ",") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (default: built-in defaults, as in the bundled config.yaml)")
+	listen := fs.String("listen", "", "address to listen on, overrides listen")
+	cacheDir := fs.String("cache-dir", "", "cache directory, overrides cache.dir")
+	tagTTL := fs.String("tag-ttl", "", "how long a tag is trusted before revalidation, overrides cache.tag_ttl (e.g. 5m, 0s)")
+	var upstreams repeated
+	fs.Var(&upstreams, "upstream", "HOST=URL: reach registry HOST at URL, e.g. docker.io=http://127.0.0.1:5001 (repeatable; overrides the file)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "serve: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return 2
+	}
+
+	cfg, err := loadConfig(*configPath, *listen, *cacheDir, *tagTTL, upstreams)
+	if err != nil {
+		fmt.Fprintf(stderr, "breakwater: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, cfg.Log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log, nil); err != nil {
+		log.Error("breakwater stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// loadConfig reads the file (or the defaults) and applies the flags over it.
+func loadConfig(path, listen, cacheDir, tagTTL string, upstreams []string) (config.Config, error) {
+	cfg := config.Default()
+	if path != "" {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return cfg, err
+		}
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	if cacheDir != "" {
+		cfg.Cache.Dir = cacheDir
+	}
+	if tagTTL != "" {
+		d, err := time.ParseDuration(tagTTL)
+		if err != nil || d < 0 {
+			return cfg, fmt.Errorf("--tag-ttl %q: want a duration such as 5m or 0s", tagTTL)
+		}
+		cfg.Cache.TagTTL = config.Duration(d)
+	}
+	for _, u := range upstreams {
+		if err := cfg.SetUpstream(u); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated with the config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs Breakwater until ctx ends. When ready is not nil it receives
+// the bound address once the server accepts connections.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- string) error {
+	store, err := storage.Open(cfg.Cache.Dir)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(cfg.Upstreams))
+	for name := range cfg.Upstreams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var ups []proxy.UpstreamConfig
+	for _, name := range names {
+		u := cfg.Upstreams[name]
+		a, err := auth.For(name, auth.Credentials{
+			Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
+		})
+		if err != nil {
+			return fmt.Errorf("upstreams.%s: %w", name, err)
+		}
+		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a})
+	}
+	srv, err := proxy.New(proxy.Options{
+		Store:           store,
+		Upstreams:       ups,
+		DefaultUpstream: cfg.DefaultUpstream,
+		TagTTL:          cfg.Cache.TagTTL.D(),
+		Logger:          log,
+		Version:         buildVersion(),
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("breakwater serving", "version", buildVersion(), "listen", ln.Addr().String(),
+		"cache", store.Root(), "upstreams", names, "default_upstream", cfg.DefaultUpstream,
+		"tag_ttl", cfg.Cache.TagTTL.D().String())
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}

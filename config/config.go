@@ -1,0 +1,228 @@
+// Package config loads and validates Breakwater's configuration file.
+//
+// Decoding is strict: an unknown key, a value of the wrong kind, a bad URL or
+// a bad duration is refused with an error that names the key by its dotted
+// path ("upstreams.docker.io.url") and its line in the file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	// Listen is the address the HTTP server binds, host:port.
+	Listen string `yaml:"listen"`
+	Cache  Cache  `yaml:"cache"`
+	// DefaultUpstream serves requests that name no registry (dockerd's
+	// registry-mirrors, podman's mirrors). It must be a key of Upstreams.
+	DefaultUpstream string `yaml:"default_upstream"`
+	// Upstreams maps a registry host as clients name it ("docker.io") to
+	// where and how Breakwater reaches it.
+	Upstreams map[string]Upstream `yaml:"upstreams"`
+	Log       Log                 `yaml:"log"`
+}
+
+// Cache configures the on-disk cache.
+type Cache struct {
+	Dir string `yaml:"dir"`
+	// TagTTL is how long a tag is trusted before it is revalidated upstream.
+	TagTTL Duration `yaml:"tag_ttl"`
+}
+
+// Upstream is one registry Breakwater pulls from.
+type Upstream struct {
+	// URL is the registry's base URL, scheme and host only.
+	URL          string `yaml:"url"`
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	// DockerConfig takes credentials from the Docker config file
+	// ($DOCKER_CONFIG/config.json) for this upstream's host.
+	DockerConfig bool `yaml:"docker_config"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or text.
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as "30s", "5m", "1h30m".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d *Duration) setScalar(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. 30s, 5m, 1h)", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("invalid duration %q: negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Default returns the configuration Breakwater runs with when given no file;
+// the bundled config.yaml says the same.
+func Default() Config {
+	return Config{
+		Listen: ":5000",
+		Cache: Cache{
+			Dir:    "./data",
+			TagTTL: Duration(5 * time.Minute),
+		},
+		DefaultUpstream: "docker.io",
+		Upstreams: map[string]Upstream{
+			"docker.io":       {URL: "https://registry-1.docker.io"},
+			"ghcr.io":         {URL: "https://ghcr.io"},
+			"quay.io":         {URL: "https://quay.io"},
+			"registry.k8s.io": {URL: "https://registry.k8s.io"},
+		},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads a configuration file over the defaults and validates it.
+// Keys absent from the file keep their default; a file that sets upstreams
+// replaces the default upstream list whole.
+func Load(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML over the defaults and validates the result.
+func Parse(b []byte) (Config, error) {
+	cfg := Default()
+	if len(bytes.TrimSpace(b)) > 0 {
+		if err := decodeStrict(b, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// hostRE matches a registry host as clients name it: a DNS name or IPv4
+// address with an optional port, or "localhost".
+var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$`)
+
+// Validate checks every field and names the first one that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %q is not host:port: %w", c.Listen, err))
+	}
+	if c.Cache.Dir == "" {
+		errs = append(errs, errors.New("cache.dir: must not be empty"))
+	}
+	if len(c.Upstreams) == 0 {
+		errs = append(errs, errors.New("upstreams: at least one upstream is required"))
+	}
+	names := make([]string, 0, len(c.Upstreams))
+	for name := range c.Upstreams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		u := c.Upstreams[name]
+		field := "upstreams." + name
+		if !hostRE.MatchString(name) {
+			errs = append(errs, fmt.Errorf("%s: %q is not a registry host name (like docker.io or registry.example.com:5000)", field, name))
+		}
+		if err := checkUpstreamURL(u.URL); err != nil {
+			errs = append(errs, fmt.Errorf("%s.url: %w", field, err))
+		}
+		if u.Password != "" && u.PasswordFile != "" {
+			errs = append(errs, fmt.Errorf("%s: password and password_file are mutually exclusive", field))
+		}
+		if (u.Password != "" || u.PasswordFile != "") && u.Username == "" {
+			errs = append(errs, fmt.Errorf("%s.username: required with a password", field))
+		}
+		if u.DockerConfig && u.Username != "" {
+			errs = append(errs, fmt.Errorf("%s: docker_config and username are mutually exclusive", field))
+		}
+	}
+	if _, ok := c.Upstreams[c.DefaultUpstream]; !ok && len(c.Upstreams) > 0 {
+		errs = append(errs, fmt.Errorf("default_upstream: %q is not one of the upstreams (%s)", c.DefaultUpstream, strings.Join(names, ", ")))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q is not one of json, text", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+func checkUpstreamURL(raw string) error {
+	if raw == "" {
+		return errors.New("must not be empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: scheme must be http or https", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q: no host", raw)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q: put credentials in username/password, not in the URL", raw)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q: must be scheme://host[:port] with no path, query or fragment", raw)
+	}
+	return nil
+}
+
+// SetUpstream applies a --upstream HOST=URL flag: it adds the upstream or
+// replaces the URL of an existing one, keeping its credentials.
+func (c *Config) SetUpstream(spec string) error {
+	host, rawURL, ok := strings.Cut(spec, "=")
+	if !ok || host == "" || rawURL == "" {
+		return fmt.Errorf("--upstream %q: want HOST=URL, e.g. docker.io=http://127.0.0.1:5001", spec)
+	}
+	if !hostRE.MatchString(host) {
+		return fmt.Errorf("--upstream %q: %q is not a registry host name", spec, host)
+	}
+	if err := checkUpstreamURL(rawURL); err != nil {
+		return fmt.Errorf("--upstream %q: %w", spec, err)
+	}
+	if c.Upstreams == nil {
+		c.Upstreams = map[string]Upstream{}
+	}
+	u := c.Upstreams[host]
+	u.URL = strings.TrimSuffix(rawURL, "/")
+	c.Upstreams[host] = u
+	return nil
+}

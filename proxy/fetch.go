@@ -1,0 +1,330 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/storage"
+)
+
+// blobFetches runs at most one upstream fetch per (upstream, digest) and
+// lets any number of clients read a fetch while it is under way.
+type blobFetches struct {
+	store *storage.Store
+	log   *slog.Logger
+	// timeout bounds one whole fetch, which outlives the client that
+	// started it.
+	timeout time.Duration
+
+	mu       sync.Mutex
+	inflight map[fetchKey]*blobFetch
+}
+
+type fetchKey struct {
+	upstream string
+	dgst     digest.Digest
+}
+
+// blobFetch is one upstream fetch into an ingest file. Readers follow the
+// file as it grows; state changes are announced by closing changed.
+type blobFetch struct {
+	key  fetchKey
+	repo string // repository the fetch was started for
+
+	// headers is closed once size is known or the fetch failed before any
+	// byte arrived.
+	headers chan struct{}
+
+	mu        sync.Mutex
+	size      int64 // -1 while unknown
+	written   int64
+	done      bool
+	err       error
+	path      string // ingest file while fetching, blob file once committed
+	changed   chan struct{}
+	committed bool
+}
+
+func newBlobFetches(store *storage.Store, log *slog.Logger, timeout time.Duration) *blobFetches {
+	return &blobFetches{store: store, log: log, timeout: timeout, inflight: map[fetchKey]*blobFetch{}}
+}
+
+// inflightFor returns the fetch under way for key, if any.
+func (b *blobFetches) inflightFor(key fetchKey) *blobFetch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inflight[key]
+}
+
+// start joins the fetch under way for key or starts one for repo. started
+// reports whether this call started it.
+func (b *blobFetches) start(ctx context.Context, up *upstream, repo storage.Repo, dgst digest.Digest) (f *blobFetch, started bool) {
+	key := fetchKey{up.name, dgst}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if f := b.inflight[key]; f != nil {
+		return f, false
+	}
+	f = &blobFetch{
+		key:     key,
+		repo:    repo.Name,
+		headers: make(chan struct{}),
+		size:    -1,
+		changed: make(chan struct{}),
+	}
+	b.inflight[key] = f
+	// The fetch fills the cache for everyone; the client that started it
+	// may hang up without stopping it.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+	go func() {
+		defer cancel()
+		err := b.run(fctx, up, repo, f)
+		if err != nil {
+			b.log.Warn("blob fetch failed", "upstream", up.name, "repo", repo.Name, "digest", dgst, "err", err)
+		}
+		f.finish(err)
+		b.mu.Lock()
+		delete(b.inflight, key)
+		b.mu.Unlock()
+	}()
+	return f, true
+}
+
+// run fetches the blob into an ingest file and commits it.
+func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, f *blobFetch) error {
+	in, err := b.store.NewIngest(f.key.dgst)
+	if err != nil {
+		return err
+	}
+	defer in.Abort() // a no-op once committed
+
+	resp, err := up.do(ctx, http.MethodGet, repo.Name, "blobs/"+f.key.dgst.String(), nil, nil)
+	if err != nil {
+		return up.transportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return up.statusError(resp, kindBlob)
+	}
+	f.begin(in.Path(), resp.ContentLength)
+
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, err := in.Write(buf[:n]); err != nil {
+				return fmt.Errorf("fetch %s: %w", f.key.dgst, err)
+			}
+			f.advance(in.Size())
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return unavailable(up.name, "unreachable: body cut off after "+fmt.Sprint(in.Size())+" bytes: "+networkCause(rerr), 0)
+		}
+	}
+	if resp.ContentLength >= 0 && in.Size() != resp.ContentLength {
+		return unavailable(up.name, fmt.Sprintf("unreachable: body cut off at %d of %d bytes", in.Size(), resp.ContentLength), 0)
+	}
+	if err := in.Commit(); err != nil {
+		if errors.Is(err, storage.ErrDigestMismatch) {
+			return &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
+				Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.name, f.key.dgst)}
+		}
+		return err
+	}
+	f.commit(b.store, f.key.dgst)
+	if err := b.store.LinkBlob(repo, f.key.dgst); err != nil {
+		b.log.Warn("link blob", "repo", repo, "digest", f.key.dgst, "err", err)
+	}
+	return nil
+}
+
+func (f *blobFetch) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *blobFetch) begin(path string, size int64) {
+	f.mu.Lock()
+	f.path, f.size = path, size
+	f.notifyLocked()
+	f.mu.Unlock()
+	close(f.headers)
+}
+
+func (f *blobFetch) advance(written int64) {
+	f.mu.Lock()
+	f.written = written
+	f.notifyLocked()
+	f.mu.Unlock()
+}
+
+// commit points new readers at the verified blob. Readers that opened the
+// ingest file keep reading it: the rename keeps the same inode.
+func (f *blobFetch) commit(store *storage.Store, dgst digest.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.committed = true
+	if file, _, err := store.OpenBlob(dgst); err == nil {
+		f.path = file.Name()
+		file.Close()
+	}
+}
+
+func (f *blobFetch) finish(err error) {
+	f.mu.Lock()
+	f.done, f.err = true, err
+	f.notifyLocked()
+	f.mu.Unlock()
+	select {
+	case <-f.headers:
+	default:
+		close(f.headers)
+	}
+}
+
+// waitHeaders blocks until the size is known or the fetch failed first.
+func (f *blobFetch) waitHeaders(ctx context.Context) error {
+	select {
+	case <-f.headers:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.path == "" {
+		return f.err
+	}
+	return nil
+}
+
+// reader opens a reader over the fetch. The file is opened under the lock
+// so that it cannot be renamed or removed between looking at path and
+// opening it.
+func (f *blobFetch) reader(ctx context.Context, store *storage.Store) (*fetchReader, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	file, err := os.Open(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The ingest file was renamed into place a moment ago and commit
+		// has not pointed path at it yet; or the fetch failed and the
+		// blob file will not exist either.
+		file, _, err = store.OpenBlob(f.key.dgst)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("follow fetch of %s: %w", f.key.dgst, err)
+	}
+	return &fetchReader{ctx: ctx, f: f, file: file}, nil
+}
+
+// fetchReader reads a blob while it is being fetched, waiting for bytes
+// that have not arrived yet. It never hands out the final byte before the
+// whole blob has been verified, so a client of a blob whose digest turns
+// out wrong gets a cut-off body rather than complete wrong content.
+type fetchReader struct {
+	ctx  context.Context
+	f    *blobFetch
+	file *os.File
+	pos  int64
+	err  error // the fetch's failure, once seen
+}
+
+func (r *fetchReader) Read(p []byte) (int, error) {
+	for {
+		r.f.mu.Lock()
+		written, done, ferr, changed, size, committed := r.f.written, r.f.done, r.f.err, r.f.changed, r.f.size, r.f.committed
+		r.f.mu.Unlock()
+
+		visible := written
+		if !committed {
+			visible-- // hold back the last byte until verified
+		}
+		if r.pos < visible {
+			n := int64(len(p))
+			if n > visible-r.pos {
+				n = visible - r.pos
+			}
+			m, err := r.file.ReadAt(p[:n], r.pos)
+			r.pos += int64(m)
+			if err == io.EOF && m > 0 {
+				err = nil
+			}
+			return m, err
+		}
+		if done {
+			if ferr != nil {
+				r.err = ferr
+				return 0, ferr
+			}
+			if size < 0 || r.pos >= size {
+				return 0, io.EOF
+			}
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Seek supports what http.ServeContent needs: finding the size and moving
+// to a range's start.
+func (r *fetchReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		size, err := r.knownSize()
+		if err != nil {
+			return 0, err
+		}
+		offset += size
+	default:
+		return 0, errors.New("seek: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("seek: negative position")
+	}
+	r.pos = offset
+	return offset, nil
+}
+
+// knownSize returns the blob's size, waiting for the fetch to end when the
+// upstream did not announce it.
+func (r *fetchReader) knownSize() (int64, error) {
+	for {
+		r.f.mu.Lock()
+		size, done, ferr, written, changed := r.f.size, r.f.done, r.f.err, r.f.written, r.f.changed
+		r.f.mu.Unlock()
+		if size >= 0 {
+			return size, nil
+		}
+		if done {
+			if ferr != nil {
+				return 0, ferr
+			}
+			return written, nil
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+func (r *fetchReader) Close() error { return r.file.Close() }

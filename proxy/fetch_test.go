@@ -1,0 +1,352 @@
+package proxy_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/storage"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// slowBlob installs a hook that serves one blob's first half, then waits for
+// release before sending the rest: a fetch that stays under way as long as
+// the test wants.
+func slowBlob(up *testupstream.Upstream, dgst string, content []byte, release <-chan struct{}) {
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+			return false
+		}
+		half := len(content) / 2
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		w.Header().Set("Docker-Content-Digest", dgst)
+		_, _ = w.Write(content[:half])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return true
+		}
+		_, _ = w.Write(content[half:])
+		return true
+	})
+}
+
+// TestCoalescing sends 32 concurrent cold clients for the same blob: the
+// upstream sees one GET, every client streams before the fetch completes,
+// and every client gets the right bytes.
+func TestCoalescing(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
+	img := randomImage(t, 1<<20, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "library/herd:v1", img)
+	layer := layersOf(t, img)[0]
+	content := compressedBytes(t, layer)
+	dgst := digestOf(t, layer)
+	m.get("/v2/library/herd/manifests/v1")
+
+	release := make(chan struct{})
+	slowBlob(up, dgst, content, release)
+
+	const clients = 32
+	var firstBytes sync.WaitGroup
+	firstBytes.Add(clients)
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		go func() {
+			errs <- func() error {
+				resp, err := m.client.Get(m.srv.URL + "/v2/library/herd/blobs/" + dgst)
+				if err != nil {
+					firstBytes.Done()
+					return err
+				}
+				defer resp.Body.Close()
+				h := sha256.New()
+				buf := make([]byte, 1)
+				_, err = io.ReadFull(resp.Body, buf)
+				firstBytes.Done()
+				if err != nil {
+					return fmt.Errorf("first byte: %w", err)
+				}
+				h.Write(buf)
+				if _, err := io.Copy(h, resp.Body); err != nil {
+					return err
+				}
+				if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dgst {
+					return fmt.Errorf("digest %s", got)
+				}
+				return nil
+			}()
+		}()
+	}
+	// Every client must see bytes while the upstream still holds back half
+	// of the blob: they stream, they do not wait for completion.
+	waitOrFail(t, &firstBytes, 30*time.Second, "clients did not get their first bytes while the fetch was under way")
+	close(release)
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
+		t.Errorf("upstream GETs for the blob = %d, want 1", n)
+	}
+	// Once complete it is served from the cache without asking upstream.
+	if got := pullAll(t, m, "library/herd:v1"); got == "" {
+		t.Error("no digest")
+	}
+	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
+		t.Errorf("warm pull went upstream: %d GETs", n)
+	}
+}
+
+func waitOrFail(t *testing.T, wg *sync.WaitGroup, d time.Duration, msg string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatal(msg)
+	}
+}
+
+// TestDigestMismatchNeverCached: an upstream that sends wrong bytes under a
+// digest fails every waiting client and leaves nothing in the cache.
+func TestDigestMismatchNeverCached(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
+	img := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "library/bad:v1", img)
+	layer := layersOf(t, img)[0]
+	content := compressedBytes(t, layer)
+	dgst := digestOf(t, layer)
+	m.get("/v2/library/bad/manifests/v1")
+
+	corrupt := append([]byte(nil), content...)
+	corrupt[len(corrupt)-1] ^= 0xff // only the last byte differs
+	release := make(chan struct{})
+	slowBlob(up, dgst, corrupt, release)
+
+	const clients = 4
+	var started sync.WaitGroup
+	started.Add(clients)
+	results := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		go func() {
+			resp, err := m.client.Get(m.srv.URL + "/v2/library/bad/blobs/" + dgst)
+			started.Done()
+			if err != nil {
+				results <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && sha256Hex(body) == dgst {
+				results <- errors.New("got correct content from a corrupt upstream")
+				return
+			}
+			if err == nil {
+				results <- fmt.Errorf("got %d bytes of wrong content without an error", len(body))
+				return
+			}
+			results <- nil
+		}()
+	}
+	waitOrFail(t, &started, 30*time.Second, "clients did not start")
+	close(release)
+	for i := 0; i < clients; i++ {
+		if err := <-results; err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := m.store.StatBlob(digest.Digest(dgst)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("corrupt blob cached: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(m.dir, "ingest")); len(ents) != 0 {
+		t.Errorf("ingest not cleaned: %d entries", len(ents))
+	}
+	// A later request with an honest upstream succeeds.
+	up.SetHook(nil)
+	resp, body := m.get("/v2/library/bad/blobs/" + dgst)
+	if resp.StatusCode != http.StatusOK || sha256Hex(body) != dgst {
+		t.Fatalf("after the upstream recovered: %d, digest %s", resp.StatusCode, sha256Hex(body))
+	}
+}
+
+// TestManifestDigestMismatch: a manifest whose bytes do not hash to the
+// digest asked for or claimed is refused with 502 DIGEST_INVALID and not
+// cached.
+func TestManifestDigestMismatch(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
+	img := randomImage(t, 1024, 1, types.DockerManifestSchema2)
+	d := up.PushImage(t, "library/liar:v1", img)
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		body := []byte(`{"schemaVersion":2}`)
+		w.Header().Set("Content-Type", string(types.DockerManifestSchema2))
+		w.Header().Set("Docker-Content-Digest", d.String())
+		_, _ = w.Write(body)
+		return true
+	})
+	for _, ref := range []string{"v1", d.String()} {
+		resp, body := m.get("/v2/library/liar/manifests/" + ref)
+		if resp.StatusCode != http.StatusBadGateway || errorCode(body) != "DIGEST_INVALID" {
+			t.Errorf("%s: %d %s", ref, resp.StatusCode, body)
+		}
+	}
+	if _, err := m.store.StatBlob(digest.Digest(d.String())); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("manifest cached: %v", err)
+	}
+}
+
+// TestBlobIsolation: a cached blob is served for another repository only
+// when the upstream confirms that repository has it.
+func TestBlobIsolation(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
+	img := randomImage(t, 8<<10, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "private/secret:v1", img)
+	pullAll(t, m, "private/secret:v1")
+	dgst := digestOf(t, layersOf(t, img)[0])
+
+	resp, body := m.get("/v2/other/repo/blobs/" + dgst)
+	if resp.StatusCode != http.StatusNotFound || errorCode(body) != "BLOB_UNKNOWN" {
+		t.Fatalf("cached blob served to a repository that lacks it: %d %s", resp.StatusCode, body)
+	}
+
+	up.PushImage(t, "other/repo:v1", img)
+	resp, body = m.get("/v2/other/repo/blobs/" + dgst)
+	if resp.StatusCode != http.StatusOK || sha256Hex(body) != dgst {
+		t.Fatalf("blob the upstream confirmed: %d", resp.StatusCode)
+	}
+	if n := up.Count(http.MethodGet, "/blobs/"); n != 0 {
+		t.Errorf("confirmed blob fetched again: %d GETs", n)
+	}
+	if n := up.Count(http.MethodHead, "/v2/other/repo/blobs/"); n != 1 {
+		t.Errorf("upstream HEADs = %d, want 1", n)
+	}
+}
+
+// syntheticBlob is deterministic pseudo-random content that a hook can
+// serve without holding it in memory.
+type syntheticBlob struct {
+	seed [32]byte
+	size int64
+}
+
+func (b syntheticBlob) reader() io.Reader {
+	return io.LimitReader(rand.NewChaCha8(b.seed), b.size)
+}
+
+func (b syntheticBlob) digest(t *testing.T) string {
+	h := sha256.New()
+	if _, err := io.Copy(h, b.reader()); err != nil {
+		t.Fatal(err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// TestMemoryFlat sends a large cold blob to many clients at once: the heap
+// must not grow by anything near the blob's size.
+func TestMemoryFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 2 GiB over loopback")
+	}
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
+	blob := syntheticBlob{seed: [32]byte{1, 2, 3}, size: 64 << 20}
+	dgst := blob.digest(t)
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(blob.size, 10))
+		if r.Method == http.MethodGet {
+			_, _ = io.Copy(w, blob.reader())
+		}
+		return true
+	})
+
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+		}
+	}()
+
+	const clients = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := m.client.Get(m.srv.URL + "/v2/library/big/blobs/" + dgst)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			h := sha256.New()
+			if _, err := io.Copy(h, resp.Body); err != nil {
+				errs <- err
+				return
+			}
+			if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dgst {
+				errs <- fmt.Errorf("digest %s", got)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	growth := int64(peak.Load()) - int64(base.HeapInuse)
+	t.Logf("heap in use: base %d MiB, peak %d MiB, growth %d MiB for a %d MiB blob to %d clients",
+		base.HeapInuse>>20, peak.Load()>>20, growth>>20, blob.size>>20, clients)
+	if limit := int64(24 << 20); growth > limit {
+		t.Errorf("heap grew by %d MiB, more than %d MiB", growth>>20, limit>>20)
+	}
+	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
+		t.Errorf("upstream GETs = %d, want 1", n)
+	}
+}

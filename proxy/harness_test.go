@@ -1,0 +1,198 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/breakwater-registry/breakwater/proxy"
+	"github.com/breakwater-registry/breakwater/storage"
+)
+
+// mirror is a Breakwater under test in front of one or more upstreams.
+type mirror struct {
+	t      *testing.T
+	srv    *httptest.Server
+	host   string
+	dir    string
+	store  *storage.Store
+	client *http.Client
+}
+
+type mirrorOpts struct {
+	dir    string
+	tagTTL time.Duration
+	// extra upstreams by name, besides docker.io.
+	extra map[string]string
+}
+
+func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
+	t.Helper()
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	store, err := storage.Open(o.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups := []proxy.UpstreamConfig{{Name: "docker.io", URL: dockerIO}}
+	for n, u := range o.extra {
+		ups = append(ups, proxy.UpstreamConfig{Name: n, URL: u})
+	}
+	level := slog.LevelError
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	srv, err := proxy.New(proxy.Options{
+		Store:           store,
+		Upstreams:       ups,
+		DefaultUpstream: "docker.io",
+		TagTTL:          o.tagTTL,
+		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Version:         "test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return &mirror{
+		t: t, srv: hs, host: strings.TrimPrefix(hs.URL, "http://"), dir: o.dir, store: store,
+		client: &http.Client{Timeout: 2 * time.Minute},
+	}
+}
+
+// do sends a request to the mirror and returns the response with its body
+// read.
+func (m *mirror) do(method, path string, header http.Header) (*http.Response, []byte) {
+	m.t.Helper()
+	req, err := http.NewRequest(method, m.srv.URL+path, nil)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		m.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		m.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp, body
+}
+
+func (m *mirror) get(path string) (*http.Response, []byte) { return m.do(http.MethodGet, path, nil) }
+
+// ref names an image on the mirror for go-containerregistry's client.
+func (m *mirror) ref(repoTag string) name.Reference {
+	m.t.Helper()
+	ref, err := name.ParseReference(m.host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return ref
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+func randomImage(t *testing.T, layerSize, layers int64, mt types.MediaType) v1.Image {
+	t.Helper()
+	img, err := random.Image(layerSize, layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mt == types.OCIManifestSchema1 {
+		img = mutate.MediaType(img, types.OCIManifestSchema1)
+		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	}
+	return img
+}
+
+// platformIndex builds an index of two platform images of the given index
+// media type.
+func platformIndex(t *testing.T, indexType, imageType types.MediaType) v1.ImageIndex {
+	t.Helper()
+	idx := mutate.IndexMediaType(empty.Index, indexType)
+	for _, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}} {
+		img := randomImage(t, 1024, 2, imageType)
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
+	}
+	return idx
+}
+
+func layersOf(t *testing.T, img v1.Image) []v1.Layer {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls
+}
+
+func compressedBytes(t *testing.T, l v1.Layer) []byte {
+	t.Helper()
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, rc); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func digestOf(t *testing.T, l v1.Layer) string {
+	t.Helper()
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+func rawManifest(t *testing.T, img interface{ RawManifest() ([]byte, error) }) []byte {
+	t.Helper()
+	b, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// errorCode returns errors[0].code of an OCI error body.
+func errorCode(body []byte) string {
+	var e struct {
+		Errors []struct {
+			Code string `json:"code"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
+		return ""
+	}
+	return e.Errors[0].Code
+}

@@ -1,0 +1,345 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/storage"
+)
+
+// maxManifestSize matches distribution's limit; a larger answer is not a
+// manifest and is not held in memory.
+const maxManifestSize = 4 << 20
+
+// defaultAccept is sent upstream for clients that accept anything: every
+// manifest type a runtime can use, so the upstream need not guess.
+var defaultAccept = []string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}
+
+// manifest is a manifest ready to serve.
+type manifest struct {
+	dgst        digest.Digest
+	contentType string
+	body        []byte
+	cache       string // how it was obtained, for the request log
+}
+
+func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, t *target) error {
+	var m *manifest
+	var err error
+	if t.dgst != "" {
+		m, err = s.manifestByDigest(r.Context(), t)
+	} else {
+		m, err = s.manifestByTag(r.Context(), t, acceptedTypes(r.Header))
+	}
+	if err != nil {
+		return err
+	}
+	noteCache(r, m.cache)
+	h := w.Header()
+	h.Set("Content-Type", m.contentType)
+	h.Set("Docker-Content-Digest", m.dgst.String())
+	h.Set("Etag", `"`+m.dgst.String()+`"`)
+	h.Set("Content-Length", strconv.Itoa(len(m.body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(m.body)
+	}
+	return nil
+}
+
+// manifestByDigest serves immutable content: from cache when the repository
+// is known to have it, otherwise fetched and verified against the digest.
+func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, error) {
+	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
+	if m, err := s.cachedManifest(repo, t.dgst); err == nil {
+		m.cache = cacheHit
+		return m, nil
+	}
+	key := "d\x00" + repo.String() + "\x00" + t.dgst.String()
+	return s.coalesceManifest(ctx, key, func(ctx context.Context) (*manifest, error) {
+		m, err := s.fetchManifest(ctx, t.upstream, repo, t.dgst.String(), defaultAccept)
+		if err != nil {
+			return nil, err
+		}
+		if m.dgst != t.dgst {
+			return nil, &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
+				Message: fmt.Sprintf("upstream %s answered %s with a manifest of digest %s; nothing was cached", t.upstream.name, t.dgst, m.dgst)}
+		}
+		if err := s.storeManifest(repo, m); err != nil {
+			return nil, err
+		}
+		m.cache = cacheMiss
+		return m, nil
+	})
+}
+
+// manifestByTag serves a tag from cache while its record is fresh, then
+// revalidates it with a HEAD (which Docker Hub does not count against the
+// pull rate limit) and fetches only when it moved.
+func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) (*manifest, error) {
+	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
+	variant := acceptVariant(accept)
+	rec, recErr := s.store.GetTag(repo, t.ref, variant)
+	if recErr == nil && time.Since(rec.CheckedAt) < s.tagTTL {
+		if m, err := s.cachedManifest(repo, rec.Digest); err == nil {
+			m.cache = cacheHit
+			return m, nil
+		}
+	}
+	upAccept := accept
+	if len(upAccept) == 0 {
+		upAccept = defaultAccept
+	}
+	key := "t\x00" + repo.String() + "\x00" + t.ref + "\x00" + variant
+	return s.coalesceManifest(ctx, key, func(ctx context.Context) (*manifest, error) {
+		if recErr == nil {
+			if m := s.revalidate(ctx, t, repo, rec, upAccept); m != nil {
+				if err := s.store.PutTag(repo, t.ref, variant, storage.TagRecord{
+					Digest: m.dgst, MediaType: m.contentType, Size: int64(len(m.body)), CheckedAt: time.Now(),
+				}); err != nil {
+					s.log.Warn("update tag record", "repo", repo, "tag", t.ref, "err", err)
+				}
+				m.cache = cacheRevalid
+				return m, nil
+			}
+		}
+		m, err := s.fetchManifest(ctx, t.upstream, repo, t.ref, upAccept)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.storeManifest(repo, m); err != nil {
+			return nil, err
+		}
+		if err := s.store.PutTag(repo, t.ref, variant, storage.TagRecord{
+			Digest: m.dgst, MediaType: m.contentType, Size: int64(len(m.body)), CheckedAt: time.Now(),
+		}); err != nil {
+			return nil, fmt.Errorf("record tag %s:%s: %w", repo, t.ref, err)
+		}
+		m.cache = cacheMiss
+		return m, nil
+	})
+}
+
+// revalidate asks upstream with a HEAD whether the tag still points where
+// the record says, and returns the cached manifest if it does or if it now
+// points at a manifest the repository already has. Anything else — a
+// moved tag Breakwater lacks, an upstream that gives no digest, an error —
+// returns nil and the caller fetches.
+func (s *Server) revalidate(ctx context.Context, t *target, repo storage.Repo, rec storage.TagRecord, accept []string) *manifest {
+	resp, err := t.upstream.do(ctx, http.MethodHead, repo.Name, "manifests/"+t.ref, nil, http.Header{"Accept": {strings.Join(accept, ", ")}})
+	if err != nil {
+		return nil
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil {
+		return nil
+	}
+	m, err := s.cachedManifest(repo, d)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// coalesceManifest runs fetch once for all concurrent requests with the
+// same key. The fetch outlives a client that hangs up, since others wait on
+// it and its result fills the cache.
+func (s *Server) coalesceManifest(ctx context.Context, key string, fetch func(context.Context) (*manifest, error)) (*manifest, error) {
+	ch := s.manifests.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		return fetch(fctx)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		m := *res.Val.(*manifest) // each caller gets its own copy to annotate
+		if res.Shared && m.cache == cacheMiss {
+			m.cache = cacheCoalesced
+		}
+		return &m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// cachedManifest returns a manifest repo is known to serve, if its bytes are
+// in the cache.
+func (s *Server) cachedManifest(repo storage.Repo, dgst digest.Digest) (*manifest, error) {
+	rec, err := s.store.GetManifest(repo, dgst)
+	if err != nil {
+		return nil, err
+	}
+	body, err := s.store.ReadBlob(dgst)
+	if err != nil {
+		return nil, err
+	}
+	return &manifest{dgst: dgst, contentType: rec.MediaType, body: body}, nil
+}
+
+// fetchManifest GETs a manifest and checks it against the digest the
+// upstream claims. It does not store it.
+func (s *Server) fetchManifest(ctx context.Context, up *upstream, repo storage.Repo, ref string, accept []string) (*manifest, error) {
+	resp, err := up.do(ctx, http.MethodGet, repo.Name, "manifests/"+ref, nil, http.Header{"Accept": {strings.Join(accept, ", ")}})
+	if err != nil {
+		return nil, up.transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, up.statusError(resp, kindManifest)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	if err != nil {
+		return nil, unavailable(up.name, "unreachable: manifest body cut off: "+networkCause(err), 0)
+	}
+	if len(body) > maxManifestSize {
+		return nil, &Error{Status: http.StatusBadGateway, Code: CodeManifestInvalid,
+			Message: fmt.Sprintf("upstream %s sent a manifest larger than %d bytes", up.name, maxManifestSize)}
+	}
+	alg := digest.Canonical
+	claimed, claimErr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if claimErr == nil {
+		alg = claimed.Algorithm()
+	}
+	if refDigest, err := digest.Parse(ref); err == nil {
+		alg = refDigest.Algorithm()
+	}
+	got := alg.FromBytes(body)
+	if claimErr == nil && claimed != got {
+		return nil, &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
+			Message: fmt.Sprintf("upstream %s sent a manifest of digest %s but claimed %s; nothing was cached", up.name, got, claimed)}
+	}
+	return &manifest{dgst: got, contentType: manifestContentType(resp.Header.Get("Content-Type"), body), body: body}, nil
+}
+
+// storeManifest caches a verified manifest for repo and links the blobs it
+// references, which makes them servable for repo.
+func (s *Server) storeManifest(repo storage.Repo, m *manifest) error {
+	if err := s.store.PutBlob(m.dgst, m.body); err != nil {
+		return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
+	}
+	if err := s.store.PutManifest(repo, m.dgst, storage.ManifestRecord{MediaType: m.contentType, Size: int64(len(m.body))}); err != nil {
+		return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
+	}
+	for _, d := range referencedBlobs(m.body) {
+		if err := s.store.LinkBlob(repo, d); err != nil {
+			return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
+		}
+	}
+	return nil
+}
+
+// manifestContentType keeps the upstream's Content-Type, falling back to the
+// manifest's own mediaType field when the upstream sent none useful.
+func manifestContentType(header string, body []byte) string {
+	if mt, _, err := mime.ParseMediaType(header); err == nil && mt != "application/octet-stream" && mt != "text/plain" {
+		return header
+	}
+	var probe struct {
+		MediaType string `json:"mediaType"`
+	}
+	if json.Unmarshal(body, &probe) == nil && probe.MediaType != "" {
+		return probe.MediaType
+	}
+	if header != "" {
+		return header
+	}
+	return "application/vnd.oci.image.manifest.v1+json"
+}
+
+// referencedBlobs lists the blobs (not child manifests) a manifest names:
+// config and layers of OCI and Docker schema 2 manifests, blobs of OCI
+// artifacts, fsLayers of Docker schema 1.
+func referencedBlobs(body []byte) []digest.Digest {
+	type desc struct {
+		Digest digest.Digest `json:"digest"`
+	}
+	var m struct {
+		Config   *desc  `json:"config"`
+		Layers   []desc `json:"layers"`
+		Blobs    []desc `json:"blobs"`
+		FSLayers []struct {
+			BlobSum digest.Digest `json:"blobSum"`
+		} `json:"fsLayers"`
+	}
+	if json.Unmarshal(body, &m) != nil {
+		return nil
+	}
+	var out []digest.Digest
+	add := func(d digest.Digest) {
+		if d.Validate() == nil {
+			out = append(out, d)
+		}
+	}
+	if m.Config != nil {
+		add(m.Config.Digest)
+	}
+	for _, l := range m.Layers {
+		add(l.Digest)
+	}
+	for _, b := range m.Blobs {
+		add(b.Digest)
+	}
+	for _, l := range m.FSLayers {
+		add(l.BlobSum)
+	}
+	return out
+}
+
+// acceptedTypes returns the media types a client listed in its Accept
+// headers, without parameters, in order.
+func acceptedTypes(h http.Header) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range h.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil || seen[mt] {
+				continue
+			}
+			seen[mt] = true
+			out = append(out, mt)
+		}
+	}
+	return out
+}
+
+// acceptVariant names a set of accepted media types. The upstream may
+// answer a tag differently for different sets, so each set has its own tag
+// record; clients of one runtime send the same set and share it.
+func acceptVariant(accept []string) string {
+	if len(accept) == 0 {
+		return "any"
+	}
+	sorted := append([]string(nil), accept...)
+	sort.Strings(sorted)
+	sum := sha256.Sum256([]byte(strings.Join(sorted, ",")))
+	return "a" + hex.EncodeToString(sum[:8])
+}
+
+// errIsNotFound reports a cache miss.
+func errIsNotFound(err error) bool { return errors.Is(err, storage.ErrNotFound) }

@@ -1,0 +1,169 @@
+// Package proxy is Breakwater's HTTP side: the OCI distribution pull API,
+// upstream selection, the upstream client, fetch coalescing and the mapping
+// of upstream failures to answers clients and classifiers understand.
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/breakwater-registry/breakwater/storage"
+)
+
+// Options configures a Server.
+type Options struct {
+	Store     *storage.Store
+	Upstreams []UpstreamConfig
+	// DefaultUpstream names the upstream for requests that name none.
+	DefaultUpstream string
+	// TagTTL is how long a tag is served from cache before revalidation.
+	TagTTL time.Duration
+	// FetchTimeout bounds one upstream blob fetch; 0 means 30 minutes.
+	FetchTimeout time.Duration
+	Logger       *slog.Logger
+	// Version is reported in the User-Agent sent upstream.
+	Version string
+}
+
+// Server answers the pull side of the OCI distribution API from its cache
+// and its upstreams.
+type Server struct {
+	store           *storage.Store
+	log             *slog.Logger
+	upstreams       map[string]*upstream
+	aliases         map[string]string
+	defaultUpstream string
+	tagTTL          time.Duration
+	blobs           *blobFetches
+	manifests       singleflight.Group
+	router          chi.Router
+}
+
+// New builds a Server. It does not contact any upstream.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("proxy: no store")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = 30 * time.Minute
+	}
+	ua := "breakwater/" + opts.Version
+	s := &Server{
+		store:           opts.Store,
+		log:             log,
+		upstreams:       map[string]*upstream{},
+		aliases:         map[string]string{},
+		defaultUpstream: opts.DefaultUpstream,
+		tagTTL:          opts.TagTTL,
+		blobs:           newBlobFetches(opts.Store, log, opts.FetchTimeout),
+	}
+	for _, c := range opts.Upstreams {
+		up, err := newUpstream(c, ua)
+		if err != nil {
+			return nil, err
+		}
+		s.upstreams[c.Name] = up
+		s.aliases[c.Name] = c.Name
+		if up.dockerHub {
+			for _, alias := range dockerHubNames {
+				s.aliases[alias] = c.Name
+			}
+		}
+	}
+	if _, ok := s.upstreams[s.defaultUpstream]; !ok {
+		return nil, fmt.Errorf("proxy: default upstream %q is not configured", s.defaultUpstream)
+	}
+	s.router = s.routes()
+	return s, nil
+}
+
+// upstreamFor returns the configured upstream a client named, refusing
+// hosts that are not configured: Breakwater is not an open proxy.
+func (s *Server) upstreamFor(host string) (*upstream, error) {
+	if name, ok := s.aliases[strings.ToLower(host)]; ok {
+		return s.upstreams[name], nil
+	}
+	names := make([]string, 0, len(s.upstreams))
+	for n := range s.upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return nil, errorf(http.StatusNotFound, CodeNameUnknown,
+		"registry %q is not an upstream of this mirror (configured: %s)", oneLine(host, 100), strings.Join(names, ", "))
+}
+
+func (s *Server) routes() chi.Router {
+	r := chi.NewRouter()
+	r.Use(s.logRequests)
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	r.HandleFunc("/v2", s.handleBase)
+	r.HandleFunc("/v2/", s.handleBase)
+	r.HandleFunc("/v2/*", s.handlePull)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "no such endpoint %s", oneLine(r.URL.Path, 200)))
+	})
+	return r
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.router.ServeHTTP(w, r)
+}
+
+// handleBase answers the API version check every client starts with.
+func (s *Server) handleBase(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported: this is a pull-only mirror", r.Method))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write([]byte("{}"))
+	}
+}
+
+func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rest := strings.TrimPrefix(r.URL.Path, "/v2/")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported: this is a pull-only mirror", r.Method))
+		return
+	}
+	t, err := s.parseTarget(r, rest)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	info := requestInfoFrom(r)
+	info.upstream = t.upstream.name
+	switch t.kind {
+	case kindManifest:
+		err = s.serveManifest(w, r, t)
+	case kindBlob:
+		err = s.serveBlob(w, r, t)
+	case kindTags:
+		err = s.serveTags(w, r, t)
+	case kindReferrers:
+		err = s.serveReferrers(w, r, t)
+	}
+	if err != nil {
+		writeError(w, r, err)
+	}
+}

@@ -1,0 +1,499 @@
+// Package storage is Breakwater's on-disk cache: content-addressed blobs
+// (layers, configs and manifests alike), and per-repository records that say
+// which of those blobs a repository may serve and what its tags point at.
+//
+// Layout under the cache root:
+//
+//	blobs/<alg>/<hex[:2]>/<hex>                     verified content, immutable
+//	ingest/<random>                                 content being fetched
+//	repos/<upstream>/<name>/_links/<alg>/<hex>      blob linked to the repository
+//	repos/<upstream>/<name>/_manifests/<alg>/<hex>  manifest record (JSON)
+//	repos/<upstream>/<name>/_tags/<tag>/<variant>   tag record (JSON)
+//
+// A blob file exists only once its digest has been verified: content is
+// written to ingest/, fsynced, hashed and then renamed into blobs/. Whatever
+// is left in ingest/ at start is a fetch that never finished and is removed.
+// Records are small JSON files replaced atomically by rename.
+//
+// The package knows nothing of HTTP; callers validate names, but every path
+// is checked again here so that no input can address a file outside root.
+package storage
+
+import (
+	"crypto/rand"
+	_ "crypto/sha256" // register the digest algorithms go-digest checks for
+	_ "crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrNotFound reports that the cache holds no such entry.
+var ErrNotFound = errors.New("not in cache")
+
+// ErrDigestMismatch reports content whose digest is not the one expected.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+// Store is a cache rooted at one directory. It is safe for concurrent use by
+// any number of goroutines and processes that share nothing but the files.
+type Store struct {
+	root string
+}
+
+// Open prepares the cache directory, creating it when missing, and discards
+// partial content left behind by an earlier process.
+func Open(root string) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("open cache: empty directory name")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", root, err)
+	}
+	s := &Store{root: abs}
+	for _, dir := range []string{"blobs", "repos"} {
+		if err := os.MkdirAll(filepath.Join(abs, dir), 0o755); err != nil {
+			return nil, fmt.Errorf("open cache: %w", err)
+		}
+	}
+	// ingest/ holds only fetches in flight; after a restart there are none.
+	if err := os.RemoveAll(s.ingestDir()); err != nil {
+		return nil, fmt.Errorf("open cache: discard partial fetches: %w", err)
+	}
+	if err := os.MkdirAll(s.ingestDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("open cache: %w", err)
+	}
+	if err := s.CheckWritable(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Root returns the absolute cache directory.
+func (s *Store) Root() string { return s.root }
+
+// CheckWritable proves the cache can take new content right now.
+func (s *Store) CheckWritable() error {
+	f, err := os.CreateTemp(s.ingestDir(), "probe-*")
+	if err != nil {
+		return fmt.Errorf("cache %s is not writable: %w", s.root, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("cache %s is not writable: %w", s.root, err)
+	}
+	return nil
+}
+
+func (s *Store) ingestDir() string { return filepath.Join(s.root, "ingest") }
+
+// blobPath returns where verified content for dgst lives.
+func (s *Store) blobPath(dgst digest.Digest) (string, error) {
+	if err := dgst.Validate(); err != nil {
+		return "", fmt.Errorf("blob path %q: %w", dgst, err)
+	}
+	enc := dgst.Encoded()
+	return filepath.Join(s.root, "blobs", string(dgst.Algorithm()), enc[:2], enc), nil
+}
+
+// OpenBlob opens verified content. The caller closes the file.
+func (s *Store) OpenBlob(dgst digest.Digest) (*os.File, int64, error) {
+	p, err := s.blobPath(dgst)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("open blob %s: %w", dgst, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("stat blob %s: %w", dgst, err)
+	}
+	return f, fi.Size(), nil
+}
+
+// StatBlob returns the size of verified content.
+func (s *Store) StatBlob(dgst digest.Digest) (int64, error) {
+	p, err := s.blobPath(dgst)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", dgst, err)
+	}
+	return fi.Size(), nil
+}
+
+// ReadBlob returns small verified content (a manifest) whole.
+func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
+	f, _, err := s.OpenBlob(dgst)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", dgst, err)
+	}
+	return b, nil
+}
+
+// PutBlob stores small content (a manifest) already held in memory.
+func (s *Store) PutBlob(dgst digest.Digest, content []byte) error {
+	in, err := s.NewIngest(dgst)
+	if err != nil {
+		return err
+	}
+	if _, err := in.Write(content); err != nil {
+		in.Abort()
+		return err
+	}
+	return in.Commit()
+}
+
+// Ingest is content on its way into the cache. Write hashes as it goes;
+// Commit makes the content visible only if it hashed to the expected digest.
+type Ingest struct {
+	store    *Store
+	dgst     digest.Digest
+	file     *os.File
+	digester digest.Digester
+	size     int64
+	closed   bool
+}
+
+// NewIngest starts writing content expected to hash to dgst.
+func (s *Store) NewIngest(dgst digest.Digest) (*Ingest, error) {
+	if err := dgst.Validate(); err != nil {
+		return nil, fmt.Errorf("ingest %q: %w", dgst, err)
+	}
+	f, err := os.CreateTemp(s.ingestDir(), dgst.Encoded()[:12]+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("ingest %s: %w", dgst, err)
+	}
+	return &Ingest{store: s, dgst: dgst, file: f, digester: dgst.Algorithm().Digester()}, nil
+}
+
+// Path is the temporary file's name. Readers may open it to follow the
+// content as it grows; it disappears on Commit or Abort.
+func (in *Ingest) Path() string { return in.file.Name() }
+
+// Size is the number of bytes written so far.
+func (in *Ingest) Size() int64 { return in.size }
+
+func (in *Ingest) Write(p []byte) (int, error) {
+	n, err := in.file.Write(p)
+	in.digester.Hash().Write(p[:n])
+	in.size += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("ingest %s: %w", in.dgst, err)
+	}
+	return n, nil
+}
+
+// Commit verifies the digest and moves the content into place, durably.
+// On a mismatch nothing is kept and the error wraps ErrDigestMismatch.
+func (in *Ingest) Commit() error {
+	if in.closed {
+		return fmt.Errorf("commit %s: ingest already closed", in.dgst)
+	}
+	if got := in.digester.Digest(); got != in.dgst {
+		in.Abort()
+		return fmt.Errorf("commit %s: got %s: %w", in.dgst, got, ErrDigestMismatch)
+	}
+	in.closed = true
+	tmp := in.file.Name()
+	if err := in.file.Sync(); err != nil {
+		in.file.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("commit %s: sync: %w", in.dgst, err)
+	}
+	if err := in.file.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit %s: close: %w", in.dgst, err)
+	}
+	final, err := in.store.blobPath(in.dgst)
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	dir := filepath.Dir(final)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit %s: %w", in.dgst, err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit %s: %w", in.dgst, err)
+	}
+	// The rename is durable only once the directory entry is.
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("commit %s: %w", in.dgst, err)
+	}
+	return nil
+}
+
+// Abort discards the content. It is safe to call more than once and after
+// Commit.
+func (in *Ingest) Abort() {
+	if in.closed {
+		return
+	}
+	in.closed = true
+	in.file.Close()
+	os.Remove(in.file.Name())
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Repo names one repository of one upstream, as the upstream names it
+// (Docker Hub's "library/alpine", not "alpine").
+type Repo struct {
+	Upstream string
+	Name     string
+}
+
+func (r Repo) String() string { return r.Upstream + "/" + r.Name }
+
+// repoDir returns the repository's metadata directory, refusing any name that
+// would leave the repos/ tree.
+func (s *Store) repoDir(r Repo) (string, error) {
+	if err := checkSegments(r.Upstream, false); err != nil {
+		return "", fmt.Errorf("repository %s: upstream: %w", r, err)
+	}
+	if err := checkSegments(r.Name, true); err != nil {
+		return "", fmt.Errorf("repository %s: name: %w", r, err)
+	}
+	return filepath.Join(s.root, "repos", r.Upstream, filepath.FromSlash(r.Name)), nil
+}
+
+// checkSegments refuses anything that is not a plain relative path of
+// ordinary names. Names starting with '_' are reserved for records, and no
+// valid repository component starts with one.
+func checkSegments(p string, slashes bool) error {
+	if p == "" {
+		return errors.New("empty")
+	}
+	if !slashes && strings.Contains(p, "/") {
+		return fmt.Errorf("%q contains '/'", p)
+	}
+	if strings.ContainsAny(p, "\\\x00") {
+		return fmt.Errorf("%q contains a forbidden character", p)
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || seg == "." || seg == ".." || strings.HasPrefix(seg, "_") {
+			return fmt.Errorf("%q has a forbidden path element %q", p, seg)
+		}
+	}
+	if !filepath.IsLocal(filepath.FromSlash(p)) {
+		return fmt.Errorf("%q is not a local path", p)
+	}
+	return nil
+}
+
+func (s *Store) recordPath(r Repo, kind string, dgst digest.Digest) (string, error) {
+	dir, err := s.repoDir(r)
+	if err != nil {
+		return "", err
+	}
+	if err := dgst.Validate(); err != nil {
+		return "", fmt.Errorf("%s record %q: %w", kind, dgst, err)
+	}
+	return filepath.Join(dir, kind, string(dgst.Algorithm()), dgst.Encoded()), nil
+}
+
+// LinkBlob records that r may serve the blob dgst: a manifest of r references
+// it, or the upstream confirmed it for r.
+func (s *Store) LinkBlob(r Repo, dgst digest.Digest) error {
+	p, err := s.recordPath(r, "_links", dgst)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("link %s to %s: %w", dgst, r, err)
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("link %s to %s: %w", dgst, r, err)
+	}
+	return f.Close()
+}
+
+// BlobLinked reports whether r may serve dgst.
+func (s *Store) BlobLinked(r Repo, dgst digest.Digest) bool {
+	p, err := s.recordPath(r, "_links", dgst)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(p)
+	return err == nil
+}
+
+// ManifestRecord describes a manifest a repository may serve. Its bytes are
+// the blob with the same digest.
+type ManifestRecord struct {
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"`
+}
+
+// PutManifest records that r serves the manifest dgst.
+func (s *Store) PutManifest(r Repo, dgst digest.Digest, rec ManifestRecord) error {
+	p, err := s.recordPath(r, "_manifests", dgst)
+	if err != nil {
+		return err
+	}
+	return writeJSONAtomic(s.ingestDir(), p, rec)
+}
+
+// GetManifest returns the record of manifest dgst in r, or ErrNotFound.
+func (s *Store) GetManifest(r Repo, dgst digest.Digest) (ManifestRecord, error) {
+	var rec ManifestRecord
+	p, err := s.recordPath(r, "_manifests", dgst)
+	if err != nil {
+		return rec, err
+	}
+	err = readJSON(p, &rec)
+	return rec, err
+}
+
+// TagRecord is what a tag pointed at when Breakwater last asked upstream.
+type TagRecord struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Size      int64         `json:"size"`
+	// CheckedAt is when the upstream last confirmed the tag.
+	CheckedAt time.Time `json:"checkedAt"`
+}
+
+func (s *Store) tagDir(r Repo, tag string) (string, error) {
+	dir, err := s.repoDir(r)
+	if err != nil {
+		return "", err
+	}
+	if err := checkSegments(tag, false); err != nil {
+		return "", fmt.Errorf("tag %q: %w", tag, err)
+	}
+	return filepath.Join(dir, "_tags", tag), nil
+}
+
+// PutTag records what tag points at for clients of one variant. A tag can
+// resolve to different manifests depending on the media types a client
+// accepts, so each distinct Accept set has its own record; variant is a
+// short name for that set chosen by the caller.
+func (s *Store) PutTag(r Repo, tag, variant string, rec TagRecord) error {
+	dir, err := s.tagDir(r, tag)
+	if err != nil {
+		return err
+	}
+	if err := checkSegments(variant, false); err != nil {
+		return fmt.Errorf("tag %q variant: %w", tag, err)
+	}
+	return writeJSONAtomic(s.ingestDir(), filepath.Join(dir, variant), rec)
+}
+
+// GetTag returns the record for one variant of tag, or ErrNotFound.
+func (s *Store) GetTag(r Repo, tag, variant string) (TagRecord, error) {
+	var rec TagRecord
+	dir, err := s.tagDir(r, tag)
+	if err != nil {
+		return rec, err
+	}
+	if err := checkSegments(variant, false); err != nil {
+		return rec, fmt.Errorf("tag %q variant: %w", tag, err)
+	}
+	err = readJSON(filepath.Join(dir, variant), &rec)
+	return rec, err
+}
+
+// TagRecords returns every variant's record of tag.
+func (s *Store) TagRecords(r Repo, tag string) ([]TagRecord, error) {
+	dir, err := s.tagDir(r, tag)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tag %s:%s: %w", r, tag, err)
+	}
+	var recs []TagRecord
+	for _, e := range entries {
+		var rec TagRecord
+		if err := readJSON(filepath.Join(dir, e.Name()), &rec); err != nil {
+			continue // a record that cannot be read is a miss, not a failure
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+func readJSON(p string, v any) error {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read record %s: %w", p, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		// A record cut short by a crash is as good as absent: the caller
+		// asks upstream again and rewrites it.
+		return fmt.Errorf("%w: corrupt record %s: %v", ErrNotFound, p, err)
+	}
+	return nil
+}
+
+// writeJSONAtomic replaces p with v's JSON so that readers see the old record
+// or the new one, never a mix. The temporary file lives in tmpDir, on the
+// same filesystem, so a crash leaves it where Open discards it.
+func writeJSONAtomic(tmpDir, p string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("write record %s: %w", p, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("write record %s: %w", p, err)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(tmpDir, "record-"+hex.EncodeToString(rnd[:]))
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("write record %s: %w", p, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write record %s: %w", p, err)
+	}
+	return nil
+}

@@ -38,7 +38,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		return s.headBlob(w, r, t, repo)
 	}
 
-	f, started := s.blobs.start(ctx, t.upstream, repo, t.dgst)
+	f, started := s.blobs.start(t.upstream, repo, t.dgst)
 	if started {
 		noteCache(r, cacheMiss)
 	} else {

@@ -25,6 +25,9 @@ type blobFetches struct {
 	// timeout bounds one whole fetch, which outlives the client that
 	// started it.
 	timeout time.Duration
+	// base ends every fetch when the server closes; running counts them.
+	base    context.Context
+	running *sync.WaitGroup
 
 	mu       sync.Mutex
 	inflight map[fetchKey]*blobFetch
@@ -55,8 +58,8 @@ type blobFetch struct {
 	committed bool
 }
 
-func newBlobFetches(store *storage.Store, log *slog.Logger, timeout time.Duration) *blobFetches {
-	return &blobFetches{store: store, log: log, timeout: timeout, inflight: map[fetchKey]*blobFetch{}}
+func newBlobFetches(base context.Context, running *sync.WaitGroup, store *storage.Store, log *slog.Logger, timeout time.Duration) *blobFetches {
+	return &blobFetches{base: base, running: running, store: store, log: log, timeout: timeout, inflight: map[fetchKey]*blobFetch{}}
 }
 
 // inflightFor returns the fetch under way for key, if any.
@@ -68,7 +71,7 @@ func (b *blobFetches) inflightFor(key fetchKey) *blobFetch {
 
 // start joins the fetch under way for key or starts one for repo. started
 // reports whether this call started it.
-func (b *blobFetches) start(ctx context.Context, up *upstream, repo storage.Repo, dgst digest.Digest) (f *blobFetch, started bool) {
+func (b *blobFetches) start(up *upstream, repo storage.Repo, dgst digest.Digest) (f *blobFetch, started bool) {
 	key := fetchKey{up.name, dgst}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -84,9 +87,11 @@ func (b *blobFetches) start(ctx context.Context, up *upstream, repo storage.Repo
 	}
 	b.inflight[key] = f
 	// The fetch fills the cache for everyone; the client that started it
-	// may hang up without stopping it.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+	// may hang up without stopping it. Only closing the server does.
+	fctx, cancel := context.WithTimeout(b.base, b.timeout)
+	b.running.Add(1)
 	go func() {
+		defer b.running.Done()
 		defer cancel()
 		err := b.run(fctx, up, repo, f)
 		if err != nil {

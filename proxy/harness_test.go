@@ -71,7 +71,10 @@ func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
+	t.Cleanup(func() {
+		hs.Close()
+		srv.Close()
+	})
 	return &mirror{
 		t: t, srv: hs, host: strings.TrimPrefix(hs.URL, "http://"), dir: o.dir, store: store,
 		client: &http.Client{Timeout: 2 * time.Minute},

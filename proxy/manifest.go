@@ -168,7 +168,9 @@ func (s *Server) revalidate(ctx context.Context, t *target, repo storage.Repo, r
 // it and its result fills the cache.
 func (s *Server) coalesceManifest(ctx context.Context, key string, fetch func(context.Context) (*manifest, error)) (*manifest, error) {
 	ch := s.manifests.DoChan(key, func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		s.background.Add(1)
+		defer s.background.Done()
+		fctx, cancel := context.WithTimeout(s.base, 2*time.Minute)
 		defer cancel()
 		return fetch(fctx)
 	})

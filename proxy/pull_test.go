@@ -365,7 +365,7 @@ func pullAll(t *testing.T, m *mirror, repoTag string) string {
 		t.Fatalf("manifest %s: %d %s", repoTag, resp.StatusCode, body)
 	}
 	var man struct {
-		Config struct{ Digest string } `json:"config"`
+		Config struct{ Digest string }   `json:"config"`
 		Layers []struct{ Digest string } `json:"layers"`
 	}
 	if err := json.Unmarshal(body, &man); err != nil {

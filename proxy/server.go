@@ -4,12 +4,14 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -45,6 +47,12 @@ type Server struct {
 	blobs           *blobFetches
 	manifests       singleflight.Group
 	router          chi.Router
+
+	// base is the context of work that outlives a request (shared
+	// fetches); Close cancels it and waits for background to drain.
+	base       context.Context
+	cancel     context.CancelFunc
+	background sync.WaitGroup
 }
 
 // New builds a Server. It does not contact any upstream.
@@ -60,15 +68,18 @@ func New(opts Options) (*Server, error) {
 		opts.FetchTimeout = 30 * time.Minute
 	}
 	ua := "breakwater/" + opts.Version
+	base, cancel := context.WithCancel(context.Background())
 	s := &Server{
+		base:            base,
+		cancel:          cancel,
 		store:           opts.Store,
 		log:             log,
 		upstreams:       map[string]*upstream{},
 		aliases:         map[string]string{},
 		defaultUpstream: opts.DefaultUpstream,
 		tagTTL:          opts.TagTTL,
-		blobs:           newBlobFetches(opts.Store, log, opts.FetchTimeout),
 	}
+	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout)
 	for _, c := range opts.Upstreams {
 		up, err := newUpstream(c, ua)
 		if err != nil {
@@ -87,6 +98,13 @@ func New(opts Options) (*Server, error) {
 	}
 	s.router = s.routes()
 	return s, nil
+}
+
+// Close stops fetches still under way and waits for them to end. Call it
+// after the HTTP server has stopped taking requests.
+func (s *Server) Close() {
+	s.cancel()
+	s.background.Wait()
 }
 
 // upstreamFor returns the configured upstream a client named, refusing

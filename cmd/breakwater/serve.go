@@ -166,7 +166,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := hs.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	err = hs.Shutdown(shutdownCtx)
+	srv.Close()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	return nil

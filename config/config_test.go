@@ -1,0 +1,108 @@
+package config
+
+import (
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadValid(t *testing.T) {
+	cfg, err := Load(filepath.Join("testdata", "valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Listen:          "127.0.0.1:5000",
+		Cache:           Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second)},
+		DefaultUpstream: "docker.io",
+		Upstreams: map[string]Upstream{
+			"docker.io":                 {URL: "https://registry-1.docker.io", Username: "robot", Password: "s3cret"},
+			"registry.example.com:5000": {URL: "http://10.0.0.5:5000", DockerConfig: true},
+		},
+		Log: Log{Level: "debug", Format: "text"},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("got %+v\nwant %+v", cfg, want)
+	}
+}
+
+// TestBundledConfig keeps the repository's config.yaml runnable and equal to
+// the built-in defaults the README promises.
+func TestBundledConfig(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, Default()) {
+		t.Errorf("config.yaml differs from Default():\n%+v\n%+v", cfg, Default())
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	cases := []struct {
+		file string
+		want []string // substrings of the error, naming the field
+	}{
+		{"unknown-key.yaml", []string{"line 3", "cache.tag_tll", "unknown key", "tag_ttl"}},
+		{"unknown-upstream-key.yaml", []string{"upstreams.docker.io.pasword", "unknown key"}},
+		{"bad-url-scheme.yaml", []string{"upstreams.docker.io.url", "scheme must be http or https"}},
+		{"bad-url-path.yaml", []string{"upstreams.docker.io.url", "no path"}},
+		{"bad-url-parse.yaml", []string{"upstreams.docker.io.url", "not a URL"}},
+		{"url-credentials.yaml", []string{"upstreams.docker.io.url", "credentials"}},
+		{"bad-duration.yaml", []string{"line 2", "cache.tag_ttl", "invalid duration"}},
+		{"negative-duration.yaml", []string{"cache.tag_ttl", "negative"}},
+		{"bad-default.yaml", []string{"default_upstream", "quay.io"}},
+		{"bad-listen.yaml", []string{"listen", "host:port"}},
+		{"wrong-kind.yaml", []string{"cache", "mapping"}},
+		{"bad-level.yaml", []string{"log.level", "loud"}},
+		{"password-without-user.yaml", []string{"upstreams.docker.io.username", "required"}},
+		{"bad-host.yaml", []string{"upstreams.bad host!", "not a registry host"}},
+		{"not-yaml.yaml", []string{"not valid YAML"}},
+		{"bad-bool.yaml", []string{"upstreams.docker.io.docker_config", "true or false"}},
+		{"missing.yaml", []string{"missing.yaml", "no such file"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			_, err := Load(filepath.Join("testdata", tc.file))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSetUpstream(t *testing.T) {
+	cfg := Default()
+	cfg.Upstreams["docker.io"] = Upstream{URL: "https://registry-1.docker.io", Username: "u", Password: "p"}
+	if err := cfg.SetUpstream("docker.io=http://127.0.0.1:5001/"); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Upstreams["docker.io"]; got.URL != "http://127.0.0.1:5001" || got.Username != "u" {
+		t.Errorf("docker.io = %+v: URL replaced, credentials kept", got)
+	}
+	if err := cfg.SetUpstream("internal.example:5000=https://mirror.internal"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cfg.Upstreams["internal.example:5000"]; !ok {
+		t.Error("new upstream not added")
+	}
+	for _, bad := range []string{"docker.io", "=http://x", "docker.io=", "docker.io=ftp://x", "no host!=http://x"} {
+		if err := cfg.SetUpstream(bad); err == nil || !strings.Contains(err.Error(), "--upstream") {
+			t.Errorf("SetUpstream(%q) = %v, want an error naming --upstream", bad, err)
+		}
+	}
+}
+
+func TestParseEmptyIsDefault(t *testing.T) {
+	cfg, err := Parse([]byte("  \n"))
+	if err != nil || !reflect.DeepEqual(cfg, Default()) {
+		t.Errorf("empty file: %v, %+v", err, cfg)
+	}
+}

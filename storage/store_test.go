@@ -1,0 +1,220 @@
+package storage
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func openTemp(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestIngestCommit(t *testing.T) {
+	s := openTemp(t)
+	content := []byte("layer bytes")
+	d := digest.FromBytes(content)
+	in, err := s.NewIngest(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Write(content[:5]); err != nil {
+		t.Fatal(err)
+	}
+	// Not visible before commit.
+	if _, err := s.StatBlob(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("visible before commit: %v", err)
+	}
+	if _, err := in.Write(content[5:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ReadBlob(d)
+	if err != nil || string(got) != string(content) {
+		t.Fatalf("ReadBlob = %q, %v", got, err)
+	}
+	if _, err := os.Stat(in.Path()); !os.IsNotExist(err) {
+		t.Errorf("ingest file left behind: %v", err)
+	}
+}
+
+func TestIngestMismatchKeepsNothing(t *testing.T) {
+	s := openTemp(t)
+	d := digest.FromBytes([]byte("expected"))
+	in, err := s.NewIngest(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = in.Write([]byte("something else"))
+	if err := in.Commit(); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("Commit = %v, want ErrDigestMismatch", err)
+	}
+	if _, err := s.StatBlob(d); !errors.Is(err, ErrNotFound) {
+		t.Errorf("mismatched content stored: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.Root(), "ingest")); len(ents) != 0 {
+		t.Errorf("ingest not cleaned: %v", ents)
+	}
+	in.Abort() // harmless after a failed commit
+}
+
+func TestOpenDiscardsPartials(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := []byte("complete")
+	if err := s.PutBlob(digest.FromBytes(done), done); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.NewIngest(digest.FromBytes([]byte("never finished")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = in.Write([]byte("never"))
+	// The process dies here: no Commit, no Abort.
+
+	s2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(in.Path()); !os.IsNotExist(err) {
+		t.Errorf("partial survived: %v", err)
+	}
+	if got, err := s2.ReadBlob(digest.FromBytes(done)); err != nil || string(got) != "complete" {
+		t.Errorf("complete entry lost: %q %v", got, err)
+	}
+}
+
+func TestRecords(t *testing.T) {
+	s := openTemp(t)
+	r := Repo{Upstream: "docker.io", Name: "library/alpine"}
+	d := digest.FromString("manifest")
+	if s.BlobLinked(r, d) {
+		t.Fatal("linked before LinkBlob")
+	}
+	if err := s.LinkBlob(r, d); err != nil {
+		t.Fatal(err)
+	}
+	if !s.BlobLinked(r, d) || s.BlobLinked(Repo{Upstream: "docker.io", Name: "library/other"}, d) {
+		t.Error("link not per repository")
+	}
+	if err := s.PutManifest(r, d, ManifestRecord{MediaType: "application/x", Size: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.GetManifest(r, d); err != nil || rec.MediaType != "application/x" {
+		t.Errorf("GetManifest = %+v, %v", rec, err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := s.PutTag(r, "3.20", "any", TagRecord{Digest: d, MediaType: "application/x", CheckedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.GetTag(r, "3.20", "any")
+	if err != nil || rec.Digest != d || !rec.CheckedAt.Equal(now) {
+		t.Errorf("GetTag = %+v, %v", rec, err)
+	}
+	if _, err := s.GetTag(r, "3.21", "any"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing tag: %v", err)
+	}
+	recs, err := s.TagRecords(r, "3.20")
+	if err != nil || len(recs) != 1 {
+		t.Errorf("TagRecords = %v, %v", recs, err)
+	}
+}
+
+func TestCorruptRecordIsAMiss(t *testing.T) {
+	s := openTemp(t)
+	r := Repo{Upstream: "docker.io", Name: "library/alpine"}
+	if err := s.PutTag(r, "v1", "any", TagRecord{Digest: digest.FromString("x")}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.Root(), "repos", "docker.io", "library", "alpine", "_tags", "v1", "any")
+	if err := os.WriteFile(p, []byte(`{"digest":"sha2`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetTag(r, "v1", "any"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("corrupt record: %v, want ErrNotFound", err)
+	}
+}
+
+// TestPathsStayInside refuses every name that could address a file outside
+// the cache, even though the HTTP layer validates names first.
+func TestPathsStayInside(t *testing.T) {
+	s := openTemp(t)
+	d := digest.FromString("x")
+	bad := []Repo{
+		{Upstream: "docker.io", Name: "../../etc"},
+		{Upstream: "docker.io", Name: "library/../../../x"},
+		{Upstream: "..", Name: "x"},
+		{Upstream: "docker.io/../..", Name: "x"},
+		{Upstream: "docker.io", Name: "/abs"},
+		{Upstream: "docker.io", Name: "a//b"},
+		{Upstream: "docker.io", Name: "a/_links/b"},
+		{Upstream: "docker.io", Name: "a\\..\\b"},
+		{Upstream: "docker.io", Name: "a\x00b"},
+		{Upstream: "", Name: "x"},
+		{Upstream: "docker.io", Name: ""},
+	}
+	for _, r := range bad {
+		if err := s.LinkBlob(r, d); err == nil {
+			t.Errorf("LinkBlob(%q) accepted", r)
+		}
+		if err := s.PutTag(r, "v1", "any", TagRecord{}); err == nil {
+			t.Errorf("PutTag(%q) accepted", r)
+		}
+	}
+	good := Repo{Upstream: "docker.io", Name: "library/x"}
+	for _, tag := range []string{"..", "../x", "_tags", ""} {
+		if err := s.PutTag(good, tag, "any", TagRecord{}); err == nil {
+			t.Errorf("PutTag tag %q accepted", tag)
+		}
+	}
+	for _, dg := range []digest.Digest{"sha256:../../x", "md5:abc", "sha256:" + digest.Digest(strings.Repeat("z", 64))} {
+		if _, _, err := s.OpenBlob(dg); err == nil || errors.Is(err, ErrNotFound) {
+			t.Errorf("OpenBlob(%q) = %v, want a validation error", dg, err)
+		}
+		if _, err := s.NewIngest(dg); err == nil {
+			t.Errorf("NewIngest(%q) accepted", dg)
+		}
+	}
+	// Nothing escaped into the parent directory.
+	ents, _ := os.ReadDir(filepath.Dir(s.Root()))
+	if len(ents) != 1 {
+		t.Errorf("files appeared beside the cache: %v", ents)
+	}
+}
+
+func TestOpenUnwritable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		// root writes through permissions; a file where the directory
+		// should be fails for everyone.
+		f := filepath.Join(t.TempDir(), "file")
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(f); err == nil {
+			t.Fatal("Open on a regular file succeeded")
+		}
+		return
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(filepath.Join(dir, "cache")); err == nil {
+		t.Fatal("Open in a read-only directory succeeded")
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -342,6 +341,3 @@ func acceptVariant(accept []string) string {
 	sum := sha256.Sum256([]byte(strings.Join(sorted, ",")))
 	return "a" + hex.EncodeToString(sum[:8])
 }
-
-// errIsNotFound reports a cache miss.
-func errIsNotFound(err error) bool { return errors.Is(err, storage.ErrNotFound) }

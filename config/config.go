@@ -29,7 +29,48 @@ type Config struct {
 	// Upstreams maps a registry host as clients name it ("docker.io") to
 	// where and how Breakwater reaches it.
 	Upstreams map[string]Upstream `yaml:"upstreams"`
-	Log       Log                 `yaml:"log"`
+	// Resilience is how Breakwater treats a failing upstream; it applies
+	// to every upstream.
+	Resilience Resilience `yaml:"resilience"`
+	Log        Log        `yaml:"log"`
+}
+
+// Resilience configures retries, the circuit breaker and concurrency
+// towards upstreams.
+type Resilience struct {
+	Retry   Retry   `yaml:"retry"`
+	Breaker Breaker `yaml:"breaker"`
+	// MaxConcurrent caps requests in flight to one upstream; 0 means no cap.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// RateLimitReserve: when Docker Hub's ratelimit-remaining falls to this
+	// many pulls, tags that are cached are served without revalidation so
+	// the remaining pulls go to images the cache lacks. 0 disables it.
+	RateLimitReserve int `yaml:"rate_limit_reserve"`
+}
+
+// Retry configures the retry policy for one upstream request.
+type Retry struct {
+	// Attempts is the most tries of one request, the first included.
+	Attempts int `yaml:"attempts"`
+	// BaseDelay and MaxDelay bound full-jitter exponential backoff: the
+	// wait before try n is uniform in [0, min(MaxDelay, BaseDelay*2^n)].
+	BaseDelay Duration `yaml:"base_delay"`
+	MaxDelay  Duration `yaml:"max_delay"`
+	// Deadline bounds one request with all its retries.
+	Deadline Duration `yaml:"deadline"`
+	// AttemptTimeout bounds the wait for response headers of one try, and
+	// for the next byte of a body being fetched.
+	AttemptTimeout Duration `yaml:"attempt_timeout"`
+	// MaxRetryAfter caps how long an upstream's Retry-After is honoured.
+	MaxRetryAfter Duration `yaml:"max_retry_after"`
+}
+
+// Breaker configures the per-upstream circuit breaker.
+type Breaker struct {
+	// Failures is how many consecutive failed tries open the circuit.
+	Failures int `yaml:"failures"`
+	// Cooldown is how long the circuit stays open before one probe.
+	Cooldown Duration `yaml:"cooldown"`
 }
 
 // Cache configures the on-disk cache.
@@ -37,6 +78,9 @@ type Cache struct {
 	Dir string `yaml:"dir"`
 	// TagTTL is how long a tag is trusted before it is revalidated upstream.
 	TagTTL Duration `yaml:"tag_ttl"`
+	// MaxStale is how old a tag may be and still be served when the
+	// upstream cannot be asked (stale-if-error). 0 disables it.
+	MaxStale Duration `yaml:"max_stale"`
 }
 
 // Upstream is one registry Breakwater pulls from.
@@ -83,8 +127,9 @@ func Default() Config {
 	return Config{
 		Listen: ":5000",
 		Cache: Cache{
-			Dir:    "./data",
-			TagTTL: Duration(5 * time.Minute),
+			Dir:      "./data",
+			TagTTL:   Duration(5 * time.Minute),
+			MaxStale: Duration(7 * 24 * time.Hour),
 		},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
@@ -92,6 +137,19 @@ func Default() Config {
 			"ghcr.io":         {URL: "https://ghcr.io"},
 			"quay.io":         {URL: "https://quay.io"},
 			"registry.k8s.io": {URL: "https://registry.k8s.io"},
+		},
+		Resilience: Resilience{
+			Retry: Retry{
+				Attempts:       4,
+				BaseDelay:      Duration(200 * time.Millisecond),
+				MaxDelay:       Duration(5 * time.Second),
+				Deadline:       Duration(30 * time.Second),
+				AttemptTimeout: Duration(15 * time.Second),
+				MaxRetryAfter:  Duration(10 * time.Second),
+			},
+			Breaker:          Breaker{Failures: 5, Cooldown: Duration(30 * time.Second)},
+			MaxConcurrent:    64,
+			RateLimitReserve: 10,
 		},
 		Log: Log{Level: "info", Format: "json"},
 	}
@@ -168,6 +226,34 @@ func (c *Config) Validate() error {
 	}
 	if _, ok := c.Upstreams[c.DefaultUpstream]; !ok && len(c.Upstreams) > 0 {
 		errs = append(errs, fmt.Errorf("default_upstream: %q is not one of the upstreams (%s)", c.DefaultUpstream, strings.Join(names, ", ")))
+	}
+	r := c.Resilience
+	if r.Retry.Attempts < 1 {
+		errs = append(errs, fmt.Errorf("resilience.retry.attempts: %d: must be at least 1", r.Retry.Attempts))
+	}
+	if r.Retry.BaseDelay <= 0 {
+		errs = append(errs, errors.New("resilience.retry.base_delay: must be positive"))
+	}
+	if r.Retry.MaxDelay < r.Retry.BaseDelay {
+		errs = append(errs, errors.New("resilience.retry.max_delay: must not be less than base_delay"))
+	}
+	if r.Retry.Deadline <= 0 {
+		errs = append(errs, errors.New("resilience.retry.deadline: must be positive"))
+	}
+	if r.Retry.AttemptTimeout <= 0 {
+		errs = append(errs, errors.New("resilience.retry.attempt_timeout: must be positive"))
+	}
+	if r.Breaker.Failures < 1 {
+		errs = append(errs, fmt.Errorf("resilience.breaker.failures: %d: must be at least 1", r.Breaker.Failures))
+	}
+	if r.Breaker.Cooldown <= 0 {
+		errs = append(errs, errors.New("resilience.breaker.cooldown: must be positive"))
+	}
+	if r.MaxConcurrent < 0 {
+		errs = append(errs, fmt.Errorf("resilience.max_concurrent: %d: must not be negative", r.MaxConcurrent))
+	}
+	if r.RateLimitReserve < 0 {
+		errs = append(errs, fmt.Errorf("resilience.rate_limit_reserve: %d: must not be negative", r.RateLimitReserve))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

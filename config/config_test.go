@@ -15,11 +15,17 @@ func TestLoadValid(t *testing.T) {
 	}
 	want := Config{
 		Listen:          "127.0.0.1:5000",
-		Cache:           Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second)},
+		Cache:           Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second), MaxStale: Duration(24 * time.Hour)},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
 			"docker.io":                 {URL: "https://registry-1.docker.io", Username: "robot", Password: "s3cret"},
 			"registry.example.com:5000": {URL: "http://10.0.0.5:5000", DockerConfig: true},
+		},
+		Resilience: Resilience{
+			Retry: Retry{Attempts: 3, BaseDelay: Duration(100 * time.Millisecond), MaxDelay: Duration(2 * time.Second),
+				Deadline: Duration(20 * time.Second), AttemptTimeout: Duration(5 * time.Second), MaxRetryAfter: Duration(15 * time.Second)},
+			Breaker:       Breaker{Failures: 7, Cooldown: Duration(time.Minute)},
+			MaxConcurrent: 16,
 		},
 		Log: Log{Level: "debug", Format: "text"},
 	}
@@ -61,6 +67,9 @@ func TestLoadRejects(t *testing.T) {
 		{"bad-host.yaml", []string{"upstreams.bad host!", "not a registry host"}},
 		{"not-yaml.yaml", []string{"not valid YAML"}},
 		{"bad-bool.yaml", []string{"upstreams.docker.io.docker_config", "true or false"}},
+		{"bad-attempts.yaml", []string{"resilience.retry.attempts", "at least 1"}},
+		{"bad-cooldown.yaml", []string{"resilience.breaker.cooldown", "positive"}},
+		{"bad-concurrency.yaml", []string{"line 2", "resilience.max_concurrent", "whole number"}},
 		{"missing.yaml", []string{"missing.yaml", "no such file"}},
 	}
 	for _, tc := range cases {

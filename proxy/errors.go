@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // OCI distribution error codes Breakwater answers with.
@@ -79,8 +83,72 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Status == http.StatusMethodNotAllowed {
 		h.Set("Allow", "GET, HEAD")
 	}
+	if e.Code == CodeUnavailable && writeWithReason(w, r, e.Status, e.Message, body) {
+		return
+	}
 	w.WriteHeader(e.Status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
+}
+
+// writeWithReason answers with a custom HTTP reason phrase. Runtimes print a
+// mirror's status line but not its body (and a HEAD has none), so the
+// crafted 503 text must travel in the status line to reach the pod; see
+// DESIGN.md. net/http always writes the standard phrase, so this takes the
+// connection and writes the answer itself, then closes the connection. It
+// reports false when the connection cannot be taken (HTTP/2, where there is
+// no reason phrase and the body must carry the message).
+func writeWithReason(w http.ResponseWriter, r *http.Request, status int, reason string, body []byte) bool {
+	if r.ProtoMajor != 1 {
+		return false
+	}
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	h := w.Header().Clone()
+	h.Set("Connection", "close")
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", status, reasonPhrase(reason))
+	for _, k := range keys {
+		for _, v := range h[k] {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, reasonPhrase(v))
+		}
+	}
+	b.WriteString("\r\n")
+	if r.Method != http.MethodHead {
+		b.Write(body)
+	}
+	writeAll(rw.Writer, b.String())
+	info := requestInfoFrom(r)
+	info.status = status
+	if r.Method != http.MethodHead {
+		info.bytes = int64(len(body))
+	}
+	return true
+}
+
+func writeAll(w *bufio.Writer, s string) {
+	_, _ = w.WriteString(s)
+	_ = w.Flush()
+}
+
+// reasonPhrase keeps only what HTTP allows in a status line or header
+// value: no CR, LF or other control characters.
+func reasonPhrase(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }

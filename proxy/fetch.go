@@ -9,7 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -105,7 +108,9 @@ func (b *blobFetches) start(up *upstream, repo storage.Repo, dgst digest.Digest)
 	return f, true
 }
 
-// run fetches the blob into an ingest file and commits it.
+// run fetches the blob into an ingest file and commits it. A body cut off
+// or stalled part way is resumed with a Range request from the byte
+// reached; the whole blob is still verified against its digest at the end.
 func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, f *blobFetch) error {
 	in, err := b.store.NewIngest(f.key.dgst)
 	if err != nil {
@@ -113,34 +118,43 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 	}
 	defer in.Abort() // a no-op once committed
 
-	resp, err := up.do(ctx, http.MethodGet, repo.Name, "blobs/"+f.key.dgst.String(), nil, nil)
-	if err != nil {
-		return up.transportError(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return up.statusError(resp, kindBlob)
-	}
-	f.begin(in.Path(), resp.ContentLength)
-
+	size := int64(-1)
 	buf := make([]byte, 256<<10)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, err := in.Write(buf[:n]); err != nil {
-				return fmt.Errorf("fetch %s: %w", f.key.dgst, err)
-			}
-			f.advance(in.Size())
+	for stalled := 0; ; {
+		offset := in.Size()
+		body, total, err := b.open(ctx, up, repo, f.key.dgst, offset)
+		if err != nil {
+			return err
 		}
-		if rerr == io.EOF {
+		if offset == 0 {
+			size = total
+			f.begin(in.Path(), size)
+		} else if total >= 0 && size >= 0 && total != size {
+			body.Close()
+			return unavailable(up.name, fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
+		}
+		cause := copyWithStallTimeout(body, in, f, buf, up.retry.AttemptTimeout)
+		body.Close()
+		if cause == nil {
 			break
 		}
-		if rerr != nil {
-			return unavailable(up.name, "unreachable: body cut off after "+fmt.Sprint(in.Size())+" bytes: "+networkCause(rerr), 0)
+		var writeErr *ingestWriteError
+		if errors.As(cause, &writeErr) || ctx.Err() != nil {
+			return cause
 		}
+		if in.Size() == offset {
+			stalled++
+		} else {
+			stalled = 0
+		}
+		if stalled >= up.retry.Attempts {
+			return unavailable(up.name, fmt.Sprintf("unreachable: body cut off at byte %d: %s", in.Size(), networkCause(cause)), 0)
+		}
+		b.log.Info("resuming blob fetch", "upstream", up.name, "repo", repo.Name, "digest", f.key.dgst,
+			"offset", in.Size(), "size", size, "cause", cause.Error())
 	}
-	if resp.ContentLength >= 0 && in.Size() != resp.ContentLength {
-		return unavailable(up.name, fmt.Sprintf("unreachable: body cut off at %d of %d bytes", in.Size(), resp.ContentLength), 0)
+	if size >= 0 && in.Size() != size {
+		return unavailable(up.name, fmt.Sprintf("unreachable: body cut off at %d of %d bytes", in.Size(), size), 0)
 	}
 	if err := in.Commit(); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
@@ -154,6 +168,104 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 		b.log.Warn("link blob", "repo", repo, "digest", f.key.dgst, "err", err)
 	}
 	return nil
+}
+
+// open GETs the blob from offset on and returns a body positioned there and
+// the blob's total size (-1 when the upstream did not say).
+func (b *blobFetches) open(ctx context.Context, up *upstream, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	var hdr http.Header
+	if offset > 0 {
+		hdr = http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}}
+	}
+	resp, err := up.do(ctx, http.MethodGet, repo.Name, "blobs/"+dgst.String(), nil, hdr)
+	if err != nil {
+		return nil, 0, up.transportError(err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if offset > 0 {
+			// The upstream ignored the Range: skip what we have.
+			if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
+				resp.Body.Close()
+				return nil, 0, unavailable(up.name, "unreachable: "+networkCause(err), 0)
+			}
+		}
+		return resp.Body, resp.ContentLength, nil
+	case resp.StatusCode == http.StatusPartialContent && offset > 0:
+		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != offset {
+			resp.Body.Close()
+			return nil, 0, unavailable(up.name, fmt.Sprintf("unreachable: answered a resume from byte %d with Content-Range %q", offset, resp.Header.Get("Content-Range")), 0)
+		}
+		return resp.Body, total, nil
+	}
+	return nil, 0, up.statusError(resp, kindBlob)
+}
+
+// parseContentRange reads "bytes START-END/TOTAL"; total is -1 for "*".
+func parseContentRange(v string) (start, total int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	startStr, _, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err := strconv.ParseInt(startStr, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	if tot == "*" {
+		return start, -1, true
+	}
+	total, err = strconv.ParseInt(tot, 10, 64)
+	return start, total, err == nil
+}
+
+// ingestWriteError is a failure to write the cache, as opposed to a failure
+// to read the upstream; only the latter is worth resuming.
+type ingestWriteError struct{ err error }
+
+func (e *ingestWriteError) Error() string { return e.err.Error() }
+func (e *ingestWriteError) Unwrap() error { return e.err }
+
+// errStalled reports a body that sent nothing for the stall timeout.
+var errStalled = errors.New("i/o timeout: upstream body stalled")
+
+// copyWithStallTimeout copies body into the ingest, announcing progress,
+// and gives up when no byte arrives for stall. It returns nil at the end of
+// the body.
+func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, buf []byte, stall time.Duration) error {
+	var stalled atomic.Bool
+	timer := time.AfterFunc(stall, func() {
+		stalled.Store(true)
+		body.Close() // unblocks the Read below
+	})
+	defer timer.Stop()
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			timer.Reset(stall)
+			if _, err := in.Write(buf[:n]); err != nil {
+				return &ingestWriteError{err}
+			}
+			f.advance(in.Size())
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			if stalled.Load() {
+				return errStalled
+			}
+			return rerr
+		}
+	}
 }
 
 func (f *blobFetch) notifyLocked() {

@@ -39,7 +39,24 @@ type mirrorOpts struct {
 	dir    string
 	tagTTL time.Duration
 	// extra upstreams by name, besides docker.io.
-	extra map[string]string
+	extra         map[string]string
+	retry         proxy.RetryPolicy
+	breaker       proxy.BreakerPolicy
+	maxStale      time.Duration
+	maxConcurrent int
+	reserve       int
+}
+
+// fastRetry keeps tests quick while exercising every retry path.
+func fastRetry() proxy.RetryPolicy {
+	return proxy.RetryPolicy{
+		Attempts:       4,
+		BaseDelay:      5 * time.Millisecond,
+		MaxDelay:       40 * time.Millisecond,
+		Deadline:       10 * time.Second,
+		AttemptTimeout: 2 * time.Second,
+		MaxRetryAfter:  3 * time.Second,
+	}
 }
 
 func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
@@ -59,13 +76,25 @@ func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
+	if o.retry.Attempts == 0 {
+		o.retry = fastRetry()
+	}
+	if o.breaker.Failures == 0 {
+		// Tests of retries must not trip the breaker; its own tests set it.
+		o.breaker = proxy.BreakerPolicy{Failures: 1 << 20, Cooldown: time.Second}
+	}
 	srv, err := proxy.New(proxy.Options{
-		Store:           store,
-		Upstreams:       ups,
-		DefaultUpstream: "docker.io",
-		TagTTL:          o.tagTTL,
-		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		Version:         "test",
+		Store:            store,
+		Upstreams:        ups,
+		DefaultUpstream:  "docker.io",
+		TagTTL:           o.tagTTL,
+		MaxStale:         o.maxStale,
+		Retry:            o.retry,
+		Breaker:          o.breaker,
+		MaxConcurrent:    o.maxConcurrent,
+		RateLimitReserve: o.reserve,
+		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Version:          "test",
 	})
 	if err != nil {
 		t.Fatal(err)

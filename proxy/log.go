@@ -14,7 +14,8 @@ const (
 	cacheMiss      = "miss"
 	cacheCoalesced = "coalesced"
 	cacheRevalid   = "revalidated"
-	cachePass      = "pass" // not cacheable, proxied
+	cacheStale     = "stale" // served past its TTL: upstream unavailable or sparing its rate limit
+	cachePass      = "pass"  // not cacheable, proxied
 )
 
 // requestInfo collects what handlers learn about a request for its log line.
@@ -22,6 +23,10 @@ type requestInfo struct {
 	upstream string
 	cache    string
 	err      error
+	// status and bytes are set by handlers that wrote the answer on a
+	// hijacked connection, which the recorder cannot see.
+	status int
+	bytes  int64
 }
 
 type requestInfoKey struct{}
@@ -43,7 +48,10 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		info := &requestInfo{}
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info)))
-		status := rec.status
+		status, bytes := rec.status, rec.bytes
+		if info.status != 0 {
+			status, bytes = info.status, info.bytes
+		}
 		if status == 0 {
 			status = http.StatusOK
 		}
@@ -52,7 +60,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			slog.String("path", r.URL.Path),
 			slog.String("query", r.URL.RawQuery),
 			slog.Int("status", status),
-			slog.Int64("bytes", rec.bytes),
+			slog.Int64("bytes", bytes),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("remote", r.RemoteAddr),
 		}

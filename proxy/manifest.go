@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -90,17 +91,24 @@ func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, er
 	})
 }
 
-// manifestByTag serves a tag from cache while its record is fresh, then
-// revalidates it with a HEAD (which Docker Hub does not count against the
-// pull rate limit) and fetches only when it moved.
+// manifestByTag serves a tag from cache while its record is fresh. After
+// that it asks upstream with a HEAD (which Docker Hub does not count against
+// the pull rate limit) and GETs only when the tag moved to a manifest the
+// repository lacks. When the upstream cannot be asked, a cached copy up to
+// MaxStale old is served instead (stale-if-error).
 func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) (*manifest, error) {
 	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
 	variant := acceptVariant(accept)
-	rec, recErr := s.store.GetTag(repo, t.ref, variant)
-	if recErr == nil && time.Since(rec.CheckedAt) < s.tagTTL {
-		if m, err := s.cachedManifest(repo, rec.Digest); err == nil {
-			m.cache = cacheHit
-			return m, nil
+	if rec, err := s.store.GetTag(repo, t.ref, variant); err == nil {
+		fresh := time.Since(rec.CheckedAt) < s.tagTTL
+		if fresh || s.sparingRateLimit(t.upstream) {
+			if m, err := s.cachedManifest(repo, rec.Digest); err == nil {
+				m.cache = cacheHit
+				if !fresh {
+					m.cache = cacheStale
+				}
+				return m, nil
+			}
 		}
 	}
 	upAccept := accept
@@ -108,14 +116,20 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		upAccept = defaultAccept
 	}
 	key := "t\x00" + repo.String() + "\x00" + t.ref + "\x00" + variant
-	return s.coalesceManifest(ctx, key, func(ctx context.Context) (*manifest, error) {
-		if recErr == nil {
-			if m := s.revalidate(ctx, t, repo, rec, upAccept); m != nil {
-				if err := s.store.PutTag(repo, t.ref, variant, storage.TagRecord{
-					Digest: m.dgst, MediaType: m.contentType, Size: int64(len(m.body)), CheckedAt: time.Now(),
-				}); err != nil {
-					s.log.Warn("update tag record", "repo", repo, "tag", t.ref, "err", err)
-				}
+	m, err := s.coalesceManifest(ctx, key, func(ctx context.Context) (*manifest, error) {
+		known, err := s.store.TagRecords(repo, t.ref)
+		if err != nil {
+			return nil, err
+		}
+		if len(known) > 0 {
+			// The tag is cached for this or another Accept set: a HEAD
+			// may show it points at a manifest already here.
+			m, err := s.resolveByHead(ctx, t, repo, upAccept)
+			if err != nil {
+				return nil, err
+			}
+			if m != nil {
+				s.recordTag(repo, t.ref, variant, m)
 				m.cache = cacheRevalid
 				return m, nil
 			}
@@ -127,39 +141,112 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		if err := s.storeManifest(repo, m); err != nil {
 			return nil, err
 		}
-		if err := s.store.PutTag(repo, t.ref, variant, storage.TagRecord{
-			Digest: m.dgst, MediaType: m.contentType, Size: int64(len(m.body)), CheckedAt: time.Now(),
-		}); err != nil {
-			return nil, fmt.Errorf("record tag %s:%s: %w", repo, t.ref, err)
-		}
+		s.recordTag(repo, t.ref, variant, m)
 		m.cache = cacheMiss
 		return m, nil
 	})
+	if err != nil {
+		if stale := s.staleTag(repo, t.ref, variant, accept, err); stale != nil {
+			return stale, nil
+		}
+		return nil, err
+	}
+	return m, nil
 }
 
-// revalidate asks upstream with a HEAD whether the tag still points where
-// the record says, and returns the cached manifest if it does or if it now
-// points at a manifest the repository already has. Anything else — a
-// moved tag Breakwater lacks, an upstream that gives no digest, an error —
-// returns nil and the caller fetches.
-func (s *Server) revalidate(ctx context.Context, t *target, repo storage.Repo, rec storage.TagRecord, accept []string) *manifest {
+// sparingRateLimit reports whether up has so few pulls left that cached
+// tags should be served without asking again.
+func (s *Server) sparingRateLimit(up *upstream) bool {
+	if s.reserve <= 0 {
+		return false
+	}
+	left := up.rateLimitRemaining()
+	return left >= 0 && left <= s.reserve
+}
+
+func (s *Server) recordTag(repo storage.Repo, tag, variant string, m *manifest) {
+	rec := storage.TagRecord{Digest: m.dgst, MediaType: m.contentType, Size: int64(len(m.body)), CheckedAt: time.Now()}
+	if err := s.store.PutTag(repo, tag, variant, rec); err != nil {
+		// The manifest is served all the same; the tag is asked again
+		// next time.
+		s.log.Warn("record tag", "repo", repo.String(), "tag", tag, "err", err)
+	}
+}
+
+// resolveByHead asks upstream where the tag points now and returns the
+// manifest if this repository already has it; nil if the caller must GET.
+// A fatal answer (the tag is gone, access denied) is returned as the error.
+func (s *Server) resolveByHead(ctx context.Context, t *target, repo storage.Repo, accept []string) (*manifest, error) {
 	resp, err := t.upstream.do(ctx, http.MethodHead, repo.Name, "manifests/"+t.ref, nil, http.Header{"Accept": {strings.Join(accept, ", ")}})
 	if err != nil {
-		return nil
+		return nil, t.upstream.transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, t.upstream.statusError(resp, kindManifest)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil
-	}
 	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	m, err := s.cachedManifest(repo, d)
 	if err != nil {
+		return nil, nil
+	}
+	return m, nil
+}
+
+// staleTag returns a cached manifest for the tag when err says the upstream
+// could not be asked (never when it said no), preferring the record of the
+// client's own Accept set, then any record of a media type the client
+// accepts, up to MaxStale old.
+func (s *Server) staleTag(repo storage.Repo, tag, variant string, accept []string, err error) *manifest {
+	var e *Error
+	if s.maxStale <= 0 || !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable {
 		return nil
 	}
-	return m
+	var candidates []storage.TagRecord
+	if rec, err := s.store.GetTag(repo, tag, variant); err == nil {
+		candidates = append(candidates, rec)
+	}
+	others, _ := s.store.TagRecords(repo, tag)
+	for _, rec := range others {
+		if acceptable(rec.MediaType, accept) {
+			candidates = append(candidates, rec)
+		}
+	}
+	for _, rec := range candidates {
+		age := time.Since(rec.CheckedAt)
+		if age > s.maxStale {
+			continue
+		}
+		m, err := s.cachedManifest(repo, rec.Digest)
+		if err != nil {
+			continue
+		}
+		s.log.Warn("upstream unavailable: serving cached tag", "upstream", repo.Upstream, "repo", repo.Name,
+			"tag", tag, "digest", rec.Digest, "age", age.Round(time.Second).String(), "cause", e.Message)
+		m.cache = cacheStale
+		return m
+	}
+	return nil
+}
+
+// acceptable reports whether a client that sent accept takes mediaType.
+func acceptable(mediaType string, accept []string) bool {
+	if len(accept) == 0 {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(mediaType)
+	if err != nil {
+		return false
+	}
+	for _, a := range accept {
+		if a == mt || a == "*/*" {
+			return true
+		}
+	}
+	return false
 }
 
 // coalesceManifest runs fetch once for all concurrent requests with the

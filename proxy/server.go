@@ -28,9 +28,21 @@ type Options struct {
 	DefaultUpstream string
 	// TagTTL is how long a tag is served from cache before revalidation.
 	TagTTL time.Duration
+	// MaxStale is how old a cached tag may be and still be served when the
+	// upstream cannot be asked (stale-if-error); 0 disables it.
+	MaxStale time.Duration
 	// FetchTimeout bounds one upstream blob fetch; 0 means 30 minutes.
 	FetchTimeout time.Duration
-	Logger       *slog.Logger
+	// Retry and Breaker govern every upstream request; zero values take
+	// the defaults.
+	Retry   RetryPolicy
+	Breaker BreakerPolicy
+	// MaxConcurrent caps requests in flight to one upstream; 0: no cap.
+	MaxConcurrent int
+	// RateLimitReserve: when an upstream's ratelimit-remaining is at or
+	// below this, cached tags are served without revalidation; 0: off.
+	RateLimitReserve int
+	Logger           *slog.Logger
 	// Version is reported in the User-Agent sent upstream.
 	Version string
 }
@@ -44,6 +56,8 @@ type Server struct {
 	aliases         map[string]string
 	defaultUpstream string
 	tagTTL          time.Duration
+	maxStale        time.Duration
+	reserve         int64
 	blobs           *blobFetches
 	manifests       singleflight.Group
 	router          chi.Router
@@ -78,10 +92,19 @@ func New(opts Options) (*Server, error) {
 		aliases:         map[string]string{},
 		defaultUpstream: opts.DefaultUpstream,
 		tagTTL:          opts.TagTTL,
+		maxStale:        opts.MaxStale,
+		reserve:         int64(opts.RateLimitReserve),
 	}
 	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout)
 	for _, c := range opts.Upstreams {
-		up, err := newUpstream(c, ua)
+		up, err := newUpstream(c, upstreamSettings{
+			userAgent:     ua,
+			retry:         opts.Retry,
+			breaker:       opts.Breaker,
+			maxConcurrent: opts.MaxConcurrent,
+			log:           log,
+			now:           time.Now,
+		})
 		if err != nil {
 			return nil, err
 		}

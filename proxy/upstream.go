@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,7 +35,8 @@ type UpstreamConfig struct {
 
 // upstream is the client towards one registry. go-containerregistry's
 // transport performs the ping and bearer-token handshake; its result is
-// scoped to one repository, so a transport is kept per repository.
+// scoped to one repository, so a transport is kept per repository. Around
+// it: one retry policy, a circuit breaker and a cap on requests in flight.
 type upstream struct {
 	name      string
 	base      *url.URL
@@ -40,6 +44,13 @@ type upstream struct {
 	auth      authn.Authenticator
 	dockerHub bool
 	userAgent string
+	retry     RetryPolicy
+	breaker   *breaker
+	log       *slog.Logger
+	// slots caps requests in flight; nil means no cap.
+	slots chan struct{}
+	// rateLimit is Docker Hub's ratelimit-remaining as last seen.
+	rateLimit rateLimit
 
 	// inner carries every request to this upstream; connections are pooled
 	// across repositories.
@@ -65,7 +76,16 @@ func isDockerHub(host string) bool {
 // repository simply handshakes again.
 const maxTransports = 4096
 
-func newUpstream(c UpstreamConfig, userAgent string) (*upstream, error) {
+type upstreamSettings struct {
+	userAgent     string
+	retry         RetryPolicy
+	breaker       BreakerPolicy
+	maxConcurrent int
+	log           *slog.Logger
+	now           func() time.Time
+}
+
+func newUpstream(c UpstreamConfig, set upstreamSettings) (*upstream, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", c.Name, err)
@@ -86,31 +106,40 @@ func newUpstream(c UpstreamConfig, userAgent string) (*upstream, error) {
 	if a == nil {
 		a = authn.Anonymous
 	}
-	return &upstream{
+	retry := set.retry.withDefaults()
+	up := &upstream{
 		name:       c.Name,
 		base:       u,
 		registry:   reg,
 		auth:       a,
 		dockerHub:  isDockerHub(c.Name),
-		userAgent:  userAgent,
-		inner:      newBaseTransport(),
+		userAgent:  set.userAgent,
+		retry:      retry,
+		breaker:    newBreaker(c.Name, set.breaker, set.log, set.now),
+		log:        set.log,
+		inner:      newBaseTransport(retry.AttemptTimeout),
 		transports: cache,
-	}, nil
+	}
+	up.rateLimit.remaining.Store(-1)
+	if set.maxConcurrent > 0 {
+		up.slots = make(chan struct{}, set.maxConcurrent)
+	}
+	return up, nil
 }
 
-func newBaseTransport() *http.Transport {
+func newBaseTransport(headerTimeout time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
+			Timeout:   min(headerTimeout, 10*time.Second),
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 60 * time.Second,
+		TLSHandshakeTimeout:   min(headerTimeout, 10*time.Second),
+		ResponseHeaderTimeout: headerTimeout,
 		ExpectContinueTimeout: time.Second,
 		// Manifest bytes must reach clients exactly as the upstream sent
 		// them; transparent gzip would change them.
@@ -132,7 +161,7 @@ func (u *upstream) transportFor(ctx context.Context, repo string) (http.RoundTri
 		inner := transport.NewUserAgent(u.inner, u.userAgent)
 		// The handshake is shared by every waiting request, so it must not
 		// die with the one that happened to start it.
-		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*u.retry.AttemptTimeout)
 		defer cancel()
 		rt, err := transport.NewWithContext(hctx, u.registry, u.auth, inner, scopes)
 		if err != nil {
@@ -147,11 +176,102 @@ func (u *upstream) transportFor(ctx context.Context, repo string) (http.RoundTri
 	return v.(http.RoundTripper), nil
 }
 
-// do sends one request for repo's API path (e.g. "manifests/v1") and returns
-// the response whatever its status. The caller closes the body.
+// do sends a request for repo's API path (e.g. "manifests/v1"), retrying
+// transient failures — 5xx, 429, 408, refused and reset connections,
+// timeouts — with full-jitter backoff or the upstream's Retry-After, within
+// the policy's attempts and deadline, and never while the circuit is open.
+//
+// It returns the final response whatever its status (the caller closes the
+// body). An answer that stayed transient is returned as the response; a
+// failure to get any answer, or an open circuit, as an *Error ready for the
+// client (503 with the crafted message). If ctx ends, ctx.Err() is returned.
 func (u *upstream) do(ctx context.Context, method, repo, apiPath string, query url.Values, header http.Header) (*http.Response, error) {
+	deadline := time.Now().Add(u.retry.Deadline)
+	for attempt := 1; ; attempt++ {
+		if ok, wait := u.breaker.allow(); !ok {
+			return nil, unavailable(u.name, "circuit open", ceilSeconds(wait))
+		}
+		resp, err := u.try(ctx, method, repo, apiPath, query, header)
+		if ctx.Err() != nil {
+			// The caller went away; that says nothing about the upstream.
+			u.breaker.release()
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return nil, ctx.Err()
+		}
+		transient, cause, retryAfterHint := u.judge(resp, err)
+		if !transient {
+			u.breaker.record(true, "")
+			if err != nil {
+				return nil, err
+			}
+			u.noteRateLimit(resp.Header)
+			return resp, nil
+		}
+		u.breaker.record(false, cause)
+		wait := u.retry.wait(attempt, retryAfterHint, jitter)
+		if attempt >= u.retry.Attempts || time.Now().Add(wait).After(deadline) {
+			u.log.Warn("upstream request failed", "upstream", u.name, "method", method, "repo", repo,
+				"path", apiPath, "attempts", attempt, "cause", cause)
+			if resp != nil {
+				return resp, nil
+			}
+			return nil, unavailable(u.name, cause, ceilSeconds(retryAfterHint))
+		}
+		if resp != nil {
+			drain(resp.Body)
+		}
+		u.log.Debug("retrying upstream request", "upstream", u.name, "method", method, "repo", repo,
+			"path", apiPath, "attempt", attempt, "cause", cause, "wait", wait)
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// judge decides whether one try failed transiently, naming the cause in
+// the standard spelling classifiers know and giving any Retry-After.
+func (u *upstream) judge(resp *http.Response, err error) (transient bool, cause string, retryAfterHint time.Duration) {
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode != 0 {
+			// The handshake itself got an HTTP answer.
+			if isTransientStatus(te.StatusCode) {
+				return true, fmt.Sprintf("answered %d %s", te.StatusCode, http.StatusText(te.StatusCode)), 0
+			}
+			return false, "", 0
+		}
+		return true, "unreachable: " + networkCause(err), 0
+	}
+	if isTransientStatus(resp.StatusCode) {
+		return true, fmt.Sprintf("answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)), retryAfter(resp.Header)
+	}
+	return false, "", 0
+}
+
+// try sends one request, holding one of the upstream's slots until the
+// response body is closed.
+func (u *upstream) try(ctx context.Context, method, repo, apiPath string, query url.Values, header http.Header) (*http.Response, error) {
+	if u.slots != nil {
+		select {
+		case u.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	release := func() {
+		if u.slots != nil {
+			<-u.slots
+		}
+	}
 	rt, err := u.transportFor(ctx, repo)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	ref := *u.base
@@ -159,6 +279,7 @@ func (u *upstream) do(ctx context.Context, method, repo, apiPath string, query u
 	ref.RawQuery = query.Encode()
 	req, err := http.NewRequestWithContext(ctx, method, ref.String(), nil)
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("%s %s: %w", method, ref.Path, err)
 	}
 	for k, vs := range header {
@@ -167,9 +288,38 @@ func (u *upstream) do(ctx context.Context, method, repo, apiPath string, query u
 	client := &http.Client{Transport: rt}
 	resp, err := client.Do(req)
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("%s %s%s: %w", method, u.name, ref.Path, err)
 	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
 	return resp, nil
+}
+
+// releasingBody gives back the request's slot when the body is closed.
+type releasingBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}
+
+// drain reads a little of a body being discarded so the connection can be
+// reused, then closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 64<<10)
+	body.Close()
+}
+
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Second - 1) / time.Second)
 }
 
 // statusError turns a non-success upstream answer into the answer for the
@@ -202,7 +352,7 @@ func (u *upstream) statusError(resp *http.Response, k kind) *Error {
 	case s == http.StatusForbidden:
 		return errorf(http.StatusForbidden, CodeDenied, "%s", msg("access denied"))
 	case isTransientStatus(s):
-		return unavailable(u.name, fmt.Sprintf("answered %d %s", s, http.StatusText(s)), retryAfter(resp.Header))
+		return unavailable(u.name, fmt.Sprintf("answered %d %s", s, http.StatusText(s)), ceilSeconds(retryAfter(resp.Header)))
 	default:
 		code := upCode
 		if code == "" {
@@ -212,16 +362,23 @@ func (u *upstream) statusError(resp *http.Response, k kind) *Error {
 	}
 }
 
-// transportError turns a failure to get any answer into the client's answer.
-func (u *upstream) transportError(err error) *Error {
+// transportError turns an error from do into the client's answer: an
+// *Error passes through; an HTTP answer to the handshake is judged like any
+// other answer; anything else is a failure to reach the upstream.
+func (u *upstream) transportError(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
 	var te *transport.Error
 	if errors.As(err, &te) && te.StatusCode != 0 {
-		// The handshake itself got an HTTP answer (a 401 from the token
-		// server, a 503 from /v2/): judge it like any other answer.
 		resp := &http.Response{StatusCode: te.StatusCode, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(""))}
 		e := u.statusError(resp, 0)
 		if te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden {
-			e.Message = fmt.Sprintf("upstream %s: %v", u.name, te)
+			e.Message = fmt.Sprintf("upstream %s: %s", u.name, oneLine(te.Error(), 300))
 		}
 		return e
 	}
@@ -243,7 +400,7 @@ func networkCause(err error) string {
 		return "connection refused"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset by peer"
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT), isTimeout(err):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, errStalled), isTimeout(err):
 		return "i/o timeout"
 	case errors.As(err, &dnsErr):
 		return "no such host"
@@ -258,20 +415,21 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// retryAfter reads Retry-After as seconds or an HTTP date; 0 when absent.
-func retryAfter(h http.Header) int {
-	v := h.Get("Retry-After")
+// retryAfter reads Retry-After as seconds or an HTTP date; 0 when absent
+// or unreadable.
+func retryAfter(h http.Header) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
 		return 0
 	}
-	var secs int
-	if _, err := fmt.Sscanf(v, "%d", &secs); err == nil && secs >= 0 {
-		return secs
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0
+		}
+		return time.Duration(secs) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return int(d.Round(time.Second) / time.Second)
-		}
+		return max(time.Until(t), 0)
 	}
 	return 0
 }

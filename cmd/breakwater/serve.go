@@ -132,8 +132,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 		Upstreams:       ups,
 		DefaultUpstream: cfg.DefaultUpstream,
 		TagTTL:          cfg.Cache.TagTTL.D(),
-		Logger:          log,
-		Version:         buildVersion(),
+		MaxStale:        cfg.Cache.MaxStale.D(),
+		Retry: proxy.RetryPolicy{
+			Attempts:       cfg.Resilience.Retry.Attempts,
+			BaseDelay:      cfg.Resilience.Retry.BaseDelay.D(),
+			MaxDelay:       cfg.Resilience.Retry.MaxDelay.D(),
+			Deadline:       cfg.Resilience.Retry.Deadline.D(),
+			AttemptTimeout: cfg.Resilience.Retry.AttemptTimeout.D(),
+			MaxRetryAfter:  cfg.Resilience.Retry.MaxRetryAfter.D(),
+		},
+		Breaker: proxy.BreakerPolicy{
+			Failures: cfg.Resilience.Breaker.Failures,
+			Cooldown: cfg.Resilience.Breaker.Cooldown.D(),
+		},
+		MaxConcurrent:    cfg.Resilience.MaxConcurrent,
+		RateLimitReserve: cfg.Resilience.RateLimitReserve,
+		Logger:           log,
+		Version:          buildVersion(),
 	})
 	if err != nil {
 		return err

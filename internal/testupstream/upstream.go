@@ -41,6 +41,8 @@ type Upstream struct {
 	// URL is the base URL, http://host:port.
 	URL string
 
+	registry http.Handler
+
 	mu       sync.Mutex
 	requests []Request
 	hook     Hook
@@ -63,7 +65,7 @@ func Start(t testing.TB) *Upstream {
 	}
 	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": {"nosniff"}}
 	app := handlers.NewApp(context.Background(), cfg)
-	u := &Upstream{}
+	u := &Upstream{registry: app}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.requests = append(u.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone()})
@@ -79,6 +81,9 @@ func Start(t testing.TB) *Upstream {
 	u.Host = strings.TrimPrefix(u.Server.URL, "http://")
 	return u
 }
+
+// Handler is the registry itself, without hooks or request counting.
+func (u *Upstream) Handler() http.Handler { return u.registry }
 
 // SetHook installs (or, with nil, removes) a hook in front of the registry.
 func (u *Upstream) SetHook(h Hook) {

@@ -1,0 +1,382 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/breakwater-registry/breakwater/classify"
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/proxy"
+)
+
+// seeded starts an upstream with one small image and a mirror in front of it.
+func seeded(t *testing.T, o mirrorOpts) (*testupstream.Upstream, *mirror, string) {
+	t.Helper()
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, o)
+	d := up.PushImage(t, "library/app:v1", randomImage(t, 64<<10, 2, types.DockerManifestSchema2))
+	return up, m, d.String()
+}
+
+// TestRetries plays upstream misbehaviour scripts at the manifest endpoint
+// and checks what the client gets and how many tries the upstream saw.
+func TestRetries(t *testing.T) {
+	cases := []struct {
+		name       string
+		steps      []testupstream.Step
+		forever    bool
+		wantStatus int
+		wantTries  int
+		wantCause  string // in the crafted 503
+		minElapsed time.Duration
+		maxElapsed time.Duration
+		// dateRetryAfter plays a 429 whose Retry-After is a date 2s ahead.
+		dateRetryAfter bool
+		triesSlack     int
+	}{
+		{name: "503, 503, 200", steps: []testupstream.Step{testupstream.Status(503), testupstream.Status(503)},
+			wantStatus: 200, wantTries: 3, maxElapsed: 2 * time.Second},
+		{name: "502 then 200", steps: []testupstream.Step{testupstream.Status(502)}, wantStatus: 200, wantTries: 2},
+		{name: "504 then 200", steps: []testupstream.Step{testupstream.Status(504)}, wantStatus: 200, wantTries: 2},
+		{name: "408 then 200", steps: []testupstream.Step{testupstream.Status(408)}, wantStatus: 200, wantTries: 2},
+		{name: "429 Retry-After 1 then 200", steps: []testupstream.Step{testupstream.Status(429, "Retry-After", "1")},
+			wantStatus: 200, wantTries: 2, minElapsed: 900 * time.Millisecond},
+		{name: "429 Retry-After as HTTP date", dateRetryAfter: true,
+			wantStatus: 200, wantTries: 2, minElapsed: 500 * time.Millisecond},
+		{name: "Retry-After capped", steps: []testupstream.Step{testupstream.Status(503, "Retry-After", "60")},
+			wantStatus: 200, wantTries: 2, maxElapsed: 5 * time.Second},
+		{name: "reset then 200", steps: []testupstream.Step{testupstream.Reset()}, wantStatus: 200, wantTries: 2},
+		{name: "503 forever", steps: []testupstream.Step{testupstream.Status(503)}, forever: true,
+			wantStatus: 503, wantTries: 4, wantCause: "answered 503 Service Unavailable"},
+		{name: "429 forever", steps: []testupstream.Step{testupstream.Status(429)}, forever: true,
+			wantStatus: 503, wantTries: 4, wantCause: "answered 429 Too Many Requests"},
+		{name: "500 forever", steps: []testupstream.Step{testupstream.Status(500)}, forever: true,
+			wantStatus: 503, wantTries: 4, wantCause: "answered 500 Internal Server Error"},
+		// Go's transport itself retries an idempotent request once when a
+		// reused connection is reset, so the upstream may see more tries.
+		{name: "reset forever", steps: []testupstream.Step{testupstream.Reset()}, forever: true,
+			wantStatus: 503, wantTries: 4, triesSlack: 4, wantCause: "unreachable: connection reset by peer"},
+		{name: "404 not retried", steps: []testupstream.Step{testupstream.Status(404)}, forever: true,
+			wantStatus: 404, wantTries: 1},
+		{name: "401 not retried", steps: []testupstream.Step{testupstream.Status(401)}, forever: true,
+			wantStatus: 401, wantTries: 1},
+		{name: "403 not retried", steps: []testupstream.Step{testupstream.Status(403)}, forever: true,
+			wantStatus: 403, wantTries: 1},
+		{name: "400 not retried", steps: []testupstream.Step{testupstream.Status(400)}, forever: true,
+			wantStatus: 400, wantTries: 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up, m, _ := seeded(t, mirrorOpts{})
+			steps := tc.steps
+			if tc.dateRetryAfter {
+				steps = []testupstream.Step{testupstream.Status(429, "Retry-After", time.Now().Add(2*time.Second).UTC().Format(http.TimeFormat))}
+			}
+			s := up.Play(http.MethodGet, "/manifests/v1", steps...)
+			if tc.forever {
+				s.Forever()
+			}
+			start := time.Now()
+			resp, body := m.get("/v2/library/app/manifests/v1")
+			elapsed := time.Since(start)
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d (%s), want %d: %s", resp.StatusCode, resp.Status, tc.wantStatus, body)
+			}
+			if n := up.Count(http.MethodGet, "/manifests/v1"); n < tc.wantTries || n > tc.wantTries+tc.triesSlack {
+				t.Errorf("upstream saw %d tries, want %d", n, tc.wantTries)
+			}
+			if tc.minElapsed > 0 && elapsed < tc.minElapsed {
+				t.Errorf("took %v: Retry-After not honoured (want at least %v)", elapsed, tc.minElapsed)
+			}
+			if tc.maxElapsed > 0 && elapsed > tc.maxElapsed {
+				t.Errorf("took %v, want at most %v", elapsed, tc.maxElapsed)
+			}
+			if tc.wantCause != "" {
+				checkCrafted(t, resp, body, tc.wantCause)
+			}
+		})
+	}
+}
+
+// checkCrafted checks a 503 carries the crafted text in its status line,
+// its body and Retry-After, and that the bundled classifier rates the line
+// the way containerd prints it as transient.
+func checkCrafted(t *testing.T, resp *http.Response, body []byte, cause string) {
+	t.Helper()
+	if resp.StatusCode != 503 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for _, want := range []string{"503 Service Unavailable (breakwater-transient: upstream docker.io " + cause, "; retry after "} {
+		if !strings.Contains(resp.Status, want) {
+			t.Errorf("status line %q lacks %q", resp.Status, want)
+		}
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if body != nil {
+		if errorCode(body) != "UNAVAILABLE" || !strings.Contains(string(body), cause) {
+			t.Errorf("body %s", body)
+		}
+	}
+	line := `failed to resolve reference "docker.io/library/app:v1": pulling from host 127.0.0.1:5000 failed with status code [manifests v1]: ` + resp.Status
+	if r := classify.Classify("ErrImagePull", line); r.Verdict != classify.Transient {
+		t.Errorf("classify rates %q %s (%s)", line, r.Verdict, r.Rule)
+	}
+}
+
+// TestCraftedStatusOnHead: a HEAD has no body, so the status line is all a
+// runtime sees.
+func TestCraftedStatusOnHead(t *testing.T) {
+	up, m, _ := seeded(t, mirrorOpts{})
+	up.Play(http.MethodHead, "/manifests/v1", testupstream.Status(429, "Retry-After", "2")).Forever()
+	up.Play("", "/manifests/v1", testupstream.Status(429, "Retry-After", "2")).Forever()
+	resp, body := m.do(http.MethodHead, "/v2/library/app/manifests/v1", nil)
+	if len(body) != 0 {
+		t.Errorf("HEAD answered with a body: %q", body)
+	}
+	checkCrafted(t, resp, nil, "answered 429 Too Many Requests")
+	if got := resp.Header.Get("Retry-After"); got != "2" {
+		t.Errorf("Retry-After %q, want the upstream's 2", got)
+	}
+}
+
+// TestUnreachable: an upstream that refuses connections gives the crafted
+// 503 naming the cause.
+func TestUnreachable(t *testing.T) {
+	m := newMirror(t, "http://127.0.0.1:1", mirrorOpts{})
+	resp, body := m.get("/v2/library/app/manifests/v1")
+	checkCrafted(t, resp, body, "unreachable: connection refused")
+}
+
+// TestBlobResume cuts a blob body half way (and stalls another): the fetch
+// resumes with a Range request and every client gets the verified blob.
+func TestBlobResume(t *testing.T) {
+	cases := []struct {
+		name string
+		step testupstream.Step
+	}{
+		{"cut at half", testupstream.Cut(0.5)},
+		{"stall at a third", testupstream.Stall(0.33)},
+		{"slow drip", testupstream.Drip(16<<10, 5*time.Millisecond)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			retry := fastRetry()
+			retry.AttemptTimeout = 300 * time.Millisecond
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{retry: retry})
+			img := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
+			up.PushImage(t, "library/resume:v1", img)
+			m.get("/v2/library/resume/manifests/v1")
+			dgst := digestOf(t, layersOf(t, img)[0])
+			up.Play(http.MethodGet, "/blobs/"+dgst, tc.step)
+
+			resp, body := m.get("/v2/library/resume/blobs/" + dgst)
+			if resp.StatusCode != 200 || sha256Hex(body) != dgst {
+				t.Fatalf("status %d, digest %s", resp.StatusCode, sha256Hex(body))
+			}
+			gets := up.Requests(http.MethodGet, "/blobs/"+dgst)
+			if tc.name == "slow drip" {
+				if len(gets) != 1 {
+					t.Errorf("a slow but steady body was retried: %d GETs", len(gets))
+				}
+				return
+			}
+			if len(gets) != 2 {
+				t.Fatalf("upstream GETs %d, want 2", len(gets))
+			}
+			rng := gets[1].Header.Get("Range")
+			if !strings.HasPrefix(rng, "bytes=") || rng == "bytes=0-" {
+				t.Errorf("resume Range %q, want from the byte reached", rng)
+			}
+		})
+	}
+}
+
+// TestBlobCutForever: a body that is cut every time fails the client and
+// caches nothing.
+func TestBlobCutForever(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{})
+	img := randomImage(t, 64<<10, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "library/cut:v1", img)
+	m.get("/v2/library/cut/manifests/v1")
+	dgst := digestOf(t, layersOf(t, img)[0])
+	up.Play(http.MethodGet, "/blobs/"+dgst, testupstream.Cut(0.01)).Forever()
+	resp, err := m.client.Get(m.srv.URL + "/v2/library/cut/blobs/" + dgst)
+	if err == nil {
+		body, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil && resp.StatusCode == 200 {
+			t.Fatalf("a blob that never arrived was served whole (%d bytes)", len(body))
+		}
+	}
+	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n < 2 {
+		t.Errorf("not retried: %d GETs", n)
+	}
+}
+
+// TestBreaker: after the configured failures the circuit opens and answers
+// at once without asking upstream; after the cooldown one probe goes
+// through; a failed probe reopens it, a good one closes it.
+func TestBreaker(t *testing.T) {
+	retry := fastRetry()
+	retry.Attempts = 1
+	up, m, _ := seeded(t, mirrorOpts{retry: retry, breaker: proxy.BreakerPolicy{Failures: 3, Cooldown: 300 * time.Millisecond}})
+	s := up.Play("", "/manifests/", testupstream.Status(503)).Forever()
+
+	for i := 0; i < 3; i++ {
+		resp, _ := m.get("/v2/library/app/manifests/v1")
+		if resp.StatusCode != 503 || strings.Contains(resp.Status, "circuit open") {
+			t.Fatalf("failure %d: %s", i+1, resp.Status)
+		}
+	}
+	if s.Played() != 3 {
+		t.Fatalf("upstream saw %d, want 3", s.Played())
+	}
+	start := time.Now()
+	resp, body := m.get("/v2/library/app/manifests/v1")
+	checkCrafted(t, resp, body, "circuit open")
+	if time.Since(start) > 200*time.Millisecond || s.Played() != 3 {
+		t.Errorf("open circuit asked upstream (%d) or was slow (%v)", s.Played(), time.Since(start))
+	}
+
+	// Half-open: one probe, which fails and reopens the circuit.
+	time.Sleep(350 * time.Millisecond)
+	resp, _ = m.get("/v2/library/app/manifests/v1")
+	if resp.StatusCode != 503 || s.Played() != 4 {
+		t.Fatalf("probe: %s, upstream saw %d", resp.Status, s.Played())
+	}
+	resp, _ = m.get("/v2/library/app/manifests/v1")
+	if !strings.Contains(resp.Status, "circuit open") || s.Played() != 4 {
+		t.Fatalf("after a failed probe: %s, upstream saw %d", resp.Status, s.Played())
+	}
+
+	// The upstream recovers: the next probe closes the circuit.
+	up.SetHook(nil)
+	time.Sleep(350 * time.Millisecond)
+	for i := 0; i < 3; i++ {
+		if resp, body := m.get("/v2/library/app/manifests/v1"); resp.StatusCode != 200 {
+			t.Fatalf("after recovery, request %d: %s %s", i, resp.Status, body)
+		}
+	}
+}
+
+// TestStaleIfError: an image pulled before an outage is pulled whole during
+// it; an image never pulled gets the crafted 503; a missing one stays 404.
+func TestStaleIfError(t *testing.T) {
+	for _, outage := range []struct {
+		name  string
+		steps testupstream.Step
+	}{
+		{"503", testupstream.Status(503)},
+		{"429", testupstream.Status(429, "Retry-After", "1")},
+		{"reset", testupstream.Reset()},
+	} {
+		t.Run(outage.name, func(t *testing.T) {
+			up, m, d := seeded(t, mirrorOpts{tagTTL: 0, maxStale: time.Hour})
+			up.PushImage(t, "library/never:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
+			if got := pullAll(t, m, "library/app:v1"); got != d {
+				t.Fatalf("before: %s", got)
+			}
+			up.Play("", "/v2/", outage.steps).Forever()
+
+			if got := pullAll(t, m, "library/app:v1"); got != d {
+				t.Fatalf("during the outage: %s, want %s", got, d)
+			}
+			resp, body := m.get("/v2/library/never/manifests/v1")
+			if resp.StatusCode != 503 {
+				t.Fatalf("uncached during outage: %s %s", resp.Status, body)
+			}
+		})
+	}
+
+	t.Run("fatal stays fatal", func(t *testing.T) {
+		up, m, _ := seeded(t, mirrorOpts{tagTTL: 0, maxStale: time.Hour})
+		pullAll(t, m, "library/app:v1")
+		up.Play("", "/manifests/v1", testupstream.Status(404)).Forever()
+		if resp, body := m.get("/v2/library/app/manifests/v1"); resp.StatusCode != 404 {
+			t.Errorf("deleted tag: %s %s; the upstream's no must not be hidden by the cache", resp.Status, body)
+		}
+	})
+
+	t.Run("too stale", func(t *testing.T) {
+		up, m, _ := seeded(t, mirrorOpts{tagTTL: 0, maxStale: time.Nanosecond})
+		pullAll(t, m, "library/app:v1")
+		up.Play("", "/manifests/", testupstream.Status(503)).Forever()
+		if resp, _ := m.get("/v2/library/app/manifests/v1"); resp.StatusCode != 503 {
+			t.Errorf("beyond max_stale: %s", resp.Status)
+		}
+	})
+}
+
+// TestConcurrencyCap: no more requests in flight to one upstream than
+// configured, however many clients ask.
+func TestConcurrencyCap(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{maxConcurrent: 2})
+	var repos []string
+	for i := 0; i < 8; i++ {
+		repo := "library/cap" + string(rune('a'+i))
+		up.PushImage(t, repo+":v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
+		repos = append(repos, repo)
+	}
+	var inflight, peak atomic.Int32
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		n := inflight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(30 * time.Millisecond)
+		up.Handler().ServeHTTP(w, r)
+		inflight.Add(-1)
+		return true
+	})
+	var wg sync.WaitGroup
+	for _, repo := range repos {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, body := m.get("/v2/" + repo + "/manifests/v1"); resp.StatusCode != 200 {
+				t.Errorf("%s: %s %s", repo, resp.Status, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 2 || p < 1 {
+		t.Errorf("peak concurrent upstream requests %d, want at most 2", p)
+	}
+}
+
+// TestRateLimitReserve: when Docker Hub says few pulls are left, cached tags
+// are served without asking again.
+func TestRateLimitReserve(t *testing.T) {
+	up, m, d := seeded(t, mirrorOpts{tagTTL: 0, reserve: 10})
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("RateLimit-Limit", "100;w=21600")
+		w.Header().Set("RateLimit-Remaining", "5;w=21600")
+		return false
+	})
+	if resp, _ := m.get("/v2/library/app/manifests/v1"); resp.Header.Get("Docker-Content-Digest") != d {
+		t.Fatal("first pull")
+	}
+	up.Reset()
+	resp, _ := m.get("/v2/library/app/manifests/v1")
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != d {
+		t.Fatalf("second pull: %s", resp.Status)
+	}
+	if n := up.Count("", "/manifests/"); n != 0 {
+		t.Errorf("with 5 pulls left (reserve 10) the tag was revalidated: %d requests", n)
+	}
+}

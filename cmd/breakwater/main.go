@@ -2,6 +2,7 @@
 //
 //	breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]...
 //	breakwater classify [--reason R --message M | < pod.json] [--json]
+//	breakwater check [--config FILE | --mirror URL] IMAGE...
 //	breakwater version
 package main
 
@@ -39,6 +40,7 @@ const usage = `Breakwater: a pull-through mirror for OCI container registries.
 Usage:
   breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION]
   breakwater classify [--reason REASON --message MESSAGE | < pod.json] [--json]
+  breakwater check [--config FILE | --mirror URL] [--json] IMAGE...
   breakwater version
 
 Run "breakwater COMMAND --help" for a command's flags.
@@ -56,6 +58,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return runServe(args[1:], stdout, stderr)
+	case "check":
+		return runCheck(args[1:], stdout, stderr)
 	case "classify":
 		return runClassify(args[1:], stdin, stdout, stderr)
 	case "version", "--version":

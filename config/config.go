@@ -14,6 +14,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -81,6 +82,46 @@ type Cache struct {
 	// MaxStale is how old a tag may be and still be served when the
 	// upstream cannot be asked (stale-if-error). 0 disables it.
 	MaxStale Duration `yaml:"max_stale"`
+	// MaxSize bounds the content kept; 0 means unbounded.
+	MaxSize Size `yaml:"max_size"`
+	// HighWatermark and LowWatermark are percentages of MaxSize: crossing
+	// the high mark evicts least recently used content down to the low.
+	HighWatermark int `yaml:"high_watermark"`
+	LowWatermark  int `yaml:"low_watermark"`
+}
+
+// Size is a byte count written as "200GiB", "512MiB", "10GB" or "1024".
+type Size int64
+
+func (z *Size) setScalar(s string) error {
+	v, err := ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*z = Size(v)
+	return nil
+}
+
+// ParseSize reads a byte count with an optional unit: B, KB, MB, GB, TB
+// (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.TrimSpace(t[i:])
+	mult := map[string]float64{
+		"": 1, "B": 1,
+		"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+		"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+	}[unit]
+	f, err := strconv.ParseFloat(num, 64)
+	if num == "" || err != nil || mult == 0 || f < 0 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 200GiB, 512MiB, 10GB)", s)
+	}
+	return int64(f * mult), nil
 }
 
 // Upstream is one registry Breakwater pulls from.
@@ -127,9 +168,11 @@ func Default() Config {
 	return Config{
 		Listen: ":5000",
 		Cache: Cache{
-			Dir:      "./data",
-			TagTTL:   Duration(5 * time.Minute),
-			MaxStale: Duration(7 * 24 * time.Hour),
+			Dir:           "./data",
+			TagTTL:        Duration(5 * time.Minute),
+			MaxStale:      Duration(7 * 24 * time.Hour),
+			HighWatermark: 90,
+			LowWatermark:  80,
 		},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
@@ -196,6 +239,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.Dir == "" {
 		errs = append(errs, errors.New("cache.dir: must not be empty"))
+	}
+	if c.Cache.HighWatermark < 1 || c.Cache.HighWatermark > 100 {
+		errs = append(errs, fmt.Errorf("cache.high_watermark: %d: want a percentage of max_size, 1 to 100", c.Cache.HighWatermark))
+	}
+	if c.Cache.LowWatermark < 0 || c.Cache.LowWatermark >= c.Cache.HighWatermark {
+		errs = append(errs, fmt.Errorf("cache.low_watermark: %d: want a percentage below high_watermark (%d)", c.Cache.LowWatermark, c.Cache.HighWatermark))
 	}
 	if len(c.Upstreams) == 0 {
 		errs = append(errs, errors.New("upstreams: at least one upstream is required"))

@@ -14,8 +14,9 @@ func TestLoadValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Listen:          "127.0.0.1:5000",
-		Cache:           Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second), MaxStale: Duration(24 * time.Hour)},
+		Listen: "127.0.0.1:5000",
+		Cache: Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second), MaxStale: Duration(24 * time.Hour),
+			MaxSize: 200 << 30, HighWatermark: 95, LowWatermark: 85},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
 			"docker.io":                 {URL: "https://registry-1.docker.io", Username: "robot", Password: "s3cret"},
@@ -70,6 +71,8 @@ func TestLoadRejects(t *testing.T) {
 		{"bad-attempts.yaml", []string{"resilience.retry.attempts", "at least 1"}},
 		{"bad-cooldown.yaml", []string{"resilience.breaker.cooldown", "positive"}},
 		{"bad-concurrency.yaml", []string{"line 2", "resilience.max_concurrent", "whole number"}},
+		{"bad-size.yaml", []string{"line 2", "cache.max_size", "invalid size"}},
+		{"bad-watermarks.yaml", []string{"cache.low_watermark"}},
 		{"missing.yaml", []string{"missing.yaml", "no such file"}},
 	}
 	for _, tc := range cases {
@@ -113,5 +116,23 @@ func TestParseEmptyIsDefault(t *testing.T) {
 	cfg, err := Parse([]byte("  \n"))
 	if err != nil || !reflect.DeepEqual(cfg, Default()) {
 		t.Errorf("empty file: %v, %+v", err, cfg)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1024", 1024, true}, {"10B", 10, true}, {"1KB", 1000, true}, {"1KiB", 1024, true},
+		{"200GiB", 200 << 30, true}, {"1.5GiB", 3 << 29, true}, {"2 TB", 2e12, true}, {"512M", 512 << 20, true},
+		{"", 0, false}, {"GiB", 0, false}, {"-1GiB", 0, false}, {"10 parsecs", 0, false}, {"1e9", 0, false},
+	}
+	for _, tc := range cases {
+		got, err := ParseSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v", tc.in, got, err)
+		}
 	}
 }

@@ -15,8 +15,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	ctx := r.Context()
 	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
 
-	if file, size, err := s.store.OpenBlob(t.dgst); err == nil {
-		defer file.Close()
+	if blob, err := s.store.OpenBlob(t.dgst); err == nil {
+		defer blob.Close()
 		if !s.store.BlobLinked(repo, t.dgst) {
 			// Stored for another repository: serve it for this one only if
 			// the upstream says this repository has it too.
@@ -25,7 +25,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 			}
 		}
 		noteCache(r, cacheHit)
-		return serveContent(w, r, t, file, size)
+		return serveContent(w, r, t, blob.File, blob.Size)
 	}
 
 	if f := s.blobs.inflightFor(fetchKey{t.upstream.name, t.dgst}); f != nil && f.repo != t.repo && !s.store.BlobLinked(repo, t.dgst) {

@@ -163,7 +163,7 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 		}
 		return err
 	}
-	f.commit(b.store, f.key.dgst)
+	f.commit()
 	if err := b.store.LinkBlob(repo, f.key.dgst); err != nil {
 		b.log.Warn("link blob", "repo", repo, "digest", f.key.dgst, "err", err)
 	}
@@ -290,14 +290,11 @@ func (f *blobFetch) advance(written int64) {
 
 // commit points new readers at the verified blob. Readers that opened the
 // ingest file keep reading it: the rename keeps the same inode.
-func (f *blobFetch) commit(store *storage.Store, dgst digest.Digest) {
+func (f *blobFetch) commit() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.committed = true
-	if file, _, err := store.OpenBlob(dgst); err == nil {
-		f.path = file.Name()
-		file.Close()
-	}
+	f.notifyLocked()
+	f.mu.Unlock()
 }
 
 func (f *blobFetch) finish(err error) {
@@ -333,17 +330,22 @@ func (f *blobFetch) waitHeaders(ctx context.Context) error {
 func (f *blobFetch) reader(ctx context.Context, store *storage.Store) (*fetchReader, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	file, err := os.Open(f.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		// The ingest file was renamed into place a moment ago and commit
-		// has not pointed path at it yet; or the fetch failed and the
-		// blob file will not exist either.
-		file, _, err = store.OpenBlob(f.key.dgst)
+	if !f.committed {
+		file, err := os.Open(f.path)
+		if err == nil {
+			return &fetchReader{ctx: ctx, f: f, file: file, close: file.Close}, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("follow fetch of %s: %w", f.key.dgst, err)
+		}
+		// The ingest file was renamed into place a moment ago, or the
+		// fetch failed and the blob file will not exist either.
 	}
+	blob, err := store.OpenBlob(f.key.dgst)
 	if err != nil {
 		return nil, fmt.Errorf("follow fetch of %s: %w", f.key.dgst, err)
 	}
-	return &fetchReader{ctx: ctx, f: f, file: file}, nil
+	return &fetchReader{ctx: ctx, f: f, file: blob.File, close: blob.Close}, nil
 }
 
 // fetchReader reads a blob while it is being fetched, waiting for bytes
@@ -351,11 +353,12 @@ func (f *blobFetch) reader(ctx context.Context, store *storage.Store) (*fetchRea
 // whole blob has been verified, so a client of a blob whose digest turns
 // out wrong gets a cut-off body rather than complete wrong content.
 type fetchReader struct {
-	ctx  context.Context
-	f    *blobFetch
-	file *os.File
-	pos  int64
-	err  error // the fetch's failure, once seen
+	ctx   context.Context
+	f     *blobFetch
+	file  *os.File
+	close func() error
+	pos   int64
+	err   error // the fetch's failure, once seen
 }
 
 func (r *fetchReader) Read(p []byte) (int, error) {
@@ -444,4 +447,4 @@ func (r *fetchReader) knownSize() (int64, error) {
 	}
 }
 
-func (r *fetchReader) Close() error { return r.file.Close() }
+func (r *fetchReader) Close() error { return r.close() }

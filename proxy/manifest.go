@@ -333,11 +333,13 @@ func (s *Server) storeManifest(repo storage.Repo, m *manifest) error {
 	if err := s.store.PutManifest(repo, m.dgst, storage.ManifestRecord{MediaType: m.contentType, Size: int64(len(m.body))}); err != nil {
 		return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
 	}
-	for _, d := range referencedBlobs(m.body) {
+	blobs := storage.ReferencedBlobs(m.body)
+	for _, d := range blobs {
 		if err := s.store.LinkBlob(repo, d); err != nil {
 			return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
 		}
 	}
+	s.store.RecordReferences(m.dgst, blobs)
 	return nil
 }
 
@@ -357,45 +359,6 @@ func manifestContentType(header string, body []byte) string {
 		return header
 	}
 	return "application/vnd.oci.image.manifest.v1+json"
-}
-
-// referencedBlobs lists the blobs (not child manifests) a manifest names:
-// config and layers of OCI and Docker schema 2 manifests, blobs of OCI
-// artifacts, fsLayers of Docker schema 1.
-func referencedBlobs(body []byte) []digest.Digest {
-	type desc struct {
-		Digest digest.Digest `json:"digest"`
-	}
-	var m struct {
-		Config   *desc  `json:"config"`
-		Layers   []desc `json:"layers"`
-		Blobs    []desc `json:"blobs"`
-		FSLayers []struct {
-			BlobSum digest.Digest `json:"blobSum"`
-		} `json:"fsLayers"`
-	}
-	if json.Unmarshal(body, &m) != nil {
-		return nil
-	}
-	var out []digest.Digest
-	add := func(d digest.Digest) {
-		if d.Validate() == nil {
-			out = append(out, d)
-		}
-	}
-	if m.Config != nil {
-		add(m.Config.Digest)
-	}
-	for _, l := range m.Layers {
-		add(l.Digest)
-	}
-	for _, b := range m.Blobs {
-		add(b.Digest)
-	}
-	for _, l := range m.FSLayers {
-		add(l.BlobSum)
-	}
-	return out
 }
 
 // acceptedTypes returns the media types a client listed in its Accept

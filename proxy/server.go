@@ -152,6 +152,7 @@ func (s *Server) routes() chi.Router {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	r.Get("/readyz", s.handleReady)
 	r.HandleFunc("/v2", s.handleBase)
 	r.HandleFunc("/v2/", s.handleBase)
 	r.HandleFunc("/v2/*", s.handlePull)
@@ -207,4 +208,16 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, r, err)
 	}
+}
+
+// handleReady says whether Breakwater can do its job: the configuration was
+// loaded (it was, or the server would not exist) and the cache takes writes.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := s.store.CheckWritable(); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
 }

@@ -29,9 +29,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -46,12 +48,26 @@ var ErrDigestMismatch = errors.New("digest mismatch")
 // Store is a cache rooted at one directory. It is safe for concurrent use by
 // any number of goroutines and processes that share nothing but the files.
 type Store struct {
-	root string
+	root   string
+	limits Limits
+	logger *slog.Logger
+	idx    *index
+	scan0  ScanStats
 }
 
-// Open prepares the cache directory, creating it when missing, and discards
-// partial content left behind by an earlier process.
-func Open(root string) (*Store, error) {
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLimits bounds the cache's size.
+func WithLimits(l Limits) Option { return func(s *Store) { s.limits = l } }
+
+// WithLogger sets where the store reports evictions and clean-ups.
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } }
+
+// Open prepares the cache directory, creating it when missing, discards
+// partial content left behind by an earlier process, and rebuilds the
+// in-memory index of what is cached.
+func Open(root string, opts ...Option) (*Store, error) {
 	if root == "" {
 		return nil, errors.New("open cache: empty directory name")
 	}
@@ -59,7 +75,10 @@ func Open(root string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", root, err)
 	}
-	s := &Store{root: abs}
+	s := &Store{root: abs, idx: newIndex(), logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(s)
+	}
 	for _, dir := range []string{"blobs", "repos"} {
 		if err := os.MkdirAll(filepath.Join(abs, dir), 0o755); err != nil {
 			return nil, fmt.Errorf("open cache: %w", err)
@@ -75,8 +94,23 @@ func Open(root string) (*Store, error) {
 	if err := s.CheckWritable(); err != nil {
 		return nil, err
 	}
+	st, err := s.scan()
+	if err != nil {
+		return nil, err
+	}
+	s.scan0 = st
+	s.Trim()
 	return s, nil
 }
+
+// StartupScan says what Open found on disk.
+func (s *Store) StartupScan() ScanStats { return s.scan0 }
+
+// Trim evicts least recently used content if the cache is over its high
+// mark. Callers run it after adding content.
+func (s *Store) Trim() { s.maybeEvict() }
+
+func (s *Store) log(msg string) { s.logger.Info("cache: " + msg) }
 
 // Root returns the absolute cache directory.
 func (s *Store) Root() string { return s.root }
@@ -106,25 +140,51 @@ func (s *Store) blobPath(dgst digest.Digest) (string, error) {
 	return filepath.Join(s.root, "blobs", string(dgst.Algorithm()), enc[:2], enc), nil
 }
 
-// OpenBlob opens verified content. The caller closes the file.
-func (s *Store) OpenBlob(dgst digest.Digest) (*os.File, int64, error) {
+// Blob is open verified content. While it is open it is not evicted.
+type Blob struct {
+	// File is the content; serve it directly so that sendfile applies.
+	File *os.File
+	Size int64
+
+	release func()
+}
+
+// Close closes the file and lets the blob be evicted again.
+func (b *Blob) Close() error {
+	err := b.File.Close()
+	b.release()
+	return err
+}
+
+// OpenBlob opens verified content. The caller closes it.
+func (s *Store) OpenBlob(dgst digest.Digest) (*Blob, error) {
 	p, err := s.blobPath(dgst)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
+	s.idx.pin(dgst)
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, ErrNotFound
+		s.idx.unpin(dgst)
+		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("open blob %s: %w", dgst, err)
+		s.idx.unpin(dgst)
+		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("stat blob %s: %w", dgst, err)
+		s.idx.unpin(dgst)
+		return nil, fmt.Errorf("stat blob %s: %w", dgst, err)
 	}
-	return f, fi.Size(), nil
+	if s.idx.use(dgst) {
+		// Recency survives a restart through the mtime.
+		now := time.Now()
+		_ = os.Chtimes(p, now, now)
+	}
+	var once sync.Once
+	return &Blob{File: f, Size: fi.Size(), release: func() { once.Do(func() { s.idx.unpin(dgst) }) }}, nil
 }
 
 // StatBlob returns the size of verified content.
@@ -145,12 +205,12 @@ func (s *Store) StatBlob(dgst digest.Digest) (int64, error) {
 
 // ReadBlob returns small verified content (a manifest) whole.
 func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
-	f, _, err := s.OpenBlob(dgst)
+	blob, err := s.OpenBlob(dgst)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
+	defer blob.Close()
+	b, err := io.ReadAll(blob.File)
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", dgst, err)
 	}
@@ -245,10 +305,12 @@ func (in *Ingest) Commit() error {
 		os.Remove(tmp)
 		return fmt.Errorf("commit %s: %w", in.dgst, err)
 	}
+	in.store.idx.add(in.dgst, in.size)
 	// The rename is durable only once the directory entry is.
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("commit %s: %w", in.dgst, err)
 	}
+	in.store.Trim()
 	return nil
 }
 

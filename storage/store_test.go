@@ -183,7 +183,7 @@ func TestPathsStayInside(t *testing.T) {
 		}
 	}
 	for _, dg := range []digest.Digest{"sha256:../../x", "md5:abc", "sha256:" + digest.Digest(strings.Repeat("z", 64))} {
-		if _, _, err := s.OpenBlob(dg); err == nil || errors.Is(err, ErrNotFound) {
+		if _, err := s.OpenBlob(dg); err == nil || errors.Is(err, ErrNotFound) {
 			t.Errorf("OpenBlob(%q) = %v, want a validation error", dg, err)
 		}
 		if _, err := s.NewIngest(dg); err == nil {

@@ -107,10 +107,22 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 // serve runs Breakwater until ctx ends. When ready is not nil it receives
 // the bound address once the server accepts connections.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- string) error {
-	store, err := storage.Open(cfg.Cache.Dir)
+	var limits storage.Limits
+	if max := int64(cfg.Cache.MaxSize); max > 0 {
+		limits = storage.Limits{
+			MaxSize: max,
+			High:    max / 100 * int64(cfg.Cache.HighWatermark),
+			Low:     max / 100 * int64(cfg.Cache.LowWatermark),
+		}
+	}
+	store, err := storage.Open(cfg.Cache.Dir, storage.WithLimits(limits), storage.WithLogger(log))
 	if err != nil {
 		return err
 	}
+	scan := store.StartupScan()
+	log.Info("cache opened", "dir", store.Root(), "blobs", scan.Blobs, "manifests", scan.Manifests,
+		"bytes", scan.Bytes, "dangling_records_removed", scan.Removed, "scan", scan.Duration.String(),
+		"max_size", limits.MaxSize)
 	names := make([]string, 0, len(cfg.Upstreams))
 	for name := range cfg.Upstreams {
 		names = append(names, name)

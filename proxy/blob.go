@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/subtle"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"strconv"
@@ -38,6 +40,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		return s.headBlob(w, r, t, repo)
 	}
 
+	if s.store.Full() {
+		return s.passthroughBlob(w, r, t)
+	}
 	f, started := s.blobs.start(t.upstream, repo, t.dgst)
 	if started {
 		noteCache(r, cacheMiss)
@@ -45,6 +50,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		noteCache(r, cacheCoalesced)
 	}
 	if err := f.waitHeaders(ctx); err != nil {
+		if storage.IsNoSpace(err) {
+			return s.passthroughBlob(w, r, t)
+		}
 		return err
 	}
 	rd, err := f.reader(ctx, s.store)
@@ -126,4 +134,79 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, rep
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+// passthroughBlob streams a blob from upstream to one client without
+// caching it: the cache's disk is full, and serving beats failing. A whole
+// blob is still verified on the way: its last byte is sent only if the
+// digest matched, otherwise the connection is cut.
+func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *target) error {
+	noteCache(r, cachePass)
+	var hdr http.Header
+	if rng := r.Header.Get("Range"); rng != "" {
+		hdr = http.Header{"Range": {rng}}
+	}
+	resp, err := t.upstream.do(r.Context(), r.Method, t.repo, "blobs/"+t.dgst.String(), nil, hdr)
+	if err != nil {
+		return t.upstream.transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		return t.upstream.statusError(resp, kindBlob)
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for _, k := range []string{"Content-Length", "Content-Range", "Accept-Ranges"} {
+		if v := resp.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", t.dgst.String())
+	w.WriteHeader(resp.StatusCode)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if resp.StatusCode == http.StatusPartialContent {
+		_, _ = io.Copy(w, resp.Body)
+		return nil
+	}
+	if err := copyVerified(w, resp.Body, t.dgst.Algorithm().Hash(), t.dgst.Encoded()); err != nil {
+		noteError(r, err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// copyVerified copies src to dst holding back the final byte until the
+// content hashed to wantHex.
+func copyVerified(dst io.Writer, src io.Reader, h hash.Hash, wantHex string) error {
+	buf := make([]byte, 256<<10)
+	var held []byte
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if len(held) > 0 {
+				if _, werr := dst.Write(held); werr != nil {
+					return werr
+				}
+			}
+			if _, werr := dst.Write(buf[:n-1]); werr != nil {
+				return werr
+			}
+			held = append(held[:0], buf[n-1])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	got := fmt.Sprintf("%x", h.Sum(nil))
+	if subtle.ConstantTimeCompare([]byte(got), []byte(wantHex)) != 1 {
+		return fmt.Errorf("upstream content does not match %s", wantHex)
+	}
+	_, err := dst.Write(held)
+	return err
 }

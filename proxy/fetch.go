@@ -128,6 +128,12 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 		}
 		if offset == 0 {
 			size = total
+			// Refuse before the first byte rather than fail clients half
+			// way: they fall back to streaming from upstream.
+			if err := b.store.Reserve(size); err != nil {
+				body.Close()
+				return err
+			}
 			f.begin(in.Path(), size)
 		} else if total >= 0 && size >= 0 && total != size {
 			body.Close()

@@ -45,6 +45,7 @@ type mirrorOpts struct {
 	maxStale      time.Duration
 	maxConcurrent int
 	reserve       int
+	storeOpts     []storage.Option
 }
 
 // fastRetry keeps tests quick while exercising every retry path.
@@ -64,7 +65,7 @@ func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
 	if o.dir == "" {
 		o.dir = t.TempDir()
 	}
-	store, err := storage.Open(o.dir)
+	store, err := storage.Open(o.dir, o.storeOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,7 @@ type Store struct {
 	logger *slog.Logger
 	idx    *index
 	scan0  ScanStats
+	space  space
 }
 
 // Option configures a Store.
@@ -75,7 +76,8 @@ func Open(root string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", root, err)
 	}
-	s := &Store{root: abs, idx: newIndex(), logger: slog.New(slog.DiscardHandler)}
+	s := &Store{root: abs, idx: newIndex(), logger: slog.New(slog.DiscardHandler),
+		space: space{minFree: 64 << 20, recheck: 10 * time.Second}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -246,8 +248,14 @@ func (s *Store) NewIngest(dgst digest.Digest) (*Ingest, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("ingest %q: %w", dgst, err)
 	}
+	if s.Full() {
+		return nil, ErrNoSpace
+	}
 	f, err := os.CreateTemp(s.ingestDir(), dgst.Encoded()[:12]+"-*")
 	if err != nil {
+		if IsNoSpace(err) {
+			s.markFull(err.Error())
+		}
 		return nil, fmt.Errorf("ingest %s: %w", dgst, err)
 	}
 	return &Ingest{store: s, dgst: dgst, file: f, digester: dgst.Algorithm().Digester()}, nil
@@ -265,6 +273,9 @@ func (in *Ingest) Write(p []byte) (int, error) {
 	in.digester.Hash().Write(p[:n])
 	in.size += int64(n)
 	if err != nil {
+		if IsNoSpace(err) {
+			in.store.markFull(err.Error())
+		}
 		return n, fmt.Errorf("ingest %s: %w", in.dgst, err)
 	}
 	return n, nil
@@ -283,6 +294,9 @@ func (in *Ingest) Commit() error {
 	in.closed = true
 	tmp := in.file.Name()
 	if err := in.file.Sync(); err != nil {
+		if IsNoSpace(err) {
+			in.store.markFull(err.Error())
+		}
 		in.file.Close()
 		os.Remove(tmp)
 		return fmt.Errorf("commit %s: sync: %w", in.dgst, err)

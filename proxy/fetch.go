@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/breakwater-registry/breakwater/storage"
 )
@@ -59,6 +61,13 @@ type blobFetch struct {
 	path      string // ingest file while fetching, blob file once committed
 	changed   chan struct{}
 	committed bool
+}
+
+// count returns the fetches under way.
+func (b *blobFetches) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.inflight)
 }
 
 func newBlobFetches(base context.Context, running *sync.WaitGroup, store *storage.Store, log *slog.Logger, timeout time.Duration) *blobFetches {
@@ -139,7 +148,9 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 			body.Close()
 			return unavailable(up.name, fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
 		}
+		before := in.Size()
 		cause := copyWithStallTimeout(body, in, f, buf, up.retry.AttemptTimeout)
+		up.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.name)))
 		body.Close()
 		if cause == nil {
 			break

@@ -2,10 +2,17 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Cache results recorded for each request.
@@ -20,6 +27,7 @@ const (
 
 // requestInfo collects what handlers learn about a request for its log line.
 type requestInfo struct {
+	route    string
 	upstream string
 	cache    string
 	err      error
@@ -45,40 +53,86 @@ func noteError(r *http.Request, err error)     { requestInfoFrom(r).err = err }
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &requestInfo{}
+		info := &requestInfo{route: routeOf(r.URL.Path)}
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info)))
-		status, bytes := rec.status, rec.bytes
-		if info.status != 0 {
-			status, bytes = info.status, info.bytes
-		}
-		if status == 0 {
-			status = http.StatusOK
-		}
-		attrs := []slog.Attr{
-			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
-			slog.String("query", r.URL.RawQuery),
-			slog.Int("status", status),
-			slog.Int64("bytes", bytes),
-			slog.Duration("duration", time.Since(start)),
-			slog.String("remote", r.RemoteAddr),
-		}
-		if info.upstream != "" {
-			attrs = append(attrs, slog.String("upstream", info.upstream))
-		}
-		if info.cache != "" {
-			attrs = append(attrs, slog.String("cache", info.cache))
-		}
-		level := slog.LevelInfo
-		if info.err != nil {
-			attrs = append(attrs, slog.String("err", info.err.Error()))
-			if status >= 500 {
-				level = slog.LevelWarn
+		ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := s.tel.tracer.Start(ctx, r.Method+" "+info.route, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		defer span.End()
+		ctx = context.WithValue(ctx, requestInfoKey{}, info)
+		defer func() {
+			// A handler aborting a cut-off body still gets its log line.
+			if v := recover(); v != nil {
+				if info.err == nil {
+					info.err = errAborted
+				}
+				s.finishRequest(r, rec, info, span, start)
+				panic(v)
 			}
-		}
-		s.log.LogAttrs(r.Context(), level, "request", attrs...)
+		}()
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		s.finishRequest(r.WithContext(ctx), rec, info, span, start)
 	})
+}
+
+// errAborted notes a response cut off on purpose.
+var errAborted = errors.New("response aborted")
+
+// routeOf names the endpoint family of paths outside the pull API.
+func routeOf(path string) string {
+	switch {
+	case path == "/v2/" || path == "/v2":
+		return "base"
+	case strings.HasPrefix(path, "/v2/"):
+		return "pull"
+	case strings.HasPrefix(path, "/_breakwater/"):
+		return "api"
+	case path == "/healthz", path == "/readyz", path == "/metrics":
+		return path[1:]
+	}
+	return "other" // metric labels stay bounded whatever clients send
+}
+
+// finishRequest writes the request's log line, metrics and span status.
+func (s *Server) finishRequest(r *http.Request, rec *statusRecorder, info *requestInfo, span trace.Span, start time.Time) {
+	status, bytes := rec.status, rec.bytes
+	if info.status != 0 {
+		status, bytes = info.status, info.bytes
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("query", r.URL.RawQuery),
+		slog.Int("status", status),
+		slog.Int64("bytes", bytes),
+		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+		slog.String("remote", r.RemoteAddr),
+	}
+	if info.upstream != "" {
+		attrs = append(attrs, slog.String("upstream", info.upstream))
+	}
+	if info.cache != "" {
+		attrs = append(attrs, slog.String("cache", info.cache))
+	}
+	level := slog.LevelInfo
+	if info.err != nil {
+		attrs = append(attrs, slog.String("err", info.err.Error()))
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+	}
+	if sc := span.SpanContext(); sc.IsValid() {
+		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	span.SetAttributes(attribute.Int("http.response.status_code", status), attribute.String("breakwater.cache", info.cache))
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	s.tel.recordRequest(r.Context(), info.route, r.Method, status, info.cache, bytes, time.Since(start))
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
 // statusRecorder notes the status and byte count. It keeps ReadFrom so that

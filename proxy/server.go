@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/breakwater-registry/breakwater/storage"
@@ -45,6 +47,12 @@ type Options struct {
 	Logger           *slog.Logger
 	// Version is reported in the User-Agent sent upstream.
 	Version string
+	// MeterProvider and TracerProvider receive Breakwater's metrics and
+	// spans; nil means none are recorded.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
+	// MetricsHandler, when set, is served at /metrics.
+	MetricsHandler http.Handler
 }
 
 // Server answers the pull side of the OCI distribution API from its cache
@@ -59,8 +67,12 @@ type Server struct {
 	maxStale        time.Duration
 	reserve         int64
 	blobs           *blobFetches
+	tel             *telemetry
+	started         time.Time
+	version         string
 	manifests       singleflight.Group
 	router          chi.Router
+	metrics         http.Handler
 
 	// base is the context of work that outlives a request (shared
 	// fetches); Close cancels it and waits for background to drain.
@@ -119,6 +131,14 @@ func New(opts Options) (*Server, error) {
 	if _, ok := s.upstreams[s.defaultUpstream]; !ok {
 		return nil, fmt.Errorf("proxy: default upstream %q is not configured", s.defaultUpstream)
 	}
+	tel, err := newTelemetry(opts.MeterProvider, opts.TracerProvider, s)
+	if err != nil {
+		return nil, err
+	}
+	s.tel, s.started, s.version, s.metrics = tel, time.Now(), opts.Version, opts.MetricsHandler
+	for _, up := range s.upstreams {
+		up.tel = tel
+	}
 	s.router = s.routes()
 	return s, nil
 }
@@ -153,6 +173,10 @@ func (s *Server) routes() chi.Router {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	r.Get("/readyz", s.handleReady)
+	r.Get("/_breakwater/v1/status", s.handleStatus)
+	if s.metrics != nil {
+		r.Handle("/metrics", s.metrics)
+	}
 	r.HandleFunc("/v2", s.handleBase)
 	r.HandleFunc("/v2/", s.handleBase)
 	r.HandleFunc("/v2/*", s.handlePull)
@@ -195,6 +219,7 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	}
 	info := requestInfoFrom(r)
 	info.upstream = t.upstream.name
+	info.route = t.kind.String()
 	switch t.kind {
 	case kindManifest:
 		err = s.serveManifest(w, r, t)

@@ -20,6 +20,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -51,6 +55,7 @@ type upstream struct {
 	slots chan struct{}
 	// rateLimit is Docker Hub's ratelimit-remaining as last seen.
 	rateLimit rateLimit
+	tel       *telemetry
 
 	// inner carries every request to this upstream; connections are pooled
 	// across repositories.
@@ -191,7 +196,7 @@ func (u *upstream) do(ctx context.Context, method, repo, apiPath string, query u
 		if ok, wait := u.breaker.allow(); !ok {
 			return nil, unavailable(u.name, "circuit open", ceilSeconds(wait))
 		}
-		resp, err := u.try(ctx, method, repo, apiPath, query, header)
+		resp, err := u.traced(ctx, attempt, method, repo, apiPath, query, header)
 		if ctx.Err() != nil {
 			// The caller went away; that says nothing about the upstream.
 			u.breaker.release()
@@ -222,6 +227,7 @@ func (u *upstream) do(ctx context.Context, method, repo, apiPath string, query u
 		if resp != nil {
 			drain(resp.Body)
 		}
+		u.tel.upRetries.Add(ctx, 1, metric.WithAttributes(attribute.String("upstream", u.name)))
 		u.log.Debug("retrying upstream request", "upstream", u.name, "method", method, "repo", repo,
 			"path", apiPath, "attempt", attempt, "cause", cause, "wait", wait)
 		timer := time.NewTimer(wait)
@@ -252,6 +258,31 @@ func (u *upstream) judge(resp *http.Response, err error) (transient bool, cause 
 		return true, fmt.Sprintf("answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)), retryAfter(resp.Header)
 	}
 	return false, "", 0
+}
+
+// traced runs one try in its own span and records its metrics.
+func (u *upstream) traced(ctx context.Context, attempt int, method, repo, apiPath string, query url.Values, header http.Header) (*http.Response, error) {
+	ctx, span := u.tel.tracer.Start(ctx, "upstream "+method, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("breakwater.upstream", u.name), attribute.String("breakwater.repository", repo),
+			attribute.String("url.path", apiPath), attribute.Int("breakwater.attempt", attempt)))
+	defer span.End()
+	start := time.Now()
+	resp, err := u.try(ctx, method, repo, apiPath, query, header)
+	status := "error"
+	if err == nil {
+		status = strconv.Itoa(resp.StatusCode)
+		span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+			span.SetStatus(codes.Error, resp.Status)
+		}
+	} else {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, oneLine(err.Error(), 200))
+	}
+	attrs := metric.WithAttributes(attribute.String("upstream", u.name), attribute.String("status", status))
+	u.tel.upRequests.Add(ctx, 1, attrs)
+	u.tel.upDuration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attribute.String("upstream", u.name)))
+	return resp, err
 }
 
 // try sends one request, holding one of the upstream's slots until the

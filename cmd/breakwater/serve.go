@@ -139,7 +139,21 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 		}
 		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a})
 	}
+	tel, err := newTelemetry(ctx, buildVersion())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	}()
 	srv, err := proxy.New(proxy.Options{
+		MeterProvider:   tel.meters,
+		TracerProvider:  tel.tracers,
+		MetricsHandler:  tel.handler,
 		Store:           store,
 		Upstreams:       ups,
 		DefaultUpstream: cfg.DefaultUpstream,
@@ -178,7 +192,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 	}
 	log.Info("breakwater serving", "version", buildVersion(), "listen", ln.Addr().String(),
 		"cache", store.Root(), "upstreams", names, "default_upstream", cfg.DefaultUpstream,
-		"tag_ttl", cfg.Cache.TagTTL.D().String())
+		"tag_ttl", cfg.Cache.TagTTL.D().String(), "traces_exported", tel.exported)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is what GET /_breakwater/v1/status reports.
+type Status struct {
+	Version   string           `json:"version"`
+	Uptime    string           `json:"uptime"`
+	Cache     CacheStatus      `json:"cache"`
+	Upstreams []UpstreamStatus `json:"upstreams"`
+}
+
+// CacheStatus summarises the cache.
+type CacheStatus struct {
+	Dir          string  `json:"dir"`
+	Bytes        int64   `json:"bytes"`
+	MaxBytes     int64   `json:"maxBytes"`
+	Entries      int     `json:"entries"`
+	Evictions    int64   `json:"evictions"`
+	HitRatio     float64 `json:"hitRatio"`
+	PullRequests int64   `json:"pullRequests"`
+	DiskFull     bool    `json:"diskFull"`
+	Writable     bool    `json:"writable"`
+	Inflight     int     `json:"inflightFetches"`
+}
+
+// UpstreamStatus summarises one upstream.
+type UpstreamStatus struct {
+	Name      string `json:"name"`
+	URL       string `json:"url"`
+	Breaker   string `json:"breaker"`
+	LastError string `json:"lastError,omitempty"`
+	// RateLimitRemaining is -1 until the upstream reports it.
+	RateLimitRemaining int64 `json:"rateLimitRemaining"`
+}
+
+// Status returns the current summary.
+func (s *Server) Status() Status {
+	u := s.store.Usage()
+	ratio, pulls := s.tel.hitRatio()
+	st := Status{
+		Version: s.version,
+		Uptime:  time.Since(s.started).Round(time.Second).String(),
+		Cache: CacheStatus{
+			Dir: s.store.Root(), Bytes: u.Bytes, MaxBytes: u.Limits.MaxSize, Entries: u.Entries, Evictions: u.Evictions,
+			HitRatio: ratio, PullRequests: pulls, DiskFull: s.store.Full(), Writable: s.store.CheckWritable() == nil,
+			Inflight: s.blobs.count(),
+		},
+	}
+	for name, up := range s.upstreams {
+		state, last := up.breaker.snapshot()
+		st.Upstreams = append(st.Upstreams, UpstreamStatus{
+			Name: name, URL: up.base.String(), Breaker: state.String(), LastError: last, RateLimitRemaining: up.rateLimitRemaining(),
+		})
+	}
+	sort.Slice(st.Upstreams, func(i, j int) bool { return st.Upstreams[i].Name < st.Upstreams[j].Name })
+	return st
+}
+
+// handleStatus answers JSON, or a small HTML page for a browser
+// (Accept: text/html, or ?format=html).
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st := s.Status()
+	w.Header().Set("Cache-Control", "no-store")
+	if r.URL.Query().Get("format") == "html" || (r.URL.Query().Get("format") == "" && strings.Contains(r.Header.Get("Accept"), "text/html")) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = statusPage.Execute(w, st)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(st)
+}
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"mib":     func(b int64) string { return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1, 64) + " MiB" },
+	"percent": func(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + " %" },
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Breakwater status</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .8em;text-align:left}
+.closed{color:#070}.open{color:#b00;font-weight:bold}.half-open{color:#a60}
+</style></head><body>
+<h1>Breakwater {{.Version}}</h1>
+<p>Up for {{.Uptime}}.</p>
+<h2>Cache</h2>
+<table>
+<tr><th>size</th><td>{{mib .Cache.Bytes}}{{if .Cache.MaxBytes}} of {{mib .Cache.MaxBytes}}{{else}} (unbounded){{end}}</td></tr>
+<tr><th>entries</th><td>{{.Cache.Entries}}</td></tr>
+<tr><th>hit ratio</th><td>{{percent .Cache.HitRatio}} of {{.Cache.PullRequests}} manifest and blob requests</td></tr>
+<tr><th>evictions</th><td>{{.Cache.Evictions}}</td></tr>
+<tr><th>fetches under way</th><td>{{.Cache.Inflight}}</td></tr>
+<tr><th>disk</th><td>{{if .Cache.DiskFull}}<span class="open">FULL: streaming without caching</span>{{else if not .Cache.Writable}}<span class="open">NOT WRITABLE</span>{{else}}ok{{end}} ({{.Cache.Dir}})</td></tr>
+</table>
+<h2>Upstreams</h2>
+<table><tr><th>registry</th><th>URL</th><th>circuit</th><th>rate limit left</th><th>last error</th></tr>
+{{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.URL}}</td><td class="{{.Breaker}}">{{.Breaker}}</td><td>{{if ge .RateLimitRemaining 0}}{{.RateLimitRemaining}}{{else}}—{{end}}</td><td>{{.LastError}}</td></tr>
+{{end}}</table>
+<p><a href="?format=json">JSON</a> · <a href="/metrics">metrics</a></p>
+</body></html>
+`))

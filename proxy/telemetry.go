@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+// telemetry holds the instruments Breakwater records into. The exporters
+// (Prometheus on /metrics, OTLP traces) are the caller's: proxy only takes
+// a MeterProvider and a TracerProvider.
+type telemetry struct {
+	tracer trace.Tracer
+
+	requests     metric.Int64Counter
+	reqDuration  metric.Float64Histogram
+	bytesServed  metric.Int64Counter
+	upRequests   metric.Int64Counter
+	upRetries    metric.Int64Counter
+	upDuration   metric.Float64Histogram
+	bytesFetched metric.Int64Counter
+
+	// Counted here as well for the status page's hit ratio.
+	pulls, hits atomic.Int64
+}
+
+const instrumentation = "github.com/breakwater-registry/breakwater/proxy"
+
+func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (*telemetry, error) {
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
+	}
+	m := mp.Meter(instrumentation)
+	t := &telemetry{tracer: tp.Tracer(instrumentation)}
+	var err error
+	must := func(e error) {
+		if err == nil && e != nil {
+			err = e
+		}
+	}
+	durations := metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+	var e error
+	t.requests, e = m.Int64Counter("breakwater.requests", metric.WithDescription("Requests answered, by route, method, status and cache result (hit, miss, coalesced, revalidated, stale, pass)."))
+	must(e)
+	t.reqDuration, e = m.Float64Histogram("breakwater.request.duration", metric.WithUnit("s"), durations, metric.WithDescription("Time to answer a request, to the last byte."))
+	must(e)
+	t.bytesServed, e = m.Int64Counter("breakwater.served", metric.WithUnit("By"), metric.WithDescription("Bytes sent to clients."))
+	must(e)
+	t.upRequests, e = m.Int64Counter("breakwater.upstream.requests", metric.WithDescription("Tries sent upstream, by upstream and status (or error)."))
+	must(e)
+	t.upRetries, e = m.Int64Counter("breakwater.upstream.retries", metric.WithDescription("Upstream tries that were retried."))
+	must(e)
+	t.upDuration, e = m.Float64Histogram("breakwater.upstream.request.duration", metric.WithUnit("s"), durations, metric.WithDescription("Time to an upstream answer's headers, per try."))
+	must(e)
+	t.bytesFetched, e = m.Int64Counter("breakwater.fetched", metric.WithUnit("By"), metric.WithDescription("Blob bytes fetched from upstreams."))
+	must(e)
+
+	breakerState, e := m.Int64ObservableGauge("breakwater.upstream.breaker.state", metric.WithDescription("Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open."))
+	must(e)
+	rateLimit, e := m.Int64ObservableGauge("breakwater.upstream.ratelimit.remaining", metric.WithDescription("Pulls left as the upstream last said (Docker Hub's ratelimit-remaining); absent until it says."))
+	must(e)
+	cacheSize, e := m.Int64ObservableGauge("breakwater.cache.size", metric.WithUnit("By"), metric.WithDescription("Bytes of verified content in the cache."))
+	must(e)
+	cacheMax, e := m.Int64ObservableGauge("breakwater.cache.max_size", metric.WithUnit("By"), metric.WithDescription("The cache's size bound; 0 when unbounded."))
+	must(e)
+	entries, e := m.Int64ObservableGauge("breakwater.cache.entries", metric.WithDescription("Blobs and manifests in the cache."))
+	must(e)
+	evictions, e := m.Int64ObservableCounter("breakwater.cache.evictions", metric.WithDescription("Entries evicted to keep the cache under its bound."))
+	must(e)
+	inflight, e := m.Int64ObservableGauge("breakwater.fetches.inflight", metric.WithDescription("Blob fetches from upstream under way."))
+	must(e)
+	diskFull, e := m.Int64ObservableGauge("breakwater.cache.disk_full", metric.WithDescription("1 while the cache's disk is full and blobs are streamed without caching."))
+	must(e)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for name, up := range s.upstreams {
+			attrs := metric.WithAttributes(attribute.String("upstream", name))
+			state, _ := up.breaker.snapshot()
+			o.ObserveInt64(breakerState, int64(state), attrs)
+			if left := up.rateLimitRemaining(); left >= 0 {
+				o.ObserveInt64(rateLimit, left, attrs)
+			}
+		}
+		u := s.store.Usage()
+		o.ObserveInt64(cacheSize, u.Bytes)
+		o.ObserveInt64(cacheMax, u.Limits.MaxSize)
+		o.ObserveInt64(entries, int64(u.Entries))
+		o.ObserveInt64(evictions, u.Evictions)
+		o.ObserveInt64(inflight, int64(s.blobs.count()))
+		full := int64(0)
+		if s.store.Full() {
+			full = 1
+		}
+		o.ObserveInt64(diskFull, full)
+		return nil
+	}, breakerState, rateLimit, cacheSize, cacheMax, entries, evictions, inflight, diskFull)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	return t, nil
+}
+
+// recordRequest counts one answered request.
+func (t *telemetry) recordRequest(ctx context.Context, route, method string, status int, cache string, bytes int64, d time.Duration) {
+	attrs := metric.WithAttributes(
+		attribute.String("route", route),
+		attribute.String("method", method),
+		attribute.Int("status", status),
+		attribute.String("cache", cache),
+	)
+	t.requests.Add(ctx, 1, attrs)
+	t.reqDuration.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("route", route), attribute.String("method", method)))
+	t.bytesServed.Add(ctx, bytes, metric.WithAttributes(attribute.String("route", route)))
+	if route == kindManifest.String() || route == kindBlob.String() {
+		t.pulls.Add(1)
+		if cache == cacheHit || cache == cacheStale {
+			t.hits.Add(1)
+		}
+	}
+}
+
+// hitRatio is the share of manifest and blob requests answered from cache.
+func (t *telemetry) hitRatio() (ratio float64, requests int64) {
+	p := t.pulls.Load()
+	if p == 0 {
+		return 0, 0
+	}
+	return float64(t.hits.Load()) / float64(p), p
+}

@@ -10,7 +10,8 @@
 #                         instead of Breakwater (default: breakwater)
 #   E2E_TIME_LIMIT=420    seconds the whole run may take
 #   E2E_KEEP=1            keep the temp dir (logs, stores) after the run
-#   E2E_BREAKWATER_ARGS   extra arguments for `breakwater serve`
+#   E2E_BREAKWATER_ARGS   extra arguments for `breakwater serve` (round 1 and 2)
+#   E2E_OUTAGE=0          skip the outage phase (outage.sh)
 set -uo pipefail
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
@@ -43,7 +44,7 @@ E2E_DONE=""
 print_logs() {
 	echo "---- logs (last lines) ----"
 	local f
-	for f in mirror upstream containerd dockerd; do
+	for f in mirror upstream containerd dockerd mirror-outage mirror-breaker faultproxy; do
 		[ -f "$LOGS/$f.log" ] || continue
 		echo "== $f log ($LOGS/$f.log)"
 		# without the start-up chatter of containerd and dockerd
@@ -189,6 +190,7 @@ if run_client "$OUT/seed" 240 go run ./test/e2e/seed --registry "$UP"; then
 	SEED=$(grep -E '^e2e=sha256:' "$OUT/seed" | tail -n 1)
 	D_E2E=$(echo "$SEED" | tr ' ' '\n' | sed -n 's/^e2e=//p')
 	D_DOCKER=$(echo "$SEED" | tr ' ' '\n' | sed -n 's/^e2e-docker=//p')
+	D_OUTAGE=$(echo "$SEED" | tr ' ' '\n' | sed -n 's/^e2e-outage=//p')
 else
 	cmd_fail "seed" "$OUT/seed" $?
 	exit 1
@@ -201,7 +203,7 @@ fi
 got=$(curl -sI -m 5 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 	"http://$UP/v2/library/e2e/manifests/v1" | tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }')
 expect_eq "seed: upstream serves library/e2e:v1 ($D_E2E)" "$D_E2E" "$got" "upstream digest"
-note "e2e-docker:v1 is $D_DOCKER"
+note "e2e-docker:v1 is $D_DOCKER, e2e-outage:v1 is ${D_OUTAGE:-?}"
 
 # ---- 4. the mirror: Breakwater (or the stand-in) ---------------------------
 
@@ -599,6 +601,13 @@ if [ -z "$bad" ]; then
 else
 	fail "mirror: answered no 5xx" "$(echo "$bad" | wc -l) requests:"
 	echo "$bad" | head -n 10 | sed 's/^/    | /'
+fi
+
+# ---- 7. the outage phase ---------------------------------------------------
+
+if [ "${E2E_OUTAGE:-1}" != 0 ]; then
+	# shellcheck source=outage.sh
+	. "$HERE/outage.sh"
 fi
 
 E2E_DONE=1

@@ -2,17 +2,19 @@
 //
 //	go run ./test/e2e/seed --registry 127.0.0.1:5000
 //
-// It pushes two images, each with three random gzip'd tar layers (one regular
+// It pushes three images, each with three random gzip'd tar layers (one regular
 // file each) and a config with os=linux, architecture=amd64 and a rootfs whose
 // diff_ids match the layers, so that containerd, dockerd and podman can unpack
 // them:
 //
 //   - library/e2e:v1         OCI media types (image manifest v1, OCI config, tar+gzip layers)
 //   - library/e2e-docker:v1  Docker schema 2 media types
+//   - library/e2e-outage:v1  OCI media types; the outage phase never pulls it
+//     before the upstream fails, so Breakwater has nothing of it cached
 //
 // and prints their manifest digests on one line:
 //
-//	e2e=sha256:... e2e-docker=sha256:...
+//	e2e=sha256:... e2e-docker=sha256:... e2e-outage=sha256:...
 package main
 
 import (
@@ -36,8 +38,8 @@ var layerSizes = []int64{1<<20 + 12345, 64 << 10, 3000}
 
 func main() {
 	registry := flag.String("registry", "", "registry host:port to push to over plain HTTP (required)")
-	repo := flag.String("repo", "library/e2e", "repository of the OCI image; the Docker image goes to REPO-docker")
-	tag := flag.String("tag", "v1", "tag of both images")
+	repo := flag.String("repo", "library/e2e", "repository of the OCI image; the Docker image goes to REPO-docker, the outage image to REPO-outage")
+	tag := flag.String("tag", "v1", "tag of all three images")
 	flag.Parse()
 	if *registry == "" {
 		fmt.Fprintln(os.Stderr, "seed: --registry is required")
@@ -51,6 +53,7 @@ func main() {
 	}{
 		{"e2e", *repo, true},
 		{"e2e-docker", *repo + "-docker", false},
+		{"e2e-outage", *repo + "-outage", true},
 	} {
 		d, err := push(*registry, im.repo, *tag, im.oci)
 		if err != nil {

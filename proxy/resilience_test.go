@@ -380,3 +380,21 @@ func TestRateLimitReserve(t *testing.T) {
 		t.Errorf("with 5 pulls left (reserve 10) the tag was revalidated: %d requests", n)
 	}
 }
+
+// TestHandshakeRetryAfter: a registry that rate-limits its very first
+// request (the /v2/ ping) still has its Retry-After honoured and reported.
+func TestHandshakeRetryAfter(t *testing.T) {
+	retry := fastRetry()
+	retry.Attempts = 2
+	up, m, _ := seeded(t, mirrorOpts{retry: retry})
+	up.Play(http.MethodGet, "/v2/", testupstream.Status(429, "Retry-After", "2")).Forever()
+	start := time.Now()
+	resp, body := m.get("/v2/library/app/manifests/v1")
+	checkCrafted(t, resp, body, "answered 429 Too Many Requests; retry after 2s")
+	if resp.Header.Get("Retry-After") != "2" {
+		t.Errorf("Retry-After %q, want the upstream's 2", resp.Header.Get("Retry-After"))
+	}
+	if time.Since(start) < 2*time.Second {
+		t.Errorf("retried the handshake after %v, before the upstream's Retry-After", time.Since(start))
+	}
+}

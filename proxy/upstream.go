@@ -163,14 +163,15 @@ func (u *upstream) transportFor(ctx context.Context, repo string) (http.RoundTri
 			return rt, nil
 		}
 		scopes := []string{"repository:" + repo + ":pull"}
-		inner := transport.NewUserAgent(u.inner, u.userAgent)
+		hints := &retryAfterHints{inner: u.inner}
+		inner := transport.NewUserAgent(hints, u.userAgent)
 		// The handshake is shared by every waiting request, so it must not
 		// die with the one that happened to start it.
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*u.retry.AttemptTimeout)
 		defer cancel()
 		rt, err := transport.NewWithContext(hctx, u.registry, u.auth, inner, scopes)
 		if err != nil {
-			return nil, err
+			return nil, &handshakeError{err: err, retryAfter: hints.last()}
 		}
 		u.transports.Add(repo, rt)
 		return rt, nil
@@ -179,6 +180,41 @@ func (u *upstream) transportFor(ctx context.Context, repo string) (http.RoundTri
 		return nil, fmt.Errorf("handshake with %s for %s: %w", u.name, repo, err)
 	}
 	return v.(http.RoundTripper), nil
+}
+
+// handshakeError is a failed ping or token exchange, with the Retry-After
+// the upstream sent with it: go-containerregistry's error keeps the status
+// but not the headers, and a rate-limited registry often refuses the very
+// first request.
+type handshakeError struct {
+	err        error
+	retryAfter time.Duration
+}
+
+func (e *handshakeError) Error() string { return e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
+// retryAfterHints remembers the Retry-After of the last answer it carried.
+type retryAfterHints struct {
+	inner http.RoundTripper
+	mu    sync.Mutex
+	hint  time.Duration
+}
+
+func (h *retryAfterHints) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := h.inner.RoundTrip(req)
+	if err == nil {
+		h.mu.Lock()
+		h.hint = retryAfter(resp.Header)
+		h.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (h *retryAfterHints) last() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hint
 }
 
 // do sends a request for repo's API path (e.g. "manifests/v1"), retrying
@@ -248,7 +284,11 @@ func (u *upstream) judge(resp *http.Response, err error) (transient bool, cause 
 		if errors.As(err, &te) && te.StatusCode != 0 {
 			// The handshake itself got an HTTP answer.
 			if isTransientStatus(te.StatusCode) {
-				return true, fmt.Sprintf("answered %d %s", te.StatusCode, http.StatusText(te.StatusCode)), 0
+				var he *handshakeError
+				if errors.As(err, &he) {
+					retryAfterHint = he.retryAfter
+				}
+				return true, fmt.Sprintf("answered %d %s", te.StatusCode, http.StatusText(te.StatusCode)), retryAfterHint
 			}
 			return false, "", 0
 		}

@@ -32,6 +32,9 @@ type space struct {
 	mu        sync.Mutex
 	full      bool
 	checkedAt time.Time
+	// needed is the size that last did not fit: the disk counts as having
+	// space again only when it would, so the state does not flap.
+	needed int64
 }
 
 // freeBytes is the space available to unprivileged writers.
@@ -53,16 +56,17 @@ func (s *Store) Full() bool {
 		return s.space.full
 	}
 	s.space.checkedAt = time.Now()
-	if free, err := s.freeBytes(); err == nil && free >= 2*s.space.minFree {
+	if free, err := s.freeBytes(); err == nil && free >= 2*s.space.minFree+s.space.needed {
 		s.space.full = false
 		s.logger.Warn("cache disk has space again: caching resumed", "dir", s.root, "free_bytes", free)
 	}
 	return s.space.full
 }
 
-func (s *Store) markFull(cause string) {
+func (s *Store) markFull(cause string, needed int64) {
 	s.space.mu.Lock()
 	defer s.space.mu.Unlock()
+	s.space.needed = needed
 	if !s.space.full {
 		s.logger.Error("CACHE DISK FULL: serving from upstream without caching until space returns",
 			"dir", s.root, "cause", cause)
@@ -82,7 +86,7 @@ func (s *Store) Reserve(size int64) error {
 		return nil // cannot tell: let the write find out
 	}
 	if free-max(size, 0) < s.space.minFree {
-		s.markFull(fmt.Sprintf("%d bytes needed, %d free, %d kept free", size, free, s.space.minFree))
+		s.markFull(fmt.Sprintf("%d bytes needed, %d free, %d kept free", size, free, s.space.minFree), size)
 		return ErrNoSpace
 	}
 	return nil

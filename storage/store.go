@@ -254,7 +254,7 @@ func (s *Store) NewIngest(dgst digest.Digest) (*Ingest, error) {
 	f, err := os.CreateTemp(s.ingestDir(), dgst.Encoded()[:12]+"-*")
 	if err != nil {
 		if IsNoSpace(err) {
-			s.markFull(err.Error())
+			s.markFull(err.Error(), 0)
 		}
 		return nil, fmt.Errorf("ingest %s: %w", dgst, err)
 	}
@@ -274,7 +274,7 @@ func (in *Ingest) Write(p []byte) (int, error) {
 	in.size += int64(n)
 	if err != nil {
 		if IsNoSpace(err) {
-			in.store.markFull(err.Error())
+			in.store.markFull(err.Error(), 0)
 		}
 		return n, fmt.Errorf("ingest %s: %w", in.dgst, err)
 	}
@@ -295,7 +295,7 @@ func (in *Ingest) Commit() error {
 	tmp := in.file.Name()
 	if err := in.file.Sync(); err != nil {
 		if IsNoSpace(err) {
-			in.store.markFull(err.Error())
+			in.store.markFull(err.Error(), 0)
 		}
 		in.file.Close()
 		os.Remove(tmp)

@@ -6,7 +6,7 @@ GO        ?= go
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: run build test check unit e2e tools
+.PHONY: run build test check unit e2e k6 bench tools
 
 run:
 	$(GO) run ./cmd/breakwater serve --config config.yaml
@@ -14,7 +14,7 @@ run:
 build:
 	$(GO) build -o bin/breakwater ./cmd/breakwater
 
-test: check unit e2e
+test: check unit e2e k6
 
 # Formatting, vet and staticcheck: cheap, so they run first.
 check: tools
@@ -28,6 +28,16 @@ unit:
 
 e2e:
 	bash test/e2e/run.sh
+
+# Each k6 script briefly against a local upstream and Breakwater, so they
+# cannot rot (installs k6 with go install when missing).
+k6:
+	bash loadtest/k6/run.sh
+
+# The side-by-side benchmark (Breakwater, distribution proxy, direct); see
+# BENCHMARKS.md. Not part of make test: it measures, it does not assert.
+bench:
+	$(GO) run ./loadtest/bench
 
 tools:
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -360,6 +360,11 @@ func (f *blobFetch) reader(ctx context.Context, store *storage.Store) (*fetchRea
 	}
 	blob, err := store.OpenBlob(f.key.dgst)
 	if err != nil {
+		if f.done && f.err != nil {
+			// The fetch failed (a digest mismatch, say) and its file is
+			// gone: the client gets the fetch's own answer.
+			return nil, f.err
+		}
 		return nil, fmt.Errorf("follow fetch of %s: %w", f.key.dgst, err)
 	}
 	return &fetchReader{ctx: ctx, f: f, file: blob.File, close: blob.Close}, nil

@@ -3,6 +3,8 @@
 //	breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]...
 //	breakwater classify [--reason R --message M | < pod.json] [--json]
 //	breakwater check [--config FILE | --mirror URL] IMAGE...
+//	breakwater warm [--mirror URL] [--file LIST] [--platform P]... IMAGE...
+//	breakwater containerd-config --mirror URL [--config FILE] [--dir DIR]
 //	breakwater version
 package main
 
@@ -41,6 +43,8 @@ Usage:
   breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION]
   breakwater classify [--reason REASON --message MESSAGE | < pod.json] [--json]
   breakwater check [--config FILE | --mirror URL] [--json] IMAGE...
+  breakwater warm [--mirror URL] [--file LIST] [--platform OS/ARCH[/VARIANT]]... IMAGE...
+  breakwater containerd-config --mirror URL [--config FILE] [--dir DIR]
   breakwater version
 
 Run "breakwater COMMAND --help" for a command's flags.
@@ -60,8 +64,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runServe(args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
+	case "warm":
+		return runWarm(args[1:], stdout, stderr)
 	case "classify":
 		return runClassify(args[1:], stdin, stdout, stderr)
+	case "containerd-config":
+		return runContainerdConfig(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "breakwater %s\n", buildVersion())
 		return 0

@@ -1,0 +1,105 @@
+{{/* Chart name, truncated to 63 characters (a DNS label). */}}
+{{- define "breakwater.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects. */}}
+{{- define "breakwater.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "breakwater.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "breakwater.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "breakwater.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "breakwater.labels" -}}
+helm.sh/chart: {{ include "breakwater.chart" . }}
+{{ include "breakwater.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "breakwater.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "breakwater.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "breakwater.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The port Breakwater listens on inside the pod: the port of config.listen,
+so the container port, the probes and the Service always agree with it.
+*/}}
+{{- define "breakwater.containerPort" -}}
+{{- $listen := toString (default ":5000" .Values.config.listen) }}
+{{- $port := regexFind "[0-9]+$" $listen }}
+{{- if not $port }}
+{{- fail (printf "config.listen %q: want host:port, e.g. \":5000\"" $listen) }}
+{{- end }}
+{{- $port }}
+{{- end }}
+
+{{/* The Service's DNS name inside the cluster. */}}
+{{- define "breakwater.serviceHost" -}}
+{{- printf "%s.%s.svc.cluster.local" (include "breakwater.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The mirror URL containerd on the nodes uses (containerd.mirrorURL). */}}
+{{- define "breakwater.mirrorURL" -}}
+{{- if .Values.containerd.mirrorURL }}
+{{- .Values.containerd.mirrorURL | trimSuffix "/" }}
+{{- else if and .Values.service.clusterIP (ne .Values.service.clusterIP "None") }}
+{{- printf "http://%s:%v" .Values.service.clusterIP .Values.service.port }}
+{{- else }}
+{{- printf "http://%s:%v" (include "breakwater.serviceHost" .) .Values.service.port }}
+{{- end }}
+{{- end }}
+
+{{/*
+The registry URL containerd knows a host by (hosts.toml's server): Docker
+Hub's API host for docker.io; the upstream's URL when it is that same host
+(a plain-HTTP registry stays http); https://<host> otherwise. The same rule
+as `breakwater containerd-config`. Takes (dict "host" H "url" U).
+*/}}
+{{- define "breakwater.registryServer" -}}
+{{- $u := urlParse (toString (default "" .url)) }}
+{{- if has .host (list "docker.io" "index.docker.io" "registry-1.docker.io") }}
+{{- "https://registry-1.docker.io" }}
+{{- else if and (has $u.scheme (list "http" "https")) (eq (lower $u.host) (lower .host)) }}
+{{- printf "%s://%s" $u.scheme $u.host }}
+{{- else }}
+{{- printf "https://%s" .host }}
+{{- end }}
+{{- end }}
+
+{{/* Label matchers scoping the alert rules to this release's series. */}}
+{{- define "breakwater.metricSelector" -}}
+{{- if .Values.prometheusRule.selector }}
+{{- .Values.prometheusRule.selector }}
+{{- else }}
+{{- printf "job=%q,namespace=%q" (include "breakwater.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- end }}

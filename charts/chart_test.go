@@ -1,0 +1,970 @@
+// Package charts_test checks the Helm chart in charts/breakwater: it lints
+// it, renders it with helm template and decodes every object strictly into
+// its Kubernetes type, so a misspelt field, a config Breakwater would refuse,
+// a probe on the wrong path or an alert on a metric that does not exist fails
+// here and not in a cluster.
+//
+// helm comes from scripts/helm.sh, which installs it with go install when it
+// is missing; if that fails the tests fail (CI relies on the script).
+package charts_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/breakwater-registry/breakwater/config"
+)
+
+const (
+	chartDir    = "breakwater"
+	release     = "bw"
+	namespace   = "mirror"
+	kubeVersion = "1.30.0"
+	fullname    = "bw-breakwater"
+)
+
+// monitoringValues turns on everything optional.
+var monitoringValues = []string{
+	"--set", "serviceMonitor.enabled=true",
+	"--set", "prometheusRule.enabled=true",
+	"--set", "dashboard.enabled=true",
+}
+
+// The metric names the alerts must use (docs/architecture.md, "Telemetry").
+var alertMetrics = []string{
+	"breakwater_upstream_breaker_state",
+	"breakwater_requests_total",
+	"breakwater_cache_size_bytes",
+	"breakwater_cache_max_size_bytes",
+	"breakwater_upstream_requests_total",
+}
+
+var (
+	helmOnce sync.Once
+	helmBin  string
+	helmErr  error
+)
+
+// helm returns the helm binary from scripts/helm.sh, installing it if need be.
+func helm(t *testing.T) string {
+	t.Helper()
+	helmOnce.Do(func() {
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command("bash", filepath.Join("..", "scripts", "helm.sh"))
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			helmErr = fmt.Errorf("scripts/helm.sh: %v\n%s", err, stderr.String())
+			return
+		}
+		helmBin = strings.TrimSpace(stdout.String())
+		if helmBin == "" {
+			helmErr = fmt.Errorf("scripts/helm.sh printed no path\n%s", stderr.String())
+		}
+	})
+	if helmErr != nil {
+		t.Fatalf("no helm (CI installs it with scripts/helm.sh): %v", helmErr)
+	}
+	return helmBin
+}
+
+func runHelm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(helm(t), args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// No kubeconfig, no cache or config of the user's: the tests are offline.
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(),
+		"KUBECONFIG="+filepath.Join(home, "kubeconfig"),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"),
+	)
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func template(t *testing.T, dir string, values ...string) string {
+	t.Helper()
+	args := append([]string{"template", release, dir, "--namespace", namespace, "--kube-version", kubeVersion}, values...)
+	out, err := runHelm(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Local types for the prometheus-operator CRDs: only the fields the chart
+// uses, decoded with DisallowUnknownFields like the rest.
+type serviceMonitor struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		NamespaceSelector struct {
+			MatchNames []string `json:"matchNames"`
+		} `json:"namespaceSelector"`
+		Selector  metav1.LabelSelector `json:"selector"`
+		Endpoints []struct {
+			Port          string `json:"port"`
+			Path          string `json:"path"`
+			Interval      string `json:"interval"`
+			ScrapeTimeout string `json:"scrapeTimeout"`
+		} `json:"endpoints"`
+	} `json:"spec"`
+}
+
+type prometheusRule struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []struct {
+				Alert       string            `json:"alert"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for"`
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
+}
+
+// rendered holds the objects of one helm template run, by kind.
+type rendered struct {
+	statefulSets    []appsv1.StatefulSet
+	deployments     []appsv1.Deployment
+	services        []corev1.Service
+	configMaps      []corev1.ConfigMap
+	pvcs            []corev1.PersistentVolumeClaim
+	serviceAccounts []corev1.ServiceAccount
+	pdbs            []policyv1.PodDisruptionBudget
+	serviceMonitors []serviceMonitor
+	prometheusRules []prometheusRule
+}
+
+var apiVersions = map[string]string{
+	"StatefulSet":           "apps/v1",
+	"Deployment":            "apps/v1",
+	"Service":               "v1",
+	"ConfigMap":             "v1",
+	"PersistentVolumeClaim": "v1",
+	"ServiceAccount":        "v1",
+	"PodDisruptionBudget":   "policy/v1",
+	"ServiceMonitor":        "monitoring.coreos.com/v1",
+	"PrometheusRule":        "monitoring.coreos.com/v1",
+}
+
+// splitDocuments splits a multi-document YAML stream at its "---" lines.
+func splitDocuments(s string) []string {
+	var docs []string
+	var cur strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.TrimRight(line, " \t") == "---" {
+			docs = append(docs, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+	}
+	return append(docs, cur.String())
+}
+
+// strictDecode converts a YAML document to JSON and decodes it refusing any
+// field the type does not have. encoding/json matches field names without
+// regard to case (readOnlyRootFileSystem would fill readOnlyRootFilesystem),
+// while the API server does not; so the JSON is checked a second time the
+// way the API server reads it, case-sensitively and refusing duplicates.
+func strictDecode(doc []byte, into any) error {
+	j, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the object")
+	}
+	fresh := reflect.New(reflect.TypeOf(into).Elem()).Interface()
+	strictErrs, err := kjson.UnmarshalStrict(j, fresh, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return err
+	}
+	if len(strictErrs) > 0 {
+		return errors.Join(strictErrs...)
+	}
+	return nil
+}
+
+func decodeAll(t *testing.T, manifest string) rendered {
+	t.Helper()
+	var r rendered
+	for i, doc := range splitDocuments(manifest) {
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+		}
+		j, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			t.Fatalf("document %d is not YAML: %v\n%s", i, err, doc)
+		}
+		if string(j) == "null" {
+			continue // comments only
+		}
+		if err := json.Unmarshal(j, &head); err != nil {
+			t.Fatalf("document %d: %v\n%s", i, err, doc)
+		}
+		want, known := apiVersions[head.Kind]
+		if !known {
+			t.Errorf("document %d: kind %q has no type in this test; add it to decodeAll\n%s", i, head.Kind, doc)
+			continue
+		}
+		if head.APIVersion != want {
+			t.Errorf("%s: apiVersion %q, want %q", head.Kind, head.APIVersion, want)
+		}
+		var target any
+		switch head.Kind {
+		case "StatefulSet":
+			r.statefulSets = append(r.statefulSets, appsv1.StatefulSet{})
+			target = &r.statefulSets[len(r.statefulSets)-1]
+		case "Deployment":
+			r.deployments = append(r.deployments, appsv1.Deployment{})
+			target = &r.deployments[len(r.deployments)-1]
+		case "Service":
+			r.services = append(r.services, corev1.Service{})
+			target = &r.services[len(r.services)-1]
+		case "ConfigMap":
+			r.configMaps = append(r.configMaps, corev1.ConfigMap{})
+			target = &r.configMaps[len(r.configMaps)-1]
+		case "PersistentVolumeClaim":
+			r.pvcs = append(r.pvcs, corev1.PersistentVolumeClaim{})
+			target = &r.pvcs[len(r.pvcs)-1]
+		case "ServiceAccount":
+			r.serviceAccounts = append(r.serviceAccounts, corev1.ServiceAccount{})
+			target = &r.serviceAccounts[len(r.serviceAccounts)-1]
+		case "PodDisruptionBudget":
+			r.pdbs = append(r.pdbs, policyv1.PodDisruptionBudget{})
+			target = &r.pdbs[len(r.pdbs)-1]
+		case "ServiceMonitor":
+			r.serviceMonitors = append(r.serviceMonitors, serviceMonitor{})
+			target = &r.serviceMonitors[len(r.serviceMonitors)-1]
+		case "PrometheusRule":
+			r.prometheusRules = append(r.prometheusRules, prometheusRule{})
+			target = &r.prometheusRules[len(r.prometheusRules)-1]
+		}
+		if err := strictDecode([]byte(doc), target); err != nil {
+			t.Errorf("%s does not decode strictly into its type: %v\n%s", head.Kind, err, doc)
+		}
+	}
+	return r
+}
+
+func (r rendered) configMap(t *testing.T, name string) corev1.ConfigMap {
+	t.Helper()
+	for _, cm := range r.configMaps {
+		if cm.Name == name {
+			return cm
+		}
+	}
+	t.Fatalf("no ConfigMap %q", name)
+	return corev1.ConfigMap{}
+}
+
+func (r rendered) service(t *testing.T, name string) corev1.Service {
+	t.Helper()
+	for _, s := range r.services {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no Service %q", name)
+	return corev1.Service{}
+}
+
+func (r rendered) statefulSet(t *testing.T) appsv1.StatefulSet {
+	t.Helper()
+	if len(r.statefulSets) != 1 || len(r.deployments) != 0 {
+		t.Fatalf("want exactly one StatefulSet and no Deployment, got %d and %d", len(r.statefulSets), len(r.deployments))
+	}
+	return r.statefulSets[0]
+}
+
+// breakwaterConfig parses the rendered config.yaml with Breakwater's own
+// parser: the chart must never ship a configuration Breakwater refuses.
+func (r rendered) breakwaterConfig(t *testing.T) config.Config {
+	t.Helper()
+	cm := r.configMap(t, fullname)
+	raw, ok := cm.Data["config.yaml"]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no config.yaml: %v", cm.Name, cm.Data)
+	}
+	cfg, err := config.Parse([]byte(raw))
+	if err != nil {
+		t.Fatalf("Breakwater refuses the chart's config.yaml: %v\n%s", err, raw)
+	}
+	return cfg
+}
+
+func container(t *testing.T, sts appsv1.StatefulSet) corev1.Container {
+	t.Helper()
+	cs := sts.Spec.Template.Spec.Containers
+	if len(cs) != 1 || cs[0].Name != "breakwater" {
+		t.Fatalf("want one container named breakwater, got %+v", cs)
+	}
+	return cs[0]
+}
+
+// probePort resolves a probe's port (a name or a number) to a container port.
+func probePort(t *testing.T, c corev1.Container, p intstr.IntOrString) int32 {
+	t.Helper()
+	if p.Type == intstr.Int {
+		return p.IntVal
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.StrVal {
+			return cp.ContainerPort
+		}
+	}
+	t.Fatalf("probe port %q is not a port of the container (%+v)", p.StrVal, c.Ports)
+	return 0
+}
+
+func listenPort(t *testing.T, listen string) int32 {
+	t.Helper()
+	var port int32
+	if _, err := fmt.Sscanf(listen[strings.LastIndex(listen, ":")+1:], "%d", &port); err != nil {
+		t.Fatalf("listen %q: %v", listen, err)
+	}
+	return port
+}
+
+func matches(t *testing.T, sel *metav1.LabelSelector, set map[string]string) bool {
+	t.Helper()
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		t.Fatalf("selector %+v: %v", sel, err)
+	}
+	return !s.Empty() && s.Matches(labels.Set(set))
+}
+
+func TestLint(t *testing.T) {
+	for name, values := range map[string][]string{
+		"defaults":   nil,
+		"monitoring": monitoringValues,
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}, values...)
+			if out, err := runHelm(t, args...); err != nil {
+				t.Fatal(err)
+			} else if !strings.Contains(out, "0 chart(s) failed") {
+				t.Fatalf("unexpected lint output:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	r := decodeAll(t, template(t, chartDir))
+	if len(r.serviceMonitors)+len(r.prometheusRules) != 0 {
+		t.Error("ServiceMonitor/PrometheusRule rendered though not enabled")
+	}
+	for _, cm := range r.configMaps {
+		if cm.Labels["grafana_dashboard"] != "" {
+			t.Error("dashboard ConfigMap rendered though not enabled")
+		}
+	}
+	if len(r.serviceAccounts) != 1 || len(r.pdbs) != 1 {
+		t.Errorf("want one ServiceAccount and one PodDisruptionBudget, got %d and %d", len(r.serviceAccounts), len(r.pdbs))
+	}
+
+	cfg := r.breakwaterConfig(t)
+	if cfg.Cache.Dir != "/var/lib/breakwater" || cfg.Listen != ":5000" {
+		t.Errorf("cache.dir %q, listen %q; want /var/lib/breakwater and :5000", cfg.Cache.Dir, cfg.Listen)
+	}
+
+	// The chart's defaults are the bundled config.yaml's, but for where the
+	// cache lives, and the cache bound that keeps it within its volume.
+	bundled, err := config.Load(filepath.Join("..", "config.yaml"))
+	if err != nil {
+		t.Fatalf("bundled config.yaml: %v", err)
+	}
+	want := bundled
+	want.Listen, want.Cache.Dir, want.Cache.MaxSize = cfg.Listen, cfg.Cache.Dir, cfg.Cache.MaxSize
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("values.yaml config differs from the bundled config.yaml beyond listen, cache.dir and cache.max_size; keep them in step:\n chart:   %+v\n bundled: %+v", cfg, want)
+	}
+
+	sts := r.statefulSet(t)
+	c := container(t, sts)
+	if got, want := c.Args, []string{"serve", "--config", "/etc/breakwater/config.yaml"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("args %q, want %q", got, want)
+	}
+	port := listenPort(t, cfg.Listen)
+	if len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != port {
+		t.Errorf("container ports %+v, want http on %d (config listen)", c.Ports, port)
+	}
+	for name, p := range map[string]struct {
+		probe *corev1.Probe
+		path  string
+	}{
+		"startup":   {c.StartupProbe, "/healthz"},
+		"liveness":  {c.LivenessProbe, "/healthz"},
+		"readiness": {c.ReadinessProbe, "/readyz"},
+	} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("%s probe: want an httpGet, got %+v", name, p.probe)
+			continue
+		}
+		if p.probe.HTTPGet.Path != p.path || probePort(t, c, p.probe.HTTPGet.Port) != port {
+			t.Errorf("%s probe: GET %s on %v, want GET %s on %d", name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path, port)
+		}
+	}
+
+	// Non-root, read-only root file system, the cache writable.
+	psc, sc := sts.Spec.Template.Spec.SecurityContext, c.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 || psc.FSGroup == nil {
+		t.Errorf("pod securityContext %+v: want runAsNonRoot, a non-zero runAsUser and an fsGroup", psc)
+	}
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("container securityContext %+v: want readOnlyRootFilesystem and no privilege escalation", sc)
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m
+	}
+	if m, ok := mounts["cache"]; !ok || m.MountPath != cfg.Cache.Dir || m.ReadOnly {
+		t.Errorf("cache mount %+v: want it writable at cache.dir %s", m, cfg.Cache.Dir)
+	}
+	if m, ok := mounts["config"]; !ok || m.MountPath != "/etc/breakwater" {
+		t.Errorf("config mount %+v: want /etc/breakwater", m)
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	if v := volumes["config"]; v.ConfigMap == nil || v.ConfigMap.Name != fullname {
+		t.Errorf("config volume %+v: want ConfigMap %s", v, fullname)
+	}
+	for name := range mounts {
+		if _, ok := volumes[name]; !ok && name != "cache" {
+			t.Errorf("mount %q has no volume", name)
+		}
+	}
+
+	// The cache is a volumeClaimTemplate, larger than cache.max_size.
+	if _, ok := volumes["cache"]; ok {
+		t.Error("cache is a pod volume; want a volumeClaimTemplate with persistence enabled")
+	}
+	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Name != "cache" {
+		t.Fatalf("volumeClaimTemplates %+v: want one named cache", sts.Spec.VolumeClaimTemplates)
+	}
+	pvc := sts.Spec.VolumeClaimTemplates[0]
+	size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	if size.Value() != 50<<30 {
+		t.Errorf("cache volume %s, want 50Gi", size.String())
+	}
+	if cfg.Cache.MaxSize <= 0 || int64(cfg.Cache.MaxSize) >= size.Value() {
+		t.Errorf("cache.max_size %d must be set and below the volume's %d bytes", cfg.Cache.MaxSize, size.Value())
+	}
+	if pvc.Spec.StorageClassName != nil {
+		t.Errorf("storageClassName %q set; want the cluster default", *pvc.Spec.StorageClassName)
+	}
+
+	// The Service reaches the pods on the http port; the PDB covers them.
+	podLabels := sts.Spec.Template.Labels
+	if !matches(t, sts.Spec.Selector, podLabels) {
+		t.Errorf("StatefulSet selector %+v does not match its pods %v", sts.Spec.Selector, podLabels)
+	}
+	svc := r.service(t, fullname)
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 5000 || svc.Spec.Ports[0].TargetPort.String() != "http" || svc.Spec.Ports[0].Name != "http" {
+		t.Errorf("Service ports %+v: want http 5000 -> http", svc.Spec.Ports)
+	}
+	if svc.Spec.Type != corev1.ServiceTypeClusterIP || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels)) {
+		t.Errorf("Service %s: type %s selector %v, want ClusterIP selecting %v", svc.Name, svc.Spec.Type, svc.Spec.Selector, podLabels)
+	}
+	if headless := r.service(t, sts.Spec.ServiceName); headless.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("governing Service %s: clusterIP %q, want None", headless.Name, headless.Spec.ClusterIP)
+	}
+	pdb := r.pdbs[0]
+	if !matches(t, pdb.Spec.Selector, podLabels) || pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
+		t.Errorf("PDB spec %+v: want maxUnavailable 1 over the pods", pdb.Spec)
+	}
+	if sa := r.serviceAccounts[0]; sa.Name != sts.Spec.Template.Spec.ServiceAccountName {
+		t.Errorf("pods run as %q, ServiceAccount is %q", sts.Spec.Template.Spec.ServiceAccountName, sa.Name)
+	}
+	if sts.Spec.Template.Annotations["checksum/config"] == "" {
+		t.Error("no checksum/config annotation: a new config.yaml would not roll the pods")
+	}
+}
+
+func TestMonitoring(t *testing.T) {
+	r := decodeAll(t, template(t, chartDir, monitoringValues...))
+	sts := r.statefulSet(t)
+	svc := r.service(t, fullname)
+	headless := r.service(t, sts.Spec.ServiceName)
+
+	if len(r.serviceMonitors) != 1 {
+		t.Fatalf("want one ServiceMonitor, got %d", len(r.serviceMonitors))
+	}
+	sm := r.serviceMonitors[0]
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http" || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints %+v: want /metrics on port http", sm.Spec.Endpoints)
+	}
+	if !matches(t, &sm.Spec.Selector, svc.Labels) {
+		t.Errorf("ServiceMonitor selector %+v does not select Service %s %v", sm.Spec.Selector, svc.Name, svc.Labels)
+	}
+	if matches(t, &sm.Spec.Selector, headless.Labels) {
+		t.Errorf("ServiceMonitor also selects the headless Service: every pod would be scraped twice")
+	}
+	if !reflect.DeepEqual(sm.Spec.NamespaceSelector.MatchNames, []string{namespace}) {
+		t.Errorf("ServiceMonitor namespaces %v, want [%s]", sm.Spec.NamespaceSelector.MatchNames, namespace)
+	}
+
+	if len(r.prometheusRules) != 1 {
+		t.Fatalf("want one PrometheusRule, got %d", len(r.prometheusRules))
+	}
+	exprs := map[string]string{}
+	var all strings.Builder
+	for _, g := range r.prometheusRules[0].Spec.Groups {
+		for _, rule := range g.Rules {
+			exprs[rule.Alert] = rule.Expr
+			all.WriteString(rule.Expr + "\n")
+			if rule.Labels["severity"] == "" || rule.Annotations["summary"] == "" || rule.For == "" {
+				t.Errorf("alert %s: want severity, summary and for; got %+v", rule.Alert, rule)
+			}
+			if err := balanced(rule.Expr); err != nil {
+				t.Errorf("alert %s: %v in %q", rule.Alert, err, rule.Expr)
+			}
+			if !strings.Contains(rule.Expr, `job="`+fullname+`",namespace="`+namespace+`"`) {
+				t.Errorf("alert %s is not scoped to this release's series: %q", rule.Alert, rule.Expr)
+			}
+		}
+	}
+	for _, m := range alertMetrics {
+		if !strings.Contains(all.String(), m) {
+			t.Errorf("no alert uses %s", m)
+		}
+	}
+	for alert, want := range map[string][]string{
+		"BreakwaterUpstreamBreakerOpen": {"breakwater_upstream_breaker_state{", "== 2"},
+		"BreakwaterCacheHitRatioLow":    {`breakwater_requests_total{`, `cache="hit"`, "< 0.5"},
+		"BreakwaterCacheNearFull":       {"breakwater_cache_size_bytes{", "breakwater_cache_max_size_bytes{", "> 0.9"},
+		"BreakwaterUpstreamRateLimited": {"rate(breakwater_upstream_requests_total{", `status="429"`, "[5m]", "> 0"},
+	} {
+		expr, ok := exprs[alert]
+		if !ok {
+			t.Errorf("no alert %s (have %v)", alert, keys(exprs))
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(expr, w) {
+				t.Errorf("alert %s: %q lacks %q", alert, expr, w)
+			}
+		}
+	}
+	for _, rule := range r.prometheusRules[0].Spec.Groups[0].Rules {
+		wantFor := map[string]string{"BreakwaterUpstreamBreakerOpen": "5m", "BreakwaterCacheHitRatioLow": "30m"}[rule.Alert]
+		if wantFor != "" && rule.For != wantFor {
+			t.Errorf("alert %s: for %s, want %s", rule.Alert, rule.For, wantFor)
+		}
+	}
+
+	dash := r.configMap(t, fullname+"-dashboard")
+	if dash.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard ConfigMap labels %v: want grafana_dashboard: \"1\"", dash.Labels)
+	}
+	checkDashboard(t, []byte(dash.Data["breakwater.json"]))
+}
+
+// The dashboard shipped in the ConfigMap is the file, and has a panel for
+// each thing an operator looks at.
+func checkDashboard(t *testing.T, b []byte) {
+	t.Helper()
+	file, err := os.ReadFile(filepath.Join(chartDir, "dashboards", "breakwater.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(bytes.TrimSpace(b), bytes.TrimSpace(file)) {
+		t.Error("the dashboard ConfigMap does not carry dashboards/breakwater.json as it is")
+	}
+	var d struct {
+		UID    string `json:"uid"`
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	if d.UID == "" || d.Title == "" {
+		t.Error("dashboard has no uid or title")
+	}
+	var exprs strings.Builder
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			exprs.WriteString(tg.Expr + "\n")
+			if err := balanced(tg.Expr); err != nil {
+				t.Errorf("panel %q: %v in %q", p.Title, err, tg.Expr)
+			}
+		}
+	}
+	for _, m := range []string{
+		"breakwater_requests_total",               // by cache result, hit ratio
+		"breakwater_upstream_requests_total",      // by status
+		"breakwater_upstream_retries_total",       // retries
+		"breakwater_upstream_breaker_state",       // breaker state
+		"breakwater_served_bytes_total",           // bytes served
+		"breakwater_fetched_bytes_total",          // bytes fetched
+		"breakwater_cache_size_bytes",             // cache size
+		"breakwater_cache_max_size_bytes",         // vs max
+		"breakwater_fetches_inflight",             // in-flight fetches
+		"breakwater_upstream_ratelimit_remaining", // Docker Hub rate limit
+	} {
+		if !strings.Contains(exprs.String(), m+"{") {
+			t.Errorf("no dashboard panel queries %s", m)
+		}
+	}
+	if !strings.Contains(exprs.String(), `cache="hit"`) {
+		t.Error("no hit-ratio panel")
+	}
+}
+
+// balanced reports unbalanced brackets or quotes in a PromQL expression: a
+// cheap check that catches the usual template slip.
+func balanced(expr string) error {
+	var stack []rune
+	inQuote := false
+	pairs := map[rune]rune{')': '(', '}': '{', ']': '['}
+	for _, c := range expr {
+		switch {
+		case c == '"':
+			inQuote = !inQuote
+		case inQuote:
+		case c == '(' || c == '{' || c == '[':
+			stack = append(stack, c)
+		case pairs[c] != 0:
+			if len(stack) == 0 || stack[len(stack)-1] != pairs[c] {
+				return fmt.Errorf("unbalanced %q", c)
+			}
+			stack = stack[:len(stack)-1]
+		}
+	}
+	if inQuote || len(stack) > 0 {
+		return fmt.Errorf("unclosed %q", string(stack))
+	}
+	return nil
+}
+
+func keys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// Every misspelt value fails through values.schema.json, in template and in
+// lint, and names the culprit.
+func TestSchemaRefusesUnknownValues(t *testing.T) {
+	for _, set := range []string{
+		"replicaCont=2",
+		"servce.port=80",
+		"service.prot=80",
+		"persistence.sise=10Gi",
+		"image.tga=v1",
+		"config.cache.tag_tll=5m",
+		"config.upstreams.docker\\.io.uri=https://x",
+		"prometheusRule.alerts.breakerOpen.fro=5m",
+		"config.log.level=verbose",
+		"config.cache.tag_ttl=5 minutes",
+	} {
+		t.Run(set, func(t *testing.T) {
+			key := set[:strings.IndexByte(set, '=')]
+			last := key[strings.LastIndexByte(key, '.')+1:]
+			args := []string{"template", release, chartDir, "--kube-version", kubeVersion, "--set", set}
+			out, err := runHelm(t, args...)
+			if err == nil {
+				t.Fatalf("helm template --set %s succeeded:\n%.300s", set, out)
+			}
+			if !strings.Contains(err.Error(), "schema") || !(strings.Contains(err.Error(), last) || strings.Contains(err.Error(), "/"+strings.ReplaceAll(strings.TrimSuffix(key, "."+last), ".", "/"))) {
+				t.Errorf("error does not point at %s:\n%v", key, err)
+			}
+			if _, err := runHelm(t, "lint", "--strict", "--kube-version", kubeVersion, chartDir, "--set", set); err == nil {
+				t.Errorf("helm lint --strict --set %s passed", set)
+			}
+		})
+	}
+}
+
+func TestVariants(t *testing.T) {
+	t.Run("no persistence", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir, "--set", "persistence.enabled=false"))
+		sts := r.statefulSet(t)
+		if len(sts.Spec.VolumeClaimTemplates) != 0 || sts.Spec.PersistentVolumeClaimRetentionPolicy != nil {
+			t.Error("volumeClaimTemplates rendered without persistence")
+		}
+		found := false
+		for _, v := range sts.Spec.Template.Spec.Volumes {
+			if v.Name == "cache" {
+				found = v.EmptyDir != nil
+			}
+		}
+		if !found {
+			t.Error("no emptyDir cache volume")
+		}
+	})
+	t.Run("storage class", func(t *testing.T) {
+		for class, want := range map[string]string{"fast-ssd": "fast-ssd", "-": ""} {
+			r := decodeAll(t, template(t, chartDir, "--set", "persistence.storageClass="+class, "--set", "persistence.size=200Gi"))
+			pvc := r.statefulSet(t).Spec.VolumeClaimTemplates[0]
+			if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != want {
+				t.Errorf("storageClass %q: storageClassName %v, want %q", class, pvc.Spec.StorageClassName, want)
+			}
+			if q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "200Gi" {
+				t.Errorf("size %s, want 200Gi", q.String())
+			}
+		}
+	})
+	t.Run("listen port", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir, "--set", "config.listen=:8080"))
+		cfg := r.breakwaterConfig(t)
+		c := container(t, r.statefulSet(t))
+		if cfg.Listen != ":8080" || c.Ports[0].ContainerPort != 8080 || probePort(t, c, c.ReadinessProbe.HTTPGet.Port) != 8080 {
+			t.Errorf("listen %q, container port %d: want 8080 throughout", cfg.Listen, c.Ports[0].ContainerPort)
+		}
+		if svc := r.service(t, fullname); svc.Spec.Ports[0].Port != 5000 || svc.Spec.Ports[0].TargetPort.String() != "http" {
+			t.Errorf("Service port %+v: want 5000 -> http", svc.Spec.Ports[0])
+		}
+	})
+	t.Run("node port, fixed cluster IP, affinity, replicas", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir,
+			"--set", "service.type=NodePort", "--set", "service.nodePort=30500",
+			"--set", "service.clusterIP=10.96.0.50", "--set", "service.sessionAffinity=ClientIP",
+			"--set", "replicaCount=3", "--set", "image.digest=sha256:"+strings.Repeat("ab", 32)))
+		svc := r.service(t, fullname)
+		if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].NodePort != 30500 ||
+			svc.Spec.ClusterIP != "10.96.0.50" || svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+			t.Errorf("Service spec %+v", svc.Spec)
+		}
+		sts := r.statefulSet(t)
+		if *sts.Spec.Replicas != 3 || !strings.HasSuffix(container(t, sts).Image, "@sha256:"+strings.Repeat("ab", 32)) {
+			t.Errorf("replicas %d image %s", *sts.Spec.Replicas, container(t, sts).Image)
+		}
+	})
+	t.Run("drop an upstream, add credentials", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir,
+			"--set", `config.upstreams.quay\.io=null`,
+			"--set", `config.upstreams.registry\.example\.com:5000.url=https://registry.example.com:5000`,
+			"--set", `config.upstreams.registry\.example\.com:5000.username=robot`,
+			"--set", `config.upstreams.registry\.example\.com:5000.password_file=/var/run/secrets/registry/password`))
+		cfg := r.breakwaterConfig(t)
+		if got := keys(cfg.Upstreams); !reflect.DeepEqual(got, []string{"docker.io", "ghcr.io", "registry.example.com:5000", "registry.k8s.io"}) {
+			t.Errorf("upstreams %v", got)
+		}
+		if u := cfg.Upstreams["registry.example.com:5000"]; u.Username != "robot" || u.PasswordFile == "" {
+			t.Errorf("registry.example.com:5000: %+v", u)
+		}
+	})
+	t.Run("minAvailable wins", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir, "--set", "podDisruptionBudget.minAvailable=1", "--set", "replicaCount=2"))
+		if pdb := r.pdbs[0]; pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 || pdb.Spec.MaxUnavailable != nil {
+			t.Errorf("PDB spec %+v: want only minAvailable 1", pdb.Spec)
+		}
+	})
+	t.Run("relative cache dir refused", func(t *testing.T) {
+		if out, err := runHelm(t, "template", release, chartDir, "--kube-version", kubeVersion, "--set", "config.cache.dir=./data"); err == nil {
+			t.Errorf("a relative cache.dir rendered:\n%.300s", out)
+		}
+	})
+}
+
+// NOTES.txt prints a hosts.toml per upstream, with the [host] table that
+// containerd 1.6 requires. helm template does not render NOTES.txt, so a copy
+// of the chart gets a template that includes it.
+func TestNotes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), chartDir)
+	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	probe := `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes
+data:
+  NOTES.txt: |
+    {{- include "breakwater/templates/NOTES.txt" . | nindent 4 }}
+`
+	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes-probe.yaml"), []byte(probe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defaultServers := map[string]string{
+		"docker.io":       "https://registry-1.docker.io",
+		"ghcr.io":         "https://ghcr.io",
+		"quay.io":         "https://quay.io",
+		"registry.k8s.io": "https://registry.k8s.io",
+	}
+	for name, tc := range map[string]struct {
+		values  []string
+		mirror  string
+		warning bool
+		servers map[string]string
+	}{
+		"service DNS": {nil, "http://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers},
+		"cluster IP":  {[]string{"--set", "service.clusterIP=10.96.0.50"}, "http://10.96.0.50:5000", false, defaultServers},
+		"explicit": {[]string{"--set", "containerd.mirrorURL=http://127.0.0.1:30500/",
+			"--set", `config.upstreams.ghcr\.io.url=http://10.0.0.9:5000`,
+			"--set", `config.upstreams.registry\.local:5001.url=http://registry.local:5001`,
+		}, "http://127.0.0.1:30500", false, map[string]string{
+			"docker.io":           "https://registry-1.docker.io",
+			"ghcr.io":             "https://ghcr.io", // reached elsewhere, known to containerd as itself
+			"quay.io":             "https://quay.io",
+			"registry.k8s.io":     "https://registry.k8s.io",
+			"registry.local:5001": "http://registry.local:5001", // a plain-HTTP registry stays http
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			notes := decodeAll(t, template(t, dir, tc.values...)).configMap(t, "notes").Data["NOTES.txt"]
+			if got := strings.Count(notes, "# file: "); got != len(tc.servers) {
+				t.Errorf("%d hosts.toml files in NOTES, want %d", got, len(tc.servers))
+			}
+			for host, server := range tc.servers {
+				want := fmt.Sprintf("# file: /etc/containerd/certs.d/%s/hosts.toml\nserver = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", host, server, tc.mirror)
+				if !strings.Contains(notes, want) {
+					t.Errorf("NOTES lack\n%s\n--- NOTES:\n%s", want, notes)
+				}
+			}
+			if !strings.Contains(notes, "[host] table is required") || !strings.Contains(notes, "ns=") {
+				t.Error("NOTES do not say the [host] table is required or how ?ns= routes")
+			}
+			if got := strings.Contains(notes, "WARNING"); got != tc.warning {
+				t.Errorf("DNS warning shown: %v, want %v", got, tc.warning)
+			}
+		})
+	}
+}
+
+// values.schema.json describes values.config with additionalProperties:
+// false, so it must list exactly the keys Breakwater's config knows. When
+// config.Config gains a key, add it to the schema (and values.yaml).
+func TestSchemaMatchesConfig(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(chartDir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatalf("values.schema.json: %v", err)
+	}
+	if schema["additionalProperties"] != false {
+		t.Error("values.schema.json: top level must have additionalProperties: false")
+	}
+	props := schema["properties"].(map[string]any)
+	compareSchema(t, "config", props["config"], reflect.TypeFor[config.Config]())
+}
+
+var keyRE = regexp.MustCompile(`^[a-z_]+$`)
+
+func compareSchema(t *testing.T, path string, node any, typ reflect.Type) {
+	t.Helper()
+	n, ok := node.(map[string]any)
+	if !ok {
+		t.Errorf("schema %s: missing", path)
+		return
+	}
+	types := map[string]bool{}
+	switch v := n["type"].(type) {
+	case string:
+		types[v] = true
+	case []any:
+		for _, x := range v {
+			types[x.(string)] = true
+		}
+	}
+	switch {
+	case typ == reflect.TypeFor[config.Duration]():
+		if !types["string"] {
+			t.Errorf("schema %s: a duration, want type string", path)
+		}
+	case typ == reflect.TypeFor[config.Size]():
+		if !types["string"] || !types["integer"] {
+			t.Errorf("schema %s: a size, want type [string, integer]", path)
+		}
+	case typ.Kind() == reflect.Struct:
+		if !types["object"] || n["additionalProperties"] != false {
+			t.Errorf("schema %s: want type object with additionalProperties: false", path)
+		}
+		sp, _ := n["properties"].(map[string]any)
+		var want []string
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if tag == "" || tag == "-" || !keyRE.MatchString(tag) {
+				continue
+			}
+			want = append(want, tag)
+			compareSchema(t, path+"."+tag, sp[tag], f.Type)
+		}
+		sort.Strings(want)
+		if got := keys(sp); !reflect.DeepEqual(got, want) {
+			t.Errorf("schema %s: keys %v, Breakwater's config has %v", path, got, want)
+		}
+	case typ.Kind() == reflect.Map:
+		if !types["object"] {
+			t.Errorf("schema %s: want type object", path)
+		}
+		compareSchema(t, path+".<key>", n["additionalProperties"], typ.Elem())
+	case typ.Kind() == reflect.Int, typ.Kind() == reflect.Int64:
+		if !types["integer"] {
+			t.Errorf("schema %s: want type integer", path)
+		}
+	case typ.Kind() == reflect.Bool:
+		if !types["boolean"] {
+			t.Errorf("schema %s: want type boolean", path)
+		}
+	case typ.Kind() == reflect.String:
+		if !types["string"] {
+			t.Errorf("schema %s: want type string", path)
+		}
+	default:
+		t.Errorf("schema %s: no rule for Go type %s; extend compareSchema", path, typ)
+	}
+}

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/breakwater-registry/breakwater/loadtest/internal/testimage"
+)
+
+// accept is the Accept set a runtime sends for a manifest.
+const accept = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, " +
+	"application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+
+// newClient is the harness's HTTP client: keep-alive, no compression, no
+// proxy, enough idle connections for every simulated node.
+func newClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 4096,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ReadBufferSize:      64 << 10,
+		WriteBufferSize:     16 << 10,
+	}}
+}
+
+// verifyFailures counts every byte-level verification failure of the run:
+// any of them fails the run.
+var verifyFailures atomic.Int64
+
+type verifyError struct{ msg string }
+
+func (e *verifyError) Error() string { return e.msg }
+
+func mismatch(format string, args ...any) error {
+	verifyFailures.Add(1)
+	return &verifyError{fmt.Sprintf(format, args...)}
+}
+
+// blobTiming is one blob GET as a client saw it.
+type blobTiming struct {
+	// TTFB is the time from sending the request to the first byte of the
+	// body (not of the headers: a proxy that answers headers at once but
+	// waits for the whole blob before the body still shows here).
+	TTFB  time.Duration
+	Total time.Duration
+	Bytes int64
+}
+
+// pullResult is one whole image pull.
+type pullResult struct {
+	Duration     time.Duration
+	ManifestTTFB time.Duration
+	Blobs        []blobTiming
+	Bytes        int64 // blob bytes, verified
+}
+
+// puller pulls images from one target.
+type puller struct {
+	client *http.Client
+	base   string // http://127.0.0.1:PORT
+	// parallel is how many blobs of one image are fetched at once
+	// (containerd's default is 3).
+	parallel int
+	// pipelined hashes in a second goroutine while the next buffer is read,
+	// so that a single stream is not limited by read-then-hash.
+	pipelined bool
+	timeout   time.Duration
+}
+
+// getManifest GETs repo's manifest by reference and checks that it is
+// byte for byte the one pushed.
+func (p *puller) getManifest(ctx context.Context, repo, ref string, want *testimage.Pushed) ([]byte, time.Duration, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/v2/"+repo+"/manifests/"+ref, nil)
+	req.Header.Set("Accept", accept)
+	t0 := time.Now()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	ttfb := time.Since(t0)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, fmt.Errorf("GET %s/manifests/%s: %s", repo, ref, resp.Status)
+	}
+	sum := sha256.Sum256(body)
+	got := "sha256:" + hex.EncodeToString(sum[:])
+	if got != want.Digest {
+		return nil, 0, mismatch("manifest %s:%s: body hashes to %s, pushed %s", repo, ref, got, want.Digest)
+	}
+	if h := resp.Header.Get("Docker-Content-Digest"); h != "" && h != want.Digest {
+		return nil, 0, mismatch("manifest %s:%s: Docker-Content-Digest %s, pushed %s", repo, ref, h, want.Digest)
+	}
+	return body, ttfb, nil
+}
+
+// pull pulls want (pushed as repo:tag) the way a runtime does: manifest by
+// tag, then config and layers, p.parallel at a time, every byte hashed.
+func (p *puller) pull(ctx context.Context, want *testimage.Pushed) (pullResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	var r pullResult
+	t0 := time.Now()
+	body, ttfb, err := p.getManifest(ctx, want.Repo, want.Tag, want)
+	if err != nil {
+		return r, err
+	}
+	r.ManifestTTFB = ttfb
+	var m struct {
+		Config testimage.Blob   `json:"config"`
+		Layers []testimage.Blob `json:"layers"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return r, fmt.Errorf("manifest %s: %w", want.Repo, err)
+	}
+	blobs := append([]testimage.Blob{m.Config}, m.Layers...)
+	r.Blobs = make([]blobTiming, len(blobs))
+	par := max(p.parallel, 1)
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	errs := make([]error, len(blobs))
+	for i, b := range blobs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			r.Blobs[i], errs[i] = p.getBlob(ctx, want.Repo, b)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return r, err
+	}
+	for _, b := range r.Blobs {
+		r.Bytes += b.Bytes
+	}
+	r.Duration = time.Since(t0)
+	return r, nil
+}
+
+// getBlob GETs one blob and verifies its size and sha256.
+func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (blobTiming, error) {
+	var t blobTiming
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/v2/"+repo+"/blobs/"+b.Digest, nil)
+	t0 := time.Now()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return t, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return t, fmt.Errorf("GET %s/blobs/%s: %s", repo, b.Digest, resp.Status)
+	}
+	h := sha256.New()
+	var n int64
+	var first time.Duration
+	if p.pipelined {
+		n, first, err = readPipelined(resp.Body, h, t0)
+	} else {
+		n, first, err = readHashing(resp.Body, h, t0)
+	}
+	if err != nil {
+		return t, fmt.Errorf("GET %s/blobs/%s: after %d bytes: %w", repo, b.Digest, n, err)
+	}
+	t.Total, t.TTFB, t.Bytes = time.Since(t0), first, n
+	if n != b.Size {
+		return t, mismatch("blob %s of %s: %d bytes, want %d", b.Digest, repo, n, b.Size)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != b.Digest {
+		return t, mismatch("blob of %s: content hashes to %s, want %s", repo, got, b.Digest)
+	}
+	return t, nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// readHashing reads r to the end into h; first is when the first byte came.
+func readHashing(r io.Reader, h hash.Hash, t0 time.Time) (n int64, first time.Duration, err error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			if n == 0 {
+				first = time.Since(t0)
+			}
+			n += int64(k)
+			h.Write(buf[:k])
+		}
+		if err == io.EOF {
+			return n, first, nil
+		}
+		if err != nil {
+			return n, first, err
+		}
+	}
+}
+
+// readPipelined is readHashing with the hash in a second goroutine, four
+// buffers in flight.
+func readPipelined(r io.Reader, h hash.Hash, t0 time.Time) (n int64, first time.Duration, err error) {
+	const nbuf = 4
+	free := make(chan *[]byte, nbuf)
+	full := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- bufPool.Get().(*[]byte)
+	}
+	done := make(chan struct{})
+	go func() {
+		for b := range full {
+			h.Write(b)
+			bp := b[:cap(b)]
+			free <- &bp
+		}
+		close(done)
+	}()
+	for {
+		bp := <-free
+		k, rerr := r.Read(*bp)
+		if k > 0 {
+			if n == 0 {
+				first = time.Since(t0)
+			}
+			n += int64(k)
+			full <- (*bp)[:k]
+		} else {
+			free <- bp
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				err = rerr
+			}
+			break
+		}
+	}
+	close(full)
+	<-done
+	for range nbuf {
+		bufPool.Put(<-free)
+	}
+	return n, first, err
+}
+
+// manifestProbe sends HEAD or GET for repo:tag and checks the answer against
+// the pushed manifest; for GET the body is hashed.
+func manifestProbe(ctx context.Context, c *http.Client, base, method string, want *testimage.Pushed) error {
+	req, _ := http.NewRequestWithContext(ctx, method, base+"/v2/"+want.Repo+"/manifests/"+want.Tag, nil)
+	req.Header.Set("Accept", accept)
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return fmt.Errorf("%s %s:%s: %s", method, want.Repo, want.Tag, resp.Status)
+	}
+	if d := resp.Header.Get("Docker-Content-Digest"); d != want.Digest {
+		return mismatch("%s %s:%s: Docker-Content-Digest %q, pushed %s", method, want.Repo, want.Tag, d, want.Digest)
+	}
+	if method == http.MethodHead {
+		return nil
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, io.LimitReader(resp.Body, 4<<20), *bp)
+	if err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want.Digest || n != int64(len(want.Manifest)) {
+		return mismatch("GET %s:%s: body hashes to %s (%d bytes), pushed %s", want.Repo, want.Tag, got, n, want.Digest)
+	}
+	return nil
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// harnessCeiling pulls a blob of size bytes, verified exactly as in the
+// scenarios, from an in-memory HTTP server inside the harness, and returns
+// the best MB/s of three tries. The server shares the harness's CPU, so
+// this is a lower bound on what the harness can take in: a single-stream
+// figure well under it was not limited by the harness.
+func harnessCeiling(size int64) (float64, error) {
+	blob := make([]byte, size)
+	_, _ = mrand.NewChaCha8([32]byte{3}).Read(blob)
+	sum := sha256.Sum256(blob)
+	b := testimage.Blob{Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: size}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(blob))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	p := &puller{client: newClient(), base: "http://" + ln.Addr().String(), parallel: 1, pipelined: true, timeout: time.Minute}
+	best := 0.0
+	for range 3 {
+		t, err := p.getBlob(context.Background(), "ceiling", b)
+		if err != nil {
+			return 0, err
+		}
+		best = max(best, float64(t.Bytes)/t.Total.Seconds()/1e6)
+	}
+	return best, nil
+}

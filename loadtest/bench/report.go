@@ -1,0 +1,364 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// results is everything a run measured; it is written as JSON as is.
+type results struct {
+	Date               string                              `json:"date"`
+	Command            string                              `json:"command"`
+	Machine            map[string]string                   `json:"machine"`
+	Versions           map[string]string                   `json:"versions"`
+	Settings           settings                            `json:"settings"`
+	HarnessSHA256MBps  float64                             `json:"harness_sha256_mb_per_s"`
+	HarnessCeilingMBps float64                             `json:"harness_ceiling_mb_per_s"`
+	Notes              map[string][]string                 `json:"notes"`
+	Scenarios          map[string]map[string]*targetResult `json:"scenarios"`
+	PeakRSSMiB         map[string]float64                  `json:"peak_rss_mib"`
+	VerifyFailures     int64                               `json:"verify_failures"`
+	Errors             []string                            `json:"errors,omitempty"`
+	Table              []tableRow                          `json:"table"`
+	Duration           string                              `json:"duration"`
+	started            time.Time
+	clearRefsFailed    bool
+}
+
+// targetResult is one target in one scenario. Samples hold every
+// measurement (one per repetition); Values their median.
+type targetResult struct {
+	Samples      map[string][]float64 `json:"samples"`
+	Values       map[string]float64   `json:"values"`
+	Upstream     []upstreamCount      `json:"upstream,omitempty"`
+	Failures     int                  `json:"failures"`
+	ErrorSamples []string             `json:"error_samples,omitempty"`
+}
+
+func newResults(s settings) *results {
+	return &results{
+		Date:       time.Now().Format(time.RFC3339),
+		Command:    strings.Join(append([]string{"go run ./loadtest/bench"}, os.Args[1:]...), " "),
+		Machine:    machine(),
+		Versions:   map[string]string{},
+		Settings:   s,
+		Notes:      map[string][]string{},
+		Scenarios:  map[string]map[string]*targetResult{},
+		PeakRSSMiB: map[string]float64{},
+		started:    time.Now(),
+	}
+}
+
+func (r *results) get(scenario, target string) *targetResult {
+	sc := r.Scenarios[scenario]
+	if sc == nil {
+		sc = map[string]*targetResult{}
+		r.Scenarios[scenario] = sc
+	}
+	tr := sc[target]
+	if tr == nil {
+		tr = &targetResult{Samples: map[string][]float64{}, Values: map[string]float64{}}
+		sc[target] = tr
+	}
+	return tr
+}
+
+func (r *results) add(scenario, target, key string, v float64) {
+	tr := r.get(scenario, target)
+	tr.Samples[key] = append(tr.Samples[key], v)
+}
+
+func (r *results) fail(scenario, target string, err error) {
+	tr := r.get(scenario, target)
+	tr.Failures++
+	if len(tr.ErrorSamples) < 5 {
+		tr.ErrorSamples = append(tr.ErrorSamples, shortErr(err))
+	}
+}
+
+func (r *results) upstream(scenario, target string, c upstreamCount) {
+	tr := r.get(scenario, target)
+	tr.Upstream = append(tr.Upstream, c)
+}
+
+func (r *results) note(scenario, s string) {
+	for _, n := range r.Notes[scenario] {
+		if n == s {
+			return
+		}
+	}
+	r.Notes[scenario] = append(r.Notes[scenario], s)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// finish computes medians, the run's peak RSS and the table.
+func (r *results) finish(b *bench) {
+	b.sampleMem()
+	for _, sc := range r.Scenarios {
+		for _, tr := range sc {
+			for k, xs := range tr.Samples {
+				if v := median(xs); !math.IsNaN(v) && !math.IsInf(v, 0) {
+					tr.Values[k] = v
+				}
+			}
+		}
+	}
+	for _, t := range b.targets {
+		if t.peak.HWMKiB > 0 {
+			r.PeakRSSMiB[t.Name] = float64(t.peak.HWMKiB) / 1024
+		}
+	}
+	r.Duration = time.Since(r.started).Round(time.Second).String()
+	r.Table = r.buildTable()
+}
+
+// value is a figure, NaN when it was not measured.
+func (r *results) value(scenario, target, key string) float64 {
+	if scenario == "run" && key == "peak_rss_mib" {
+		if v, ok := r.PeakRSSMiB[target]; ok {
+			return v
+		}
+		return math.NaN()
+	}
+	sc := r.Scenarios[scenario]
+	if sc == nil || sc[target] == nil {
+		return math.NaN()
+	}
+	v, ok := sc[target].Values[key]
+	if !ok {
+		return math.NaN()
+	}
+	return v
+}
+
+// tableRow is one line of the table.
+type tableRow struct {
+	Figure       string  `json:"figure"`
+	Unit         string  `json:"unit"`
+	Breakwater   float64 `json:"breakwater"`
+	Distribution float64 `json:"distribution"`
+	Direct       float64 `json:"direct"`
+	// Range is "min–max" of Breakwater's samples when there are several.
+	Range  string `json:"breakwater_range,omitempty"`
+	Target string `json:"target,omitempty"`
+	// Met is "yes", "NO" or "" (no target for this figure).
+	Met string `json:"met,omitempty"`
+}
+
+// MarshalJSON writes NaN (not measured) as null.
+func (t tableRow) MarshalJSON() ([]byte, error) {
+	type plain tableRow
+	num := func(v float64) any {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return v
+	}
+	return json.Marshal(struct {
+		plain
+		Breakwater   any `json:"breakwater"`
+		Distribution any `json:"distribution"`
+		Direct       any `json:"direct"`
+	}{plain(t), num(t.Breakwater), num(t.Distribution), num(t.Direct)})
+}
+
+type rowDef struct {
+	figure, unit, scenario, key string
+	target                      string
+	// met says whether Breakwater's value meets the target, given the
+	// three values (bw, dist, direct) and the image's distinct blobs.
+	met func(bw, dist, direct, blobs float64) bool
+}
+
+func (r *results) rowDefs() []rowDef {
+	s := r.Settings
+	img := fmt.Sprintf("%d × %s", s.Layers, mib(s.LayerSize))
+	herdBig := fmt.Sprintf("%d × %s", s.Layers, mib(s.HerdBigLayerSize))
+	rows := []rowDef{
+		{"cold pull, 1 client, " + img, "MB/s", "cold", "mbps", "≥ 0.9 × direct",
+			func(bw, _, direct, _ float64) bool { return bw >= 0.9*direct }},
+		{"cold pull: layer time to first byte (median)", "ms", "cold", "ttfb_ms", "≤ direct + 5 ms",
+			func(bw, _, direct, _ float64) bool { return bw <= direct+5 }},
+		{"warm pull, 1 client", "MB/s", "warm", "mbps", "≥ direct",
+			func(bw, _, direct, _ float64) bool { return bw >= direct }},
+		{"warm pull, 1 client, all blobs at once", "MB/s", "warm_parallel", "mbps", "≥ direct",
+			func(bw, _, direct, _ float64) bool { return bw >= direct }},
+	}
+	herd := func(scenario string, n int, image string) {
+		p := fmt.Sprintf("herd %d clients, %s: ", n, image)
+		rows = append(rows,
+			rowDef{p + "wall time", "s", scenario, "wall_s", "", nil},
+			rowDef{p + "first byte p50", "ms", scenario, "ttfb_p50_ms", "", nil},
+			rowDef{p + "first byte p99", "ms", scenario, "ttfb_p99_ms", "< 50 ms",
+				func(bw, _, _, _ float64) bool { return bw < 50 }},
+			rowDef{p + "upstream blob GETs", "", scenario, "upstream_blob_gets", "= distinct blobs",
+				func(bw, _, _, blobs float64) bool { return bw == blobs }},
+			rowDef{p + "bytes fetched upstream ÷ image", "×", scenario, "upstream_ratio", "1.00",
+				func(bw, _, _, _ float64) bool { return bw <= 1.001 }},
+			rowDef{p + "failed pulls", "", scenario, "errors", "0",
+				func(bw, _, _, _ float64) bool { return bw == 0 }},
+		)
+	}
+	herd("herd", s.Herd, img)
+	if s.HerdBig > 0 {
+		herd("herd_big", s.HerdBig, herdBig)
+	}
+	herd("herd_slow", s.Herd, fmt.Sprintf("%d × %s, upstream at %.0f MB/s per connection", s.SlowLayers, mib(s.SlowLayerSize), s.SlowRate/1e6))
+	rows = append(rows,
+		rowDef{fmt.Sprintf("manifests by tag, HEAD+GET, %d clients, warm", s.ManifestClients), "req/s", "manifest", "rps",
+			"≥ 10 × distribution and ≥ direct",
+			func(bw, dist, direct, _ float64) bool { return bw >= 10*dist && bw >= direct }},
+		rowDef{"manifests: p50", "ms", "manifest", "p50_ms", "", nil},
+		rowDef{"manifests: p99", "ms", "manifest", "p99_ms", "", nil},
+		rowDef{fmt.Sprintf("1 × %s to %d clients, cold: wall time", mib(s.BigLayerSize), s.BigClients), "s", "big", "wall_s", "", nil},
+		rowDef{fmt.Sprintf("1 × %s to %d clients: upstream blob GETs", mib(s.BigLayerSize), s.BigClients), "", "big", "upstream_blob_gets", "", nil},
+		rowDef{fmt.Sprintf("1 × %s to %d clients: first byte p99", mib(s.BigLayerSize), s.BigClients), "ms", "big", "ttfb_p99_ms", "", nil},
+		rowDef{fmt.Sprintf("1 × %s to %d clients: peak RSS of the server", mib(s.BigLayerSize), s.BigClients), "MiB", "rss", "big", "< 100 MiB",
+			func(bw, _, _, _ float64) bool { return bw < 100 }},
+		rowDef{"peak RSS of the server, whole run", "MiB", "run", "peak_rss_mib", "< 100 MiB",
+			func(bw, _, _, _ float64) bool { return bw < 100 }},
+		rowDef{fmt.Sprintf("upstream down: failed pulls of %d (cached images)", s.OutagePulls), "", "outage", "errors", "0",
+			func(bw, _, _, _ float64) bool { return bw == 0 }},
+	)
+	return rows
+}
+
+func (r *results) buildTable() []tableRow {
+	var out []tableRow
+	for _, d := range r.rowDefs() {
+		row := tableRow{
+			Figure: d.figure, Unit: d.unit, Target: d.target,
+			Breakwater:   r.value(d.scenario, "breakwater", d.key),
+			Distribution: r.value(d.scenario, "distribution", d.key),
+			Direct:       r.value(d.scenario, "direct", d.key),
+		}
+		if sc := r.Scenarios[d.scenario]; sc != nil && sc["breakwater"] != nil {
+			if xs := sc["breakwater"].Samples[d.key]; len(xs) > 1 {
+				lo, hi := xs[0], xs[0]
+				for _, x := range xs {
+					lo, hi = math.Min(lo, x), math.Max(hi, x)
+				}
+				row.Range = fmtNum(lo) + "–" + fmtNum(hi)
+			}
+		}
+		if math.IsNaN(row.Breakwater) && math.IsNaN(row.Distribution) && math.IsNaN(row.Direct) {
+			continue // a step left out with -only
+		}
+		if d.met != nil {
+			blobs := r.value(d.scenario, "breakwater", "distinct_blobs")
+			switch {
+			case math.IsNaN(row.Breakwater):
+				row.Met = "n/a"
+			case d.met(row.Breakwater, row.Distribution, row.Direct, blobs):
+				row.Met = "yes"
+			default:
+				row.Met = "NO"
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "—"
+	case v == math.Trunc(v) && math.Abs(v) < 1e6:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func ratio(a, b float64) string {
+	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+// table renders the table as Markdown (it reads as well in a terminal).
+func (r *results) table() string {
+	var sb strings.Builder
+	sb.WriteString("| figure | unit | Breakwater | distribution proxy | direct | BW ÷ dist | BW ÷ direct | Breakwater target | met |\n")
+	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
+	for _, row := range r.Table {
+		bw := fmtNum(row.Breakwater)
+		if row.Range != "" {
+			bw += " (" + row.Range + ")"
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.Figure, row.Unit, bw,
+			fmtNum(row.Distribution), fmtNum(row.Direct), ratio(row.Breakwater, row.Distribution),
+			ratio(row.Breakwater, row.Direct), row.Target, row.Met)
+	}
+	fmt.Fprintf(&sb, "\nharness: sha256 %.0f MB/s per core; a verified single-stream pull from an in-process server %.0f MB/s; verification failures: %d; run took %s\n",
+		r.HarnessSHA256MBps, r.HarnessCeilingMBps, r.VerifyFailures, r.Duration)
+	if tr := r.Scenarios["machine"]["direct"]; tr != nil {
+		xs := tr.Samples["disk_write_mbps"]
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, x := range xs {
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+		}
+		fmt.Fprintf(&sb, "this machine, right before each cold pull: write + fsync of a new file of the image's size: median %.0f MB/s (%.0f–%.0f), the floor cost of any disk cache\n",
+			median(xs), lo, hi)
+	}
+	keys := make([]string, 0, len(r.Notes))
+	for k := range r.Notes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, n := range r.Notes[k] {
+			fmt.Fprintf(&sb, "note (%s): %s\n", k, n)
+		}
+	}
+	for _, sc := range sortedKeys(r.Scenarios) {
+		for _, tg := range []string{"breakwater", "distribution", "direct"} {
+			if tr := r.Scenarios[sc][tg]; tr != nil && tr.Failures > 0 {
+				fmt.Fprintf(&sb, "failures (%s, %s): %d, e.g. %s\n", sc, tg, tr.Failures, tr.ErrorSamples[0])
+			}
+		}
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(&sb, "error: %s\n", e)
+	}
+	return sb.String()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (r *results) write(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

@@ -33,7 +33,16 @@ type Config struct {
 	// Resilience is how Breakwater treats a failing upstream; it applies
 	// to every upstream.
 	Resilience Resilience `yaml:"resilience"`
+	Warm       Warm       `yaml:"warm"`
 	Log        Log        `yaml:"log"`
+}
+
+// Warm configures the warm-up API.
+type Warm struct {
+	// APIEnabled serves POST /_breakwater/v1/warm, which pulls images into
+	// the cache on request. Off by default: anyone who can reach
+	// Breakwater could make it fetch.
+	APIEnabled bool `yaml:"api_enabled"`
 }
 
 // Resilience configures retries, the circuit breaker and concurrency

@@ -53,6 +53,9 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// MetricsHandler, when set, is served at /metrics.
 	MetricsHandler http.Handler
+	// WarmHandler, when set, serves POST /_breakwater/v1/warm; without
+	// it that endpoint answers that the warm API is off.
+	WarmHandler http.Handler
 }
 
 // Server answers the pull side of the OCI distribution API from its cache
@@ -73,6 +76,7 @@ type Server struct {
 	manifests       singleflight.Group
 	router          chi.Router
 	metrics         http.Handler
+	warm            http.Handler
 
 	// base is the context of work that outlives a request (shared
 	// fetches); Close cancels it and waits for background to drain.
@@ -135,7 +139,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.tel, s.started, s.version, s.metrics = tel, time.Now(), opts.Version, opts.MetricsHandler
+	s.tel, s.started, s.version, s.metrics, s.warm = tel, time.Now(), opts.Version, opts.MetricsHandler, opts.WarmHandler
 	for _, up := range s.upstreams {
 		up.tel = tel
 	}
@@ -174,6 +178,13 @@ func (s *Server) routes() chi.Router {
 	})
 	r.Get("/readyz", s.handleReady)
 	r.Get("/_breakwater/v1/status", s.handleStatus)
+	r.Post("/_breakwater/v1/warm", func(w http.ResponseWriter, r *http.Request) {
+		if s.warm == nil {
+			writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "the warm API is off: set warm.api_enabled: true"))
+			return
+		}
+		s.warm.ServeHTTP(w, r)
+	})
 	if s.metrics != nil {
 		r.Handle("/metrics", s.metrics)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -150,10 +151,22 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 			log.Warn("telemetry shutdown", "err", err)
 		}
 	}()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	var warmHandler http.Handler
+	if cfg.Warm.APIEnabled {
+		// The warm API pulls through Breakwater's own pull API, so that
+		// the one fetch, verify and cache path does the work.
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		warmHandler = warmAPI(&url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", port)})
+	}
 	srv, err := proxy.New(proxy.Options{
 		MeterProvider:   tel.meters,
 		TracerProvider:  tel.tracers,
 		MetricsHandler:  tel.handler,
+		WarmHandler:     warmHandler,
 		Store:           store,
 		Upstreams:       ups,
 		DefaultUpstream: cfg.DefaultUpstream,
@@ -177,13 +190,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 		Version:          buildVersion(),
 	})
 	if err != nil {
+		ln.Close()
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 30 * time.Second,

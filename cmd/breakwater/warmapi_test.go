@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+)
+
+// startServe runs the serve loop with cfg changes applied and returns its
+// base URL.
+func startServe(t *testing.T, up string, warmAPI bool) string {
+	t.Helper()
+	cfg, err := loadConfig("", "127.0.0.1:0", t.TempDir(), "1h", []string{"docker.io=" + up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Warm.APIEnabled = warmAPI
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), ready) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case addr := <-ready:
+		return "http://" + addr
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	return ""
+}
+
+func TestWarmAPI(t *testing.T) {
+	up := testupstream.Start(t)
+	img, err := random.Image(50_000, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := up.PushImage(t, "library/warmed:v1", img)
+
+	post := func(base, body string) (int, string) {
+		resp, err := http.Post(base+"/_breakwater/v1/warm", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	off := startServe(t, up.URL, false)
+	if code, body := post(off, `{"images":["warmed:v1"]}`); code != 404 || !strings.Contains(body, "warm.api_enabled") {
+		t.Errorf("API off: %d %s", code, body)
+	}
+
+	base := startServe(t, up.URL, true)
+	for _, bad := range []string{`{}`, `not json`, `{"images":["a:b"],"extra":1}`, `{"images":["a:b"],"platforms":["linux"]}`} {
+		if code, body := post(base, bad); code != 400 {
+			t.Errorf("%s: %d %s", bad, code, body)
+		}
+	}
+	code, body := post(base, `{"images":["warmed:v1","library/missing:v1"]}`)
+	var resp warmResponse
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		t.Fatalf("%d %s: %v", code, body, err)
+	}
+	if code != http.StatusBadGateway || resp.OK != 1 || resp.Failed != 1 || resp.Results[0].Digest != d.String() || resp.Results[0].Blobs != 3 {
+		t.Errorf("warm: %d %s", code, body)
+	}
+	// Warmed means cached: pulling now fetches no blob upstream.
+	up.Reset()
+	layers, _ := img.Layers()
+	for _, l := range layers {
+		ld, _ := l.Digest()
+		r, err := http.Get(base + "/v2/library/warmed/blobs/" + ld.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	if n := up.Count(http.MethodGet, "/blobs/"); n != 0 {
+		t.Errorf("after warming, %d blob GETs went upstream", n)
+	}
+}

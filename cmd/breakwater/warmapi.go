@@ -76,4 +76,3 @@ func warmError(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": "UNSUPPORTED", "message": msg}}})
 }
-

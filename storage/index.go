@@ -273,6 +273,14 @@ func (s *Store) scan() (ScanStats, error) {
 				return nil
 			}
 			manifests[d] = true
+		case strings.Contains(rel, "/_links/"):
+			// A link only matters while its blob is here; a fetch for the
+			// repository is authorised by the upstream anyway.
+			alg, hex := filepath.Base(filepath.Dir(p)), filepath.Base(p)
+			if !present[digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)] {
+				os.Remove(p)
+				st.Removed++
+			}
 		case strings.Contains(rel, "/_tags/"):
 			var rec TagRecord
 			if readJSON(p, &rec) != nil || !present[rec.Digest] {

@@ -135,14 +135,23 @@ func TestRestartRebuildsIndexAndDropsDanglingRecords(t *testing.T) {
 	if err := s.PutTag(r, "v2", "any", TagRecord{Digest: recent}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.LinkBlob(r, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LinkBlob(r, recent); err != nil {
+		t.Fatal(err)
+	}
 
 	s2, err := Open(dir, WithLimits(Limits{MaxSize: 100, High: 8, Low: 5}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := s2.StartupScan()
-	if st.Blobs != 2 || st.Removed != 2 {
-		t.Errorf("scan %+v, want 2 blobs and 2 dangling records removed", st)
+	if st.Blobs != 2 || st.Removed != 3 {
+		t.Errorf("scan %+v, want 2 blobs and 3 dangling records (tag, manifest, link) removed", st)
+	}
+	if s2.BlobLinked(r, gone) || !s2.BlobLinked(r, recent) {
+		t.Error("links: the dangling one must go, the good one stay")
 	}
 	if _, err := s2.GetTag(r, "v1", "any"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("dangling tag kept: %v", err)

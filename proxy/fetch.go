@@ -61,6 +61,7 @@ type blobFetch struct {
 	path      string // ingest file while fetching, blob file once committed
 	changed   chan struct{}
 	committed bool
+	verified  bool // every byte written hashed to the digest
 }
 
 // count returns the fetches under way.
@@ -172,6 +173,11 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 	}
 	if size >= 0 && in.Size() != size {
 		return unavailable(up.name, fmt.Sprintf("unreachable: body cut off at %d of %d bytes", in.Size(), size), 0)
+	}
+	// Verified content may reach clients while it is made durable: the
+	// fsync of a large blob would otherwise hold every client's last byte.
+	if err := in.Verify(); err == nil {
+		f.verify()
 	}
 	if err := in.Commit(); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
@@ -307,9 +313,16 @@ func (f *blobFetch) advance(written int64) {
 
 // commit points new readers at the verified blob. Readers that opened the
 // ingest file keep reading it: the rename keeps the same inode.
+func (f *blobFetch) verify() {
+	f.mu.Lock()
+	f.verified = true
+	f.notifyLocked()
+	f.mu.Unlock()
+}
+
 func (f *blobFetch) commit() {
 	f.mu.Lock()
-	f.committed = true
+	f.committed, f.verified = true, true
 	f.notifyLocked()
 	f.mu.Unlock()
 }
@@ -386,11 +399,11 @@ type fetchReader struct {
 func (r *fetchReader) Read(p []byte) (int, error) {
 	for {
 		r.f.mu.Lock()
-		written, done, ferr, changed, size, committed := r.f.written, r.f.done, r.f.err, r.f.changed, r.f.size, r.f.committed
+		written, done, ferr, changed, size, verified := r.f.written, r.f.done, r.f.err, r.f.changed, r.f.size, r.f.verified
 		r.f.mu.Unlock()
 
 		visible := written
-		if !committed {
+		if !verified {
 			visible-- // hold back the last byte until verified
 		}
 		if r.pos < visible {
@@ -404,6 +417,11 @@ func (r *fetchReader) Read(p []byte) (int, error) {
 				err = nil
 			}
 			return m, err
+		}
+		if verified && size >= 0 && r.pos >= size {
+			// Every byte was verified; a later failure to make the blob
+			// durable costs the cache, not this client.
+			return 0, io.EOF
 		}
 		if done {
 			if ferr != nil {

@@ -287,9 +287,8 @@ func (in *Ingest) Commit() error {
 	if in.closed {
 		return fmt.Errorf("commit %s: ingest already closed", in.dgst)
 	}
-	if got := in.digester.Digest(); got != in.dgst {
-		in.Abort()
-		return fmt.Errorf("commit %s: got %s: %w", in.dgst, got, ErrDigestMismatch)
+	if err := in.Verify(); err != nil {
+		return err
 	}
 	in.closed = true
 	tmp := in.file.Name()
@@ -325,6 +324,20 @@ func (in *Ingest) Commit() error {
 		return fmt.Errorf("commit %s: %w", in.dgst, err)
 	}
 	in.store.Trim()
+	return nil
+}
+
+// Verify checks the content written so far hashes to the expected digest.
+// On a mismatch nothing is kept and the error wraps ErrDigestMismatch. A
+// verified ingest may be read whole before Commit makes it durable.
+func (in *Ingest) Verify() error {
+	if in.closed {
+		return fmt.Errorf("verify %s: ingest already closed", in.dgst)
+	}
+	if got := in.digester.Digest(); got != in.dgst {
+		in.Abort()
+		return fmt.Errorf("commit %s: got %s: %w", in.dgst, got, ErrDigestMismatch)
+	}
 	return nil
 }
 

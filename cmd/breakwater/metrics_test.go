@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
@@ -72,6 +73,10 @@ func TestMetricsAndStatus(t *testing.T) {
 		if code, _ := get("/v2/library/metered/blobs/" + ld.String()); code != 200 {
 			t.Fatalf("blob: %d", code)
 		}
+		// A client has the verified blob before the fetch has made it
+		// durable; until then a new request joins the fetch (coalesced)
+		// rather than hitting the cache. Let it finish.
+		waitForIdle(t, get)
 	}
 	if code, _ := get("/v2/library/metered/manifests/nope"); code != 404 {
 		t.Fatalf("missing tag: %d", code)
@@ -147,4 +152,23 @@ func TestMetricsAndStatus(t *testing.T) {
 			t.Errorf("status page lacks %q", want)
 		}
 	}
+}
+
+// waitForIdle waits until no fetch is under way, as the status page says.
+func waitForIdle(t *testing.T, get func(string) (int, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_, body := get("/_breakwater/v1/status")
+		var st struct {
+			Cache struct {
+				Inflight int `json:"inflightFetches"`
+			} `json:"cache"`
+		}
+		if json.Unmarshal([]byte(body), &st) == nil && st.Cache.Inflight == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("fetches still under way after 10s")
 }

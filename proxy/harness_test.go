@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ type mirror struct {
 	dir    string
 	store  *storage.Store
 	client *http.Client
+	// close stops the server and waits for its fetches, as a shutdown does.
+	close func()
 }
 
 type mirrorOpts struct {
@@ -101,13 +104,17 @@ func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		hs.Close()
-		srv.Close()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			hs.Close()
+			srv.Close()
+		})
+	}
+	t.Cleanup(stop)
 	return &mirror{
 		t: t, srv: hs, host: strings.TrimPrefix(hs.URL, "http://"), dir: o.dir, store: store,
-		client: &http.Client{Timeout: 2 * time.Minute},
+		client: &http.Client{Timeout: 2 * time.Minute}, close: stop,
 	}
 }
 

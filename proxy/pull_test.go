@@ -346,6 +346,9 @@ func TestRestartKeepsCache(t *testing.T) {
 	if err := os.WriteFile(partial, []byte("half a layer"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Shut the first server down as a restart does: it lets fetches that
+	// already gave clients every byte finish making them durable.
+	m.close()
 	up.Server.Close()
 
 	m2 := newMirror(t, "http://127.0.0.1:1", mirrorOpts{dir: dir, tagTTL: time.Hour})

@@ -58,7 +58,7 @@ type blobFetch struct {
 	written   int64
 	done      bool
 	err       error
-	path      string // ingest file while fetching, blob file once committed
+	path      string // the ingest file; once committed, readers open the blob
 	changed   chan struct{}
 	committed bool
 	verified  bool // every byte written hashed to the digest

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -49,6 +50,8 @@ type mirrorOpts struct {
 	maxConcurrent int
 	reserve       int
 	storeOpts     []storage.Option
+	// auth authenticates towards the docker.io upstream.
+	auth authn.Authenticator
 }
 
 // fastRetry keeps tests quick while exercising every retry path.
@@ -72,7 +75,7 @@ func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ups := []proxy.UpstreamConfig{{Name: "docker.io", URL: dockerIO}}
+	ups := []proxy.UpstreamConfig{{Name: "docker.io", URL: dockerIO, Auth: o.auth}}
 	for n, u := range o.extra {
 		ups = append(ups, proxy.UpstreamConfig{Name: n, URL: u})
 	}

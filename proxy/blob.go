@@ -30,12 +30,15 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		return serveContent(w, r, t, blob.File, blob.Size)
 	}
 
-	if f := s.blobs.inflightFor(fetchKey{t.upstream.name, t.dgst}); f != nil && f.repo != t.repo && !s.store.BlobLinked(repo, t.dgst) {
+	inflight := s.blobs.inflightFor(fetchKey{t.upstream.name, t.dgst})
+	if inflight != nil && inflight.repo != t.repo && !s.store.BlobLinked(repo, t.dgst) {
+		// Joining a fetch started for another repository: the same rule
+		// as for cached content.
 		if err := s.confirmBlob(ctx, t, repo); err != nil {
 			return err
 		}
 	}
-	if r.Method == http.MethodHead && s.blobs.inflightFor(fetchKey{t.upstream.name, t.dgst}) == nil {
+	if r.Method == http.MethodHead && inflight == nil {
 		// A HEAD wants to know, not to download: ask upstream the same.
 		return s.headBlob(w, r, t, repo)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/breakwater-registry/breakwater/storage"
 )
@@ -253,13 +254,20 @@ func acceptable(mediaType string, accept []string) bool {
 // same key. The fetch outlives a client that hangs up, since others wait on
 // it and its result fills the cache.
 func (s *Server) coalesceManifest(ctx context.Context, key string, fetch func(context.Context) (*manifest, error)) (*manifest, error) {
-	ch := s.manifests.DoChan(key, func() (any, error) {
-		s.background.Add(1)
+	// Each caller waits in a goroutine counted before it starts, so that
+	// Close, which runs after the HTTP server stopped taking requests,
+	// waits for every shared fetch a request began.
+	ch := make(chan singleflight.Result, 1)
+	s.background.Add(1)
+	go func() {
 		defer s.background.Done()
-		fctx, cancel := context.WithTimeout(s.base, 2*time.Minute)
-		defer cancel()
-		return fetch(fctx)
-	})
+		v, err, shared := s.manifests.Do(key, func() (any, error) {
+			fctx, cancel := context.WithTimeout(s.base, 2*time.Minute)
+			defer cancel()
+			return fetch(fctx)
+		})
+		ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
+	}()
 	select {
 	case res := <-ch:
 		if res.Err != nil {

@@ -87,10 +87,7 @@ func serveContent(w http.ResponseWriter, r *http.Request, t *target, content io.
 		return err
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", t.dgst.String())
-	h.Set("Etag", `"`+t.dgst.String()+`"`)
-	h.Set("Cache-Control", "max-age=31536000, immutable")
+	setBlobHeaders(h, t)
 	http.ServeContent(w, r, "", time.Time{}, content)
 	return nil
 }
@@ -128,9 +125,7 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, rep
 	}
 	noteCache(r, cachePass)
 	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", t.dgst.String())
-	h.Set("Etag", `"`+t.dgst.String()+`"`)
+	setBlobHeaders(h, t)
 	h.Set("Accept-Ranges", "bytes")
 	if resp.ContentLength >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
@@ -163,8 +158,7 @@ func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *targ
 			h.Set(k, v)
 		}
 	}
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", t.dgst.String())
+	setBlobHeaders(h, t)
 	w.WriteHeader(resp.StatusCode)
 	if r.Method == http.MethodHead {
 		return nil
@@ -212,4 +206,13 @@ func copyVerified(dst io.Writer, src io.Reader, h hash.Hash, wantHex string) err
 	}
 	_, err := dst.Write(held)
 	return err
+}
+
+// setBlobHeaders sets what every blob answer carries. Content addressed by
+// digest never changes, so any cache may keep it.
+func setBlobHeaders(h http.Header, t *target) {
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", t.dgst.String())
+	h.Set("Etag", `"`+t.dgst.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000, immutable")
 }

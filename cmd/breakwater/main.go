@@ -40,7 +40,7 @@ func buildVersion() string {
 const usage = `Breakwater: a pull-through mirror for OCI container registries.
 
 Usage:
-  breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION]
+  breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION] [--debug-listen ADDR]
   breakwater classify [--reason REASON --message MESSAGE | < pod.json] [--json]
   breakwater check [--config FILE | --mirror URL] [--json] IMAGE...
   breakwater warm [--mirror URL] [--file LIST] [--platform OS/ARCH[/VARIANT]]... IMAGE...

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -36,6 +37,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "address to listen on, overrides listen")
 	cacheDir := fs.String("cache-dir", "", "cache directory, overrides cache.dir")
 	tagTTL := fs.String("tag-ttl", "", "how long a tag is trusted before revalidation, overrides cache.tag_ttl (e.g. 5m, 0s)")
+	debugListen := fs.String("debug-listen", "", "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060 (default: off; keep it on loopback)")
 	var upstreams repeated
 	fs.Var(&upstreams, "upstream", "HOST=URL: reach registry HOST at URL, e.g. docker.io=http://127.0.0.1:5001 (repeatable; overrides the file)")
 	if err := fs.Parse(args); err != nil {
@@ -51,11 +53,18 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "breakwater: %v\n", err)
 		return 2
 	}
+	var debugLn net.Listener
+	if *debugListen != "" {
+		if debugLn, err = net.Listen("tcp", *debugListen); err != nil {
+			fmt.Fprintf(stderr, "breakwater: --debug-listen %q: %v\n", *debugListen, err)
+			return 2
+		}
+	}
 	log := newLogger(stderr, cfg.Log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log, nil); err != nil {
+	if err := serve(ctx, cfg, log, debugLn, nil); err != nil {
 		log.Error("breakwater stopped", "err", err)
 		return 1
 	}
@@ -105,9 +114,28 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// serve runs Breakwater until ctx ends. When ready is not nil it receives
-// the bound address once the server accepts connections.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- string) error {
+// serve runs Breakwater until ctx ends. When debugLn is not nil it answers
+// net/http/pprof there, and only there, and closes it on return. When ready
+// is not nil it receives the bound address once the server accepts
+// connections.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net.Listener, ready chan<- string) error {
+	errc := make(chan error, 2)
+	if debugLn != nil {
+		// First, so that the start-up scan of a large cache can be profiled.
+		dbg := &http.Server{
+			Handler:           debugHandler(),
+			ReadHeaderTimeout: 30 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		logDebugListener(log, debugLn.Addr())
+		go func() {
+			errc <- fmt.Errorf("debug listener %s: %w", debugLn.Addr(), dbg.Serve(debugLn))
+		}()
+		// Close rather than Shutdown: a CPU profile or trace in flight must
+		// not hold up the exit. The profiles stay reachable while the main
+		// server drains.
+		defer dbg.Close()
+	}
 	var limits storage.Limits
 	if max := int64(cfg.Cache.MaxSize); max > 0 {
 		limits = storage.Limits{
@@ -207,7 +235,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 		ready <- ln.Addr().String()
 	}
 
-	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
@@ -223,4 +250,26 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<
 		return err
 	}
 	return nil
+}
+
+// debugHandler serves net/http/pprof on a mux of its own, never on the main
+// listener.
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also the named profiles: heap, goroutine, …
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// logDebugListener says where the profiles are, and warns when anyone but
+// the host itself may reach them.
+func logDebugListener(log *slog.Logger, addr net.Addr) {
+	log.Info("debug listener serving pprof", "listen", addr.String())
+	if tcp, ok := addr.(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
+		log.Warn("debug listener is not on a loopback address: profiles expose the mirror's internals to whoever reaches it",
+			"listen", addr.String())
+	}
 }

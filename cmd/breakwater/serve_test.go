@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -41,6 +42,7 @@ func TestServeCommandErrors(t *testing.T) {
 		{[]string{"serve", "--config", "../../config/testdata/bad-duration.yaml"}, "cache.tag_ttl"},
 		{[]string{"serve", "--upstream", "docker.io"}, "want HOST=URL"},
 		{[]string{"serve", "--tag-ttl", "soon"}, "--tag-ttl"},
+		{[]string{"serve", "--debug-listen", "nonsense:port:x"}, "--debug-listen"},
 		{[]string{"serve", "extra"}, "unexpected arguments"},
 		{[]string{"frobnicate"}, "unknown command"},
 	}
@@ -78,7 +80,7 @@ func TestServe(t *testing.T) {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	var logs bytes.Buffer
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), ready) }()
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), nil, ready) }()
 	var addr string
 	select {
 	case addr = <-ready:
@@ -108,6 +110,114 @@ func TestServe(t *testing.T) {
 	for _, want := range []string{`"msg":"request"`, `"query":"ns=docker.io"`, `"path":"/v2/served/manifests/v1"`, `"cache":"miss"`, `"status":200`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, logs.String())
+		}
+	}
+}
+
+// TestDebugListener checks that pprof answers on the --debug-listen
+// listener, never on the main one, and stops with the serve loop.
+func TestDebugListener(t *testing.T) {
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(url string) (int, string, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	for _, tc := range []struct {
+		name  string
+		debug bool
+	}{
+		{"off", false},
+		{"on", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadConfig("", "127.0.0.1:0", t.TempDir(), "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var debugLn net.Listener
+			if tc.debug {
+				if debugLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ready := make(chan string, 1)
+			done := make(chan error, 1)
+			var logs bytes.Buffer
+			go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), debugLn, ready) }()
+			var addr string
+			select {
+			case addr = <-ready:
+			case err := <-done:
+				t.Fatalf("serve ended: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("serve did not start")
+			}
+
+			for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1"} {
+				if code, _, err := get("http://" + addr + path); err != nil || code != http.StatusNotFound {
+					t.Errorf("main listener %s: %d %v, want 404", path, code, err)
+				}
+			}
+			if tc.debug {
+				base := "http://" + debugLn.Addr().String()
+				for _, c := range []struct{ path, want string }{
+					{"/debug/pprof/", "heap"},
+					{"/debug/pprof/heap?debug=1", "heap profile"},
+					{"/debug/pprof/cmdline", "breakwater"},
+					{"/debug/pprof/symbol", "num_symbols"},
+					{"/debug/pprof/profile?seconds=1", ""},
+					{"/debug/pprof/trace?seconds=0.01", ""},
+				} {
+					code, body, err := get(base + c.path)
+					if err != nil || code != http.StatusOK || !strings.Contains(body, c.want) {
+						t.Errorf("debug listener %s: %d %v, want 200 with %q; body starts %.200q", c.path, code, err, c.want, body)
+					}
+				}
+			}
+
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+			if tc.debug {
+				if _, _, err := get("http://" + debugLn.Addr().String() + "/debug/pprof/"); err == nil {
+					t.Error("debug listener still answers after serve returned")
+				}
+				if !strings.Contains(logs.String(), `"msg":"debug listener serving pprof","listen":"`+debugLn.Addr().String()+`"`) {
+					t.Errorf("log lacks the debug listener's address:\n%s", logs.String())
+				}
+				if strings.Contains(logs.String(), "not on a loopback") {
+					t.Errorf("loopback debug listener warned:\n%s", logs.String())
+				}
+			} else if strings.Contains(logs.String(), "debug listener") {
+				t.Errorf("debug listener without --debug-listen:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+func TestLogDebugListenerWarnsOffLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		ip   string
+		warn bool
+	}{
+		{"127.0.0.1", false},
+		{"::1", false},
+		{"0.0.0.0", true},
+		{"::", true},
+		{"192.0.2.10", true},
+	} {
+		var logs bytes.Buffer
+		logDebugListener(slog.New(slog.NewJSONHandler(&logs, nil)), &net.TCPAddr{IP: net.ParseIP(tc.ip), Port: 6060})
+		if got := strings.Contains(logs.String(), `"level":"WARN"`); got != tc.warn {
+			t.Errorf("%s: warned %v, want %v:\n%s", tc.ip, got, tc.warn, logs.String())
 		}
 	}
 }

@@ -27,7 +27,7 @@ func startServe(t *testing.T, up string, warmAPI bool) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), ready) }()
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), nil, ready) }()
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case addr := <-ready:

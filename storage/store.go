@@ -281,6 +281,90 @@ func (in *Ingest) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteError is a failure to write the cache, as opposed to a failure of
+// the reader that CopyFrom copies from.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// copyBuffers are CopyFrom's buffers, shared by every ingest: a fetch
+// holds copyBuffersInFlight of them only while it runs.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+const (
+	copyBufferSize      = 256 << 10
+	copyBuffersInFlight = 4
+)
+
+// CopyFrom writes what r yields to the ingest until r ends, calling
+// progress (when not nil) with the size written so far after each write.
+// The hash runs on a goroutine of its own, a few buffers behind the
+// writes, so that hashing a large blob does not add to the time each byte
+// takes to reach the file and the readers following it; when CopyFrom
+// returns, every byte written has been hashed. A failure to write the
+// file is a *WriteError; r's errors are returned as they are.
+func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error) {
+	if in.closed {
+		return 0, fmt.Errorf("ingest %s: already closed", in.dgst)
+	}
+	free := make(chan []byte, copyBuffersInFlight)
+	held := make([]*[]byte, copyBuffersInFlight)
+	for i := range held {
+		held[i] = copyBuffers.Get().(*[]byte)
+		free <- *held[i]
+	}
+	defer func() {
+		for _, b := range held {
+			copyBuffers.Put(b)
+		}
+	}()
+	written := make(chan []byte, copyBuffersInFlight)
+	hashed := make(chan struct{})
+	h := in.digester.Hash()
+	go func() {
+		defer close(hashed)
+		for b := range written {
+			h.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+
+	var total int64
+	var err error
+	for {
+		buf := <-free
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			w, werr := in.file.Write(buf[:n])
+			in.size += int64(w)
+			total += int64(w)
+			written <- buf[:w]
+			if werr != nil {
+				if IsNoSpace(werr) {
+					in.store.markFull(werr.Error(), 0)
+				}
+				err = &WriteError{fmt.Errorf("ingest %s: %w", in.dgst, werr)}
+				break
+			}
+			if progress != nil {
+				progress(in.size)
+			}
+		} else {
+			free <- buf
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				err = rerr
+			}
+			break
+		}
+	}
+	close(written)
+	<-hashed
+	return total, err
+}
+
 // Commit verifies the digest and moves the content into place, durably.
 // On a mismatch nothing is kept and the error wraps ErrDigestMismatch.
 func (in *Ingest) Commit() error {

@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,5 +218,113 @@ func TestOpenUnwritable(t *testing.T) {
 	}
 	if _, err := Open(filepath.Join(dir, "cache")); err == nil {
 		t.Fatal("Open in a read-only directory succeeded")
+	}
+}
+
+// chunkReader yields its content in reads of the given sizes, in turn,
+// then fails with err (io.EOF for a clean end).
+type chunkReader struct {
+	content []byte
+	sizes   []int
+	i       int
+	err     error
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.content) == 0 {
+		return 0, r.err
+	}
+	n := min(len(p), len(r.content), r.sizes[r.i%len(r.sizes)])
+	r.i++
+	copy(p, r.content[:n])
+	r.content = r.content[n:]
+	return n, nil
+}
+
+// TestIngestCopyFrom: content copied in reads of any size, in one go or
+// resumed after a failed read, hashes to its digest, and progress sees
+// every size written up to the whole.
+func TestIngestCopyFrom(t *testing.T) {
+	content := make([]byte, 3*copyBufferSize+12345)
+	for i := range content {
+		content[i] = byte(i*7 + i>>9)
+	}
+	cut := errors.New("connection reset by peer")
+	cases := []struct {
+		name  string
+		parts []int // content[:parts[0]] fails with cut, and so on; the last part ends with EOF
+		sizes []int
+	}{
+		{"empty", []int{0}, []int{1}},
+		{"one byte", []int{1}, []int{1}},
+		{"small reads", []int{len(content)}, []int{1, 7, 4096, 100}},
+		{"whole buffers", []int{len(content)}, []int{copyBufferSize}},
+		{"resumed twice", []int{1000, copyBufferSize + 5, len(content)}, []int{65536, 3}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTemp(t)
+			want := content[:tc.parts[len(tc.parts)-1]]
+			d := digest.FromBytes(want)
+			in, err := s.NewIngest(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Abort()
+			var seen []int64
+			progress := func(n int64) { seen = append(seen, n) }
+			from := 0
+			for i, end := range tc.parts {
+				r := &chunkReader{content: content[from:end], sizes: tc.sizes, err: io.EOF}
+				wantErr := error(nil)
+				if i < len(tc.parts)-1 {
+					r.err, wantErr = cut, cut
+				}
+				n, err := in.CopyFrom(r, progress)
+				if err != wantErr || n != int64(end-from) || in.Size() != int64(end) {
+					t.Fatalf("part %d: CopyFrom = %d, %v; size %d; want %d, %v, size %d", i, n, err, in.Size(), end-from, wantErr, end)
+				}
+				from = end
+			}
+			for i := 1; i < len(seen); i++ {
+				if seen[i] <= seen[i-1] {
+					t.Fatalf("progress went from %d to %d", seen[i-1], seen[i])
+				}
+			}
+			if len(want) > 0 && (len(seen) == 0 || seen[len(seen)-1] != int64(len(want))) {
+				t.Fatalf("progress ended at %v, want %d", seen, len(want))
+			}
+			if err := in.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.ReadBlob(d)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("ReadBlob: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+}
+
+// TestIngestCopyFromWriteError: a failure to write the file is told apart
+// from the reader's failures, and what was hashed is what was written.
+func TestIngestCopyFromWriteError(t *testing.T) {
+	s := openTemp(t)
+	content := []byte("bytes that will not reach the file")
+	in, err := s.NewIngest(digest.FromBytes(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Abort()
+	in.file.Close() // every write now fails
+	_, err = in.CopyFrom(bytes.NewReader(content), nil)
+	var werr *WriteError
+	if !errors.As(err, &werr) || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("CopyFrom = %v, want a *WriteError wrapping os.ErrClosed", err)
+	}
+	if in.Size() != 0 {
+		t.Errorf("size %d after a failed write", in.Size())
+	}
+	if got := in.digester.Digest(); got != digest.FromBytes(nil) {
+		t.Errorf("hashed %s, want the digest of nothing", got)
 	}
 }

@@ -67,7 +67,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	if err != nil {
 		return err
 	}
-	if err := serveContent(w, r, t, rd, size); err != nil {
+	if err := serveContent(&followingWriter{ResponseWriter: w, rd: rd}, r, t, rd, size); err != nil {
 		return err
 	}
 	if rd.err != nil {

@@ -129,7 +129,6 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 	defer in.Abort() // a no-op once committed
 
 	size := int64(-1)
-	buf := make([]byte, 256<<10)
 	for stalled := 0; ; {
 		offset := in.Size()
 		body, total, err := b.open(ctx, up, repo, f.key.dgst, offset)
@@ -150,13 +149,13 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 			return unavailable(up.name, fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
 		}
 		before := in.Size()
-		cause := copyWithStallTimeout(body, in, f, buf, up.retry.AttemptTimeout)
+		cause := copyWithStallTimeout(body, in, f, up.retry.AttemptTimeout)
 		up.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.name)))
 		body.Close()
 		if cause == nil {
 			break
 		}
-		var writeErr *ingestWriteError
+		var writeErr *storage.WriteError
 		if errors.As(cause, &writeErr) || ctx.Err() != nil {
 			return cause
 		}
@@ -250,45 +249,43 @@ func parseContentRange(v string) (start, total int64, ok bool) {
 	return start, total, err == nil
 }
 
-// ingestWriteError is a failure to write the cache, as opposed to a failure
-// to read the upstream; only the latter is worth resuming.
-type ingestWriteError struct{ err error }
-
-func (e *ingestWriteError) Error() string { return e.err.Error() }
-func (e *ingestWriteError) Unwrap() error { return e.err }
-
 // errStalled reports a body that sent nothing for the stall timeout.
 var errStalled = errors.New("i/o timeout: upstream body stalled")
 
 // copyWithStallTimeout copies body into the ingest, announcing progress,
 // and gives up when no byte arrives for stall. It returns nil at the end of
 // the body.
-func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, buf []byte, stall time.Duration) error {
-	var stalled atomic.Bool
-	timer := time.AfterFunc(stall, func() {
-		stalled.Store(true)
-		body.Close() // unblocks the Read below
+func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, stall time.Duration) error {
+	sr := &stallReader{r: body, stall: stall}
+	sr.timer = time.AfterFunc(stall, func() {
+		sr.stalled.Store(true)
+		body.Close() // unblocks the Read under way
 	})
-	defer timer.Stop()
-	for {
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			timer.Reset(stall)
-			if _, err := in.Write(buf[:n]); err != nil {
-				return &ingestWriteError{err}
-			}
-			f.advance(in.Size())
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			if stalled.Load() {
-				return errStalled
-			}
-			return rerr
+	defer sr.timer.Stop()
+	_, err := in.CopyFrom(sr, f.advance)
+	if err != nil && sr.stalled.Load() {
+		var writeErr *storage.WriteError
+		if !errors.As(err, &writeErr) {
+			return errStalled
 		}
 	}
+	return err
+}
+
+// stallReader restarts the stall timer whenever bytes arrive.
+type stallReader struct {
+	r       io.Reader
+	stall   time.Duration
+	timer   *time.Timer
+	stalled atomic.Bool
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.timer.Reset(s.stall)
+	}
+	return n, err
 }
 
 func (f *blobFetch) notifyLocked() {
@@ -397,6 +394,21 @@ type fetchReader struct {
 }
 
 func (r *fetchReader) Read(p []byte) (int, error) {
+	avail, err := r.next(int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	m, err := r.file.ReadAt(p[:avail], r.pos)
+	r.pos += int64(m)
+	if err == io.EOF && m > 0 {
+		err = nil
+	}
+	return m, err
+}
+
+// next waits until bytes past pos may be handed out and returns how many,
+// at most limit; io.EOF once the whole blob has been handed out.
+func (r *fetchReader) next(limit int64) (int64, error) {
 	for {
 		r.f.mu.Lock()
 		written, done, ferr, changed, size, verified := r.f.written, r.f.done, r.f.err, r.f.changed, r.f.size, r.f.verified
@@ -407,16 +419,7 @@ func (r *fetchReader) Read(p []byte) (int, error) {
 			visible-- // hold back the last byte until verified
 		}
 		if r.pos < visible {
-			n := int64(len(p))
-			if n > visible-r.pos {
-				n = visible - r.pos
-			}
-			m, err := r.file.ReadAt(p[:n], r.pos)
-			r.pos += int64(m)
-			if err == io.EOF && m > 0 {
-				err = nil
-			}
-			return m, err
+			return min(limit, visible-r.pos), nil
 		}
 		if verified && size >= 0 && r.pos >= size {
 			// Every byte was verified; a later failure to make the blob
@@ -439,6 +442,60 @@ func (r *fetchReader) Read(p []byte) (int, error) {
 		}
 	}
 }
+
+// sendTo copies up to n bytes from pos to dst with dst's own ReadFrom, one
+// stretch of the file at a time as the fetch makes it visible, so that a
+// TCP connection sends them with sendfile rather than through a user-space
+// buffer.
+func (r *fetchReader) sendTo(dst io.ReaderFrom, n int64) (int64, error) {
+	var sent int64
+	for sent < n {
+		avail, err := r.next(n - sent)
+		if err == io.EOF {
+			return sent, nil
+		}
+		if err != nil {
+			return sent, err
+		}
+		if _, err := r.file.Seek(r.pos, io.SeekStart); err != nil {
+			return sent, fmt.Errorf("follow fetch of %s: %w", r.f.key.dgst, err)
+		}
+		k, err := dst.ReadFrom(&io.LimitedReader{R: r.file, N: avail})
+		r.pos += k
+		sent += k
+		if err != nil {
+			return sent, err
+		}
+		if k < avail {
+			return sent, fmt.Errorf("follow fetch of %s: file ended at byte %d, %d bytes were written", r.f.key.dgst, r.pos, r.pos+avail-k)
+		}
+	}
+	return sent, nil
+}
+
+// followingWriter hands http.ServeContent's body copy of a fetch under way
+// to fetchReader.sendTo. ServeContent copies with io.CopyN, which reaches
+// the writer's ReadFrom with the fetchReader inside an io.LimitedReader;
+// any other copy takes the ordinary path.
+type followingWriter struct {
+	http.ResponseWriter
+	rd *fetchReader
+}
+
+func (w *followingWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, canReadFrom := w.ResponseWriter.(io.ReaderFrom)
+	if !canReadFrom {
+		return io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
+	}
+	if lr, ok := src.(*io.LimitedReader); ok && lr.R == w.rd {
+		n, err := w.rd.sendTo(rf, lr.N)
+		lr.N -= n
+		return n, err
+	}
+	return rf.ReadFrom(src)
+}
+
+func (w *followingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Seek supports what http.ServeContent needs: finding the size and moving
 // to a range's start.

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -348,5 +349,147 @@ func TestMemoryFlat(t *testing.T) {
 	}
 	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
 		t.Errorf("upstream GETs = %d, want 1", n)
+	}
+}
+
+// TestFollowersOfAFetchUnderWay: while the upstream holds back the second
+// half of a blob, clients that join the fetch get what they ask for —
+// whole, a range inside what has arrived, a range that reaches past it
+// (answered as the rest arrives), several ranges at once, or only the
+// headers — and none of them gets the last byte before the blob is
+// verified.
+func TestFollowersOfAFetchUnderWay(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
+	img := randomImage(t, 3<<20, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "library/follow:v1", img)
+	layer := layersOf(t, img)[0]
+	content := compressedBytes(t, layer)
+	dgst := digestOf(t, layer)
+	size, half := len(content), len(content)/2
+	m.get("/v2/library/follow/manifests/v1") // links the blobs
+
+	release := make(chan struct{})
+	slowBlob(up, dgst, content, release)
+	path := m.srv.URL + "/v2/library/follow/blobs/" + dgst
+
+	// The first client starts the fetch; once it has read the first half
+	// but for the byte held back, the fetch is known to be under way with
+	// that half on disk.
+	starter, err := m.client.Get(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer starter.Body.Close()
+	got := make([]byte, half-1)
+	if _, err := io.ReadFull(starter.Body, got); err != nil {
+		t.Fatalf("first half: %v", err)
+	}
+
+	type answer struct {
+		status int
+		header http.Header
+		body   []byte
+		err    error
+	}
+	ask := func(method, rng string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			req, _ := http.NewRequest(method, path, nil)
+			if rng != "" {
+				req.Header.Set("Range", rng)
+			}
+			resp, err := m.client.Do(req)
+			if err != nil {
+				ch <- answer{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			ch <- answer{resp.StatusCode, resp.Header, body, err}
+		}()
+		return ch
+	}
+	within := fmt.Sprintf("bytes=10-%d", half-2)
+	cases := []struct {
+		name, method, rng string
+		// early: answered in full before the upstream sends the rest
+		early      bool
+		wantStatus int
+		wantBody   []byte
+	}{
+		{"range within the first half", http.MethodGet, within, true, http.StatusPartialContent, content[10 : half-1]},
+		{"head", http.MethodHead, "", true, http.StatusOK, nil},
+		{"whole", http.MethodGet, "", false, http.StatusOK, content},
+		{"range across the half", http.MethodGet, fmt.Sprintf("bytes=%d-%d", half-100, half+100), false, http.StatusPartialContent, content[half-100 : half+101]},
+		{"last byte", http.MethodGet, "bytes=-1", false, http.StatusPartialContent, content[size-1:]},
+	}
+	answers := make([]<-chan answer, len(cases))
+	for i, tc := range cases {
+		answers[i] = ask(tc.method, tc.rng)
+	}
+	multi := ask(http.MethodGet, "bytes=0-9,20-29")
+	check := func(tc int, a answer) {
+		c := cases[tc]
+		if a.err != nil {
+			t.Errorf("%s: %v", c.name, a.err)
+			return
+		}
+		if a.status != c.wantStatus || !bytes.Equal(a.body, c.wantBody) {
+			t.Errorf("%s: status %d with %d bytes, want %d with %d bytes", c.name, a.status, len(a.body), c.wantStatus, len(c.wantBody))
+		}
+		if c.method == http.MethodHead && a.header.Get("Content-Length") != strconv.Itoa(size) {
+			t.Errorf("%s: Content-Length %q, want %d", c.name, a.header.Get("Content-Length"), size)
+		}
+	}
+	for i, tc := range cases {
+		if !tc.early {
+			continue
+		}
+		select {
+		case a := <-answers[i]:
+			check(i, a)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no answer while the fetch was under way", tc.name)
+		}
+	}
+	for i, tc := range cases {
+		if tc.early {
+			continue
+		}
+		select {
+		case a := <-answers[i]:
+			t.Fatalf("%s: answered (status %d, %d bytes, %v) before the upstream sent the rest", tc.name, a.status, len(a.body), a.err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	close(release)
+	for i, tc := range cases {
+		if tc.early {
+			continue
+		}
+		select {
+		case a := <-answers[i]:
+			check(i, a)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no answer after the upstream sent the rest", tc.name)
+		}
+	}
+	select {
+	case a := <-multi:
+		if a.err != nil || a.status != http.StatusPartialContent ||
+			!bytes.Contains(a.body, content[0:10]) || !bytes.Contains(a.body, content[20:30]) ||
+			!strings.HasPrefix(a.header.Get("Content-Type"), "multipart/byteranges") {
+			t.Errorf("two ranges: status %d, type %q, %d bytes, %v", a.status, a.header.Get("Content-Type"), len(a.body), a.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("two ranges: no answer")
+	}
+	rest, err := io.ReadAll(starter.Body)
+	if err != nil || !bytes.Equal(append(got, rest...), content) {
+		t.Errorf("the client that started the fetch: %d bytes, %v", len(got)+len(rest), err)
+	}
+	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
+		t.Errorf("upstream GETs for the blob = %d, want 1", n)
 	}
 }

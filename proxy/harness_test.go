@@ -29,7 +29,7 @@ import (
 
 // mirror is a Breakwater under test in front of one or more upstreams.
 type mirror struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *httptest.Server
 	host   string
 	dir    string
@@ -66,7 +66,7 @@ func fastRetry() proxy.RetryPolicy {
 	}
 }
 
-func newMirror(t *testing.T, dockerIO string, o mirrorOpts) *mirror {
+func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 	t.Helper()
 	if o.dir == "" {
 		o.dir = t.TempDir()
@@ -161,7 +161,7 @@ func sha256Hex(b []byte) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
-func randomImage(t *testing.T, layerSize, layers int64, mt types.MediaType) v1.Image {
+func randomImage(t testing.TB, layerSize, layers int64, mt types.MediaType) v1.Image {
 	t.Helper()
 	img, err := random.Image(layerSize, layers)
 	if err != nil {
@@ -186,7 +186,7 @@ func platformIndex(t *testing.T, indexType, imageType types.MediaType) v1.ImageI
 	return idx
 }
 
-func layersOf(t *testing.T, img v1.Image) []v1.Layer {
+func layersOf(t testing.TB, img v1.Image) []v1.Layer {
 	t.Helper()
 	ls, err := img.Layers()
 	if err != nil {
@@ -195,7 +195,7 @@ func layersOf(t *testing.T, img v1.Image) []v1.Layer {
 	return ls
 }
 
-func compressedBytes(t *testing.T, l v1.Layer) []byte {
+func compressedBytes(t testing.TB, l v1.Layer) []byte {
 	t.Helper()
 	rc, err := l.Compressed()
 	if err != nil {
@@ -209,7 +209,7 @@ func compressedBytes(t *testing.T, l v1.Layer) []byte {
 	return buf.Bytes()
 }
 
-func digestOf(t *testing.T, l v1.Layer) string {
+func digestOf(t testing.TB, l v1.Layer) string {
 	t.Helper()
 	d, err := l.Digest()
 	if err != nil {

@@ -1,0 +1,137 @@
+package proxy_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+)
+
+// The coalesced read path: one upstream fetch streamed to clients that
+// arrive while it runs, measured against the same clients pulling straight
+// from the upstream and against a warm cache, in one run so that the
+// ratios mean something on a noisy machine:
+//
+//	go test -run '^$' -bench Blob -benchtime 20x ./proxy
+//
+// MB/s counts bytes delivered to all clients. Every client hashes what it
+// gets; a wrong byte fails the benchmark.
+
+const benchLayerSize = 16 << 20
+
+func BenchmarkColdBlob(b *testing.B) {
+	for _, clients := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("via=breakwater/clients=%d", clients), func(b *testing.B) {
+			benchBlob(b, clients, "breakwater")
+		})
+		b.Run(fmt.Sprintf("via=direct/clients=%d", clients), func(b *testing.B) {
+			benchBlob(b, clients, "direct")
+		})
+	}
+}
+
+func BenchmarkWarmBlob(b *testing.B) {
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			benchBlob(b, clients, "warm")
+		})
+	}
+}
+
+// benchBlob has clients GET one blob at once, b.N times. via is
+// "breakwater" (a fresh, empty mirror each time), "warm" (one mirror that
+// has the blob) or "direct" (the upstream itself).
+func benchBlob(b *testing.B, clients int, via string) {
+	up := testupstream.Start(b)
+	img := randomImage(b, benchLayerSize, 1, types.DockerManifestSchema2)
+	up.PushImage(b, "library/bench:v1", img)
+	layer := layersOf(b, img)[0]
+	dgst := digestOf(b, layer)
+	size := int64(len(compressedBytes(b, layer)))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}, Timeout: time.Minute}
+
+	newCache := func() *mirror {
+		m := newMirror(b, up.URL, mirrorOpts{tagTTL: time.Hour})
+		m.get("/v2/library/bench/manifests/v1") // links the blob to the repository
+		return m
+	}
+	var m *mirror
+	if via == "warm" {
+		m = newCache()
+		if err := getVerified(client, m.srv.URL, dgst, size); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(size * int64(clients))
+	b.ReportAllocs()
+	fetchesBefore := up.Count(http.MethodGet, "/blobs/"+dgst)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		base := up.URL
+		switch via {
+		case "breakwater":
+			m = newCache()
+			base = m.srv.URL
+		case "warm":
+			base = m.srv.URL
+		}
+		errs := make(chan error, clients)
+		var wg sync.WaitGroup
+		b.StartTimer()
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- getVerified(client, base, dgst, size)
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if via == "breakwater" {
+			m.close()
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	fetches := up.Count(http.MethodGet, "/blobs/"+dgst) - fetchesBefore
+	b.ReportMetric(float64(fetches)/float64(b.N), "upstream-GETs/op")
+	if via == "breakwater" && fetches != b.N {
+		b.Fatalf("%d upstream GETs for %d cold rounds of %d clients, want one per round", fetches, b.N, clients)
+	}
+}
+
+// getVerified GETs the blob from base and checks its size and digest.
+func getVerified(c *http.Client, base, dgst string, size int64) error {
+	resp, err := c.Get(base + "/v2/library/bench/blobs/" + dgst)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET blob: %s", resp.Status)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		return fmt.Errorf("GET blob: after %d bytes: %w", n, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != size || got != dgst {
+		return fmt.Errorf("GET blob: %d bytes hashing to %s, want %d bytes of %s", n, got, size, dgst)
+	}
+	return nil
+}

@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,7 @@ const accept = "application/vnd.oci.image.index.v1+json, application/vnd.docker.
 func newClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		DialContext:         dialStamped,
 		MaxIdleConns:        4096,
 		MaxIdleConnsPerHost: 4096,
 		IdleConnTimeout:     90 * time.Second,
@@ -57,10 +58,14 @@ func mismatch(format string, args ...any) error {
 type blobTiming struct {
 	// TTFB is the time from sending the request to the first byte of the
 	// body (not of the headers: a proxy that answers headers at once but
-	// waits for the whole blob before the body still shows here).
-	TTFB  time.Duration
-	Total time.Duration
-	Bytes int64
+	// waits for the whole blob before the body still shows here), as the
+	// harness's reading goroutine saw it.
+	TTFB time.Duration
+	// ArrivalTTFB is the same up to when the kernel received that byte
+	// (see arrival.go): without the harness's own wait for a core.
+	ArrivalTTFB time.Duration
+	Total       time.Duration
+	Bytes       int64
 }
 
 // pullResult is one whole image pull.
@@ -161,7 +166,9 @@ func (p *puller) pull(ctx context.Context, want *testimage.Pushed) (pullResult, 
 // getBlob GETs one blob and verifies its size and sha256.
 func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (blobTiming, error) {
 	var t blobTiming
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/v2/"+repo+"/blobs/"+b.Digest, nil)
+	var conn *stampConn
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { conn, _ = info.Conn.(*stampConn) }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, p.base+"/v2/"+repo+"/blobs/"+b.Digest, nil)
 	t0 := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
@@ -174,16 +181,24 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 	}
 	h := sha256.New()
 	var n int64
-	var first time.Duration
+	onFirst := func() {
+		t.TTFB = time.Since(t0)
+		t.ArrivalTTFB = t.TTFB
+		if conn != nil {
+			if at, ok := conn.lastArrival(); ok && !at.Before(t0) && at.Sub(t0) < t.TTFB {
+				t.ArrivalTTFB = at.Sub(t0)
+			}
+		}
+	}
 	if p.pipelined {
-		n, first, err = readPipelined(resp.Body, h, t0)
+		n, err = readPipelined(resp.Body, h, onFirst)
 	} else {
-		n, first, err = readHashing(resp.Body, h, t0)
+		n, err = readHashing(resp.Body, h, onFirst)
 	}
 	if err != nil {
 		return t, fmt.Errorf("GET %s/blobs/%s: after %d bytes: %w", repo, b.Digest, n, err)
 	}
-	t.Total, t.TTFB, t.Bytes = time.Since(t0), first, n
+	t.Total, t.Bytes = time.Since(t0), n
 	if n != b.Size {
 		return t, mismatch("blob %s of %s: %d bytes, want %d", b.Digest, repo, n, b.Size)
 	}
@@ -195,8 +210,9 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// readHashing reads r to the end into h; first is when the first byte came.
-func readHashing(r io.Reader, h hash.Hash, t0 time.Time) (n int64, first time.Duration, err error) {
+// readHashing reads r to the end into h, calling onFirst when the first
+// bytes are in.
+func readHashing(r io.Reader, h hash.Hash, onFirst func()) (n int64, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -204,23 +220,23 @@ func readHashing(r io.Reader, h hash.Hash, t0 time.Time) (n int64, first time.Du
 		k, err := r.Read(buf)
 		if k > 0 {
 			if n == 0 {
-				first = time.Since(t0)
+				onFirst()
 			}
 			n += int64(k)
 			h.Write(buf[:k])
 		}
 		if err == io.EOF {
-			return n, first, nil
+			return n, nil
 		}
 		if err != nil {
-			return n, first, err
+			return n, err
 		}
 	}
 }
 
 // readPipelined is readHashing with the hash in a second goroutine, four
 // buffers in flight.
-func readPipelined(r io.Reader, h hash.Hash, t0 time.Time) (n int64, first time.Duration, err error) {
+func readPipelined(r io.Reader, h hash.Hash, onFirst func()) (n int64, err error) {
 	const nbuf = 4
 	free := make(chan *[]byte, nbuf)
 	full := make(chan []byte, nbuf)
@@ -241,7 +257,7 @@ func readPipelined(r io.Reader, h hash.Hash, t0 time.Time) (n int64, first time.
 		k, rerr := r.Read(*bp)
 		if k > 0 {
 			if n == 0 {
-				first = time.Since(t0)
+				onFirst()
 			}
 			n += int64(k)
 			full <- (*bp)[:k]
@@ -260,7 +276,7 @@ func readPipelined(r io.Reader, h hash.Hash, t0 time.Time) (n int64, first time.
 	for range nbuf {
 		bufPool.Put(<-free)
 	}
-	return n, first, err
+	return n, err
 }
 
 // manifestProbe sends HEAD or GET for repo:tag and checks the answer against

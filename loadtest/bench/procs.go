@@ -253,3 +253,69 @@ func (a accessLog) count(offset int64, repo string) (upstreamCount, error) {
 	}
 	return c, sc.Err()
 }
+
+// cpuTime is the CPU time (user + system, every thread) a process has used
+// so far, from /proc/PID/stat; pid 0 is the harness itself.
+func cpuTime(pid int) (time.Duration, error) {
+	path := "/proc/self/stat"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	// The command name may contain spaces; the fields after it do not.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%s: no command name", path)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%s: %d fields", path, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	// USER_HZ is 100 on every Linux this runs on.
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// cpuMeter measures the CPU time that the harness, the upstream and a
+// target's server spend on one step.
+type cpuMeter struct {
+	pids  [3]int // harness (0), upstream, server (0 for direct)
+	start [3]time.Duration
+}
+
+func newCPUMeter(upstream, server *proc) *cpuMeter {
+	m := &cpuMeter{pids: [3]int{0, upstream.cmd.Process.Pid, -1}}
+	if server != nil && server != upstream {
+		m.pids[2] = server.cmd.Process.Pid
+	}
+	for i, pid := range m.pids {
+		if pid >= 0 {
+			m.start[i], _ = cpuTime(pid)
+		}
+	}
+	return m
+}
+
+// used returns the CPU time each of harness, upstream and server spent
+// since the meter started; a server of -1 (direct) reports 0.
+func (m *cpuMeter) used() (harness, upstream, server time.Duration) {
+	var d [3]time.Duration
+	for i, pid := range m.pids {
+		if pid < 0 {
+			continue
+		}
+		now, err := cpuTime(pid)
+		if err == nil {
+			d[i] = now - m.start[i]
+		}
+	}
+	return d[0], d[1], d[2]
+}

@@ -59,7 +59,9 @@ func (b *bench) coldWarm(ctx context.Context) error {
 					// so the figure is not capped by one core's sha256.
 					p.parallel, p.pipelined = b.s.Layers+1, false
 				}
+				cpu := newCPUMeter(b.upstream, t.proc)
 				res, err := p.pull(ctx, img)
+				harnessCPU, upstreamCPU, serverCPU := cpu.used()
 				if err != nil {
 					b.res.fail(phase, t.Name, err)
 					logf("%s %-12s FAILED: %s", phase, t.Name, shortErr(err))
@@ -74,8 +76,15 @@ func (b *bench) coldWarm(ctx context.Context) error {
 				b.res.add(phase, t.Name, "ttfb_ms", percentile(layerTTFB, 50))
 				b.res.add(phase, t.Name, "manifest_ttfb_ms", ms(res.ManifestTTFB))
 				b.res.add(phase, t.Name, "seconds", res.Duration.Seconds())
-				logf("%s %-12s %7.0f MB/s  layer first byte %6.2f ms  manifest %6.2f ms  (%s in %s)", phase, t.Name,
-					mbps, percentile(layerTTFB, 50), ms(res.ManifestTTFB), mib(res.Bytes), res.Duration.Round(time.Millisecond))
+				// CPU per GB shows where a CPU-bound pull's time goes: the
+				// three processes share this machine's cores.
+				gb := float64(res.Bytes) / 1e9
+				b.res.add(phase, t.Name, "server_cpu_ms_per_gb", ms(serverCPU)/gb)
+				b.res.add(phase, t.Name, "upstream_cpu_ms_per_gb", ms(upstreamCPU)/gb)
+				b.res.add(phase, t.Name, "harness_cpu_ms_per_gb", ms(harnessCPU)/gb)
+				logf("%s %-12s %7.0f MB/s  layer first byte %6.2f ms  manifest %6.2f ms  (%s in %s)  CPU ms/GB: server %4.0f upstream %4.0f harness %4.0f", phase, t.Name,
+					mbps, percentile(layerTTFB, 50), ms(res.ManifestTTFB), mib(res.Bytes), res.Duration.Round(time.Millisecond),
+					ms(serverCPU)/gb, ms(upstreamCPU)/gb, ms(harnessCPU)/gb)
 			}
 		}
 	}
@@ -123,10 +132,11 @@ func (b *bench) crowd(ctx context.Context, t *target, img *testimage.Pushed, n, 
 
 // recordCrowd stores what a crowd saw and what the upstream served for it.
 func (b *bench) recordCrowd(scenario string, t *target, img *testimage.Pushed, cr crowdResult, up upstreamCount) {
-	var ttfb, manifestTTFB, pullTimes []time.Duration
+	var ttfb, arrival, manifestTTFB, pullTimes []time.Duration
 	for _, p := range cr.pulls {
 		for _, bt := range p.Blobs {
 			ttfb = append(ttfb, bt.TTFB)
+			arrival = append(arrival, bt.ArrivalTTFB)
 		}
 		manifestTTFB = append(manifestTTFB, p.ManifestTTFB)
 		pullTimes = append(pullTimes, p.Duration)
@@ -138,6 +148,8 @@ func (b *bench) recordCrowd(scenario string, t *target, img *testimage.Pushed, c
 	b.res.add(scenario, t.Name, "ttfb_p50_ms", percentile(ttfb, 50))
 	b.res.add(scenario, t.Name, "ttfb_p99_ms", percentile(ttfb, 99))
 	b.res.add(scenario, t.Name, "ttfb_max_ms", percentile(ttfb, 100))
+	b.res.add(scenario, t.Name, "arrival_ttfb_p50_ms", percentile(arrival, 50))
+	b.res.add(scenario, t.Name, "arrival_ttfb_p99_ms", percentile(arrival, 99))
 	b.res.add(scenario, t.Name, "manifest_ttfb_p99_ms", percentile(manifestTTFB, 99))
 	b.res.add(scenario, t.Name, "pull_p99_s", percentile(pullTimes, 99)/1000)
 	b.res.add(scenario, t.Name, "upstream_blob_gets", float64(up.BlobGETs))
@@ -150,8 +162,8 @@ func (b *bench) recordCrowd(scenario string, t *target, img *testimage.Pushed, c
 	}
 	b.res.add(scenario, t.Name, "served_mbps", float64(served)/cr.wall.Seconds()/1e6)
 	b.res.upstream(scenario, t.Name, up)
-	logf("%s %-12s wall %6.2f s  first byte p50 %7.2f ms p99 %7.2f ms  upstream blob GETs %4d (%d distinct)  upstream bytes %.2f × image  errors %d",
-		scenario, t.Name, cr.wall.Seconds(), percentile(ttfb, 50), percentile(ttfb, 99), up.BlobGETs, len(img.Blobs),
+	logf("%s %-12s wall %6.2f s  first byte p50 %7.2f ms p99 %7.2f ms (arrival p50 %7.2f ms p99 %7.2f ms)  upstream blob GETs %4d (%d distinct)  upstream bytes %.2f × image  errors %d",
+		scenario, t.Name, cr.wall.Seconds(), percentile(ttfb, 50), percentile(ttfb, 99), percentile(arrival, 50), percentile(arrival, 99), up.BlobGETs, len(img.Blobs),
 		float64(up.BlobBytes)/float64(img.Size), len(cr.errors))
 	if len(cr.errors) > 0 {
 		logf("%s %-12s first error: %s", scenario, t.Name, shortErr(cr.errors[0]))

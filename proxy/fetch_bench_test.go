@@ -135,3 +135,54 @@ func getVerified(c *http.Client, base, dgst string, size int64) error {
 	}
 	return nil
 }
+
+// BenchmarkWarmManifestByTag is the request a fleet sends most: HEAD then
+// GET of a tag the mirror has fresh, as a runtime sends them.
+func BenchmarkWarmManifestByTag(b *testing.B) {
+	up := testupstream.Start(b)
+	img := randomImage(b, 1024, 2, types.DockerManifestSchema2)
+	up.PushImage(b, "library/bench:v1", img)
+	m := newMirror(b, up.URL, mirrorOpts{tagTTL: time.Hour})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: time.Minute}
+	want, err := img.Digest()
+	if err != nil {
+		b.Fatal(err)
+	}
+	probe := func(method string) error {
+		req, _ := http.NewRequest(method, m.srv.URL+"/v2/library/bench/manifests/v1", nil)
+		req.Header.Set("Accept", string(types.DockerManifestSchema2))
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != want.String() {
+			return fmt.Errorf("%s: %s, digest %q, want %s", method, resp.Status, resp.Header.Get("Docker-Content-Digest"), want)
+		}
+		return nil
+	}
+	if err := probe(http.MethodGet); err != nil { // warms the tag
+		b.Fatal(err)
+	}
+	upstreamBefore := up.Count("", "/manifests/")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for i := 0; pb.Next(); i++ {
+			method := http.MethodHead
+			if i%2 == 1 {
+				method = http.MethodGet
+			}
+			if err := probe(method); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if n := up.Count("", "/manifests/") - upstreamBefore; n != 0 {
+		b.Fatalf("%d upstream requests for a fresh tag", n)
+	}
+}

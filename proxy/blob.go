@@ -17,17 +17,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	ctx := r.Context()
 	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
 
-	if blob, err := s.store.OpenBlob(t.dgst); err == nil {
-		defer blob.Close()
-		if !s.store.BlobLinked(repo, t.dgst) {
-			// Stored for another repository: serve it for this one only if
-			// the upstream says this repository has it too.
-			if err := s.confirmBlob(ctx, t, repo); err != nil {
-				return err
-			}
-		}
-		noteCache(r, cacheHit)
-		return serveContent(w, r, t, blob.File, blob.Size)
+	if served, err := s.serveCachedBlob(w, r, t, repo); served {
+		return err
 	}
 
 	inflight := s.blobs.inflightFor(fetchKey{t.upstream.name, t.dgst})
@@ -47,6 +38,16 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		return s.passthroughBlob(w, r, t)
 	}
 	f, started := s.blobs.start(t.upstream, repo, t.dgst)
+	if f == nil {
+		// A fetch finished since the cache was looked at.
+		if served, err := s.serveCachedBlob(w, r, t, repo); served {
+			return err
+		}
+		// ...and its blob was evicted at once: fetch it again.
+		if f, started = s.blobs.start(t.upstream, repo, t.dgst); f == nil {
+			return fmt.Errorf("blob %s: in the cache and gone again", t.dgst)
+		}
+	}
 	if started {
 		noteCache(r, cacheMiss)
 	} else {
@@ -77,6 +78,25 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// serveCachedBlob answers from the cache; served is false when the blob is
+// not there.
+func (s *Server) serveCachedBlob(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo) (served bool, err error) {
+	blob, err := s.store.OpenBlob(t.dgst)
+	if err != nil {
+		return false, nil
+	}
+	defer blob.Close()
+	if !s.store.BlobLinked(repo, t.dgst) {
+		// Stored for another repository: serve it for this one only if
+		// the upstream says this repository has it too.
+		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
+			return true, err
+		}
+	}
+	noteCache(r, cacheHit)
+	return true, serveContent(w, r, t, blob.File, blob.Size)
 }
 
 // serveContent answers GET and HEAD for a blob, with Range support, from a

@@ -83,13 +83,20 @@ func (b *blobFetches) inflightFor(key fetchKey) *blobFetch {
 }
 
 // start joins the fetch under way for key or starts one for repo. started
-// reports whether this call started it.
+// reports whether this call started it. It returns nil when the blob is
+// in the cache after all: a fetch that completed after the caller looked
+// in the cache has left the in-flight set, and must not be repeated.
 func (b *blobFetches) start(up *upstream, repo storage.Repo, dgst digest.Digest) (f *blobFetch, started bool) {
 	key := fetchKey{up.name, dgst}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if f := b.inflight[key]; f != nil {
 		return f, false
+	}
+	// A fetch leaves the set only after its blob is in place, so looking
+	// now, under the lock, closes the window.
+	if _, err := b.store.StatBlob(dgst); err == nil {
+		return nil, false
 	}
 	f = &blobFetch{
 		key:     key,

@@ -25,7 +25,25 @@ import (
 // may consume later segments too) and the request's start is taken before
 // the request is sent, so the "arrival" first byte is never optimistic;
 // it only leaves out the harness's delay in getting to bytes already
-// there.
+// there. Where the kernel gives no stamp, the read time stands.
+
+// keepRxTimestampsOn makes the kernel stamp every packet it receives from
+// now on, and returns what undoes it. Linux stamps packets only while some
+// socket asks for stamps, and turns stamping on a moment after the first
+// one does (and off a moment after the last one closes): without this the
+// first segments of a connection could come unstamped.
+func keepRxTimestampsOn() (func(), error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("receive timestamps: %w", err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1); err != nil {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("receive timestamps: SO_TIMESTAMPNS: %w", err)
+	}
+	time.Sleep(50 * time.Millisecond) // the switch is deferred to a kernel worker
+	return func() { syscall.Close(fd) }, nil
+}
 
 // stampConn is a TCP connection read with recvmsg, keeping the kernel's
 // receive timestamp of the last read that returned data.

@@ -6,9 +6,20 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"testing"
 	"time"
 )
+
+func TestMain(m *testing.M) {
+	undo, err := keepRxTimestampsOn()
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	undo()
+	os.Exit(code)
+}
 
 // TestArrivalIsWhenBytesCameNotWhenRead: bytes that sat in the socket
 // while the reader was busy carry the time they arrived, and a read of

@@ -184,6 +184,12 @@ func run() int {
 		return 1
 	}
 	defer stopAll()
+	undoStamps, err := keepRxTimestampsOn()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	defer undoStamps()
 	if keep {
 		defer fmt.Fprintln(os.Stderr, "bench: work directory kept:", workDir)
 	}

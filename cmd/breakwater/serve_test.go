@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -76,19 +75,9 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
 	var logs bytes.Buffer
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), nil, ready) }()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve ended: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not start")
-	}
+	addr, stop := startServeLoop(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
+	defer stop()
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz: %v %v", resp, err)
@@ -102,8 +91,7 @@ func TestServe(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != d.String() {
 		t.Errorf("pull: %d %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("serve: %v", err)
 	}
 	// One line per request, with what the e2e script and operators grep for.
@@ -145,20 +133,9 @@ func TestDebugListener(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			ready := make(chan string, 1)
-			done := make(chan error, 1)
 			var logs bytes.Buffer
-			go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), debugLn, ready) }()
-			var addr string
-			select {
-			case addr = <-ready:
-			case err := <-done:
-				t.Fatalf("serve ended: %v", err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("serve did not start")
-			}
+			addr, stop := startServeLoop(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), debugLn)
+			defer stop()
 
 			for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1"} {
 				if code, _, err := get("http://" + addr + path); err != nil || code != http.StatusNotFound {
@@ -182,8 +159,7 @@ func TestDebugListener(t *testing.T) {
 				}
 			}
 
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Errorf("serve: %v", err)
 			}
 			if tc.debug {

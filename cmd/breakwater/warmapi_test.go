@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 )
 
@@ -24,20 +27,36 @@ func startServe(t *testing.T, up string, warmAPI bool) string {
 		t.Fatal(err)
 	}
 	cfg.Warm.APIEnabled = warmAPI
+	addr, stop := startServeLoop(t, cfg, slog.New(slog.DiscardHandler), nil)
+	t.Cleanup(func() { _ = stop() })
+	return "http://" + addr
+}
+
+// startServeLoop runs serve in the background until stop, which returns
+// serve's error, and waits for it to listen.
+func startServeLoop(t *testing.T, cfg config.Config, log *slog.Logger, debugLn net.Listener) (addr string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), nil, ready) }()
-	t.Cleanup(func() { cancel(); <-done })
+	go func() { done <- serve(ctx, cfg, log, debugLn, ready) }()
+	var once sync.Once
+	var serveErr error
+	stop = func() error {
+		once.Do(func() { cancel(); serveErr = <-done })
+		return serveErr
+	}
 	select {
-	case addr := <-ready:
-		return "http://" + addr
+	case addr = <-ready:
+		return addr, stop
 	case err := <-done:
-		t.Fatal(err)
+		cancel()
+		t.Fatalf("serve ended: %v", err)
 	case <-time.After(10 * time.Second):
+		stop()
 		t.Fatal("serve did not start")
 	}
-	return ""
+	return "", stop
 }
 
 func TestWarmAPI(t *testing.T) {

@@ -56,12 +56,7 @@ func slowBlob(up *testupstream.Upstream, dgst string, content []byte, release <-
 func TestCoalescing(t *testing.T) {
 	up := testupstream.Start(t)
 	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
-	img := randomImage(t, 1<<20, 1, types.DockerManifestSchema2)
-	up.PushImage(t, "library/herd:v1", img)
-	layer := layersOf(t, img)[0]
-	content := compressedBytes(t, layer)
-	dgst := digestOf(t, layer)
-	m.get("/v2/library/herd/manifests/v1")
+	content, dgst := pushLinkedLayer(t, up, m, "library/herd", 1<<20)
 
 	release := make(chan struct{})
 	slowBlob(up, dgst, content, release)
@@ -134,12 +129,7 @@ func waitOrFail(t *testing.T, wg *sync.WaitGroup, d time.Duration, msg string) {
 func TestDigestMismatchNeverCached(t *testing.T) {
 	up := testupstream.Start(t)
 	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
-	img := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
-	up.PushImage(t, "library/bad:v1", img)
-	layer := layersOf(t, img)[0]
-	content := compressedBytes(t, layer)
-	dgst := digestOf(t, layer)
-	m.get("/v2/library/bad/manifests/v1")
+	content, dgst := pushLinkedLayer(t, up, m, "library/bad", 256<<10)
 
 	corrupt := append([]byte(nil), content...)
 	corrupt[len(corrupt)-1] ^= 0xff // only the last byte differs
@@ -361,13 +351,8 @@ func TestMemoryFlat(t *testing.T) {
 func TestFollowersOfAFetchUnderWay(t *testing.T) {
 	up := testupstream.Start(t)
 	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
-	img := randomImage(t, 3<<20, 1, types.DockerManifestSchema2)
-	up.PushImage(t, "library/follow:v1", img)
-	layer := layersOf(t, img)[0]
-	content := compressedBytes(t, layer)
-	dgst := digestOf(t, layer)
+	content, dgst := pushLinkedLayer(t, up, m, "library/follow", 3<<20)
 	size, half := len(content), len(content)/2
-	m.get("/v2/library/follow/manifests/v1") // links the blobs
 
 	release := make(chan struct{})
 	slowBlob(up, dgst, content, release)

@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
 )
@@ -184,6 +185,17 @@ func platformIndex(t *testing.T, indexType, imageType types.MediaType) v1.ImageI
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
 	}
 	return idx
+}
+
+// pushLinkedLayer pushes a one-layer image as repo:v1, links its blobs on
+// the mirror with a manifest GET, and returns the layer's bytes and digest.
+func pushLinkedLayer(t testing.TB, up *testupstream.Upstream, m *mirror, repo string, size int64) (content []byte, dgst string) {
+	t.Helper()
+	img := randomImage(t, size, 1, types.DockerManifestSchema2)
+	up.PushImage(t, repo+":v1", img)
+	layer := layersOf(t, img)[0]
+	m.get("/v2/" + repo + "/manifests/v1")
+	return compressedBytes(t, layer), digestOf(t, layer)
 }
 
 func layersOf(t testing.TB, img v1.Image) []v1.Layer {

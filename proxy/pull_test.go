@@ -171,13 +171,9 @@ func TestAcceptIsHonoured(t *testing.T) {
 func TestBlobRange(t *testing.T) {
 	up := testupstream.Start(t)
 	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
-	img := randomImage(t, 100<<10, 1, types.DockerManifestSchema2)
-	up.PushImage(t, "library/ranged:v1", img)
-	layer := layersOf(t, img)[0]
-	content := compressedBytes(t, layer)
+	content, dgst := pushLinkedLayer(t, up, m, "library/ranged", 100<<10)
 	size := len(content)
-	path := "/v2/library/ranged/blobs/" + digestOf(t, layer)
-	m.get("/v2/library/ranged/manifests/v1") // links the blobs
+	path := "/v2/library/ranged/blobs/" + dgst
 
 	cases := []struct {
 		name       string

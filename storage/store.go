@@ -212,8 +212,8 @@ func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
 		return nil, err
 	}
 	defer blob.Close()
-	b, err := io.ReadAll(blob.File)
-	if err != nil {
+	b := make([]byte, blob.Size)
+	if _, err := io.ReadFull(blob.File, b); err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", dgst, err)
 	}
 	return b, nil
@@ -479,7 +479,9 @@ func checkSegments(p string, slashes bool) error {
 	if strings.ContainsAny(p, "\\\x00") {
 		return fmt.Errorf("%q contains a forbidden character", p)
 	}
-	for _, seg := range strings.Split(p, "/") {
+	for rest, more := p, true; more; {
+		var seg string
+		seg, rest, more = strings.Cut(rest, "/")
 		if seg == "" || seg == "." || seg == ".." || strings.HasPrefix(seg, "_") {
 			return fmt.Errorf("%q has a forbidden path element %q", p, seg)
 		}

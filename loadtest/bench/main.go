@@ -51,6 +51,7 @@ type settings struct {
 	Layers           int           `json:"layers"`
 	LayerSize        int64         `json:"layer_size"`
 	Reps             int           `json:"reps"`
+	HerdReps         int           `json:"herd_reps"`
 	Herd             int           `json:"herd_clients"`
 	HerdBig          int           `json:"herd_big_clients"`
 	HerdBigLayerSize int64         `json:"herd_big_layer_size"`
@@ -106,6 +107,7 @@ func run() int {
 	flag.StringVar(&layerSize, "layer-size", "64MiB", "size of each of those layers")
 	flag.IntVar(&s.Reps, "reps", 3, "cold/warm pulls per target (a fresh image each time); the table shows the median")
 	flag.IntVar(&s.Herd, "herd", 32, "clients of the herd")
+	flag.IntVar(&s.HerdReps, "herd-reps", 3, "times each herd runs per target (a fresh image each time); the table shows the median and Breakwater's range")
 	flag.IntVar(&s.HerdBig, "herd-big", 256, "clients of the second herd; 0 skips it")
 	flag.StringVar(&herdBigLayer, "herd-big-layer-size", "4MiB", "layer size of the second herd's image (it has -layers layers)")
 	flag.IntVar(&s.HerdParallel, "herd-parallel", 3, "blobs each herd client fetches at once (containerd's default is 3)")
@@ -134,7 +136,7 @@ func run() int {
 	}
 	if s.Quick {
 		layerSize, herdBigLayer, bigLayer, slowLayer = "4MiB", "1MiB", "64MiB", "4MiB"
-		s.Reps, s.HerdBig, s.ManifestDuration, s.OutagePulls = 1, 64, 2*time.Second, 40
+		s.Reps, s.HerdReps, s.HerdBig, s.ManifestDuration, s.OutagePulls = 1, 1, 64, 2*time.Second, 40
 	}
 	var err error
 	for _, f := range []struct {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,6 +152,10 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 				return err
 			}
 			f.begin(in.Path(), size)
+			// The clients waiting for the headers can answer now; without
+			// a yield they wait until this goroutine blocks or is
+			// preempted, which with a fast upstream can take a time slice.
+			runtime.Gosched()
 		} else if total >= 0 && size >= 0 && total != size {
 			body.Close()
 			return unavailable(up.name, fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
@@ -269,7 +274,15 @@ func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, 
 		body.Close() // unblocks the Read under way
 	})
 	defer sr.timer.Stop()
-	_, err := in.CopyFrom(sr, f.advance)
+	first := true
+	progress := func(size int64) {
+		f.advance(size)
+		if first {
+			first = false
+			runtime.Gosched() // as after begin: the first bytes go out now
+		}
+	}
+	_, err := in.CopyFrom(sr, progress)
 	if err != nil && sr.stalled.Load() {
 		var writeErr *storage.WriteError
 		if !errors.As(err, &writeErr) {

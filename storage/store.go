@@ -54,6 +54,9 @@ type Store struct {
 	idx    *index
 	scan0  ScanStats
 	space  space
+	// copyBuffers are Ingest.CopyFrom's buffers: a fetch holds
+	// copyBuffersInFlight of them only while it runs.
+	copyBuffers sync.Pool
 }
 
 // Option configures a Store.
@@ -78,6 +81,7 @@ func Open(root string, opts ...Option) (*Store, error) {
 	}
 	s := &Store{root: abs, idx: newIndex(), logger: slog.New(slog.DiscardHandler),
 		space: space{minFree: 64 << 20, recheck: 10 * time.Second}}
+	s.copyBuffers.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	for _, o := range opts {
 		o(s)
 	}
@@ -268,15 +272,23 @@ func (in *Ingest) Path() string { return in.file.Name() }
 // Size is the number of bytes written so far.
 func (in *Ingest) Size() int64 { return in.size }
 
+// Write writes and hashes p. A failure to write the file is a *WriteError.
 func (in *Ingest) Write(p []byte) (int, error) {
-	n, err := in.file.Write(p)
+	n, err := in.writeFile(p)
 	in.digester.Hash().Write(p[:n])
+	return n, err
+}
+
+// writeFile appends p to the file without hashing it; the caller hashes
+// the n bytes written.
+func (in *Ingest) writeFile(p []byte) (n int, err error) {
+	n, err = in.file.Write(p)
 	in.size += int64(n)
 	if err != nil {
 		if IsNoSpace(err) {
 			in.store.markFull(err.Error(), 0)
 		}
-		return n, fmt.Errorf("ingest %s: %w", in.dgst, err)
+		return n, &WriteError{fmt.Errorf("ingest %s: %w", in.dgst, err)}
 	}
 	return n, nil
 }
@@ -287,10 +299,6 @@ type WriteError struct{ Err error }
 
 func (e *WriteError) Error() string { return e.Err.Error() }
 func (e *WriteError) Unwrap() error { return e.Err }
-
-// copyBuffers are CopyFrom's buffers, shared by every ingest: a fetch
-// holds copyBuffersInFlight of them only while it runs.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
 const (
 	copyBufferSize      = 256 << 10
@@ -311,12 +319,12 @@ func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error
 	free := make(chan []byte, copyBuffersInFlight)
 	held := make([]*[]byte, copyBuffersInFlight)
 	for i := range held {
-		held[i] = copyBuffers.Get().(*[]byte)
+		held[i] = in.store.copyBuffers.Get().(*[]byte)
 		free <- *held[i]
 	}
 	defer func() {
 		for _, b := range held {
-			copyBuffers.Put(b)
+			in.store.copyBuffers.Put(b)
 		}
 	}()
 	written := make(chan []byte, copyBuffersInFlight)
@@ -336,15 +344,11 @@ func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error
 		buf := <-free
 		n, rerr := r.Read(buf)
 		if n > 0 {
-			w, werr := in.file.Write(buf[:n])
-			in.size += int64(w)
+			w, werr := in.writeFile(buf[:n])
 			total += int64(w)
 			written <- buf[:w]
 			if werr != nil {
-				if IsNoSpace(werr) {
-					in.store.markFull(werr.Error(), 0)
-				}
-				err = &WriteError{fmt.Errorf("ingest %s: %w", in.dgst, werr)}
+				err = werr
 				break
 			}
 			if progress != nil {

@@ -305,26 +305,37 @@ func TestIngestCopyFrom(t *testing.T) {
 	}
 }
 
-// TestIngestCopyFromWriteError: a failure to write the file is told apart
-// from the reader's failures, and what was hashed is what was written.
-func TestIngestCopyFromWriteError(t *testing.T) {
-	s := openTemp(t)
+// TestIngestWriteError: a failure to write the file, through Write or
+// CopyFrom, is told apart from a reader's failures, and what was hashed is
+// what was written.
+func TestIngestWriteError(t *testing.T) {
 	content := []byte("bytes that will not reach the file")
-	in, err := s.NewIngest(digest.FromBytes(content))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Abort()
-	in.file.Close() // every write now fails
-	_, err = in.CopyFrom(bytes.NewReader(content), nil)
-	var werr *WriteError
-	if !errors.As(err, &werr) || !errors.Is(err, os.ErrClosed) {
-		t.Fatalf("CopyFrom = %v, want a *WriteError wrapping os.ErrClosed", err)
-	}
-	if in.Size() != 0 {
-		t.Errorf("size %d after a failed write", in.Size())
-	}
-	if got := in.digester.Digest(); got != digest.FromBytes(nil) {
-		t.Errorf("hashed %s, want the digest of nothing", got)
+	for _, tc := range []struct {
+		name  string
+		write func(in *Ingest) error
+	}{
+		{"Write", func(in *Ingest) error { _, err := in.Write(content); return err }},
+		{"CopyFrom", func(in *Ingest) error { _, err := in.CopyFrom(bytes.NewReader(content), nil); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTemp(t)
+			in, err := s.NewIngest(digest.FromBytes(content))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Abort()
+			in.file.Close() // every write now fails
+			err = tc.write(in)
+			var werr *WriteError
+			if !errors.As(err, &werr) || !errors.Is(err, os.ErrClosed) {
+				t.Fatalf("%s = %v, want a *WriteError wrapping os.ErrClosed", tc.name, err)
+			}
+			if in.Size() != 0 {
+				t.Errorf("size %d after a failed write", in.Size())
+			}
+			if got := in.digester.Digest(); got != digest.FromBytes(nil) {
+				t.Errorf("hashed %s, want the digest of nothing", got)
+			}
+		})
 	}
 }

@@ -152,10 +152,6 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 				return err
 			}
 			f.begin(in.Path(), size)
-			// The clients waiting for the headers can answer now; without
-			// a yield they wait until this goroutine blocks or is
-			// preempted, which with a fast upstream can take a time slice.
-			runtime.Gosched()
 		} else if total >= 0 && size >= 0 && total != size {
 			body.Close()
 			return unavailable(up.name, fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
@@ -274,15 +270,7 @@ func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, 
 		body.Close() // unblocks the Read under way
 	})
 	defer sr.timer.Stop()
-	first := true
-	progress := func(size int64) {
-		f.advance(size)
-		if first {
-			first = false
-			runtime.Gosched() // as after begin: the first bytes go out now
-		}
-	}
-	_, err := in.CopyFrom(sr, progress)
+	_, err := in.CopyFrom(sr, f.advance)
 	if err != nil && sr.stalled.Load() {
 		var writeErr *storage.WriteError
 		if !errors.As(err, &writeErr) {
@@ -313,19 +301,30 @@ func (f *blobFetch) notifyLocked() {
 	f.changed = make(chan struct{})
 }
 
+// begin announces the headers. The clients it wakes run on this
+// goroutine's P, and only once the fetch blocks or is preempted, which with
+// a fast upstream can be a whole time slice; begin yields so that they
+// answer at once.
 func (f *blobFetch) begin(path string, size int64) {
 	f.mu.Lock()
 	f.path, f.size = path, size
 	f.notifyLocked()
 	f.mu.Unlock()
 	close(f.headers)
+	runtime.Gosched()
 }
 
+// advance announces bytes written, and yields after the first ones for the
+// same reason as begin.
 func (f *blobFetch) advance(written int64) {
 	f.mu.Lock()
+	first := f.written == 0
 	f.written = written
 	f.notifyLocked()
 	f.mu.Unlock()
+	if first {
+		runtime.Gosched()
+	}
 }
 
 // commit points new readers at the verified blob. Readers that opened the

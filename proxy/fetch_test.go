@@ -346,8 +346,9 @@ func TestMemoryFlat(t *testing.T) {
 // half of a blob, clients that join the fetch get what they ask for —
 // whole, a range inside what has arrived, a range that reaches past it
 // (answered as the rest arrives), several ranges at once, or only the
-// headers — and none of them gets the last byte before the blob is
-// verified.
+// headers — and nothing is answered in full before the upstream has sent
+// what it needs. (That the last byte waits for verification is
+// TestDigestMismatchNeverCached's.)
 func TestFollowersOfAFetchUnderWay(t *testing.T) {
 	up := testupstream.Start(t)
 	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})

@@ -1,0 +1,444 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+)
+
+// testPolicy is the default policy with the breaker out of the way; tests
+// of the breaker set their own.
+func testPolicy() Policy {
+	p := DefaultPolicy()
+	p.Breaker.MinRequests = 1 << 20
+	return p
+}
+
+func newTestClient(t *testing.T, url string, clk Clock, p Policy) *Client {
+	t.Helper()
+	level := slog.LevelError
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	c, err := New(Config{
+		Name: "docker.io", URL: url, Policy: p, Clock: clk,
+		// The top of each backoff range: the slowest retries, so a test
+		// that passes shows the worst case.
+		Rand:   func() float64 { return 0.999 },
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// seededUpstream is a real registry with library/app:v1.
+func seededUpstream(t *testing.T) *testupstream.Upstream {
+	t.Helper()
+	up := testupstream.Start(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PushImage(t, "library/app:v1", img)
+	return up
+}
+
+// outage makes the upstream answer status to requests whose path contains
+// pathPart while clk reads before end.
+func outage(up *testupstream.Upstream, clk Clock, pathPart string, end time.Time, status int, header ...string) {
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, pathPart) || !clk.Now().Before(end) {
+			return false
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			w.Header().Set(header[i], header[i+1])
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"scripted"}]}`)
+		return true
+	})
+}
+
+func getManifest(c *Client, opts ...CallOption) (*http.Response, error) {
+	resp, err := c.Manifest(context.Background(), "library/app", "v1", nil, opts...)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return resp, err
+}
+
+// TestRideOutOutages: a request with a client waiting keeps retrying
+// through an outage shorter than its deadline, whenever in the outage it
+// starts, and succeeds soon after the upstream recovers.
+func TestRideOutOutages(t *testing.T) {
+	cases := []struct {
+		name       string
+		length     time.Duration // of the outage
+		startAfter time.Duration // the request starts this far into it
+		status     int
+		header     []string
+	}{
+		{"1.5 s burst, from its start", 1500 * time.Millisecond, 0, 503, nil},
+		{"4 s outage, 1 s in", 4 * time.Second, time.Second, 503, nil},
+		{"4 s of 502", 4 * time.Second, 0, 502, nil},
+		{"4 s of 504", 4 * time.Second, 0, 504, nil},
+		{"6 s of 503 Retry-After 1", 6 * time.Second, 0, 503, []string{"Retry-After", "1"}},
+		{"15 s outage", 15 * time.Second, 0, 503, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newAutoClock()
+			up := seededUpstream(t)
+			c := newTestClient(t, up.URL, clk, testPolicy())
+			end := clk.Now().Add(tc.length)
+			outage(up, clk, "/manifests/", end, tc.status, tc.header...)
+			clk.Advance(tc.startAfter)
+			if _, err := getManifest(c); err != nil {
+				t.Fatalf("not ridden out: %v", err)
+			}
+			late := clk.Now().Sub(end)
+			if late < 0 || late > c.policy.Retry.MaxDelay {
+				t.Errorf("succeeded %v after the upstream recovered, want within max_delay (%v)", late, c.policy.Retry.MaxDelay)
+			}
+		})
+	}
+}
+
+// TestRetryOutcomes: what is retried, how often, and what comes back.
+func TestRetryOutcomes(t *testing.T) {
+	cases := []struct {
+		name      string
+		status    int
+		header    []string
+		policy    func(*Policy)
+		wantTries int // 0: more than 5
+		wantErr   string
+		transient bool
+		wantCode  string
+	}{
+		{name: "503 forever: until the deadline", status: 503, wantErr: "answered 503 Service Unavailable", transient: true},
+		{name: "500 forever", status: 500, wantErr: "answered 500 Internal Server Error", transient: true},
+		{name: "408 forever", status: 408, wantErr: "answered 408 Request Timeout", transient: true},
+		{name: "attempts cap", status: 503, policy: func(p *Policy) { p.Retry.Attempts = 3 }, wantTries: 3,
+			wantErr: "answered 503 Service Unavailable", transient: true},
+		{name: "404 not retried", status: 404, wantTries: 1, wantErr: "answered 404 Not Found", wantCode: "UNAVAILABLE"},
+		{name: "401 not retried", status: 401, wantTries: 1, wantErr: "answered 401 Unauthorized"},
+		{name: "403 not retried", status: 403, wantTries: 1, wantErr: "answered 403 Forbidden"},
+		{name: "400 not retried", status: 400, wantTries: 1, wantErr: "answered 400 Bad Request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newAutoClock()
+			up := seededUpstream(t)
+			p := testPolicy()
+			if tc.policy != nil {
+				tc.policy(&p)
+			}
+			c := newTestClient(t, up.URL, clk, p)
+			start := clk.Now()
+			outage(up, clk, "/manifests/", start.Add(time.Hour), tc.status, tc.header...)
+			_, err := getManifest(c)
+			e, ok := AsError(err)
+			if !ok {
+				t.Fatalf("error %v (%T), want *Error", err, err)
+			}
+			tries := up.Count(http.MethodGet, "/manifests/")
+			switch {
+			case tc.wantTries > 0 && tries != tc.wantTries:
+				t.Errorf("%d tries, want %d", tries, tc.wantTries)
+			case tc.wantTries == 0 && tries <= 5:
+				t.Errorf("%d tries: gave up before the deadline", tries)
+			}
+			if e.Cause != tc.wantErr || e.Transient != tc.transient || e.Status != tc.status {
+				t.Errorf("error %+v, want cause %q transient %v status %d", e, tc.wantErr, tc.transient, tc.status)
+			}
+			if tc.wantCode != "" && (e.Code != tc.wantCode || e.Message != "scripted") {
+				t.Errorf("upstream's code and message: %q %q", e.Code, e.Message)
+			}
+			if e.Path != "/v2/library/app/manifests/v1" || e.Method != http.MethodGet {
+				t.Errorf("request %s %s", e.Method, e.Path)
+			}
+			if took := clk.Now().Sub(start); took > c.policy.Retry.Deadline {
+				t.Errorf("took %v, past the deadline %v", took, c.policy.Retry.Deadline)
+			}
+		})
+	}
+}
+
+// TestRateLimitObeyed: a 429's Retry-After is obeyed, in seconds or as a
+// date: a request that can wait that long is held and asks once after it;
+// one that cannot is answered at once, and nothing is sent upstream
+// until then.
+func TestRateLimitObeyed(t *testing.T) {
+	t.Run("Retry-After 1", func(t *testing.T) {
+		clk := newAutoClock()
+		up := seededUpstream(t)
+		c := newTestClient(t, up.URL, clk, testPolicy())
+		start := clk.Now()
+		outage(up, clk, "/manifests/", start.Add(time.Second), 429, "Retry-After", "1")
+		if _, err := getManifest(c); err != nil {
+			t.Fatal(err)
+		}
+		if n := up.Count(http.MethodGet, "/manifests/"); n != 2 {
+			t.Errorf("%d tries, want 2: one refused, one after the Retry-After", n)
+		}
+		if took := clk.Now().Sub(start); took != time.Second {
+			t.Errorf("took %v, want exactly the Retry-After", took)
+		}
+	})
+	t.Run("Retry-After as an HTTP date", func(t *testing.T) {
+		clk := newAutoClock()
+		up := seededUpstream(t)
+		c := newTestClient(t, up.URL, clk, testPolicy())
+		start := clk.Now()
+		outage(up, clk, "/manifests/", start.Add(3*time.Second), 429, "Retry-After", start.Add(3*time.Second).Format(http.TimeFormat))
+		if _, err := getManifest(c); err != nil {
+			t.Fatal(err)
+		}
+		if n, took := up.Count(http.MethodGet, "/manifests/"), clk.Now().Sub(start); n != 2 || took != 3*time.Second {
+			t.Errorf("%d tries over %v, want 2 over 3s", n, took)
+		}
+	})
+	t.Run("Retry-After 15 beyond the deadline", func(t *testing.T) {
+		clk := newAutoClock()
+		up := seededUpstream(t)
+		p := testPolicy()
+		p.Retry.Deadline = 10 * time.Second
+		c := newTestClient(t, up.URL, clk, p)
+		start := clk.Now()
+		outage(up, clk, "/manifests/", start.Add(time.Hour), 429, "Retry-After", "15")
+		_, err := getManifest(c)
+		e, _ := AsError(err)
+		if e == nil || !errors.Is(err, ErrRateLimited) || e.RetryAfter != 15*time.Second || !strings.Contains(e.Cause, "429 Too Many Requests") {
+			t.Fatalf("error %v, want rate limited with retry after 15s", err)
+		}
+		if clk.Now() != start {
+			t.Errorf("held the request %v although the Retry-After is beyond its deadline", clk.Now().Sub(start))
+		}
+		// Until then nothing goes upstream, whoever asks: a request whose
+		// deadline ends before it is answered at once, with the seconds
+		// really left...
+		head := func() error {
+			_, err := c.HeadBlob(context.Background(), "library/other", digest.Digest("sha256:"+strings.Repeat("a", 64)))
+			return err
+		}
+		for _, at := range []time.Duration{time.Second, 4 * time.Second} {
+			clk.Advance(at - clk.Now().Sub(start))
+			err := head()
+			e, _ := AsError(err)
+			if e == nil || !errors.Is(err, ErrRateLimited) || e.RetryAfter != 15*time.Second-at {
+				t.Errorf("%v after the 429: %v, want rate limited, retry after %v", at, err, 15*time.Second-at)
+			}
+		}
+		// ...and one whose deadline covers it is held until then, and
+		// asks once.
+		clk.Advance(2 * time.Second)
+		up.SetHook(nil)
+		if err := head(); !strings.Contains(fmt.Sprint(err), "404 Not Found") {
+			t.Errorf("held request: %v, want the registry's own answer", err)
+		}
+		if at := clk.Now().Sub(start); at != 15*time.Second {
+			t.Errorf("the held request went at %v, want at the Retry-After, 15s", at)
+		}
+		if n := up.Count("", "/manifests/") + up.Count("", "/blobs/"); n != 2 {
+			t.Errorf("%d requests reached the upstream, want the 429 and the held one", n)
+		}
+	})
+	t.Run("ratelimit-remaining 0", func(t *testing.T) {
+		clk := newAutoClock()
+		up := seededUpstream(t)
+		c := newTestClient(t, up.URL, clk, testPolicy())
+		up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("RateLimit-Limit", "100;w=21600")
+			w.Header().Set("RateLimit-Remaining", "0;w=21600")
+			return false
+		})
+		if _, err := getManifest(c); err != nil {
+			t.Fatalf("the pull that spent the last one: %v", err)
+		}
+		n := up.Count("", "/manifests/")
+		_, err := getManifest(c)
+		e, _ := AsError(err)
+		if e == nil || !errors.Is(err, ErrRateLimited) || e.RetryAfter != time.Hour || !strings.Contains(e.Cause, "429 Too Many Requests") {
+			t.Errorf("with no pulls left: %v, want refused for an hour (the cap)", err)
+		}
+		if up.Count("", "/manifests/") != n {
+			t.Error("a request went upstream with no pulls left")
+		}
+		if c.RateLimitRemaining() != 0 {
+			t.Errorf("remaining %d", c.RateLimitRemaining())
+		}
+	})
+}
+
+// TestHandshakeRetryAfter: a registry that rate-limits its very first
+// request (the /v2/ ping) has its Retry-After obeyed too.
+func TestHandshakeRetryAfter(t *testing.T) {
+	clk := newAutoClock()
+	up := seededUpstream(t)
+	c := newTestClient(t, up.URL, clk, testPolicy())
+	start := clk.Now()
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/v2/" || !clk.Now().Before(start.Add(2*time.Second)) {
+			return false
+		}
+		w.Header().Set("Retry-After", "2")
+		w.WriteHeader(429)
+		return true
+	})
+	if _, err := getManifest(c); err != nil {
+		t.Fatal(err)
+	}
+	if took := clk.Now().Sub(start); took != 2*time.Second {
+		t.Errorf("took %v, want the ping's Retry-After, 2s", took)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	clk := newAutoClock()
+	p := testPolicy()
+	p.Retry.Deadline = 3 * time.Second
+	c := newTestClient(t, "http://127.0.0.1:1", clk, p)
+	_, err := getManifest(c)
+	e, _ := AsError(err)
+	if e == nil || e.Cause != "unreachable: connection refused" || !e.Transient || e.Status != 0 {
+		t.Fatalf("error %+v", err)
+	}
+}
+
+// TestOnDelay: the caller hears of the first failure at once, while the
+// call goes on; a call answered at once says nothing.
+func TestOnDelay(t *testing.T) {
+	clk := newAutoClock()
+	up := seededUpstream(t)
+	c := newTestClient(t, up.URL, clk, testPolicy())
+	var heard []*Error
+	note := OnDelay(func(e *Error) { heard = append(heard, e) })
+	if _, err := getManifest(c, note); err != nil || len(heard) != 0 {
+		t.Fatalf("healthy: %v, heard %v", err, heard)
+	}
+	outage(up, clk, "/manifests/", clk.Now().Add(3*time.Second), 503)
+	if _, err := getManifest(c, note); err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 1 || heard[0].Cause != "answered 503 Service Unavailable" {
+		t.Errorf("heard %v, want the first 503 once", heard)
+	}
+}
+
+// TestBreakerOnlyForDown: one repository answering 500 does not shut out
+// the registry; five requests that found it down do, and then a request
+// waits for the probe, which closes the circuit once the upstream is back.
+func TestBreakerOnlyForDown(t *testing.T) {
+	clk := newAutoClock()
+	up := seededUpstream(t)
+	p := DefaultPolicy()
+	// Five requests of 20 s each fit in the window.
+	p.Breaker.Window = 2 * time.Minute
+	c := newTestClient(t, up.URL, clk, p)
+	outage(up, clk, "/broken/", clk.Now().Add(time.Hour), 500)
+	for range 10 {
+		if _, err := c.Manifest(context.Background(), "library/broken", "v1", nil); err == nil {
+			t.Fatal("the broken repository answered")
+		}
+	}
+	if h := c.Health(); h.Circuit != CircuitClosed {
+		t.Fatalf("ten 500s from one repository: circuit %v", h.Circuit)
+	}
+	if _, err := getManifest(c); err != nil {
+		t.Fatalf("another repository: %v", err)
+	}
+
+	outage(up, clk, "/manifests/", clk.Now().Add(time.Hour), 503)
+	for range 5 {
+		_, _ = getManifest(c)
+	}
+	if h := c.Health(); h.Circuit != CircuitOpen {
+		t.Fatalf("five requests that found the upstream down: circuit %v", h.Circuit)
+	}
+	n := up.Count("", "/manifests/")
+	_, err := getManifest(c)
+	e, _ := AsError(err)
+	if e == nil || !errors.Is(err, ErrCircuitOpen) || e.Cause != "circuit open after 503 Service Unavailable" {
+		t.Fatalf("while open and down: %v", err)
+	}
+	// Probes went out at 1, 2 and 4 s intervals within the 20 s budget,
+	// not a retry loop's worth.
+	if probes := up.Count("", "/manifests/") - n; probes < 3 || probes > 8 {
+		t.Errorf("%d probes in one request's budget", probes)
+	}
+
+	up.SetHook(nil)
+	start := clk.Now()
+	if _, err := getManifest(c); err != nil {
+		t.Fatalf("after recovery: %v", err)
+	}
+	if h := c.Health(); h.Circuit != CircuitClosed {
+		t.Errorf("after recovery: circuit %v", h.Circuit)
+	}
+	if took := clk.Now().Sub(start); took > c.policy.Breaker.OpenMax {
+		t.Errorf("the first request after recovery took %v, want at most open_max (%v)", took, c.policy.Breaker.OpenMax)
+	}
+}
+
+// TestRecoveryWakesWaiters runs on the real clock: a request waiting out
+// a long backoff is woken by another request's success and succeeds at
+// once, instead of after its backoff.
+func TestRecoveryWakesWaiters(t *testing.T) {
+	up := seededUpstream(t)
+	p := testPolicy()
+	p.Retry.BaseDelay, p.Retry.MaxDelay = 5*time.Second, 5*time.Second
+	c := newTestClient(t, up.URL, nil, p)
+	var failing sync.Mutex
+	down := true
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		failing.Lock()
+		defer failing.Unlock()
+		if down && strings.Contains(r.URL.Path, "/manifests/") {
+			w.WriteHeader(503)
+			return true
+		}
+		return false
+	})
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { _, err := getManifest(c); done <- err }()
+	for up.Count(http.MethodGet, "/manifests/") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	failing.Lock()
+	down = false
+	failing.Unlock()
+	// Another request finds the upstream back.
+	if _, err := c.Manifest(context.Background(), "library/app", "v1", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("woke after %v, not at the other request's success", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting request did not finish")
+	}
+}

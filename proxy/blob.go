@@ -15,13 +15,13 @@ import (
 
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) error {
 	ctx := r.Context()
-	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
+	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
 
 	if served, err := s.serveCachedBlob(w, r, t, repo); served {
 		return err
 	}
 
-	inflight := s.blobs.inflightFor(fetchKey{t.upstream.name, t.dgst})
+	inflight := s.blobs.inflightFor(fetchKey{t.upstream.Name(), t.dgst})
 	if inflight != nil && inflight.repo != t.repo && !s.store.BlobLinked(repo, t.dgst) {
 		// Joining a fetch started for another repository: the same rule
 		// as for cached content.
@@ -116,12 +116,9 @@ func serveContent(w http.ResponseWriter, r *http.Request, t *target, content io.
 // so. This keeps content fetched for one repository, perhaps with
 // credentials, from being served under another repository's name.
 func (s *Server) confirmBlob(ctx context.Context, t *target, repo storage.Repo) error {
-	resp, err := t.upstream.do(ctx, http.MethodHead, repo.Name, "blobs/"+t.dgst.String(), nil, nil)
+	resp, err := t.upstream.HeadBlob(ctx, repo.Name, t.dgst)
 	if err != nil {
-		return t.upstream.transportError(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return t.upstream.statusError(resp, kindBlob)
+		return upstreamError(t.upstream, err, kindBlob)
 	}
 	resp.Body.Close()
 	if err := s.store.LinkBlob(repo, t.dgst); err != nil {
@@ -132,12 +129,9 @@ func (s *Server) confirmBlob(ctx context.Context, t *target, repo storage.Repo) 
 
 // headBlob answers a HEAD for a blob not in the cache from an upstream HEAD.
 func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo) error {
-	resp, err := t.upstream.do(r.Context(), http.MethodHead, repo.Name, "blobs/"+t.dgst.String(), nil, nil)
+	resp, err := t.upstream.HeadBlob(r.Context(), repo.Name, t.dgst)
 	if err != nil {
-		return t.upstream.transportError(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return t.upstream.statusError(resp, kindBlob)
+		return upstreamError(t.upstream, err, kindBlob)
 	}
 	resp.Body.Close()
 	if err := s.store.LinkBlob(repo, t.dgst); err != nil {
@@ -160,16 +154,15 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, rep
 // digest matched, otherwise the connection is cut.
 func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *target) error {
 	noteCache(r, cachePass)
-	var hdr http.Header
-	if rng := r.Header.Get("Range"); rng != "" {
-		hdr = http.Header{"Range": {rng}}
+	var resp *http.Response
+	var err error
+	if r.Method == http.MethodHead {
+		resp, err = t.upstream.HeadBlob(r.Context(), t.repo, t.dgst)
+	} else {
+		resp, err = t.upstream.Blob(r.Context(), t.repo, t.dgst, r.Header.Get("Range"))
 	}
-	resp, err := t.upstream.do(r.Context(), r.Method, t.repo, "blobs/"+t.dgst.String(), nil, hdr)
 	if err != nil {
-		return t.upstream.transportError(err)
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
-		return t.upstream.statusError(resp, kindBlob)
+		return upstreamError(t.upstream, err, kindBlob)
 	}
 	defer resp.Body.Close()
 	h := w.Header()

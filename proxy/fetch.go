@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // blobFetches runs at most one upstream fetch per (upstream, digest) and
@@ -28,6 +29,7 @@ import (
 type blobFetches struct {
 	store *storage.Store
 	log   *slog.Logger
+	tel   *telemetry
 	// timeout bounds one whole fetch, which outlives the client that
 	// started it.
 	timeout time.Duration
@@ -87,8 +89,8 @@ func (b *blobFetches) inflightFor(key fetchKey) *blobFetch {
 // reports whether this call started it. It returns nil when the blob is
 // in the cache after all: a fetch that completed after the caller looked
 // in the cache has left the in-flight set, and must not be repeated.
-func (b *blobFetches) start(up *upstream, repo storage.Repo, dgst digest.Digest) (f *blobFetch, started bool) {
-	key := fetchKey{up.name, dgst}
+func (b *blobFetches) start(up *registry, repo storage.Repo, dgst digest.Digest) (f *blobFetch, started bool) {
+	key := fetchKey{up.Name(), dgst}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if f := b.inflight[key]; f != nil {
@@ -116,7 +118,7 @@ func (b *blobFetches) start(up *upstream, repo storage.Repo, dgst digest.Digest)
 		defer cancel()
 		err := b.run(fctx, up, repo, f)
 		if err != nil {
-			b.log.Warn("blob fetch failed", "upstream", up.name, "repo", repo.Name, "digest", dgst, "err", err)
+			b.log.Warn("blob fetch failed", "upstream", up.Name(), "repo", repo.Name, "digest", dgst, "err", err)
 		}
 		f.finish(err)
 		b.mu.Lock()
@@ -129,7 +131,7 @@ func (b *blobFetches) start(up *upstream, repo storage.Repo, dgst digest.Digest)
 // run fetches the blob into an ingest file and commits it. A body cut off
 // or stalled part way is resumed with a Range request from the byte
 // reached; the whole blob is still verified against its digest at the end.
-func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, f *blobFetch) error {
+func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, f *blobFetch) error {
 	in, err := b.store.NewIngest(f.key.dgst)
 	if err != nil {
 		return err
@@ -154,11 +156,11 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 			f.begin(in.Path(), size)
 		} else if total >= 0 && size >= 0 && total != size {
 			body.Close()
-			return unavailable(up.name, fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
+			return unavailable(up.Name(), fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
 		}
 		before := in.Size()
-		cause := copyWithStallTimeout(body, in, f, up.retry.AttemptTimeout)
-		up.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.name)))
+		cause := copyWithStallTimeout(body, in, f, up.Policy().Retry.AttemptTimeout)
+		b.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.Name())))
 		body.Close()
 		if cause == nil {
 			break
@@ -172,14 +174,14 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 		} else {
 			stalled = 0
 		}
-		if stalled >= up.retry.Attempts {
-			return unavailable(up.name, fmt.Sprintf("unreachable: body cut off at byte %d: %s", in.Size(), networkCause(cause)), 0)
+		if stalled >= maxStalledResumes {
+			return unavailable(up.Name(), fmt.Sprintf("unreachable: body cut off at byte %d: %s", in.Size(), upstream.NetworkCause(cause)), 0)
 		}
-		b.log.Info("resuming blob fetch", "upstream", up.name, "repo", repo.Name, "digest", f.key.dgst,
+		b.log.Info("resuming blob fetch", "upstream", up.Name(), "repo", repo.Name, "digest", f.key.dgst,
 			"offset", in.Size(), "size", size, "cause", cause.Error())
 	}
 	if size >= 0 && in.Size() != size {
-		return unavailable(up.name, fmt.Sprintf("unreachable: body cut off at %d of %d bytes", in.Size(), size), 0)
+		return unavailable(up.Name(), fmt.Sprintf("unreachable: body cut off at %d of %d bytes", in.Size(), size), 0)
 	}
 	// Verified content may reach clients while it is made durable: the
 	// fsync of a large blob would otherwise hold every client's last byte.
@@ -189,7 +191,7 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 	if err := in.Commit(); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
 			return &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
-				Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.name, f.key.dgst)}
+				Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.Name(), f.key.dgst)}
 		}
 		return err
 	}
@@ -202,14 +204,14 @@ func (b *blobFetches) run(ctx context.Context, up *upstream, repo storage.Repo, 
 
 // open GETs the blob from offset on and returns a body positioned there and
 // the blob's total size (-1 when the upstream did not say).
-func (b *blobFetches) open(ctx context.Context, up *upstream, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
-	var hdr http.Header
+func (b *blobFetches) open(ctx context.Context, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	var rng string
 	if offset > 0 {
-		hdr = http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}}
+		rng = fmt.Sprintf("bytes=%d-", offset)
 	}
-	resp, err := up.do(ctx, http.MethodGet, repo.Name, "blobs/"+dgst.String(), nil, hdr)
+	resp, err := up.Blob(ctx, repo.Name, dgst, rng)
 	if err != nil {
-		return nil, 0, up.transportError(err)
+		return nil, 0, upstreamError(up, err, kindBlob)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
@@ -217,7 +219,7 @@ func (b *blobFetches) open(ctx context.Context, up *upstream, repo storage.Repo,
 			// The upstream ignored the Range: skip what we have.
 			if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
 				resp.Body.Close()
-				return nil, 0, unavailable(up.name, "unreachable: "+networkCause(err), 0)
+				return nil, 0, unavailable(up.Name(), "unreachable: "+upstream.NetworkCause(err), 0)
 			}
 		}
 		return resp.Body, resp.ContentLength, nil
@@ -225,11 +227,12 @@ func (b *blobFetches) open(ctx context.Context, up *upstream, repo storage.Repo,
 		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != offset {
 			resp.Body.Close()
-			return nil, 0, unavailable(up.name, fmt.Sprintf("unreachable: answered a resume from byte %d with Content-Range %q", offset, resp.Header.Get("Content-Range")), 0)
+			return nil, 0, unavailable(up.Name(), fmt.Sprintf("unreachable: answered a resume from byte %d with Content-Range %q", offset, resp.Header.Get("Content-Range")), 0)
 		}
 		return resp.Body, total, nil
 	}
-	return nil, 0, up.statusError(resp, kindBlob)
+	resp.Body.Close()
+	return nil, 0, unavailable(up.Name(), fmt.Sprintf("unreachable: answered a blob GET with %s", oneLine(resp.Status, 100)), 0)
 }
 
 // parseContentRange reads "bytes START-END/TOTAL"; total is -1 for "*".
@@ -257,8 +260,9 @@ func parseContentRange(v string) (start, total int64, ok bool) {
 	return start, total, err == nil
 }
 
-// errStalled reports a body that sent nothing for the stall timeout.
-var errStalled = errors.New("i/o timeout: upstream body stalled")
+// maxStalledResumes is how many resumes in a row may bring no new byte
+// before a blob fetch gives up.
+const maxStalledResumes = 3
 
 // copyWithStallTimeout copies body into the ingest, announcing progress,
 // and gives up when no byte arrives for stall. It returns nil at the end of
@@ -274,7 +278,7 @@ func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, 
 	if err != nil && sr.stalled.Load() {
 		var writeErr *storage.WriteError
 		if !errors.As(err, &writeErr) {
-			return errStalled
+			return upstream.ErrStalled
 		}
 	}
 	return err

@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // TestStartDoesNotRepeatAFinishedFetch: a client that missed the cache
@@ -28,7 +29,11 @@ func TestStartDoesNotRepeatAFinishedFetch(t *testing.T) {
 	}
 	var running sync.WaitGroup
 	b := newBlobFetches(context.Background(), &running, store, slog.New(slog.DiscardHandler), time.Minute)
-	up := &upstream{name: "docker.io"}
+	client, err := upstream.New(upstream.Config{Name: "docker.io", URL: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &registry{Client: client}
 	f, started := b.start(up, storage.Repo{Upstream: "docker.io", Name: "library/app"}, dgst)
 	if f != nil || started {
 		t.Fatalf("start = %v, %v; want nil, false for a blob in the cache", f, started)

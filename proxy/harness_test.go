@@ -26,6 +26,7 @@ import (
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // mirror is a Breakwater under test in front of one or more upstreams.
@@ -44,27 +45,34 @@ type mirrorOpts struct {
 	dir    string
 	tagTTL time.Duration
 	// extra upstreams by name, besides docker.io.
-	extra         map[string]string
-	retry         proxy.RetryPolicy
-	breaker       proxy.BreakerPolicy
-	maxStale      time.Duration
-	maxConcurrent int
-	reserve       int
-	storeOpts     []storage.Option
+	extra map[string]string
+	// policy governs the upstreams; zero: fastPolicy. defaults: the
+	// upstream package's defaults, as a user without settings has them.
+	policy     upstream.Policy
+	defaults   bool
+	maxStale   time.Duration
+	revalidate time.Duration
+	reserve    int
+	storeOpts  []storage.Option
 	// auth authenticates towards the docker.io upstream.
 	auth authn.Authenticator
 }
 
-// fastRetry keeps tests quick while exercising every retry path.
-func fastRetry() proxy.RetryPolicy {
-	return proxy.RetryPolicy{
-		Attempts:       4,
+// fastPolicy keeps tests quick while exercising every retry path. Its
+// breaker never opens: tests of retries must not trip it, and the
+// breaker's own tests set theirs.
+func fastPolicy() upstream.Policy {
+	p := upstream.DefaultPolicy()
+	p.Retry = upstream.Retry{
 		BaseDelay:      5 * time.Millisecond,
 		MaxDelay:       40 * time.Millisecond,
-		Deadline:       10 * time.Second,
+		Deadline:       2 * time.Second,
 		AttemptTimeout: 2 * time.Second,
-		MaxRetryAfter:  3 * time.Second,
+		MaxRetryAfter:  time.Hour,
 	}
+	p.Breaker.MinRequests = 1 << 20
+	p.MaxConcurrent = 0
+	return p
 }
 
 func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
@@ -76,33 +84,29 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ups := []proxy.UpstreamConfig{{Name: "docker.io", URL: dockerIO, Auth: o.auth}}
+	switch {
+	case o.defaults:
+		o.policy = upstream.DefaultPolicy()
+	case o.policy == (upstream.Policy{}):
+		o.policy = fastPolicy()
+	}
+	ups := []proxy.UpstreamConfig{{Name: "docker.io", URL: dockerIO, Auth: o.auth, Policy: o.policy, RateLimitReserve: o.reserve}}
 	for n, u := range o.extra {
-		ups = append(ups, proxy.UpstreamConfig{Name: n, URL: u})
+		ups = append(ups, proxy.UpstreamConfig{Name: n, URL: u, Policy: o.policy})
 	}
 	level := slog.LevelError
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
-	if o.retry.Attempts == 0 {
-		o.retry = fastRetry()
-	}
-	if o.breaker.Failures == 0 {
-		// Tests of retries must not trip the breaker; its own tests set it.
-		o.breaker = proxy.BreakerPolicy{Failures: 1 << 20, Cooldown: time.Second}
-	}
 	srv, err := proxy.New(proxy.Options{
-		Store:            store,
-		Upstreams:        ups,
-		DefaultUpstream:  "docker.io",
-		TagTTL:           o.tagTTL,
-		MaxStale:         o.maxStale,
-		Retry:            o.retry,
-		Breaker:          o.breaker,
-		MaxConcurrent:    o.maxConcurrent,
-		RateLimitReserve: o.reserve,
-		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		Version:          "test",
+		Store:             store,
+		Upstreams:         ups,
+		DefaultUpstream:   "docker.io",
+		TagTTL:            o.tagTTL,
+		MaxStale:          o.maxStale,
+		RevalidateTimeout: o.revalidate,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Version:           "test",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // maxManifestSize matches distribution's limit; a larger answer is not a
@@ -40,6 +40,8 @@ type manifest struct {
 	contentType string
 	body        []byte
 	cache       string // how it was obtained, for the request log
+	// age is how long ago a stale copy's tag was last checked upstream.
+	age time.Duration
 }
 
 func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, t *target) error {
@@ -69,20 +71,20 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, t *target
 // manifestByDigest serves immutable content: from cache when the repository
 // is known to have it, otherwise fetched and verified against the digest.
 func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, error) {
-	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
+	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
 	if m, err := s.cachedManifest(repo, t.dgst); err == nil {
 		m.cache = cacheHit
 		return m, nil
 	}
 	key := "d\x00" + repo.String() + "\x00" + t.dgst.String()
-	return s.coalesceManifest(ctx, key, func(ctx context.Context) (*manifest, error) {
+	fl, shared := s.manifests.join(key, s.base, &s.background, func(ctx context.Context, _ upstream.CallOption) (*manifest, error) {
 		m, err := s.fetchManifest(ctx, t.upstream, repo, t.dgst.String(), defaultAccept)
 		if err != nil {
 			return nil, err
 		}
 		if m.dgst != t.dgst {
 			return nil, &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
-				Message: fmt.Sprintf("upstream %s answered %s with a manifest of digest %s; nothing was cached", t.upstream.name, t.dgst, m.dgst)}
+				Message: fmt.Sprintf("upstream %s answered %s with a manifest of digest %s; nothing was cached", t.upstream.Name(), t.dgst, m.dgst)}
 		}
 		if err := s.storeManifest(repo, m); err != nil {
 			return nil, err
@@ -90,15 +92,19 @@ func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, er
 		m.cache = cacheMiss
 		return m, nil
 	})
+	return fl.wait(ctx, shared)
 }
 
 // manifestByTag serves a tag from cache while its record is fresh. After
 // that it asks upstream with a HEAD (which Docker Hub does not count against
 // the pull rate limit) and GETs only when the tag moved to a manifest the
-// repository lacks. When the upstream cannot be asked, a cached copy up to
-// MaxStale old is served instead (stale-if-error).
+// repository lacks. When the upstream cannot answer at once — a try failed
+// and is being retried, its circuit is open, it is rate limited, or it has
+// not answered within RevalidateTimeout — a cached copy up to MaxStale old
+// is served instead (stale-if-error) while the revalidation goes on in the
+// background and updates the record when the upstream answers.
 func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) (*manifest, error) {
-	repo := storage.Repo{Upstream: t.upstream.name, Name: t.repo}
+	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
 	variant := acceptVariant(accept)
 	if rec, err := s.store.GetTag(repo, t.ref, variant); err == nil {
 		fresh := time.Since(rec.CheckedAt) < s.tagTTL
@@ -117,7 +123,7 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		upAccept = defaultAccept
 	}
 	key := "t\x00" + repo.String() + "\x00" + t.ref + "\x00" + variant
-	m, err := s.coalesceManifest(ctx, key, func(ctx context.Context) (*manifest, error) {
+	fl, shared := s.manifests.join(key, s.base, &s.background, func(ctx context.Context, onDelay upstream.CallOption) (*manifest, error) {
 		known, err := s.store.TagRecords(repo, t.ref)
 		if err != nil {
 			return nil, err
@@ -125,7 +131,7 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		if len(known) > 0 {
 			// The tag is cached for this or another Accept set: a HEAD
 			// may show it points at a manifest already here.
-			m, err := s.resolveByHead(ctx, t, repo, upAccept)
+			m, err := s.resolveByHead(ctx, t, repo, upAccept, onDelay)
 			if err != nil {
 				return nil, err
 			}
@@ -135,7 +141,7 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 				return m, nil
 			}
 		}
-		m, err := s.fetchManifest(ctx, t.upstream, repo, t.ref, upAccept)
+		m, err := s.fetchManifest(ctx, t.upstream, repo, t.ref, upAccept, onDelay)
 		if err != nil {
 			return nil, err
 		}
@@ -146,23 +152,50 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		m.cache = cacheMiss
 		return m, nil
 	})
-	if err != nil {
-		if stale := s.staleTag(repo, t.ref, variant, accept, err); stale != nil {
-			return stale, nil
-		}
-		return nil, err
+	stale := s.staleTag(repo, t.ref, variant, accept)
+	if stale == nil {
+		return fl.wait(ctx, shared)
 	}
-	return m, nil
+	timer := time.NewTimer(s.revalidate)
+	defer timer.Stop()
+	select {
+	case <-fl.done:
+		m, err := fl.result(shared)
+		if err != nil && isUnavailable(err) {
+			return s.serveStale(stale, repo, t.ref, "upstream unavailable: serving cached tag", err), nil
+		}
+		return m, err
+	case <-fl.delayed:
+		return s.serveStale(stale, repo, t.ref, "upstream unavailable: serving cached tag", upstreamError(t.upstream, fl.delay, kindManifest)), nil
+	case <-timer.C:
+		return s.serveStale(stale, repo, t.ref, "upstream slow: serving cached tag",
+			fmt.Errorf("no answer from upstream %s within %s", t.upstream.Name(), s.revalidate)), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// serveStale logs why a cached tag is served past its TTL.
+func (s *Server) serveStale(m *manifest, repo storage.Repo, tag, why string, cause error) *manifest {
+	var e *Error
+	msg := cause.Error()
+	if errors.As(cause, &e) {
+		msg = e.Message
+	}
+	s.log.Warn(why, "upstream", repo.Upstream, "repo", repo.Name, "tag", tag, "digest", m.dgst,
+		"age", m.age.Round(time.Second).String(), "cause", msg)
+	m.cache = cacheStale
+	return m
 }
 
 // sparingRateLimit reports whether up has so few pulls left that cached
 // tags should be served without asking again.
-func (s *Server) sparingRateLimit(up *upstream) bool {
-	if s.reserve <= 0 {
+func (s *Server) sparingRateLimit(up *registry) bool {
+	if up.reserve <= 0 {
 		return false
 	}
-	left := up.rateLimitRemaining()
-	return left >= 0 && left <= s.reserve
+	left := up.RateLimitRemaining()
+	return left >= 0 && left <= up.reserve
 }
 
 func (s *Server) recordTag(repo storage.Repo, tag, variant string, m *manifest) {
@@ -177,13 +210,10 @@ func (s *Server) recordTag(repo storage.Repo, tag, variant string, m *manifest) 
 // resolveByHead asks upstream where the tag points now and returns the
 // manifest if this repository already has it; nil if the caller must GET.
 // A fatal answer (the tag is gone, access denied) is returned as the error.
-func (s *Server) resolveByHead(ctx context.Context, t *target, repo storage.Repo, accept []string) (*manifest, error) {
-	resp, err := t.upstream.do(ctx, http.MethodHead, repo.Name, "manifests/"+t.ref, nil, http.Header{"Accept": {strings.Join(accept, ", ")}})
+func (s *Server) resolveByHead(ctx context.Context, t *target, repo storage.Repo, accept []string, opts ...upstream.CallOption) (*manifest, error) {
+	resp, err := t.upstream.HeadManifest(ctx, repo.Name, t.ref, accept, opts...)
 	if err != nil {
-		return nil, t.upstream.transportError(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, t.upstream.statusError(resp, kindManifest)
+		return nil, upstreamError(t.upstream, err, kindManifest)
 	}
 	resp.Body.Close()
 	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
@@ -197,13 +227,12 @@ func (s *Server) resolveByHead(ctx context.Context, t *target, repo storage.Repo
 	return m, nil
 }
 
-// staleTag returns a cached manifest for the tag when err says the upstream
-// could not be asked (never when it said no), preferring the record of the
-// client's own Accept set, then any record of a media type the client
-// accepts, up to MaxStale old.
-func (s *Server) staleTag(repo storage.Repo, tag, variant string, accept []string, err error) *manifest {
-	var e *Error
-	if s.maxStale <= 0 || !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable {
+// staleTag returns a cached manifest that may stand in for the tag when
+// the upstream cannot be asked: the record of the client's own Accept set,
+// then any record of a media type the client accepts, up to MaxStale old;
+// nil when there is none or stale-if-error is off.
+func (s *Server) staleTag(repo storage.Repo, tag, variant string, accept []string) *manifest {
+	if s.maxStale <= 0 {
 		return nil
 	}
 	var candidates []storage.TagRecord
@@ -225,9 +254,7 @@ func (s *Server) staleTag(repo storage.Repo, tag, variant string, accept []strin
 		if err != nil {
 			continue
 		}
-		s.log.Warn("upstream unavailable: serving cached tag", "upstream", repo.Upstream, "repo", repo.Name,
-			"tag", tag, "digest", rec.Digest, "age", age.Round(time.Second).String(), "cause", e.Message)
-		m.cache = cacheStale
+		m.age = age
 		return m
 	}
 	return nil
@@ -250,39 +277,6 @@ func acceptable(mediaType string, accept []string) bool {
 	return false
 }
 
-// coalesceManifest runs fetch once for all concurrent requests with the
-// same key. The fetch outlives a client that hangs up, since others wait on
-// it and its result fills the cache.
-func (s *Server) coalesceManifest(ctx context.Context, key string, fetch func(context.Context) (*manifest, error)) (*manifest, error) {
-	// Each caller waits in a goroutine counted before it starts, so that
-	// Close, which runs after the HTTP server stopped taking requests,
-	// waits for every shared fetch a request began.
-	ch := make(chan singleflight.Result, 1)
-	s.background.Add(1)
-	go func() {
-		defer s.background.Done()
-		v, err, shared := s.manifests.Do(key, func() (any, error) {
-			fctx, cancel := context.WithTimeout(s.base, 2*time.Minute)
-			defer cancel()
-			return fetch(fctx)
-		})
-		ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
-	}()
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		m := *res.Val.(*manifest) // each caller gets its own copy to annotate
-		if res.Shared && m.cache == cacheMiss {
-			m.cache = cacheCoalesced
-		}
-		return &m, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // cachedManifest returns a manifest repo is known to serve, if its bytes are
 // in the cache.
 func (s *Server) cachedManifest(repo storage.Repo, dgst digest.Digest) (*manifest, error) {
@@ -299,22 +293,19 @@ func (s *Server) cachedManifest(repo storage.Repo, dgst digest.Digest) (*manifes
 
 // fetchManifest GETs a manifest and checks it against the digest the
 // upstream claims. It does not store it.
-func (s *Server) fetchManifest(ctx context.Context, up *upstream, repo storage.Repo, ref string, accept []string) (*manifest, error) {
-	resp, err := up.do(ctx, http.MethodGet, repo.Name, "manifests/"+ref, nil, http.Header{"Accept": {strings.Join(accept, ", ")}})
+func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.Repo, ref string, accept []string, opts ...upstream.CallOption) (*manifest, error) {
+	resp, err := up.Manifest(ctx, repo.Name, ref, accept, opts...)
 	if err != nil {
-		return nil, up.transportError(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, up.statusError(resp, kindManifest)
+		return nil, upstreamError(up, err, kindManifest)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return nil, unavailable(up.name, "unreachable: manifest body cut off: "+networkCause(err), 0)
+		return nil, unavailable(up.Name(), "unreachable: manifest body cut off: "+upstream.NetworkCause(err), 0)
 	}
 	if len(body) > maxManifestSize {
 		return nil, &Error{Status: http.StatusBadGateway, Code: CodeManifestInvalid,
-			Message: fmt.Sprintf("upstream %s sent a manifest larger than %d bytes", up.name, maxManifestSize)}
+			Message: fmt.Sprintf("upstream %s sent a manifest larger than %d bytes", up.Name(), maxManifestSize)}
 	}
 	alg := digest.Canonical
 	claimed, claimErr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
@@ -327,7 +318,7 @@ func (s *Server) fetchManifest(ctx context.Context, up *upstream, repo storage.R
 	got := alg.FromBytes(body)
 	if claimErr == nil && claimed != got {
 		return nil, &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
-			Message: fmt.Sprintf("upstream %s sent a manifest of digest %s but claimed %s; nothing was cached", up.name, got, claimed)}
+			Message: fmt.Sprintf("upstream %s sent a manifest of digest %s but claimed %s; nothing was cached", up.Name(), got, claimed)}
 	}
 	return &manifest{dgst: got, contentType: manifestContentType(resp.Header.Get("Content-Type"), body), body: body}, nil
 }

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/breakwater-registry/breakwater/classify"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // seeded starts an upstream with one small image and a mirror in front of it.
@@ -33,7 +35,7 @@ func TestRetries(t *testing.T) {
 		steps      []testupstream.Step
 		forever    bool
 		wantStatus int
-		wantTries  int
+		wantTries  int // 0: more than 3
 		wantCause  string // in the crafted 503
 		minElapsed time.Duration
 		maxElapsed time.Duration
@@ -42,27 +44,28 @@ func TestRetries(t *testing.T) {
 		triesSlack     int
 	}{
 		{name: "503, 503, 200", steps: []testupstream.Step{testupstream.Status(503), testupstream.Status(503)},
-			wantStatus: 200, wantTries: 3, maxElapsed: 2 * time.Second},
+			wantStatus: 200, wantTries: 3, maxElapsed: time.Second},
 		{name: "502 then 200", steps: []testupstream.Step{testupstream.Status(502)}, wantStatus: 200, wantTries: 2},
 		{name: "504 then 200", steps: []testupstream.Step{testupstream.Status(504)}, wantStatus: 200, wantTries: 2},
 		{name: "408 then 200", steps: []testupstream.Step{testupstream.Status(408)}, wantStatus: 200, wantTries: 2},
+		{name: "500 then 200", steps: []testupstream.Step{testupstream.Status(500)}, wantStatus: 200, wantTries: 2},
 		{name: "429 Retry-After 1 then 200", steps: []testupstream.Step{testupstream.Status(429, "Retry-After", "1")},
 			wantStatus: 200, wantTries: 2, minElapsed: 900 * time.Millisecond},
 		{name: "429 Retry-After as HTTP date", dateRetryAfter: true,
 			wantStatus: 200, wantTries: 2, minElapsed: 500 * time.Millisecond},
-		{name: "Retry-After capped", steps: []testupstream.Step{testupstream.Status(503, "Retry-After", "60")},
-			wantStatus: 200, wantTries: 2, maxElapsed: 5 * time.Second},
+		{name: "503 Retry-After 1 then 200", steps: []testupstream.Step{testupstream.Status(503, "Retry-After", "1")},
+			wantStatus: 200, wantTries: 2, minElapsed: 900 * time.Millisecond},
 		{name: "reset then 200", steps: []testupstream.Step{testupstream.Reset()}, wantStatus: 200, wantTries: 2},
 		{name: "503 forever", steps: []testupstream.Step{testupstream.Status(503)}, forever: true,
-			wantStatus: 503, wantTries: 4, wantCause: "answered 503 Service Unavailable"},
+			wantStatus: 503, wantCause: "answered 503 Service Unavailable"},
 		{name: "429 forever", steps: []testupstream.Step{testupstream.Status(429)}, forever: true,
-			wantStatus: 503, wantTries: 4, wantCause: "answered 429 Too Many Requests"},
+			wantStatus: 503, wantTries: 1, triesSlack: 2, wantCause: "answered 429 Too Many Requests"},
 		{name: "500 forever", steps: []testupstream.Step{testupstream.Status(500)}, forever: true,
-			wantStatus: 503, wantTries: 4, wantCause: "answered 500 Internal Server Error"},
+			wantStatus: 503, wantCause: "answered 500 Internal Server Error"},
 		// Go's transport itself retries an idempotent request once when a
 		// reused connection is reset, so the upstream may see more tries.
 		{name: "reset forever", steps: []testupstream.Step{testupstream.Reset()}, forever: true,
-			wantStatus: 503, wantTries: 4, triesSlack: 4, wantCause: "unreachable: connection reset by peer"},
+			wantStatus: 503, wantCause: "unreachable: connection reset by peer"},
 		{name: "404 not retried", steps: []testupstream.Step{testupstream.Status(404)}, forever: true,
 			wantStatus: 404, wantTries: 1},
 		{name: "401 not retried", steps: []testupstream.Step{testupstream.Status(401)}, forever: true,
@@ -74,6 +77,7 @@ func TestRetries(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			up, m, _ := seeded(t, mirrorOpts{})
 			steps := tc.steps
 			if tc.dateRetryAfter {
@@ -89,7 +93,11 @@ func TestRetries(t *testing.T) {
 			if resp.StatusCode != tc.wantStatus {
 				t.Fatalf("status %d (%s), want %d: %s", resp.StatusCode, resp.Status, tc.wantStatus, body)
 			}
-			if n := up.Count(http.MethodGet, "/manifests/v1"); n < tc.wantTries || n > tc.wantTries+tc.triesSlack {
+			n := up.Count(http.MethodGet, "/manifests/v1")
+			switch {
+			case tc.wantTries == 0 && n <= 3:
+				t.Errorf("upstream saw %d tries: gave up long before the deadline", n)
+			case tc.wantTries > 0 && (n < tc.wantTries || n > tc.wantTries+tc.triesSlack):
 				t.Errorf("upstream saw %d tries, want %d", n, tc.wantTries)
 			}
 			if tc.minElapsed > 0 && elapsed < tc.minElapsed {
@@ -169,10 +177,10 @@ func TestBlobResume(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			retry := fastRetry()
-			retry.AttemptTimeout = 300 * time.Millisecond
+			p := fastPolicy()
+			p.Retry.AttemptTimeout = 300 * time.Millisecond
 			up := testupstream.Start(t)
-			m := newMirror(t, up.URL, mirrorOpts{retry: retry})
+			m := newMirror(t, up.URL, mirrorOpts{policy: p})
 			img := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
 			up.PushImage(t, "library/resume:v1", img)
 			m.get("/v2/library/resume/manifests/v1")
@@ -224,46 +232,49 @@ func TestBlobCutForever(t *testing.T) {
 	}
 }
 
-// TestBreaker: after the configured failures the circuit opens and answers
-// at once without asking upstream; after the cooldown one probe goes
-// through; a failed probe reopens it, a good one closes it.
+// TestBreaker: requests that found the upstream down, after their
+// retries, open the circuit; while it is open a request waits for the next
+// probe within its deadline, and when the probe fails too it gets the
+// crafted 503 naming the circuit and the upstream's last cause; nothing
+// else reaches the upstream. The first answer closes the circuit.
 func TestBreaker(t *testing.T) {
-	retry := fastRetry()
-	retry.Attempts = 1
-	up, m, _ := seeded(t, mirrorOpts{retry: retry, breaker: proxy.BreakerPolicy{Failures: 3, Cooldown: 300 * time.Millisecond}})
-	s := up.Play("", "/manifests/", testupstream.Status(503)).Forever()
+	p := fastPolicy()
+	p.Retry.Deadline = 300 * time.Millisecond
+	p.Breaker = upstream.Breaker{Window: time.Minute, MinRequests: 3, FailurePercent: 50, OpenMin: 200 * time.Millisecond, OpenMax: 400 * time.Millisecond}
+	up, m, _ := seeded(t, mirrorOpts{policy: p})
+	up.Play("", "/manifests/", testupstream.Status(503)).Forever()
 
-	for i := 0; i < 3; i++ {
+	for i := range 3 {
 		resp, _ := m.get("/v2/library/app/manifests/v1")
 		if resp.StatusCode != 503 || strings.Contains(resp.Status, "circuit open") {
 			t.Fatalf("failure %d: %s", i+1, resp.Status)
 		}
 	}
-	if s.Played() != 3 {
-		t.Fatalf("upstream saw %d, want 3", s.Played())
-	}
-	start := time.Now()
+	before := up.Count("", "/manifests/")
 	resp, body := m.get("/v2/library/app/manifests/v1")
-	checkCrafted(t, resp, body, "circuit open")
-	if time.Since(start) > 200*time.Millisecond || s.Played() != 3 {
-		t.Errorf("open circuit asked upstream (%d) or was slow (%v)", s.Played(), time.Since(start))
+	checkCrafted(t, resp, body, "circuit open after 503 Service Unavailable")
+	// Within one 300 ms budget at most one probe goes out (after 200 ms).
+	if n := up.Count("", "/manifests/") - before; n > 1 {
+		t.Errorf("%d requests reached the upstream while the circuit was open, want at most the one probe", n)
+	}
+	var st proxy.Status
+	if _, b := m.get("/_breakwater/v1/status"); json.Unmarshal(b, &st) != nil || st.Upstreams[0].Breaker == "closed" ||
+		!strings.Contains(st.Upstreams[0].LastError, "503 Service Unavailable") {
+		t.Errorf("status page: %s", b)
 	}
 
-	// Half-open: one probe, which fails and reopens the circuit.
-	time.Sleep(350 * time.Millisecond)
-	resp, _ = m.get("/v2/library/app/manifests/v1")
-	if resp.StatusCode != 503 || s.Played() != 4 {
-		t.Fatalf("probe: %s, upstream saw %d", resp.Status, s.Played())
-	}
-	resp, _ = m.get("/v2/library/app/manifests/v1")
-	if !strings.Contains(resp.Status, "circuit open") || s.Played() != 4 {
-		t.Fatalf("after a failed probe: %s, upstream saw %d", resp.Status, s.Played())
-	}
-
-	// The upstream recovers: the next probe closes the circuit.
+	// The upstream recovers: the next request waits at most for the next
+	// probe, which closes the circuit.
 	up.SetHook(nil)
-	time.Sleep(350 * time.Millisecond)
-	for i := 0; i < 3; i++ {
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	if resp, body := m.get("/v2/library/app/manifests/v1"); resp.StatusCode != 200 {
+		t.Fatalf("after recovery: %s %s", resp.Status, body)
+	}
+	if took := time.Since(start); took > 600*time.Millisecond {
+		t.Errorf("the first request after recovery took %v, want within the open time (400 ms)", took)
+	}
+	for i := range 3 {
 		if resp, body := m.get("/v2/library/app/manifests/v1"); resp.StatusCode != 200 {
 			t.Fatalf("after recovery, request %d: %s %s", i, resp.Status, body)
 		}
@@ -322,7 +333,9 @@ func TestStaleIfError(t *testing.T) {
 // configured, however many clients ask.
 func TestConcurrencyCap(t *testing.T) {
 	up := testupstream.Start(t)
-	m := newMirror(t, up.URL, mirrorOpts{maxConcurrent: 2})
+	p := fastPolicy()
+	p.MaxConcurrent = 2
+	m := newMirror(t, up.URL, mirrorOpts{policy: p})
 	var repos []string
 	for i := 0; i < 8; i++ {
 		repo := "library/cap" + string(rune('a'+i))
@@ -382,19 +395,26 @@ func TestRateLimitReserve(t *testing.T) {
 }
 
 // TestHandshakeRetryAfter: a registry that rate-limits its very first
-// request (the /v2/ ping) still has its Retry-After honoured and reported.
+// request (the /v2/ ping) has its Retry-After obeyed and reported: with a
+// Retry-After past the request's deadline the client is answered at once,
+// and nothing more is sent until then.
 func TestHandshakeRetryAfter(t *testing.T) {
-	retry := fastRetry()
-	retry.Attempts = 2
-	up, m, _ := seeded(t, mirrorOpts{retry: retry})
-	up.Play(http.MethodGet, "/v2/", testupstream.Status(429, "Retry-After", "2")).Forever()
+	up, m, _ := seeded(t, mirrorOpts{})
+	up.Play(http.MethodGet, "/v2/", testupstream.Status(429, "Retry-After", "5")).Forever()
 	start := time.Now()
 	resp, body := m.get("/v2/library/app/manifests/v1")
-	checkCrafted(t, resp, body, "answered 429 Too Many Requests; retry after 2s")
-	if resp.Header.Get("Retry-After") != "2" {
-		t.Errorf("Retry-After %q, want the upstream's 2", resp.Header.Get("Retry-After"))
+	checkCrafted(t, resp, body, "answered 429 Too Many Requests; retry after 5s")
+	if resp.Header.Get("Retry-After") != "5" {
+		t.Errorf("Retry-After %q, want the upstream's 5", resp.Header.Get("Retry-After"))
 	}
-	if time.Since(start) < 2*time.Second {
-		t.Errorf("retried the handshake after %v, before the upstream's Retry-After", time.Since(start))
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("took %v although the Retry-After is past the 2 s deadline", took)
+	}
+	n := up.Count("", "/v2/")
+	if resp, _ := m.get("/v2/library/other/manifests/v1"); resp.StatusCode != 503 || !strings.Contains(resp.Status, "429 Too Many Requests") {
+		t.Errorf("another repository while rate limited: %s", resp.Status)
+	}
+	if up.Count("", "/v2/") != n {
+		t.Error("a request reached the rate-limited upstream before its Retry-After")
 	}
 }

@@ -35,7 +35,7 @@ func (k kind) String() string {
 // target is a parsed pull request: which upstream, which repository as the
 // upstream names it, which API and which reference.
 type target struct {
-	upstream *upstream
+	upstream *registry
 	// repo is the repository as the upstream names it ("library/alpine").
 	repo string
 	// clientName is the name as the client sent it, for rewriting links.
@@ -108,7 +108,7 @@ func (s *Server) parseTarget(r *http.Request, rest string) (*target, error) {
 	if !nameRE.MatchString(name) {
 		return nil, errorf(http.StatusBadRequest, CodeNameInvalid, "invalid repository name %q", t.clientName)
 	}
-	if t.upstream.dockerHub && !strings.Contains(name, "/") {
+	if t.upstream.DockerHub() && !strings.Contains(name, "/") {
 		name = "library/" + name
 	}
 	t.repo = name
@@ -127,7 +127,9 @@ func (t *target) parseRef() error {
 			return nil
 		}
 		if !tagRE.MatchString(t.ref) {
-			return errorf(http.StatusBadRequest, CodeManifestInvalid, "invalid tag %q", t.ref)
+			// No manifest can have such a tag, so it is unknown; the spec
+			// keeps MANIFEST_INVALID for manifests being pushed.
+			return errorf(http.StatusNotFound, CodeManifestUnknown, "manifest unknown: %q is not a valid tag", oneLine(t.ref, 200))
 		}
 	case kindBlob, kindReferrers:
 		d, err := digest.Parse(t.ref)

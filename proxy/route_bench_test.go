@@ -87,9 +87,9 @@ func BenchmarkParseTarget(b *testing.B) {
 				if err != nil {
 					b.Fatalf("parseTarget(%s): %v", tc.path, err)
 				}
-				if t.upstream.name != tc.upstream || t.repo != tc.repo || t.kind != tc.kind || t.ref != tc.ref {
+				if t.upstream.Name() != tc.upstream || t.repo != tc.repo || t.kind != tc.kind || t.ref != tc.ref {
 					b.Fatalf("parseTarget(%s) = %s %s %s %s; want %s %s %s %s", tc.path,
-						t.upstream.name, t.repo, t.kind, t.ref, tc.upstream, tc.repo, tc.kind, tc.ref)
+						t.upstream.Name(), t.repo, t.kind, t.ref, tc.upstream, tc.repo, tc.kind, tc.ref)
 				}
 				if tc.kind == kindBlob && t.dgst != blob {
 					b.Fatalf("parseTarget(%s): digest %s, want %s", tc.path, t.dgst, blob)

@@ -15,12 +15,29 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
+
+// UpstreamConfig is one registry Breakwater pulls from.
+type UpstreamConfig struct {
+	// Name is the registry host as clients name it ("docker.io").
+	Name string
+	// URL is where Breakwater reaches it ("https://registry-1.docker.io").
+	URL string
+	// Auth authenticates towards this upstream only.
+	Auth authn.Authenticator
+	// Policy governs retries, the breaker and concurrency towards this
+	// upstream; fields left zero take upstream.DefaultPolicy's.
+	Policy upstream.Policy
+	// RateLimitReserve: when this upstream's ratelimit-remaining is at or
+	// below it, cached tags are served without revalidation; 0: off.
+	RateLimitReserve int
+}
 
 // Options configures a Server.
 type Options struct {
@@ -33,18 +50,13 @@ type Options struct {
 	// MaxStale is how old a cached tag may be and still be served when the
 	// upstream cannot be asked (stale-if-error); 0 disables it.
 	MaxStale time.Duration
+	// RevalidateTimeout is how long a request for a cached tag past its
+	// TTL waits for the upstream before it is served from the cache while
+	// the revalidation goes on; 0 means 3 s.
+	RevalidateTimeout time.Duration
 	// FetchTimeout bounds one upstream blob fetch; 0 means 30 minutes.
 	FetchTimeout time.Duration
-	// Retry and Breaker govern every upstream request; zero values take
-	// the defaults.
-	Retry   RetryPolicy
-	Breaker BreakerPolicy
-	// MaxConcurrent caps requests in flight to one upstream; 0: no cap.
-	MaxConcurrent int
-	// RateLimitReserve: when an upstream's ratelimit-remaining is at or
-	// below this, cached tags are served without revalidation; 0: off.
-	RateLimitReserve int
-	Logger           *slog.Logger
+	Logger       *slog.Logger
 	// Version is reported in the User-Agent sent upstream.
 	Version string
 	// MeterProvider and TracerProvider receive Breakwater's metrics and
@@ -58,22 +70,30 @@ type Options struct {
 	WarmHandler http.Handler
 }
 
+// registry is a configured upstream: the client towards it and what the
+// proxy decides by it.
+type registry struct {
+	*upstream.Client
+	// reserve is RateLimitReserve.
+	reserve int64
+}
+
 // Server answers the pull side of the OCI distribution API from its cache
 // and its upstreams.
 type Server struct {
 	store           *storage.Store
 	log             *slog.Logger
-	upstreams       map[string]*upstream
+	upstreams       map[string]*registry
 	aliases         map[string]string
 	defaultUpstream string
 	tagTTL          time.Duration
 	maxStale        time.Duration
-	reserve         int64
+	revalidate      time.Duration
 	blobs           *blobFetches
 	tel             *telemetry
 	started         time.Time
 	version         string
-	manifests       singleflight.Group
+	manifests       flights
 	router          chi.Router
 	metrics         http.Handler
 	warm            http.Handler
@@ -97,52 +117,61 @@ func New(opts Options) (*Server, error) {
 	if opts.FetchTimeout <= 0 {
 		opts.FetchTimeout = 30 * time.Minute
 	}
-	ua := "breakwater/" + opts.Version
+	if opts.RevalidateTimeout <= 0 {
+		opts.RevalidateTimeout = 3 * time.Second
+	}
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		base:            base,
 		cancel:          cancel,
 		store:           opts.Store,
 		log:             log,
-		upstreams:       map[string]*upstream{},
+		upstreams:       map[string]*registry{},
 		aliases:         map[string]string{},
 		defaultUpstream: opts.DefaultUpstream,
 		tagTTL:          opts.TagTTL,
 		maxStale:        opts.MaxStale,
-		reserve:         int64(opts.RateLimitReserve),
+		revalidate:      opts.RevalidateTimeout,
 	}
+	s.manifests.init()
 	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout)
+	upTel, err := upstream.NewTelemetry(opts.MeterProvider, opts.TracerProvider)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	for _, c := range opts.Upstreams {
-		up, err := newUpstream(c, upstreamSettings{
-			userAgent:     ua,
-			retry:         opts.Retry,
-			breaker:       opts.Breaker,
-			maxConcurrent: opts.MaxConcurrent,
-			log:           log,
-			now:           time.Now,
+		client, err := upstream.New(upstream.Config{
+			Name:      c.Name,
+			URL:       c.URL,
+			Auth:      c.Auth,
+			Policy:    c.Policy,
+			UserAgent: "breakwater/" + opts.Version,
+			Logger:    log,
+			Telemetry: upTel,
 		})
 		if err != nil {
+			cancel()
 			return nil, err
 		}
-		s.upstreams[c.Name] = up
+		s.upstreams[c.Name] = &registry{Client: client, reserve: int64(c.RateLimitReserve)}
 		s.aliases[c.Name] = c.Name
-		if up.dockerHub {
-			for _, alias := range dockerHubNames {
+		if client.DockerHub() {
+			for _, alias := range upstream.DockerHubNames() {
 				s.aliases[alias] = c.Name
 			}
 		}
 	}
 	if _, ok := s.upstreams[s.defaultUpstream]; !ok {
+		cancel()
 		return nil, fmt.Errorf("proxy: default upstream %q is not configured", s.defaultUpstream)
 	}
 	tel, err := newTelemetry(opts.MeterProvider, opts.TracerProvider, s)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	s.tel, s.started, s.version, s.metrics, s.warm = tel, time.Now(), opts.Version, opts.MetricsHandler, opts.WarmHandler
-	for _, up := range s.upstreams {
-		up.tel = tel
-	}
 	s.router = s.routes()
 	return s, nil
 }
@@ -156,7 +185,7 @@ func (s *Server) Close() {
 
 // upstreamFor returns the configured upstream a client named, refusing
 // hosts that are not configured: Breakwater is not an open proxy.
-func (s *Server) upstreamFor(host string) (*upstream, error) {
+func (s *Server) upstreamFor(host string) (*registry, error) {
 	if name, ok := s.aliases[strings.ToLower(host)]; ok {
 		return s.upstreams[name], nil
 	}
@@ -229,7 +258,7 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info := requestInfoFrom(r)
-	info.upstream = t.upstream.name
+	info.upstream = t.upstream.Name()
 	info.route = t.kind.String()
 	switch t.kind {
 	case kindManifest:

@@ -10,6 +10,14 @@ import (
 	"time"
 )
 
+// ceilSeconds rounds up to whole seconds, as a Retry-After says them.
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Second - 1) / time.Second)
+}
+
 // Status is what GET /_breakwater/v1/status reports.
 type Status struct {
 	Version   string           `json:"version"`
@@ -34,10 +42,18 @@ type CacheStatus struct {
 
 // UpstreamStatus summarises one upstream.
 type UpstreamStatus struct {
-	Name      string `json:"name"`
-	URL       string `json:"url"`
-	Breaker   string `json:"breaker"`
-	LastError string `json:"lastError,omitempty"`
+	Name string `json:"name"`
+	URL  string `json:"url"`
+	// Breaker is closed, open or half-open (a probe is out or due).
+	Breaker string `json:"breaker"`
+	// BreakerRetryAfter is the seconds until the next probe while open.
+	BreakerRetryAfter int `json:"breakerRetryAfter,omitempty"`
+	// RateLimited is true while nothing is sent to the upstream because it
+	// asked so (429, or no pulls left); RateLimitRetryAfter is the seconds
+	// until it may be asked again.
+	RateLimited         bool   `json:"rateLimited"`
+	RateLimitRetryAfter int    `json:"rateLimitRetryAfter,omitempty"`
+	LastError           string `json:"lastError,omitempty"`
 	// RateLimitRemaining is -1 until the upstream reports it.
 	RateLimitRemaining int64 `json:"rateLimitRemaining"`
 }
@@ -56,9 +72,11 @@ func (s *Server) Status() Status {
 		},
 	}
 	for name, up := range s.upstreams {
-		state, last := up.breaker.snapshot()
+		h := up.Health()
 		st.Upstreams = append(st.Upstreams, UpstreamStatus{
-			Name: name, URL: up.base.String(), Breaker: state.String(), LastError: last, RateLimitRemaining: up.rateLimitRemaining(),
+			Name: name, URL: up.URL(), Breaker: h.Circuit.String(), BreakerRetryAfter: ceilSeconds(h.CircuitRetryAfter),
+			RateLimited: h.RateLimited, RateLimitRetryAfter: ceilSeconds(h.RateLimitRetryAfter),
+			LastError: h.LastError, RateLimitRemaining: up.RateLimitRemaining(),
 		})
 	}
 	sort.Slice(st.Upstreams, func(i, j int) bool { return st.Upstreams[i].Name < st.Upstreams[j].Name })
@@ -103,8 +121,8 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 <tr><th>disk</th><td>{{if .Cache.DiskFull}}<span class="open">FULL: streaming without caching</span>{{else if not .Cache.Writable}}<span class="open">NOT WRITABLE</span>{{else}}ok{{end}} ({{.Cache.Dir}})</td></tr>
 </table>
 <h2>Upstreams</h2>
-<table><tr><th>registry</th><th>URL</th><th>circuit</th><th>rate limit left</th><th>last error</th></tr>
-{{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.URL}}</td><td class="{{.Breaker}}">{{.Breaker}}</td><td>{{if ge .RateLimitRemaining 0}}{{.RateLimitRemaining}}{{else}}—{{end}}</td><td>{{.LastError}}</td></tr>
+<table><tr><th>registry</th><th>URL</th><th>circuit</th><th>rate limit</th><th>pulls left</th><th>last error</th></tr>
+{{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.URL}}</td><td class="{{.Breaker}}">{{.Breaker}}{{if .BreakerRetryAfter}} (probe in {{.BreakerRetryAfter}}s){{end}}</td><td>{{if .RateLimited}}<span class="open">holding: retry in {{.RateLimitRetryAfter}}s</span>{{else}}—{{end}}</td><td>{{if ge .RateLimitRemaining 0}}{{.RateLimitRemaining}}{{else}}—{{end}}</td><td>{{.LastError}}</td></tr>
 {{end}}</table>
 <p><a href="?format=json">JSON</a> · <a href="/metrics">metrics</a></p>
 </body></html>

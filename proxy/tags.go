@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // maxListBody bounds a tag list or referrers index held in memory.
@@ -14,44 +16,36 @@ const maxListBody = 16 << 20
 // serveTags proxies the tag list: it changes too often to cache, and a
 // client listing tags wants the upstream's current answer.
 func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, t *target) error {
-	q := url.Values{}
-	if n := r.URL.Query().Get("n"); n != "" {
-		if v, err := strconv.Atoi(n); err != nil || v < 0 {
-			return errorf(http.StatusBadRequest, CodePaginationInvalid, "invalid n %q: want a non-negative number", oneLine(n, 50))
+	n := -1
+	if v := r.URL.Query().Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			return errorf(http.StatusBadRequest, CodePaginationInvalid, "invalid n %q: want a non-negative number", oneLine(v, 50))
 		}
-		q.Set("n", n)
 	}
-	if last := r.URL.Query().Get("last"); last != "" {
-		q.Set("last", last)
-	}
-	return s.relay(w, r, t, "tags/list", q)
+	noteCache(r, cachePass)
+	resp, err := t.upstream.Tags(r.Context(), t.repo, n, r.URL.Query().Get("last"))
+	return s.relay(w, r, t, resp, err)
 }
 
 // serveReferrers proxies the referrers API, with its artifactType filter.
 func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request, t *target) error {
-	q := url.Values{}
-	if at := r.URL.Query().Get("artifactType"); at != "" {
-		q.Set("artifactType", at)
-	}
-	return s.relay(w, r, t, "referrers/"+t.dgst.String(), q)
+	noteCache(r, cachePass)
+	resp, err := t.upstream.Referrers(r.Context(), t.repo, t.dgst, r.URL.Query().Get("artifactType"), r.Header.Values("Accept"))
+	return s.relay(w, r, t, resp, err)
 }
 
 // relay passes one small JSON answer through from upstream, rewriting a
 // pagination Link so that the next page is asked of Breakwater with the
 // client's own repository name.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, t *target, apiPath string, q url.Values) error {
-	noteCache(r, cachePass)
-	resp, err := t.upstream.do(r.Context(), http.MethodGet, t.repo, apiPath, q, http.Header{"Accept": r.Header.Values("Accept")})
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, t *target, resp *http.Response, err error) error {
 	if err != nil {
-		return t.upstream.transportError(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return t.upstream.statusError(resp, t.kind)
+		return upstreamError(t.upstream, err, t.kind)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody))
 	if err != nil {
-		return unavailable(t.upstream.name, "unreachable: body cut off: "+networkCause(err), 0)
+		return unavailable(t.upstream.Name(), "unreachable: body cut off: "+upstream.NetworkCause(err), 0)
 	}
 	h := w.Header()
 	if ct := resp.Header.Get("Content-Type"); ct != "" {

@@ -22,9 +22,6 @@ type telemetry struct {
 	requests     metric.Int64Counter
 	reqDuration  metric.Float64Histogram
 	bytesServed  metric.Int64Counter
-	upRequests   metric.Int64Counter
-	upRetries    metric.Int64Counter
-	upDuration   metric.Float64Histogram
 	bytesFetched metric.Int64Counter
 
 	// Counted here as well for the status page's hit ratio.
@@ -56,19 +53,9 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 	must(e)
 	t.bytesServed, e = m.Int64Counter("breakwater.served", metric.WithUnit("By"), metric.WithDescription("Bytes sent to clients."))
 	must(e)
-	t.upRequests, e = m.Int64Counter("breakwater.upstream.requests", metric.WithDescription("Tries sent upstream, by upstream and status (or error)."))
-	must(e)
-	t.upRetries, e = m.Int64Counter("breakwater.upstream.retries", metric.WithDescription("Upstream tries that were retried."))
-	must(e)
-	t.upDuration, e = m.Float64Histogram("breakwater.upstream.request.duration", metric.WithUnit("s"), durations, metric.WithDescription("Time to an upstream answer's headers, per try."))
-	must(e)
 	t.bytesFetched, e = m.Int64Counter("breakwater.fetched", metric.WithUnit("By"), metric.WithDescription("Blob bytes fetched from upstreams."))
 	must(e)
 
-	breakerState, e := m.Int64ObservableGauge("breakwater.upstream.breaker.state", metric.WithDescription("Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open."))
-	must(e)
-	rateLimit, e := m.Int64ObservableGauge("breakwater.upstream.ratelimit.remaining", metric.WithDescription("Pulls left as the upstream last said (Docker Hub's ratelimit-remaining); absent until it says."))
-	must(e)
 	cacheSize, e := m.Int64ObservableGauge("breakwater.cache.size", metric.WithUnit("By"), metric.WithDescription("Bytes of verified content in the cache."))
 	must(e)
 	cacheMax, e := m.Int64ObservableGauge("breakwater.cache.max_size", metric.WithUnit("By"), metric.WithDescription("The cache's size bound; 0 when unbounded."))
@@ -85,14 +72,6 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for name, up := range s.upstreams {
-			attrs := metric.WithAttributes(attribute.String("upstream", name))
-			state, _ := up.breaker.snapshot()
-			o.ObserveInt64(breakerState, int64(state), attrs)
-			if left := up.rateLimitRemaining(); left >= 0 {
-				o.ObserveInt64(rateLimit, left, attrs)
-			}
-		}
 		u := s.store.Usage()
 		o.ObserveInt64(cacheSize, u.Bytes)
 		o.ObserveInt64(cacheMax, u.Limits.MaxSize)
@@ -105,7 +84,7 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 		}
 		o.ObserveInt64(diskFull, full)
 		return nil
-	}, breakerState, rateLimit, cacheSize, cacheMax, entries, evictions, inflight, diskFull)
+	}, cacheSize, cacheMax, entries, evictions, inflight, diskFull)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}

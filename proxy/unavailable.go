@@ -7,8 +7,9 @@ import (
 	"github.com/breakwater-registry/breakwater/classify"
 )
 
-// defaultRetryAfter is the retry hint, in seconds, when the upstream gave none.
-const defaultRetryAfter = 10
+// defaultRetryAfter is the retry hint when nobody knows better: the
+// upstream gave none and no breaker or rate limit says when.
+const defaultRetryAfter = 10 * time.Second
 
 // unavailable is the answer when an upstream could not be used for a
 // transient reason and nothing usable is cached. The message is the one
@@ -16,14 +17,17 @@ const defaultRetryAfter = 10
 // in the status line, the only text runtimes show the pod:
 //
 //	Service Unavailable (breakwater-transient: upstream docker.io answered 429 Too Many Requests; retry after 10s)
-func unavailable(upstream, cause string, retryAfterSecs int) *Error {
-	if retryAfterSecs <= 0 {
-		retryAfterSecs = defaultRetryAfter
+//	Service Unavailable (breakwater-transient: upstream docker.io circuit open after 503 Service Unavailable; retry after 2s)
+func unavailable(upstream, cause string, retryAfter time.Duration) *Error {
+	if retryAfter <= 0 {
+		retryAfter = defaultRetryAfter
 	}
+	// Whole seconds, rounded up, the same in the header and the text.
+	secs := int((retryAfter + time.Second - 1) / time.Second)
 	return &Error{
 		Status:     http.StatusServiceUnavailable,
 		Code:       CodeUnavailable,
-		Message:    classify.TransientMessage(upstream, cause, time.Duration(retryAfterSecs)*time.Second),
-		RetryAfter: retryAfterSecs,
+		Message:    classify.TransientMessage(upstream, cause, time.Duration(secs)*time.Second),
+		RetryAfter: secs,
 	}
 }

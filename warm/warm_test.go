@@ -24,6 +24,7 @@ import (
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 	"github.com/breakwater-registry/breakwater/warm"
 )
 
@@ -37,10 +38,11 @@ func newMirror(t *testing.T, up *testupstream.Upstream) *url.URL {
 	}
 	srv, err := proxy.New(proxy.Options{
 		Store:           store,
-		Upstreams:       []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL}},
+		Upstreams: []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL, Policy: upstream.Policy{
+			Retry: upstream.Retry{Attempts: 2, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Deadline: 5 * time.Second, AttemptTimeout: 5 * time.Second},
+		}}},
 		DefaultUpstream: "docker.io",
 		Logger:          slog.New(slog.DiscardHandler),
-		Retry:           proxy.RetryPolicy{Attempts: 2, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Deadline: 5 * time.Second, AttemptTimeout: 5 * time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)

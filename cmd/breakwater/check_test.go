@@ -15,7 +15,12 @@ import (
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
+
+// oneTry is the upstream policy of the mirrors these tests run: one try,
+// so that a failing upstream answers at once.
+var oneTry = upstream.Policy{Retry: upstream.Retry{Attempts: 1}}
 
 func TestCheck(t *testing.T) {
 	up := testupstream.Start(t)
@@ -39,8 +44,7 @@ func TestCheck(t *testing.T) {
 	}
 	srv, err := proxy.New(proxy.Options{
 		Store: store, DefaultUpstream: "docker.io", Logger: slog.New(slog.DiscardHandler),
-		Upstreams: []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL}, {Name: "quay.io", URL: up.URL}, {Name: "ghcr.io", URL: down.URL}},
-		Retry:     proxy.RetryPolicy{Attempts: 1},
+		Upstreams: []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL, Policy: oneTry}, {Name: "quay.io", URL: up.URL, Policy: oneTry}, {Name: "ghcr.io", URL: down.URL, Policy: oneTry}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // repeated collects a flag given more than once.
@@ -166,7 +167,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		if err != nil {
 			return fmt.Errorf("upstreams.%s: %w", name, err)
 		}
-		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a})
+		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(cfg.Resilience), RateLimitReserve: cfg.Resilience.RateLimitReserve})
 	}
 	tel, err := newTelemetry(ctx, buildVersion())
 	if err != nil {
@@ -200,22 +201,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		DefaultUpstream: cfg.DefaultUpstream,
 		TagTTL:          cfg.Cache.TagTTL.D(),
 		MaxStale:        cfg.Cache.MaxStale.D(),
-		Retry: proxy.RetryPolicy{
-			Attempts:       cfg.Resilience.Retry.Attempts,
-			BaseDelay:      cfg.Resilience.Retry.BaseDelay.D(),
-			MaxDelay:       cfg.Resilience.Retry.MaxDelay.D(),
-			Deadline:       cfg.Resilience.Retry.Deadline.D(),
-			AttemptTimeout: cfg.Resilience.Retry.AttemptTimeout.D(),
-			MaxRetryAfter:  cfg.Resilience.Retry.MaxRetryAfter.D(),
-		},
-		Breaker: proxy.BreakerPolicy{
-			Failures: cfg.Resilience.Breaker.Failures,
-			Cooldown: cfg.Resilience.Breaker.Cooldown.D(),
-		},
-		MaxConcurrent:    cfg.Resilience.MaxConcurrent,
-		RateLimitReserve: cfg.Resilience.RateLimitReserve,
-		Logger:           log,
-		Version:          buildVersion(),
+		Logger:          log,
+		Version:         buildVersion(),
 	})
 	if err != nil {
 		ln.Close()
@@ -271,5 +258,20 @@ func logDebugListener(log *slog.Logger, addr net.Addr) {
 	if tcp, ok := addr.(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
 		log.Warn("debug listener is not on a loopback address: profiles expose the mirror's internals to whoever reaches it",
 			"listen", addr.String())
+	}
+}
+
+// upstreamPolicy is the upstream client's policy for a resilience block.
+func upstreamPolicy(r config.Resilience) upstream.Policy {
+	return upstream.Policy{
+		Retry: upstream.Retry{
+			Attempts:       r.Retry.Attempts,
+			BaseDelay:      r.Retry.BaseDelay.D(),
+			MaxDelay:       r.Retry.MaxDelay.D(),
+			Deadline:       r.Retry.Deadline.D(),
+			AttemptTimeout: r.Retry.AttemptTimeout.D(),
+			MaxRetryAfter:  r.Retry.MaxRetryAfter.D(),
+		},
+		MaxConcurrent: r.MaxConcurrent,
 	}
 }

@@ -48,8 +48,7 @@ func startWarmMirror(t *testing.T) (mirrorURL, appDigest string) {
 	}
 	srv, err := proxy.New(proxy.Options{
 		Store: store, DefaultUpstream: "docker.io", Logger: slog.New(slog.DiscardHandler),
-		Upstreams: []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL}},
-		Retry:     proxy.RetryPolicy{Attempts: 1},
+		Upstreams: []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL, Policy: oneTry}},
 	})
 	if err != nil {
 		t.Fatal(err)

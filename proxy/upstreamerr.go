@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/breakwater-registry/breakwater/upstream"
+)
+
+// upstreamError turns what the upstream client returned into the answer
+// for the client: the one place where upstream failures become OCI
+// errors. Missing and forbidden stay missing and forbidden, whatever is
+// cached; a transient failure becomes the crafted 503; k says what was
+// asked, for a 404's code.
+func upstreamError(up *registry, err error, k kind) error {
+	e, ok := upstream.AsError(err)
+	if !ok {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// A shared fetch ran out of its own time.
+			return unavailable(up.Name(), "unreachable: i/o timeout", 0)
+		}
+		return err
+	}
+	msg := func(fallback string) string {
+		if e.Message != "" {
+			return fmt.Sprintf("upstream %s: %s", e.Upstream, e.Message)
+		}
+		return fmt.Sprintf("upstream %s: %s", e.Upstream, fallback)
+	}
+	switch {
+	case e.Status == http.StatusNotFound:
+		code := e.Code
+		switch code {
+		case CodeManifestUnknown, CodeBlobUnknown, CodeNameUnknown:
+		default:
+			code = map[kind]string{kindManifest: CodeManifestUnknown, kindBlob: CodeBlobUnknown}[k]
+			if code == "" {
+				code = CodeNameUnknown
+			}
+		}
+		return errorf(http.StatusNotFound, code, "%s", msg("not found"))
+	case e.Status == http.StatusUnauthorized:
+		return errorf(http.StatusUnauthorized, CodeUnauthorized, "%s", msg("authentication required"))
+	case e.Status == http.StatusForbidden:
+		return errorf(http.StatusForbidden, CodeDenied, "%s", msg("access denied"))
+	case e.Transient:
+		return unavailable(e.Upstream, e.Cause, e.RetryAfter)
+	}
+	code := e.Code
+	if code == "" {
+		code = CodeUnknown
+	}
+	status := e.Status
+	if status < 400 || status > 599 {
+		// Not an answer a client can be given as it is (a 3xx the
+		// client would follow, say): the upstream misbehaved.
+		status = http.StatusBadGateway
+	}
+	return errorf(status, code, "%s", msg(e.Cause))
+}
+
+// isUnavailable reports an answer that says the upstream could not be
+// asked, not that it said no: the case for serving a cached tag instead.
+func isUnavailable(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
+}
+
+// oneLine makes upstream text safe to repeat in a header or log: no control
+// characters, bounded length.
+func oneLine(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "")
+	}
+	return strings.TrimSpace(s)
+}

@@ -226,7 +226,7 @@ func Load(path string) (Config, error) {
 func Parse(b []byte) (Config, error) {
 	cfg := Default()
 	if len(bytes.TrimSpace(b)) > 0 {
-		if err := decodeStrict(b, &cfg); err != nil {
+		if _, err := decodeStrict(b, &cfg); err != nil {
 			return Config{}, err
 		}
 	}

@@ -225,12 +225,14 @@ func Load(path string) (Config, error) {
 // Parse decodes YAML over the defaults and validates the result.
 func Parse(b []byte) (Config, error) {
 	cfg := Default()
+	var lines map[string]int
 	if len(bytes.TrimSpace(b)) > 0 {
-		if _, err := decodeStrict(b, &cfg); err != nil {
+		var err error
+		if lines, err = decodeStrict(b, &cfg); err != nil {
 			return Config{}, err
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(lines); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
@@ -240,23 +242,53 @@ func Parse(b []byte) (Config, error) {
 // address with an optional port, or "localhost".
 var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$`)
 
-// Validate checks every field and names the first one that is wrong.
+// problem is what is wrong with one field, named by its dotted path.
+type problem struct {
+	path, msg string
+}
+
+// problems collects what is wrong, field by field.
+type problems []problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, problem{path, fmt.Sprintf(format, args...)})
+}
+
+// Validate checks every field and names each one that is wrong.
 func (c *Config) Validate() error {
+	return c.validate(nil)
+}
+
+// validate is Validate with the line of each key the file has (from the
+// decoder), so that an error points into the file where it can.
+func (c *Config) validate(lines map[string]int) error {
 	var errs []error
+	for _, p := range c.problems() {
+		if l, ok := lines[p.path]; ok {
+			errs = append(errs, fmt.Errorf("line %d: %s: %s", l, p.path, p.msg))
+		} else {
+			errs = append(errs, fmt.Errorf("%s: %s", p.path, p.msg))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) problems() problems {
+	var ps problems
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen: %q is not host:port: %w", c.Listen, err))
+		ps.add("listen", "%q is not host:port: %v", c.Listen, err)
 	}
 	if c.Cache.Dir == "" {
-		errs = append(errs, errors.New("cache.dir: must not be empty"))
+		ps.add("cache.dir", "must not be empty")
 	}
 	if c.Cache.HighWatermark < 1 || c.Cache.HighWatermark > 100 {
-		errs = append(errs, fmt.Errorf("cache.high_watermark: %d: want a percentage of max_size, 1 to 100", c.Cache.HighWatermark))
+		ps.add("cache.high_watermark", "%d: want a percentage of max_size, 1 to 100", c.Cache.HighWatermark)
 	}
 	if c.Cache.LowWatermark < 0 || c.Cache.LowWatermark >= c.Cache.HighWatermark {
-		errs = append(errs, fmt.Errorf("cache.low_watermark: %d: want a percentage below high_watermark (%d)", c.Cache.LowWatermark, c.Cache.HighWatermark))
+		ps.add("cache.low_watermark", "%d: want a percentage below high_watermark (%d)", c.Cache.LowWatermark, c.Cache.HighWatermark)
 	}
 	if len(c.Upstreams) == 0 {
-		errs = append(errs, errors.New("upstreams: at least one upstream is required"))
+		ps.add("upstreams", "at least one upstream is required")
 	}
 	names := make([]string, 0, len(c.Upstreams))
 	for name := range c.Upstreams {
@@ -267,63 +299,63 @@ func (c *Config) Validate() error {
 		u := c.Upstreams[name]
 		field := "upstreams." + name
 		if !hostRE.MatchString(name) {
-			errs = append(errs, fmt.Errorf("%s: %q is not a registry host name (like docker.io or registry.example.com:5000)", field, name))
+			ps.add(field, "%q is not a registry host name (like docker.io or registry.example.com:5000)", name)
 		}
 		if err := checkUpstreamURL(u.URL); err != nil {
-			errs = append(errs, fmt.Errorf("%s.url: %w", field, err))
+			ps.add(field+".url", "%v", err)
 		}
 		if u.Password != "" && u.PasswordFile != "" {
-			errs = append(errs, fmt.Errorf("%s: password and password_file are mutually exclusive", field))
+			ps.add(field, "password and password_file are mutually exclusive")
 		}
 		if (u.Password != "" || u.PasswordFile != "") && u.Username == "" {
-			errs = append(errs, fmt.Errorf("%s.username: required with a password", field))
+			ps.add(field+".username", "required with a password")
 		}
 		if u.DockerConfig && u.Username != "" {
-			errs = append(errs, fmt.Errorf("%s: docker_config and username are mutually exclusive", field))
+			ps.add(field, "docker_config and username are mutually exclusive")
 		}
 	}
 	if _, ok := c.Upstreams[c.DefaultUpstream]; !ok && len(c.Upstreams) > 0 {
-		errs = append(errs, fmt.Errorf("default_upstream: %q is not one of the upstreams (%s)", c.DefaultUpstream, strings.Join(names, ", ")))
+		ps.add("default_upstream", "%q is not one of the upstreams (%s)", c.DefaultUpstream, strings.Join(names, ", "))
 	}
 	r := c.Resilience
 	if r.Retry.Attempts < 1 {
-		errs = append(errs, fmt.Errorf("resilience.retry.attempts: %d: must be at least 1", r.Retry.Attempts))
+		ps.add("resilience.retry.attempts", "%d: must be at least 1", r.Retry.Attempts)
 	}
 	if r.Retry.BaseDelay <= 0 {
-		errs = append(errs, errors.New("resilience.retry.base_delay: must be positive"))
+		ps.add("resilience.retry.base_delay", "must be positive")
 	}
 	if r.Retry.MaxDelay < r.Retry.BaseDelay {
-		errs = append(errs, errors.New("resilience.retry.max_delay: must not be less than base_delay"))
+		ps.add("resilience.retry.max_delay", "must not be less than base_delay")
 	}
 	if r.Retry.Deadline <= 0 {
-		errs = append(errs, errors.New("resilience.retry.deadline: must be positive"))
+		ps.add("resilience.retry.deadline", "must be positive")
 	}
 	if r.Retry.AttemptTimeout <= 0 {
-		errs = append(errs, errors.New("resilience.retry.attempt_timeout: must be positive"))
+		ps.add("resilience.retry.attempt_timeout", "must be positive")
 	}
 	if r.Breaker.Failures < 1 {
-		errs = append(errs, fmt.Errorf("resilience.breaker.failures: %d: must be at least 1", r.Breaker.Failures))
+		ps.add("resilience.breaker.failures", "%d: must be at least 1", r.Breaker.Failures)
 	}
 	if r.Breaker.Cooldown <= 0 {
-		errs = append(errs, errors.New("resilience.breaker.cooldown: must be positive"))
+		ps.add("resilience.breaker.cooldown", "must be positive")
 	}
 	if r.MaxConcurrent < 0 {
-		errs = append(errs, fmt.Errorf("resilience.max_concurrent: %d: must not be negative", r.MaxConcurrent))
+		ps.add("resilience.max_concurrent", "%d: must not be negative", r.MaxConcurrent)
 	}
 	if r.RateLimitReserve < 0 {
-		errs = append(errs, fmt.Errorf("resilience.rate_limit_reserve: %d: must not be negative", r.RateLimitReserve))
+		ps.add("resilience.rate_limit_reserve", "%d: must not be negative", r.RateLimitReserve)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level))
+		ps.add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
-		errs = append(errs, fmt.Errorf("log.format: %q is not one of json, text", c.Log.Format))
+		ps.add("log.format", "%q is not one of json, text", c.Log.Format)
 	}
-	return errors.Join(errs...)
+	return ps
 }
 
 func checkUpstreamURL(raw string) error {

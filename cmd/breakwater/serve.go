@@ -208,9 +208,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 			AttemptTimeout: cfg.Resilience.Retry.AttemptTimeout.D(),
 			MaxRetryAfter:  cfg.Resilience.Retry.MaxRetryAfter.D(),
 		},
+		// TODO(issue 9): wired properly with the upstream package. Until
+		// then the old breaker gets the nearest new settings, and per-
+		// upstream blocks and cache.revalidate_timeout are not used.
 		Breaker: proxy.BreakerPolicy{
-			Failures: cfg.Resilience.Breaker.Failures,
-			Cooldown: cfg.Resilience.Breaker.Cooldown.D(),
+			Failures: cfg.Resilience.Breaker.MinRequests,
+			Cooldown: cfg.Resilience.Breaker.OpenMax.D(),
 		},
 		MaxConcurrent:    cfg.Resilience.MaxConcurrent,
 		RateLimitReserve: cfg.Resilience.RateLimitReserve,

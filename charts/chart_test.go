@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -716,6 +717,18 @@ func TestSchemaRefusesUnknownValues(t *testing.T) {
 		"prometheusRule.alerts.breakerOpen.fro=5m",
 		"config.log.level=verbose",
 		"config.cache.tag_ttl=5 minutes",
+		// Removed with issue 9; Breakwater refuses them too.
+		"config.resilience.breaker.failures=5",
+		"config.resilience.breaker.cooldown=30s",
+		`config.upstreams.docker\.io.resilience.breaker.cooldown=30s`,
+		`config.upstreams.docker\.io.resilience.retry.dedline=60s`,
+		// Values Breakwater would refuse at start.
+		"config.resilience.retry.deadline=0s",
+		`config.upstreams.docker\.io.resilience.breaker.open_max=0`,
+		"config.cache.revalidate_timeout=0s",
+		"config.resilience.breaker.failure_percent=101",
+		"config.resilience.breaker.min_requests=0",
+		"config.resilience.retry.attempts=-1",
 	} {
 		t.Run(set, func(t *testing.T) {
 			key := set[:strings.IndexByte(set, '=')]
@@ -802,6 +815,21 @@ func TestVariants(t *testing.T) {
 		}
 		if u := cfg.Upstreams["registry.example.com:5000"]; u.Username != "robot" || u.PasswordFile == "" {
 			t.Errorf("registry.example.com:5000: %+v", u)
+		}
+	})
+	t.Run("an upstream's resilience block", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir,
+			"--set", `config.upstreams.docker\.io.resilience.retry.deadline=60s`,
+			"--set", `config.upstreams.docker\.io.resilience.breaker.min_requests=10`))
+		cfg := r.breakwaterConfig(t)
+		want := cfg.Resilience
+		want.Retry.Deadline = config.Duration(time.Minute)
+		want.Breaker.MinRequests = 10
+		if got := cfg.ResilienceFor("docker.io"); got != want {
+			t.Errorf("docker.io resilience %+v, want the global block with deadline 60s and min_requests 10: %+v", got, want)
+		}
+		if got := cfg.ResilienceFor("ghcr.io"); got != cfg.Resilience {
+			t.Errorf("ghcr.io resilience %+v, want the global block %+v", got, cfg.Resilience)
 		}
 	})
 	t.Run("minAvailable wins", func(t *testing.T) {
@@ -898,14 +926,35 @@ func TestSchemaMatchesConfig(t *testing.T) {
 		t.Error("values.schema.json: top level must have additionalProperties: false")
 	}
 	props := schema["properties"].(map[string]any)
-	compareSchema(t, "config", props["config"], reflect.TypeFor[config.Config]())
+	compareSchema(t, schema, "config", props["config"], reflect.TypeFor[config.Config]())
 }
 
 var keyRE = regexp.MustCompile(`^[a-z_]+$`)
 
-func compareSchema(t *testing.T, path string, node any, typ reflect.Type) {
+// resolve follows a node's "$ref" into the schema's definitions, so that a
+// block defined once (resilience, globally and per upstream) is compared
+// wherever it is used.
+func resolve(t *testing.T, root map[string]any, path string, node any) (map[string]any, bool) {
 	t.Helper()
 	n, ok := node.(map[string]any)
+	for ok {
+		ref, has := n["$ref"].(string)
+		if !has {
+			break
+		}
+		name, local := strings.CutPrefix(ref, "#/definitions/")
+		defs, _ := root["definitions"].(map[string]any)
+		if n, ok = defs[name].(map[string]any); !local || !ok {
+			t.Errorf("schema %s: $ref %q is not one of the schema's definitions", path, ref)
+			return nil, false
+		}
+	}
+	return n, ok
+}
+
+func compareSchema(t *testing.T, root map[string]any, path string, node any, typ reflect.Type) {
+	t.Helper()
+	n, ok := resolve(t, root, path, node)
 	if !ok {
 		t.Errorf("schema %s: missing", path)
 		return
@@ -941,7 +990,7 @@ func compareSchema(t *testing.T, path string, node any, typ reflect.Type) {
 				continue
 			}
 			want = append(want, tag)
-			compareSchema(t, path+"."+tag, sp[tag], f.Type)
+			compareSchema(t, root, path+"."+tag, sp[tag], f.Type)
 		}
 		sort.Strings(want)
 		if got := keys(sp); !reflect.DeepEqual(got, want) {
@@ -951,7 +1000,10 @@ func compareSchema(t *testing.T, path string, node any, typ reflect.Type) {
 		if !types["object"] {
 			t.Errorf("schema %s: want type object", path)
 		}
-		compareSchema(t, path+".<key>", n["additionalProperties"], typ.Elem())
+		compareSchema(t, root, path+".<key>", n["additionalProperties"], typ.Elem())
+	case typ.Kind() == reflect.Pointer:
+		// An optional block, as upstreams.<host>.resilience: the same keys.
+		compareSchema(t, root, path, node, typ.Elem())
 	case typ.Kind() == reflect.Int, typ.Kind() == reflect.Int64:
 		if !types["integer"] {
 			t.Errorf("schema %s: want type integer", path)

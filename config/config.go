@@ -31,7 +31,7 @@ type Config struct {
 	// where and how Breakwater reaches it.
 	Upstreams map[string]Upstream `yaml:"upstreams"`
 	// Resilience is how Breakwater treats a failing upstream; it applies
-	// to every upstream.
+	// to every upstream but for the keys an upstream's own block sets.
 	Resilience Resilience `yaml:"resilience"`
 	Warm       Warm       `yaml:"warm"`
 	Log        Log        `yaml:"log"`
@@ -46,7 +46,8 @@ type Warm struct {
 }
 
 // Resilience configures retries, the circuit breaker and concurrency
-// towards upstreams.
+// towards an upstream. The global block applies to every upstream; an
+// upstream's own block overrides any of its keys (Config.ResilienceFor).
 type Resilience struct {
 	Retry   Retry   `yaml:"retry"`
 	Breaker Breaker `yaml:"breaker"`
@@ -60,27 +61,55 @@ type Resilience struct {
 
 // Retry configures the retry policy for one upstream request.
 type Retry struct {
-	// Attempts is the most tries of one request, the first included.
+	// Attempts caps the tries of one request, the first included. 0 sets
+	// no cap, so that Deadline alone bounds the retries: a request is
+	// retried for as long as its client is likely to wait.
 	Attempts int `yaml:"attempts"`
 	// BaseDelay and MaxDelay bound full-jitter exponential backoff: the
-	// wait before try n is uniform in [0, min(MaxDelay, BaseDelay*2^n)].
+	// wait before retry n is uniform in [0, min(MaxDelay, BaseDelay*2^(n-1))].
 	BaseDelay Duration `yaml:"base_delay"`
 	MaxDelay  Duration `yaml:"max_delay"`
-	// Deadline bounds one request with all its retries.
+	// Deadline is one request's budget for its retries, for waiting for
+	// the verdict of an open circuit's next probe, or for an upstream's
+	// rate limit to lift.
 	Deadline Duration `yaml:"deadline"`
 	// AttemptTimeout bounds the wait for response headers of one try, and
 	// for the next byte of a body being fetched.
 	AttemptTimeout Duration `yaml:"attempt_timeout"`
-	// MaxRetryAfter caps how long an upstream's Retry-After is honoured.
+	// MaxRetryAfter caps an upstream's Retry-After (or Docker Hub's
+	// rate-limit window): a longer one is taken as this, so that one odd
+	// header cannot shut an upstream off for days.
 	MaxRetryAfter Duration `yaml:"max_retry_after"`
 }
 
-// Breaker configures the per-upstream circuit breaker.
+// Breaker configures the per-upstream circuit breaker. It counts requests,
+// each once its retries are over, rather than tries: one request retrying
+// through a blip is one outcome, not several.
 type Breaker struct {
-	// Failures is how many consecutive failed tries open the circuit.
-	Failures int `yaml:"failures"`
-	// Cooldown is how long the circuit stays open before one probe.
-	Cooldown Duration `yaml:"cooldown"`
+	// Window is how far back request outcomes are counted.
+	Window Duration `yaml:"window"`
+	// MinRequests is how many requests must have finished within Window
+	// before their failure ratio counts, so that a couple of failures on a
+	// quiet upstream do not open the circuit.
+	MinRequests int `yaml:"min_requests"`
+	// FailurePercent is the percentage of those requests failed (1 to 100)
+	// that opens the circuit.
+	FailurePercent int `yaml:"failure_percent"`
+	// OpenMin is how long the circuit first stays open before a probe;
+	// each failed probe doubles it, up to OpenMax. A blip is over within
+	// about a second, while a long outage is probed at a steady pace.
+	OpenMin Duration `yaml:"open_min"`
+	OpenMax Duration `yaml:"open_max"`
+}
+
+// removedKeys names the breaker's keys of before issue 9, which counted
+// consecutive tries and stayed open for a fixed time: a file that still
+// has them would otherwise quietly mean something else.
+func (Breaker) removedKeys() map[string]string {
+	return map[string]string{
+		"failures": "the breaker now opens when failure_percent of at least min_requests requests finished within window failed",
+		"cooldown": "the breaker now probes after open_min, doubling up to open_max",
+	}
 }
 
 // Cache configures the on-disk cache.
@@ -88,6 +117,11 @@ type Cache struct {
 	Dir string `yaml:"dir"`
 	// TagTTL is how long a tag is trusted before it is revalidated upstream.
 	TagTTL Duration `yaml:"tag_ttl"`
+	// RevalidateTimeout is how long a request for a cached tag past its
+	// TTL waits for the upstream's answer; then it is served from the
+	// cache (stale) while the revalidation goes on in the background, so
+	// a slow upstream does not slow every pull of a cached tag.
+	RevalidateTimeout Duration `yaml:"revalidate_timeout"`
 	// MaxStale is how old a tag may be and still be served when the
 	// upstream cannot be asked (stale-if-error). 0 disables it.
 	MaxStale Duration `yaml:"max_stale"`
@@ -143,6 +177,10 @@ type Upstream struct {
 	// DockerConfig takes credentials from the Docker config file
 	// ($DOCKER_CONFIG/config.json) for this upstream's host.
 	DockerConfig bool `yaml:"docker_config"`
+	// Resilience is this upstream's resilience when its block in the file
+	// sets any of its keys: the global block with those keys decoded over
+	// it. nil: the global block applies. Read it with Config.ResilienceFor.
+	Resilience *Resilience `yaml:"resilience,inherit=resilience"`
 }
 
 // Log configures logging.
@@ -177,11 +215,12 @@ func Default() Config {
 	return Config{
 		Listen: ":5000",
 		Cache: Cache{
-			Dir:           "./data",
-			TagTTL:        Duration(5 * time.Minute),
-			MaxStale:      Duration(7 * 24 * time.Hour),
-			HighWatermark: 90,
-			LowWatermark:  80,
+			Dir:               "./data",
+			TagTTL:            Duration(5 * time.Minute),
+			RevalidateTimeout: Duration(3 * time.Second),
+			MaxStale:          Duration(7 * 24 * time.Hour),
+			HighWatermark:     90,
+			LowWatermark:      80,
 		},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
@@ -192,14 +231,20 @@ func Default() Config {
 		},
 		Resilience: Resilience{
 			Retry: Retry{
-				Attempts:       4,
+				Attempts:       0,
 				BaseDelay:      Duration(200 * time.Millisecond),
-				MaxDelay:       Duration(5 * time.Second),
-				Deadline:       Duration(30 * time.Second),
-				AttemptTimeout: Duration(15 * time.Second),
-				MaxRetryAfter:  Duration(10 * time.Second),
+				MaxDelay:       Duration(2 * time.Second),
+				Deadline:       Duration(20 * time.Second),
+				AttemptTimeout: Duration(10 * time.Second),
+				MaxRetryAfter:  Duration(time.Hour),
 			},
-			Breaker:          Breaker{Failures: 5, Cooldown: Duration(30 * time.Second)},
+			Breaker: Breaker{
+				Window:         Duration(30 * time.Second),
+				MinRequests:    5,
+				FailurePercent: 50,
+				OpenMin:        Duration(time.Second),
+				OpenMax:        Duration(4 * time.Second),
+			},
 			MaxConcurrent:    64,
 			RateLimitReserve: 10,
 		},
@@ -225,12 +270,14 @@ func Load(path string) (Config, error) {
 // Parse decodes YAML over the defaults and validates the result.
 func Parse(b []byte) (Config, error) {
 	cfg := Default()
+	var lines map[string]int
 	if len(bytes.TrimSpace(b)) > 0 {
-		if err := decodeStrict(b, &cfg); err != nil {
+		var err error
+		if lines, err = decodeStrict(b, &cfg); err != nil {
 			return Config{}, err
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(lines); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
@@ -240,90 +287,171 @@ func Parse(b []byte) (Config, error) {
 // address with an optional port, or "localhost".
 var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$`)
 
-// Validate checks every field and names the first one that is wrong.
+// problem is what is wrong with one field, named by its dotted path.
+type problem struct {
+	path, msg string
+}
+
+// problems collects what is wrong, field by field.
+type problems []problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, problem{path, fmt.Sprintf(format, args...)})
+}
+
+// Validate checks every field and names each one that is wrong.
 func (c *Config) Validate() error {
+	return c.validate(nil)
+}
+
+// validate is Validate with the line of each key the file has (from the
+// decoder), so that an error points into the file where it can.
+func (c *Config) validate(lines map[string]int) error {
 	var errs []error
+	for _, p := range c.problems(lines) {
+		if l, ok := lines[p.path]; ok {
+			errs = append(errs, fmt.Errorf("line %d: %s: %s", l, p.path, p.msg))
+		} else {
+			errs = append(errs, fmt.Errorf("%s: %s", p.path, p.msg))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) problems(lines map[string]int) problems {
+	var ps problems
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen: %q is not host:port: %w", c.Listen, err))
+		ps.add("listen", "%q is not host:port: %v", c.Listen, err)
 	}
 	if c.Cache.Dir == "" {
-		errs = append(errs, errors.New("cache.dir: must not be empty"))
+		ps.add("cache.dir", "must not be empty")
 	}
 	if c.Cache.HighWatermark < 1 || c.Cache.HighWatermark > 100 {
-		errs = append(errs, fmt.Errorf("cache.high_watermark: %d: want a percentage of max_size, 1 to 100", c.Cache.HighWatermark))
+		ps.add("cache.high_watermark", "%d: want a percentage of max_size, 1 to 100", c.Cache.HighWatermark)
 	}
 	if c.Cache.LowWatermark < 0 || c.Cache.LowWatermark >= c.Cache.HighWatermark {
-		errs = append(errs, fmt.Errorf("cache.low_watermark: %d: want a percentage below high_watermark (%d)", c.Cache.LowWatermark, c.Cache.HighWatermark))
+		ps.add("cache.low_watermark", "%d: want a percentage below high_watermark (%d)", c.Cache.LowWatermark, c.Cache.HighWatermark)
+	}
+	if c.Cache.RevalidateTimeout <= 0 {
+		ps.add("cache.revalidate_timeout", "must be positive")
 	}
 	if len(c.Upstreams) == 0 {
-		errs = append(errs, errors.New("upstreams: at least one upstream is required"))
+		ps.add("upstreams", "at least one upstream is required")
 	}
 	names := make([]string, 0, len(c.Upstreams))
 	for name := range c.Upstreams {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	global := c.Resilience.problems()
+	inherited := map[problem]bool{}
+	for _, p := range global {
+		inherited[p] = true
+	}
 	for _, name := range names {
 		u := c.Upstreams[name]
 		field := "upstreams." + name
 		if !hostRE.MatchString(name) {
-			errs = append(errs, fmt.Errorf("%s: %q is not a registry host name (like docker.io or registry.example.com:5000)", field, name))
+			ps.add(field, "%q is not a registry host name (like docker.io or registry.example.com:5000)", name)
 		}
 		if err := checkUpstreamURL(u.URL); err != nil {
-			errs = append(errs, fmt.Errorf("%s.url: %w", field, err))
+			ps.add(field+".url", "%v", err)
 		}
 		if u.Password != "" && u.PasswordFile != "" {
-			errs = append(errs, fmt.Errorf("%s: password and password_file are mutually exclusive", field))
+			ps.add(field, "password and password_file are mutually exclusive")
 		}
 		if (u.Password != "" || u.PasswordFile != "") && u.Username == "" {
-			errs = append(errs, fmt.Errorf("%s.username: required with a password", field))
+			ps.add(field+".username", "required with a password")
 		}
 		if u.DockerConfig && u.Username != "" {
-			errs = append(errs, fmt.Errorf("%s: docker_config and username are mutually exclusive", field))
+			ps.add(field, "docker_config and username are mutually exclusive")
+		}
+		if u.Resilience != nil {
+			for _, p := range u.Resilience.problems() {
+				path := field + ".resilience." + p.path
+				// A wrong value the upstream inherits is reported once,
+				// at the global key; here only if the file sets it here.
+				if _, inFile := lines[path]; inherited[p] && !inFile {
+					continue
+				}
+				ps.add(path, "%s", p.msg)
+			}
 		}
 	}
 	if _, ok := c.Upstreams[c.DefaultUpstream]; !ok && len(c.Upstreams) > 0 {
-		errs = append(errs, fmt.Errorf("default_upstream: %q is not one of the upstreams (%s)", c.DefaultUpstream, strings.Join(names, ", ")))
+		ps.add("default_upstream", "%q is not one of the upstreams (%s)", c.DefaultUpstream, strings.Join(names, ", "))
 	}
-	r := c.Resilience
-	if r.Retry.Attempts < 1 {
-		errs = append(errs, fmt.Errorf("resilience.retry.attempts: %d: must be at least 1", r.Retry.Attempts))
-	}
-	if r.Retry.BaseDelay <= 0 {
-		errs = append(errs, errors.New("resilience.retry.base_delay: must be positive"))
-	}
-	if r.Retry.MaxDelay < r.Retry.BaseDelay {
-		errs = append(errs, errors.New("resilience.retry.max_delay: must not be less than base_delay"))
-	}
-	if r.Retry.Deadline <= 0 {
-		errs = append(errs, errors.New("resilience.retry.deadline: must be positive"))
-	}
-	if r.Retry.AttemptTimeout <= 0 {
-		errs = append(errs, errors.New("resilience.retry.attempt_timeout: must be positive"))
-	}
-	if r.Breaker.Failures < 1 {
-		errs = append(errs, fmt.Errorf("resilience.breaker.failures: %d: must be at least 1", r.Breaker.Failures))
-	}
-	if r.Breaker.Cooldown <= 0 {
-		errs = append(errs, errors.New("resilience.breaker.cooldown: must be positive"))
-	}
-	if r.MaxConcurrent < 0 {
-		errs = append(errs, fmt.Errorf("resilience.max_concurrent: %d: must not be negative", r.MaxConcurrent))
-	}
-	if r.RateLimitReserve < 0 {
-		errs = append(errs, fmt.Errorf("resilience.rate_limit_reserve: %d: must not be negative", r.RateLimitReserve))
+	for _, p := range global {
+		ps.add("resilience."+p.path, "%s", p.msg)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level))
+		ps.add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
-		errs = append(errs, fmt.Errorf("log.format: %q is not one of json, text", c.Log.Format))
+		ps.add("log.format", "%q is not one of json, text", c.Log.Format)
 	}
-	return errors.Join(errs...)
+	return ps
+}
+
+// problems checks one resilience block; paths are relative to the block.
+func (r Resilience) problems() problems {
+	var ps problems
+	if r.Retry.Attempts < 0 {
+		ps.add("retry.attempts", "%d: must not be negative (0: as many as fit in deadline)", r.Retry.Attempts)
+	}
+	if r.Retry.BaseDelay <= 0 {
+		ps.add("retry.base_delay", "must be positive")
+	}
+	if r.Retry.MaxDelay < r.Retry.BaseDelay {
+		ps.add("retry.max_delay", "%s: must not be less than base_delay (%s)", r.Retry.MaxDelay.D(), r.Retry.BaseDelay.D())
+	}
+	if r.Retry.Deadline <= 0 {
+		ps.add("retry.deadline", "must be positive")
+	}
+	if r.Retry.AttemptTimeout <= 0 {
+		ps.add("retry.attempt_timeout", "must be positive")
+	}
+	if r.Retry.MaxRetryAfter <= 0 {
+		ps.add("retry.max_retry_after", "must be positive")
+	}
+	if r.Breaker.Window <= 0 {
+		ps.add("breaker.window", "must be positive")
+	}
+	if r.Breaker.MinRequests < 1 {
+		ps.add("breaker.min_requests", "%d: must be at least 1", r.Breaker.MinRequests)
+	}
+	if r.Breaker.FailurePercent < 1 || r.Breaker.FailurePercent > 100 {
+		ps.add("breaker.failure_percent", "%d: want a percentage, 1 to 100", r.Breaker.FailurePercent)
+	}
+	if r.Breaker.OpenMin <= 0 {
+		ps.add("breaker.open_min", "must be positive")
+	}
+	if r.Breaker.OpenMax < r.Breaker.OpenMin {
+		ps.add("breaker.open_max", "%s: must not be less than open_min (%s)", r.Breaker.OpenMax.D(), r.Breaker.OpenMin.D())
+	}
+	if r.MaxConcurrent < 0 {
+		ps.add("max_concurrent", "%d: must not be negative", r.MaxConcurrent)
+	}
+	if r.RateLimitReserve < 0 {
+		ps.add("rate_limit_reserve", "%d: must not be negative", r.RateLimitReserve)
+	}
+	return ps
+}
+
+// ResilienceFor returns the resilience settings in effect for the upstream
+// host: its own block merged over the global one, or the global block for
+// an upstream without one and for a host not configured. The merge happens
+// when the file is decoded: changing c.Resilience afterwards reaches only
+// the upstreams without a block of their own.
+func (c *Config) ResilienceFor(host string) Resilience {
+	if u, ok := c.Upstreams[host]; ok && u.Resilience != nil {
+		return *u.Resilience
+	}
+	return c.Resilience
 }
 
 func checkUpstreamURL(raw string) error {
@@ -350,7 +478,8 @@ func checkUpstreamURL(raw string) error {
 }
 
 // SetUpstream applies a --upstream HOST=URL flag: it adds the upstream or
-// replaces the URL of an existing one, keeping its credentials.
+// replaces the URL of an existing one, keeping its credentials and its
+// resilience block.
 func (c *Config) SetUpstream(spec string) error {
 	host, rawURL, ok := strings.Cut(spec, "=")
 	if !ok || host == "" || rawURL == "" {

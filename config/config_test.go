@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -15,23 +16,34 @@ func TestLoadValid(t *testing.T) {
 	}
 	want := Config{
 		Listen: "127.0.0.1:5000",
-		Cache: Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second), MaxStale: Duration(24 * time.Hour),
-			MaxSize: 200 << 30, HighWatermark: 95, LowWatermark: 85},
+		Cache: Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second), RevalidateTimeout: Duration(1500 * time.Millisecond),
+			MaxStale: Duration(24 * time.Hour), MaxSize: 200 << 30, HighWatermark: 95, LowWatermark: 85},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
-			"docker.io":                 {URL: "https://registry-1.docker.io", Username: "robot", Password: "s3cret"},
+			"docker.io": {URL: "https://registry-1.docker.io", Username: "robot", Password: "s3cret",
+				Resilience: &Resilience{
+					Retry: Retry{Attempts: 3, BaseDelay: Duration(100 * time.Millisecond), MaxDelay: Duration(2 * time.Second),
+						Deadline: Duration(45 * time.Second), AttemptTimeout: Duration(5 * time.Second), MaxRetryAfter: Duration(15 * time.Second)},
+					Breaker: Breaker{Window: Duration(time.Minute), MinRequests: 10, FailurePercent: 80,
+						OpenMin: Duration(2 * time.Second), OpenMax: Duration(30 * time.Second)},
+					MaxConcurrent: 16,
+				}},
 			"registry.example.com:5000": {URL: "http://10.0.0.5:5000", DockerConfig: true},
 		},
 		Resilience: Resilience{
 			Retry: Retry{Attempts: 3, BaseDelay: Duration(100 * time.Millisecond), MaxDelay: Duration(2 * time.Second),
 				Deadline: Duration(20 * time.Second), AttemptTimeout: Duration(5 * time.Second), MaxRetryAfter: Duration(15 * time.Second)},
-			Breaker:       Breaker{Failures: 7, Cooldown: Duration(time.Minute)},
+			Breaker: Breaker{Window: Duration(time.Minute), MinRequests: 10, FailurePercent: 80,
+				OpenMin: Duration(2 * time.Second), OpenMax: Duration(8 * time.Second)},
 			MaxConcurrent: 16,
 		},
 		Log: Log{Level: "debug", Format: "text"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v\nwant %+v", cfg, want)
+	}
+	if got := cfg.Upstreams["docker.io"].Resilience; !reflect.DeepEqual(got, want.Upstreams["docker.io"].Resilience) {
+		t.Errorf("docker.io resilience %+v\nwant %+v", got, want.Upstreams["docker.io"].Resilience)
 	}
 }
 
@@ -47,6 +59,34 @@ func TestBundledConfig(t *testing.T) {
 	}
 }
 
+// The commented-out example of an upstream's resilience block in config.yaml
+// is one Breakwater takes when uncommented.
+func TestBundledConfigExample(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		in = line == "    # resilience:" || in && strings.HasPrefix(line, "    #   ")
+		if in {
+			line = "    " + strings.TrimPrefix(line, "    # ")
+		}
+		out = append(out, line)
+	}
+	cfg, err := Parse([]byte(strings.Join(out, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default().Resilience
+	want.Retry.Deadline = Duration(time.Minute)
+	want.Breaker.OpenMax = Duration(30 * time.Second)
+	if got := cfg.ResilienceFor("docker.io"); got != want {
+		t.Errorf("the example uncommented: docker.io resilience %+v, want %+v", got, want)
+	}
+}
+
 func TestLoadRejects(t *testing.T) {
 	cases := []struct {
 		file string
@@ -54,25 +94,23 @@ func TestLoadRejects(t *testing.T) {
 	}{
 		{"unknown-key.yaml", []string{"line 3", "cache.tag_tll", "unknown key", "tag_ttl"}},
 		{"unknown-upstream-key.yaml", []string{"upstreams.docker.io.pasword", "unknown key"}},
-		{"bad-url-scheme.yaml", []string{"upstreams.docker.io.url", "scheme must be http or https"}},
+		{"bad-url-scheme.yaml", []string{"line 3: upstreams.docker.io.url", "scheme must be http or https"}},
 		{"bad-url-path.yaml", []string{"upstreams.docker.io.url", "no path"}},
 		{"bad-url-parse.yaml", []string{"upstreams.docker.io.url", "not a URL"}},
 		{"url-credentials.yaml", []string{"upstreams.docker.io.url", "credentials"}},
 		{"bad-duration.yaml", []string{"line 2", "cache.tag_ttl", "invalid duration"}},
 		{"negative-duration.yaml", []string{"cache.tag_ttl", "negative"}},
-		{"bad-default.yaml", []string{"default_upstream", "quay.io"}},
-		{"bad-listen.yaml", []string{"listen", "host:port"}},
+		{"bad-default.yaml", []string{"line 1: default_upstream", "quay.io"}},
+		{"bad-listen.yaml", []string{"line 1: listen", "host:port"}},
 		{"wrong-kind.yaml", []string{"cache", "mapping"}},
-		{"bad-level.yaml", []string{"log.level", "loud"}},
+		{"bad-level.yaml", []string{"line 2: log.level", "loud"}},
 		{"password-without-user.yaml", []string{"upstreams.docker.io.username", "required"}},
-		{"bad-host.yaml", []string{"upstreams.bad host!", "not a registry host"}},
+		{"bad-host.yaml", []string{"line 2: upstreams.bad host!", "not a registry host"}},
 		{"not-yaml.yaml", []string{"not valid YAML"}},
 		{"bad-bool.yaml", []string{"upstreams.docker.io.docker_config", "true or false"}},
-		{"bad-attempts.yaml", []string{"resilience.retry.attempts", "at least 1"}},
-		{"bad-cooldown.yaml", []string{"resilience.breaker.cooldown", "positive"}},
 		{"bad-concurrency.yaml", []string{"line 2", "resilience.max_concurrent", "whole number"}},
 		{"bad-size.yaml", []string{"line 2", "cache.max_size", "invalid size"}},
-		{"bad-watermarks.yaml", []string{"cache.low_watermark"}},
+		{"bad-watermarks.yaml", []string{"line 3: cache.low_watermark"}},
 		{"missing.yaml", []string{"missing.yaml", "no such file"}},
 	}
 	for _, tc := range cases {
@@ -87,6 +125,204 @@ func TestLoadRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// parseFile parses a fixture with Parse, so that errors come without Load's
+// "config <path>:" prefix and can be compared whole.
+func parseFile(t *testing.T, name string) (Config, error) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Parse(b)
+}
+
+// Every resilience error, exactly: the field by its full path, the line
+// when the file has the key there, and nothing else reported.
+func TestResilienceErrors(t *testing.T) {
+	cases := []struct {
+		file string
+		want []string // the error's lines, in order
+	}{
+		{"resilience-zero.yaml", []string{
+			"line 3: resilience.retry.attempts: -1: must not be negative (0: as many as fit in deadline)",
+			"line 4: resilience.retry.base_delay: must be positive",
+			"line 6: resilience.retry.deadline: must be positive",
+			"line 7: resilience.retry.attempt_timeout: must be positive",
+			"line 8: resilience.retry.max_retry_after: must be positive",
+			"line 10: resilience.breaker.window: must be positive",
+			"line 11: resilience.breaker.min_requests: 0: must be at least 1",
+			"line 12: resilience.breaker.failure_percent: 0: want a percentage, 1 to 100",
+			"line 13: resilience.breaker.open_min: must be positive",
+			"line 15: resilience.max_concurrent: -1: must not be negative",
+			"line 16: resilience.rate_limit_reserve: -1: must not be negative",
+		}},
+		{"resilience-order.yaml", []string{
+			"line 4: resilience.retry.max_delay: 1s: must not be less than base_delay (3s)",
+			"line 6: resilience.breaker.failure_percent: 101: want a percentage, 1 to 100",
+			"line 8: resilience.breaker.open_max: 5s: must not be less than open_min (10s)",
+		}},
+		{"upstream-resilience-zero.yaml", []string{
+			"line 6: upstreams.docker.io.resilience.retry.attempts: -1: must not be negative (0: as many as fit in deadline)",
+			"line 7: upstreams.docker.io.resilience.retry.base_delay: must be positive",
+			"line 9: upstreams.docker.io.resilience.retry.deadline: must be positive",
+			"line 10: upstreams.docker.io.resilience.retry.attempt_timeout: must be positive",
+			"line 11: upstreams.docker.io.resilience.retry.max_retry_after: must be positive",
+			"line 13: upstreams.docker.io.resilience.breaker.window: must be positive",
+			"line 14: upstreams.docker.io.resilience.breaker.min_requests: 0: must be at least 1",
+			"line 15: upstreams.docker.io.resilience.breaker.failure_percent: 0: want a percentage, 1 to 100",
+			"line 16: upstreams.docker.io.resilience.breaker.open_min: must be positive",
+			"line 18: upstreams.docker.io.resilience.max_concurrent: -1: must not be negative",
+			"line 19: upstreams.docker.io.resilience.rate_limit_reserve: -1: must not be negative",
+		}},
+		// Checked against the global values it inherits (base_delay 200ms,
+		// open_min 1s).
+		{"upstream-resilience-order.yaml", []string{
+			"line 6: upstreams.docker.io.resilience.retry.max_delay: 100ms: must not be less than base_delay (200ms)",
+			"line 8: upstreams.docker.io.resilience.breaker.failure_percent: 101: want a percentage, 1 to 100",
+			"line 9: upstreams.docker.io.resilience.breaker.open_max: 500ms: must not be less than open_min (1s)",
+		}},
+		// docker.io's own base_delay is above the max_delay it inherits: the
+		// effective block is wrong where the file has no such key, so no
+		// line. The global deadline of 0s is reported once, at the global
+		// key, but also where ghcr.io sets it again; quay.io only inherits.
+		{"upstream-resilience-inherited.yaml", []string{
+			"upstreams.docker.io.resilience.retry.max_delay: 2s: must not be less than base_delay (3s)",
+			"line 11: upstreams.ghcr.io.resilience.retry.deadline: must be positive",
+			"line 19: resilience.retry.deadline: must be positive",
+		}},
+		{"revalidate-timeout-zero.yaml", []string{"line 3: cache.revalidate_timeout: must be positive"}},
+		// Decoder errors: the first one, with its line.
+		{"removed-failures.yaml", []string{
+			"line 5: resilience.breaker.failures: removed: the breaker now opens when failure_percent of at least min_requests requests finished within window failed",
+		}},
+		{"removed-cooldown.yaml", []string{
+			"line 4: resilience.breaker.cooldown: removed: the breaker now probes after open_min, doubling up to open_max",
+		}},
+		{"upstream-removed-cooldown.yaml", []string{
+			"line 6: upstreams.docker.io.resilience.breaker.cooldown: removed: the breaker now probes after open_min, doubling up to open_max",
+		}},
+		{"upstream-resilience-unknown-key.yaml", []string{
+			"line 6: upstreams.docker.io.resilience.retry.dedline: unknown key (known keys: attempts, base_delay, max_delay, deadline, attempt_timeout, max_retry_after)",
+		}},
+		{"upstream-resilience-bad-duration.yaml", []string{
+			`line 6: upstreams.docker.io.resilience.retry.deadline: invalid duration "a minute" (want e.g. 30s, 5m, 1h)`,
+		}},
+		{"upstream-resilience-not-mapping.yaml", []string{
+			"line 4: upstreams.docker.io.resilience: want a mapping of keys",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			_, err := parseFile(t, tc.file)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if got := strings.Split(err.Error(), "\n"); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// The bounds themselves are allowed: attempts 0 (no cap), max_delay equal to
+// base_delay, open_max equal to open_min, percentages 1 and 100.
+func TestResilienceEdgesAccepted(t *testing.T) {
+	cfg, err := parseFile(t, "resilience-edges.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.ResilienceFor("docker.io").Breaker.FailurePercent; got != 1 {
+		t.Errorf("docker.io failure_percent %d, want 1", got)
+	}
+}
+
+// An upstream's block takes what it does not set from the global block as
+// the file has it, whichever of the two comes first.
+func TestResilienceFor(t *testing.T) {
+	global := Resilience{
+		Retry: Retry{Attempts: 6, BaseDelay: Duration(50 * time.Millisecond), MaxDelay: Duration(time.Second),
+			Deadline: Duration(15 * time.Second), AttemptTimeout: Duration(4 * time.Second), MaxRetryAfter: Duration(2 * time.Minute)},
+		Breaker: Breaker{Window: Duration(10 * time.Second), MinRequests: 3, FailurePercent: 60,
+			OpenMin: Duration(500 * time.Millisecond), OpenMax: Duration(2 * time.Second)},
+		MaxConcurrent:    32,
+		RateLimitReserve: 5,
+	}
+	docker := global
+	docker.Retry.Deadline = Duration(time.Minute)
+	docker.Retry.MaxDelay = Duration(5 * time.Second)
+	docker.Breaker.OpenMax = Duration(time.Minute)
+	docker.MaxConcurrent = 4
+
+	for _, file := range []string{"override-global-first.yaml", "override-global-last.yaml"} {
+		t.Run(file, func(t *testing.T) {
+			cfg, err := parseFile(t, file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range []struct {
+				host string
+				want Resilience
+			}{
+				{"docker.io", docker},
+				{"ghcr.io", global},              // configured, no block of its own
+				{"registry.k8s.io", global},      // a default upstream the file dropped
+				{"unknown.example:5000", global}, // never configured
+			} {
+				if got := cfg.ResilienceFor(tc.host); !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("ResilienceFor(%q) = %+v\nwant %+v", tc.host, got, tc.want)
+				}
+			}
+			if cfg.Resilience != global {
+				t.Errorf("global block %+v, want %+v: an upstream's block leaked into it", cfg.Resilience, global)
+			}
+		})
+	}
+}
+
+// Validate, without a file, names the field of an upstream's block by its
+// full path too, and checks it against its own values.
+func TestValidateUpstreamResilience(t *testing.T) {
+	cfg := Default()
+	r := cfg.Resilience
+	r.Breaker.OpenMax = Duration(500 * time.Millisecond)
+	u := cfg.Upstreams["quay.io"]
+	u.Resilience = &r
+	cfg.Upstreams["quay.io"] = u
+	want := "upstreams.quay.io.resilience.breaker.open_max: 500ms: must not be less than open_min (1s)"
+	if err := cfg.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate() = %v, want %q", err, want)
+	}
+}
+
+func TestSetUpstreamKeepsResilience(t *testing.T) {
+	cfg, err := parseFile(t, "override-global-first.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := cfg.ResilienceFor("docker.io")
+	if before == cfg.Resilience {
+		t.Fatal("fixture: docker.io has no block of its own")
+	}
+	if err := cfg.SetUpstream("docker.io=http://127.0.0.1:5001"); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Upstreams["docker.io"].URL; got != "http://127.0.0.1:5001" {
+		t.Errorf("URL %q not replaced", got)
+	}
+	if got := cfg.ResilienceFor("docker.io"); got != before {
+		t.Errorf("after SetUpstream docker.io resilience %+v, want %+v", got, before)
+	}
+	if err := cfg.SetUpstream("new.example=https://new.example"); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.ResilienceFor("new.example"); got != cfg.Resilience {
+		t.Errorf("a new upstream's resilience %+v, want the global %+v", got, cfg.Resilience)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -167,7 +167,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		if err != nil {
 			return fmt.Errorf("upstreams.%s: %w", name, err)
 		}
-		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(cfg.Resilience), RateLimitReserve: cfg.Resilience.RateLimitReserve})
+		r := cfg.ResilienceFor(name)
+		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(r), RateLimitReserve: r.RateLimitReserve})
 	}
 	tel, err := newTelemetry(ctx, buildVersion())
 	if err != nil {
@@ -192,17 +193,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		warmHandler = warmAPI(&url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", port)})
 	}
 	srv, err := proxy.New(proxy.Options{
-		MeterProvider:   tel.meters,
-		TracerProvider:  tel.tracers,
-		MetricsHandler:  tel.handler,
-		WarmHandler:     warmHandler,
-		Store:           store,
-		Upstreams:       ups,
-		DefaultUpstream: cfg.DefaultUpstream,
-		TagTTL:          cfg.Cache.TagTTL.D(),
-		MaxStale:        cfg.Cache.MaxStale.D(),
-		Logger:          log,
-		Version:         buildVersion(),
+		MeterProvider:     tel.meters,
+		TracerProvider:    tel.tracers,
+		MetricsHandler:    tel.handler,
+		WarmHandler:       warmHandler,
+		Store:             store,
+		Upstreams:         ups,
+		DefaultUpstream:   cfg.DefaultUpstream,
+		TagTTL:            cfg.Cache.TagTTL.D(),
+		MaxStale:          cfg.Cache.MaxStale.D(),
+		RevalidateTimeout: cfg.Cache.RevalidateTimeout.D(),
+		Logger:            log,
+		Version:           buildVersion(),
 	})
 	if err != nil {
 		ln.Close()
@@ -271,6 +273,13 @@ func upstreamPolicy(r config.Resilience) upstream.Policy {
 			Deadline:       r.Retry.Deadline.D(),
 			AttemptTimeout: r.Retry.AttemptTimeout.D(),
 			MaxRetryAfter:  r.Retry.MaxRetryAfter.D(),
+		},
+		Breaker: upstream.Breaker{
+			Window:         r.Breaker.Window.D(),
+			MinRequests:    r.Breaker.MinRequests,
+			FailurePercent: r.Breaker.FailurePercent,
+			OpenMin:        r.Breaker.OpenMin.D(),
+			OpenMax:        r.Breaker.OpenMax.D(),
 		},
 		MaxConcurrent: r.MaxConcurrent,
 	}

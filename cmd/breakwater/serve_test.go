@@ -12,7 +12,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 func TestLoadConfigFlagsOverrideFile(t *testing.T) {
@@ -195,5 +197,14 @@ func TestLogDebugListenerWarnsOffLoopback(t *testing.T) {
 		if got := strings.Contains(logs.String(), `"level":"WARN"`); got != tc.warn {
 			t.Errorf("%s: warned %v, want %v:\n%s", tc.ip, got, tc.warn, logs.String())
 		}
+	}
+}
+
+// TestDefaultPolicyAgrees: the configuration's defaults (the bundled
+// config.yaml) are the upstream package's own, so that a Breakwater run
+// without a file and a client built without a policy behave alike.
+func TestDefaultPolicyAgrees(t *testing.T) {
+	if got, want := upstreamPolicy(config.Default().Resilience), upstream.DefaultPolicy(); got != want {
+		t.Errorf("config defaults give %+v, the upstream package's are %+v", got, want)
 	}
 }

@@ -321,6 +321,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		o.onDelay(r.describe(e))
 	}
 	last := answered
+	var lastErr *Error
 	for try := 1; ; try++ {
 		t, refusal, err := c.gate.admit(ctx, deadline, true, onWait)
 		if err != nil {
@@ -341,6 +342,13 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			c.gate.release(t)
 			return nil, ctx.Err()
 		}
+		if errors.Is(tryErr, errDeadline) && lastErr != nil {
+			// The budget ran out during a try: the cause the caller must
+			// hear is what the upstream did before, not our own clock.
+			c.gate.release(t)
+			c.gate.finish(last)
+			return nil, lastErr
+		}
 		outcome, e, header := c.judge(r, resp, tryErr)
 		hold, holdCause := c.limitHold(outcome, header)
 		cause := holdCause
@@ -356,7 +364,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			}
 			return resp, nil
 		}
-		last = outcome
+		last, lastErr = outcome, e
 		if a := c.policy.Retry.Attempts; a > 0 && try >= a {
 			c.gate.finish(outcome)
 			return nil, e
@@ -486,7 +494,7 @@ func (c *Client) try(ctx context.Context, r request, deadline time.Time) (*http.
 			resp.Body.Close()
 		}
 		release()
-		return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), context.DeadlineExceeded)
+		return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), errDeadline)
 	}
 	if err != nil {
 		release()
@@ -547,6 +555,10 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 	}
 	return v.(http.RoundTripper), nil
 }
+
+// errDeadline is a try cut short by its request's deadline. It is an
+// i/o timeout to whoever has no better cause to give.
+var errDeadline = fmt.Errorf("request deadline reached: %w", context.DeadlineExceeded)
 
 // handshakeError is a failed ping or token exchange, with the header of the
 // answer that failed it: go-containerregistry's error keeps the status but

@@ -442,3 +442,39 @@ func TestRecoveryWakesWaiters(t *testing.T) {
 		t.Fatal("the waiting request did not finish")
 	}
 }
+
+// TestDeadlineKeepsTheCause: a try cut short by the request's own
+// deadline does not hide what the upstream did before it.
+func TestDeadlineKeepsTheCause(t *testing.T) {
+	up := seededUpstream(t)
+	p := testPolicy()
+	p.Retry.Deadline = 400 * time.Millisecond
+	p.Retry.BaseDelay, p.Retry.MaxDelay = 10*time.Millisecond, 10*time.Millisecond
+	c := newTestClient(t, up.URL, nil, p)
+	var n int
+	var mu sync.Mutex
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if !first {
+			// Every later try hangs past the deadline.
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			return true
+		}
+		w.WriteHeader(503)
+		return true
+	})
+	_, err := getManifest(c)
+	e, _ := AsError(err)
+	if e == nil || e.Cause != "answered 503 Service Unavailable" {
+		t.Fatalf("error %v, want the 503 the upstream sent before the deadline", err)
+	}
+}

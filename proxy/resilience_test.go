@@ -35,7 +35,7 @@ func TestRetries(t *testing.T) {
 		steps      []testupstream.Step
 		forever    bool
 		wantStatus int
-		wantTries  int // 0: more than 3
+		wantTries  int    // 0: more than 3
 		wantCause  string // in the crafted 503
 		minElapsed time.Duration
 		maxElapsed time.Duration

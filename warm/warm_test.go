@@ -37,7 +37,7 @@ func newMirror(t *testing.T, up *testupstream.Upstream) *url.URL {
 		t.Fatal(err)
 	}
 	srv, err := proxy.New(proxy.Options{
-		Store:           store,
+		Store: store,
 		Upstreams: []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL, Policy: upstream.Policy{
 			Retry: upstream.Retry{Attempts: 2, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Deadline: 5 * time.Second, AttemptTimeout: 5 * time.Second},
 		}}},

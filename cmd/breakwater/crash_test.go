@@ -47,7 +47,13 @@ func freeAddr(t *testing.T) string {
 func startBinary(t *testing.T, bin, cache, upstream string) (*exec.Cmd, string) {
 	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--cache-dir", cache, "--upstream", "docker.io="+upstream, "--tag-ttl", "1h")
+	// A short deadline: the restart against a dead upstream need not
+	// retry for the default 20 s to show what it serves.
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("resilience:\n  retry:\n    deadline: 2s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--listen", addr, "--cache-dir", cache, "--upstream", "docker.io="+upstream, "--tag-ttl", "1h")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -153,22 +153,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 	log.Info("cache opened", "dir", store.Root(), "blobs", scan.Blobs, "manifests", scan.Manifests,
 		"bytes", scan.Bytes, "dangling_records_removed", scan.Removed, "scan", scan.Duration.String(),
 		"max_size", limits.MaxSize)
-	names := make([]string, 0, len(cfg.Upstreams))
-	for name := range cfg.Upstreams {
-		names = append(names, name)
+	ups, err := upstreamConfigs(cfg)
+	if err != nil {
+		return err
 	}
-	sort.Strings(names)
-	var ups []proxy.UpstreamConfig
-	for _, name := range names {
-		u := cfg.Upstreams[name]
-		a, err := auth.For(name, auth.Credentials{
-			Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
-		})
-		if err != nil {
-			return fmt.Errorf("upstreams.%s: %w", name, err)
-		}
-		r := cfg.ResilienceFor(name)
-		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(r), RateLimitReserve: r.RateLimitReserve})
+	names := make([]string, len(ups))
+	for i, u := range ups {
+		names[i] = u.Name
 	}
 	tel, err := newTelemetry(ctx, buildVersion())
 	if err != nil {
@@ -261,6 +252,30 @@ func logDebugListener(log *slog.Logger, addr net.Addr) {
 		log.Warn("debug listener is not on a loopback address: profiles expose the mirror's internals to whoever reaches it",
 			"listen", addr.String())
 	}
+}
+
+// upstreamConfigs is every configured upstream as the proxy takes it, in
+// name order, each with its credentials and its own resilience settings
+// (its upstreams.<host>.resilience over the global block).
+func upstreamConfigs(cfg config.Config) ([]proxy.UpstreamConfig, error) {
+	names := make([]string, 0, len(cfg.Upstreams))
+	for name := range cfg.Upstreams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var ups []proxy.UpstreamConfig
+	for _, name := range names {
+		u := cfg.Upstreams[name]
+		a, err := auth.For(name, auth.Credentials{
+			Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("upstreams.%s: %w", name, err)
+		}
+		r := cfg.ResilienceFor(name)
+		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(r), RateLimitReserve: r.RateLimitReserve})
+	}
+	return ups, nil
 }
 
 // upstreamPolicy is the upstream client's policy for a resilience block.

@@ -208,3 +208,45 @@ func TestDefaultPolicyAgrees(t *testing.T) {
 		t.Errorf("config defaults give %+v, the upstream package's are %+v", got, want)
 	}
 }
+
+// TestPerUpstreamResilience: an upstream's own resilience block reaches
+// its client, key by key over the global block; the others keep the
+// global one.
+func TestPerUpstreamResilience(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+upstreams:
+  docker.io:
+    url: https://registry-1.docker.io
+    resilience:
+      retry:
+        deadline: 7s
+      breaker:
+        open_max: 9s
+      rate_limit_reserve: 3
+  ghcr.io:
+    url: https://ghcr.io
+resilience:
+  retry:
+    attempts: 2
+  max_concurrent: 8
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups, err := upstreamConfigs(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ups) != 2 || ups[0].Name != "docker.io" || ups[1].Name != "ghcr.io" {
+		t.Fatalf("upstreams %+v", ups)
+	}
+	hub, ghcr := ups[0], ups[1]
+	if p := hub.Policy; p.Retry.Deadline != 7*time.Second || p.Breaker.OpenMax != 9*time.Second || hub.RateLimitReserve != 3 ||
+		p.Retry.Attempts != 2 || p.MaxConcurrent != 8 {
+		t.Errorf("docker.io: %+v reserve %d; want its own deadline, open_max and reserve over the global attempts and max_concurrent", p, hub.RateLimitReserve)
+	}
+	def := upstream.DefaultPolicy()
+	if p := ghcr.Policy; p.Retry.Deadline != def.Retry.Deadline || p.Breaker.OpenMax != def.Breaker.OpenMax || p.Retry.Attempts != 2 || ghcr.RateLimitReserve != 10 {
+		t.Errorf("ghcr.io: %+v reserve %d; want the global block", p, ghcr.RateLimitReserve)
+	}
+}

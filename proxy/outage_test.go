@@ -483,3 +483,45 @@ func TestCachedImageDuringOutage(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedRetryLoop: concurrent requests for the same manifest, or the
+// same blob, ride an outage on one retry loop: the upstream sees one
+// loop's tries, not one per client.
+func TestSharedRetryLoop(t *testing.T) {
+	const clients = 16
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{defaults: true})
+	img := randomImage(t, 64<<10, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "library/herd:v1", img)
+	layer := digestOf(t, layersOf(t, img)[0])
+	for _, tc := range []struct {
+		name, path, upstreamPath string
+	}{
+		{"manifest", "/v2/library/herd/manifests/v1", "/manifests/"},
+		// The manifest links the layer to the repository; the layer
+		// itself is not cached.
+		{"blob", "/v2/library/herd/blobs/" + layer, "/blobs/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := startOutage(up, 2*time.Second, 503)
+			before := up.Count(http.MethodGet, tc.upstreamPath)
+			var wg sync.WaitGroup
+			for range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if resp, body := m.get(tc.path); resp.StatusCode != 200 {
+						t.Errorf("%s: %s %s", tc.path, resp.Status, body)
+					}
+				}()
+			}
+			wg.Wait()
+			tries := up.Count(http.MethodGet, tc.upstreamPath) - before
+			// One loop from 200 ms doubling makes about six tries in 2 s.
+			if o.refused.Load() == 0 || tries > 10 {
+				t.Errorf("%d clients made %d upstream GETs (%d refused) through a 2 s outage, want one loop's (at most 10)",
+					clients, tries, o.refused.Load())
+			}
+		})
+	}
+}

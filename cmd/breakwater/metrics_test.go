@@ -100,6 +100,7 @@ func TestMetricsAndStatus(t *testing.T) {
 		{"breakwater_fetched_bytes_total", []string{"upstream", "docker.io"}, float64(size)},
 		{"breakwater_upstream_requests_total", []string{"upstream", "docker.io", "status", "404"}, 1},
 		{"breakwater_upstream_breaker_state", []string{"upstream", "docker.io"}, 0},
+		{"breakwater_upstream_ratelimit_wait_seconds", []string{"upstream", "docker.io"}, 0},
 		{"breakwater_fetches_inflight", nil, 0},
 		{"breakwater_cache_evictions_total", nil, 0},
 		{"breakwater_cache_disk_full", nil, 0},

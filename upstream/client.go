@@ -333,6 +333,9 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			}
 			return nil, r.describe(refusal)
 		}
+		// Whatever changes from now on — another request finding the
+		// upstream back, above all — ends this request's backoff early.
+		woken := c.gate.changes()
 		resp, tryErr := c.traced(ctx, r, try, deadline)
 		if ctx.Err() != nil {
 			// The caller went away; that says nothing about the upstream.
@@ -385,7 +388,6 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		c.tel.retried(ctx, c.name)
 		c.log.Debug("retrying upstream request", "upstream", c.name, "method", r.method, "path", r.urlPath(),
 			"try", try, "cause", e.Cause, "wait", wait.String())
-		woken := c.gate.changes()
 		select {
 		case <-c.clock.After(wait):
 		case <-woken:
@@ -418,7 +420,7 @@ func (c *Client) judge(r request, resp *http.Response, err error) (outcome, *Err
 				h = he.header
 			}
 			e.Status, e.StatusLine, e.Cause = s, strconv.Itoa(s)+" "+statusText(s), statusCause(s)
-			e.RetryAfter = retryAfter(h, now)
+			e.RetryAfter = min(retryAfter(h, now), c.policy.Retry.MaxRetryAfter)
 			o := classifyStatus(s)
 			e.Transient = o.transient()
 			if !e.Transient {
@@ -440,7 +442,7 @@ func (c *Client) judge(r request, resp *http.Response, err error) (outcome, *Err
 		StatusLine: resp.Status,
 		Cause:      statusCause(resp.StatusCode),
 		Transient:  o.transient(),
-		RetryAfter: retryAfter(resp.Header, now),
+		RetryAfter: min(retryAfter(resp.Header, now), c.policy.Retry.MaxRetryAfter),
 	}
 	if r.method != http.MethodHead {
 		e.Code, e.Message = readErrorBody(resp.Body)

@@ -448,7 +448,7 @@ func TestRecoveryWakesWaiters(t *testing.T) {
 func TestDeadlineKeepsTheCause(t *testing.T) {
 	up := seededUpstream(t)
 	p := testPolicy()
-	p.Retry.Deadline = 400 * time.Millisecond
+	p.Retry.Deadline = 2 * time.Second
 	p.Retry.BaseDelay, p.Retry.MaxDelay = 10*time.Millisecond, 10*time.Millisecond
 	c := newTestClient(t, up.URL, nil, p)
 	var n int
@@ -465,7 +465,7 @@ func TestDeadlineKeepsTheCause(t *testing.T) {
 			// Every later try hangs past the deadline.
 			select {
 			case <-r.Context().Done():
-			case <-time.After(5 * time.Second):
+			case <-time.After(10 * time.Second):
 			}
 			return true
 		}
@@ -476,5 +476,28 @@ func TestDeadlineKeepsTheCause(t *testing.T) {
 	e, _ := AsError(err)
 	if e == nil || e.Cause != "answered 503 Service Unavailable" {
 		t.Fatalf("error %v, want the 503 the upstream sent before the deadline", err)
+	}
+}
+
+// TestAbsurdRetryAfter: a Retry-After of days is taken as max_retry_after,
+// in the hold and in what the caller is told.
+func TestAbsurdRetryAfter(t *testing.T) {
+	for _, status := range []int{429, 503} {
+		clk := newAutoClock()
+		up := seededUpstream(t)
+		p := testPolicy()
+		p.Retry.Attempts = 1
+		c := newTestClient(t, up.URL, clk, p)
+		outage(up, clk, "/manifests/", clk.Now().Add(time.Hour), status, "Retry-After", "864000")
+		_, err := getManifest(c)
+		e, _ := AsError(err)
+		if e == nil || e.RetryAfter != time.Hour {
+			t.Errorf("%d with Retry-After of 10 days: %v, want retry after 1h (the cap)", status, err)
+		}
+		if status == 429 {
+			if h := c.Health(); h.RateLimitRetryAfter != time.Hour {
+				t.Errorf("rate limit held for %v, want 1h", h.RateLimitRetryAfter)
+			}
+		}
 	}
 }

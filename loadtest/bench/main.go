@@ -319,19 +319,11 @@ func (b *bench) setup(ctx context.Context, root string) error {
 	logf("breakwater at %s (pid %d, tag_ttl %s)", bw.base, bw.proc.cmd.Process.Pid, b.s.TagTTL)
 
 	// distribution in proxy mode.
-	distAddr, err := freePort()
+	distProc, err := b.startDistribution("distribution", "http://"+upAddr)
 	if err != nil {
 		return err
 	}
-	distCfg, err := b.registryConfig("distribution", distAddr, "http://"+upAddr)
-	if err != nil {
-		return err
-	}
-	distProc, err := start("distribution", b.work, distAddr, "/v2/", b.regBin, "serve", distCfg)
-	if err != nil {
-		return err
-	}
-	dist := &target{Name: "distribution", base: "http://" + distAddr, proc: distProc}
+	dist := &target{Name: "distribution", base: "http://" + distProc.addr, proc: distProc}
 	logf("distribution proxy at %s (pid %d)", dist.base, distProc.cmd.Process.Pid)
 
 	direct := &target{Name: "direct", base: "http://" + upAddr, proc: b.upstream}
@@ -377,15 +369,28 @@ http:
 
 // order is the targets rotated by the scenario counter, so that no target
 // always goes first.
-func (b *bench) order() []*target {
-	k := b.scenario % len(b.targets)
+func (b *bench) order() []*target { return b.rotated(b.targets) }
+
+// rotated is order for a step's own targets.
+func (b *bench) rotated(targets []*target) []*target {
+	k := b.scenario % len(targets)
 	b.scenario++
-	return append(append([]*target(nil), b.targets[k:]...), b.targets[:k]...)
+	return append(append([]*target(nil), targets[k:]...), targets[:k]...)
 }
 
 // push pushes a fresh image of the given layer sizes as repo:v1.
 func (b *bench) push(repo string, sizes ...int64) (*testimage.Pushed, error) {
 	t0 := time.Now()
+	p, err := b.pushQuiet(repo, sizes...)
+	if err != nil {
+		return nil, err
+	}
+	logf("pushed %s:v1 (%s, %d blobs) in %s", repo, mib(p.Size), len(p.Blobs), time.Since(t0).Round(time.Millisecond))
+	return p, nil
+}
+
+// pushQuiet is push without the log line, for steps that push many.
+func (b *bench) pushQuiet(repo string, sizes ...int64) (*testimage.Pushed, error) {
 	layers, err := testimage.Layers(sizes...)
 	if err != nil {
 		return nil, err
@@ -398,7 +403,6 @@ func (b *bench) push(repo string, sizes ...int64) (*testimage.Pushed, error) {
 	if err != nil {
 		return nil, err
 	}
-	logf("pushed %s:v1 (%s, %d blobs) in %s", repo, mib(p.Size), len(p.Blobs), time.Since(t0).Round(time.Millisecond))
 	return &p, nil
 }
 

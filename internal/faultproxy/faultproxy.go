@@ -384,8 +384,6 @@ func (p *Proxy) switchLocked(ctx context.Context, s Setting, from *Setting) erro
 		go func() { _ = srv.Serve(ln) }()
 		p.srv = srv
 	}
-	p.cur.Store(&s)
-	p.since = time.Now()
 	attrs := []slog.Attr{slog.String("mode", string(s.Mode)), slog.String("listen", p.addr)}
 	if s.RetryAfter != nil {
 		attrs = append(attrs, slog.String("retry_after", s.RetryAfter.String()))
@@ -399,7 +397,11 @@ func (p *Proxy) switchLocked(ctx context.Context, s Setting, from *Setting) erro
 	if from != nil {
 		attrs = append(attrs, slog.String("from", string(from.Mode)), slog.String("after", from.For.String()))
 	}
+	// Logged before it takes effect, so that the log has the switch before
+	// any request answered in the new mode.
 	p.log.LogAttrs(ctx, slog.LevelInfo, "mode", attrs...)
+	p.cur.Store(&s)
+	p.since = time.Now()
 	if s.For > 0 {
 		gen := p.gen
 		p.revert = time.AfterFunc(s.For, func() { p.expired(gen, s) })
@@ -473,6 +475,9 @@ func (p *Proxy) Close() error {
 // serve answers one request according to the setting in effect.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	s := p.cur.Load()
+	// Counted before the answer, so that a client that has its answer can
+	// rely on the count.
+	p.counts[s.Mode].Add(1)
 	rec := &recorder{ResponseWriter: w}
 	if n := s.RateLimitRemaining; n != nil {
 		// Docker Hub's anonymous quota: 100 pulls per 6 hours.
@@ -504,7 +509,6 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	p.counts[s.Mode].Add(1)
 	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
 		slog.String("mode", string(s.Mode)), slog.Int("status", status))

@@ -1,7 +1,6 @@
 package faultproxy_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,8 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,30 +22,11 @@ import (
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 )
 
-// syncBuffer is a log destination the proxy's goroutines write to while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	up    *testupstream.Upstream
 	p     *faultproxy.Proxy
 	ctl   string // control API base URL
-	log   *syncBuffer
+	log   string // the proxy's log file
 	image string // a manifest path the upstream has
 	blob  string // a blob path the upstream has
 }
@@ -66,11 +47,16 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{up: up, log: &syncBuffer{}, image: "/v2/library/app/manifests/v1", blob: "/v2/library/app/blobs/" + ld.String()}
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "faultproxy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logFile.Close() })
+	f := &fixture{up: up, log: logFile.Name(), image: "/v2/library/app/manifests/v1", blob: "/v2/library/app/blobs/" + ld.String()}
 	f.p, err = faultproxy.Start(context.Background(), faultproxy.Config{
 		Upstream: up.URL,
 		Addr:     "127.0.0.1:0",
-		Logger:   slog.New(slog.NewJSONHandler(f.log, nil)),
+		Logger:   slog.New(slog.NewJSONHandler(logFile, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +66,15 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(ctl.Close)
 	f.ctl = ctl.URL
 	return f
+}
+
+func (f *fixture) logText(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(f.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // control sends POST /mode?QUERY and returns the status and the answer.
@@ -310,8 +305,8 @@ func TestForReturnsToPass(t *testing.T) {
 			if f.p.Addr() != addr {
 				t.Errorf("listening on %s after the return, was %s", f.p.Addr(), addr)
 			}
-			if want := `"msg":"mode","mode":"pass","listen":"` + addr + `","from":"` + mode + `","after":"300ms"}`; !strings.Contains(f.log.String(), want) {
-				t.Errorf("log has no line with %s:\n%s", want, f.log.String())
+			if want := `"msg":"mode","mode":"pass","listen":"` + addr + `","from":"` + mode + `","after":"300ms"}`; !strings.Contains(f.logText(t), want) {
+				t.Errorf("log has no line with %s:\n%s", want, f.logText(t))
 			}
 		})
 	}

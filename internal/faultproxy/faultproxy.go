@@ -242,8 +242,8 @@ type Config struct {
 	// Initial is the setting to start in (zero: pass).
 	Initial Setting
 	// Logger gets a line for every request and every switch (Info) and
-	// for requests the upstream could not be reached for (Warn). Nil
-	// discards them.
+	// for requests the upstream could not be reached for or whose answer
+	// was cut (Warn). Nil discards them.
 	Logger *slog.Logger
 }
 
@@ -303,6 +303,9 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 		},
 		// Blobs stream through as they arrive, as from the registry.
 		FlushInterval: -1,
+		// What ReverseProxy reports itself (a body cut mid-copy) goes to
+		// the Logger too, not to the log package's default.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.log.LogAttrs(r.Context(), slog.LevelWarn, "proxy error",
 				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("error", err.Error()))

@@ -371,6 +371,7 @@ func (p *Proxy) switchLocked(ctx context.Context, s Setting, from *Setting) erro
 		p.revert = nil
 	}
 	p.gen++
+	var ln net.Listener // to serve on once s is in effect
 	switch {
 	case s.Mode == Refuse && p.srv != nil:
 		// Close the listener and every connection, idle or busy, so that
@@ -378,14 +379,11 @@ func (p *Proxy) switchLocked(ctx context.Context, s Setting, from *Setting) erro
 		_ = p.srv.Close()
 		p.srv = nil
 	case s.Mode != Refuse && p.srv == nil:
-		ln, err := p.listen(ctx)
-		if err != nil {
+		var err error
+		if ln, err = p.listen(ctx); err != nil {
 			return err
 		}
 		p.addr = ln.Addr().String()
-		srv := &http.Server{Handler: http.HandlerFunc(p.serve), ReadHeaderTimeout: 30 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		p.srv = srv
 	}
 	attrs := []slog.Attr{slog.String("mode", string(s.Mode)), slog.String("listen", p.addr)}
 	if s.RetryAfter != nil {
@@ -405,6 +403,13 @@ func (p *Proxy) switchLocked(ctx context.Context, s Setting, from *Setting) erro
 	p.log.LogAttrs(ctx, slog.LevelInfo, "mode", attrs...)
 	p.cur.Store(&s)
 	p.since = time.Now()
+	if ln != nil {
+		// Connections wait in the listener's backlog until now, so none
+		// is answered in the setting before.
+		srv := &http.Server{Handler: http.HandlerFunc(p.serve), ReadHeaderTimeout: 30 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		p.srv = srv
+	}
 	if s.For > 0 {
 		gen := p.gen
 		p.revert = time.AfterFunc(s.For, func() { p.expired(gen, s) })

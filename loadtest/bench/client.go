@@ -45,6 +45,16 @@ func newClient() *http.Client {
 // any of them fails the run.
 var verifyFailures atomic.Int64
 
+// statusError is an answer other than 200 OK: the recovery step counts
+// what clients saw by its code.
+type statusError struct {
+	what   string // "GET repo/manifests/tag"
+	code   int
+	status string // "503 Service Unavailable"
+}
+
+func (e *statusError) Error() string { return e.what + ": " + e.status }
+
 type verifyError struct{ msg string }
 
 func (e *verifyError) Error() string { return e.msg }
@@ -106,7 +116,7 @@ func (p *puller) getManifest(ctx context.Context, repo, ref string, want *testim
 		return nil, 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, 0, fmt.Errorf("GET %s/manifests/%s: %s", repo, ref, resp.Status)
+		return nil, 0, &statusError{what: fmt.Sprintf("GET %s/manifests/%s", repo, ref), code: resp.StatusCode, status: resp.Status}
 	}
 	sum := sha256.Sum256(body)
 	got := "sha256:" + hex.EncodeToString(sum[:])
@@ -177,7 +187,7 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return t, fmt.Errorf("GET %s/blobs/%s: %s", repo, b.Digest, resp.Status)
+		return t, &statusError{what: fmt.Sprintf("GET %s/blobs/%s", repo, b.Digest), code: resp.StatusCode, status: resp.Status}
 	}
 	h := sha256.New()
 	var n int64

@@ -21,6 +21,11 @@
 //	         upstream ÷ image size; again with 256 clients on a smaller image
 //	manifest 64 clients HEAD+GET one tag for 10 s, warm: requests/s, p50/p99
 //	big      one 1 GiB layer to 32 clients, cold: peak RSS of the server (VmHWM)
+//	recovery each target behind its own fault proxy (internal/faultproxy):
+//	         upstream 503 for 30 s, 429 with Retry-After: 10 for 20 s, 503
+//	         for 1.5 s, 32 clients pulling uncached images like kubelet:
+//	         upstream requests/s during the fault, time from its end to the
+//	         first and last client's image, failed attempts
 //	outage   the upstream is stopped; 200 pulls of cached images: errors
 //
 // Every byte read is hashed and compared with its digest; a mismatch fails
@@ -43,6 +48,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/breakwater-registry/breakwater/internal/faultproxy"
 	"github.com/breakwater-registry/breakwater/loadtest/internal/testimage"
 )
 
@@ -67,6 +73,13 @@ type settings struct {
 	SlowRate         float64       `json:"slow_rate_bytes_per_s"`
 	SlowLayers       int           `json:"slow_layers"`
 	SlowLayerSize    int64         `json:"slow_layer_size"`
+	// The recovery step: how long each fault lasts, the clients, and the
+	// 429's Retry-After in seconds.
+	RecoveryOutage     time.Duration `json:"recovery_outage_ns"`
+	RecoveryRateLimit  time.Duration `json:"recovery_ratelimit_ns"`
+	RecoveryBurst      time.Duration `json:"recovery_burst_ns"`
+	RecoveryClients    int           `json:"recovery_clients"`
+	RecoveryRetryAfter int           `json:"recovery_retry_after_s"`
 }
 
 type bench struct {
@@ -90,6 +103,9 @@ type target struct {
 	// restart starts the server again on the same cache (Breakwater only).
 	restart func(tagTTL string) (*proc, error)
 	peak    memStat
+	// fault is the fault proxy between the target and the upstream
+	// (recovery step only).
+	fault *faultproxy.Proxy
 }
 
 func main() {
@@ -120,6 +136,9 @@ func run() int {
 	flag.IntVar(&s.BigClients, "big-clients", 32, "clients of the big-layer scenario")
 	flag.IntVar(&s.OutagePulls, "outage-pulls", 200, "pulls of cached images per target while the upstream is down")
 	flag.IntVar(&s.OutageClients, "outage-clients", 8, "concurrent clients during the outage")
+	flag.DurationVar(&s.RecoveryOutage, "recovery-outage", 30*time.Second, "recovery: how long the upstream answers 503 in the outage phase")
+	flag.DurationVar(&s.RecoveryRateLimit, "recovery-ratelimit", 20*time.Second, "recovery: how long the upstream answers 429 (Retry-After: 10) in the rate-limit phase")
+	flag.IntVar(&s.RecoveryClients, "recovery-clients", 32, "recovery: clients per phase, each pulling its own uncached image")
 	flag.StringVar(&s.TagTTL, "tag-ttl", "1h", "Breakwater's --tag-ttl (the manifest scenario measures a warm cache)")
 	flag.StringVar(&s.OutageTagTTL, "outage-tag-ttl", "0s", "Breakwater is restarted on its cache with this --tag-ttl before the outage, so every cached tag has expired and is served stale-if-error; empty: no restart")
 	flag.StringVar(&out, "out", "", "write the results as JSON here (default loadtest/bench/results.json, or results-quick.json with -quick)")
@@ -127,7 +146,7 @@ func run() int {
 	flag.StringVar(&regBin, "registry", "", "distribution registry binary (default: build ./loadtest/registry)")
 	flag.StringVar(&workDir, "work", "", "work directory (default: a new temporary directory, removed at the end)")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs, caches)")
-	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: cold_warm, herd, herd_big, herd_slow, manifest, big, outage")
+	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: cold_warm, herd, herd_big, herd_slow, manifest, big, recovery, outage")
 	flag.DurationVar(&timeout, "timeout", 45*time.Minute, "give up after this long")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -137,7 +156,11 @@ func run() int {
 	if s.Quick {
 		layerSize, herdBigLayer, bigLayer, slowLayer = "4MiB", "1MiB", "64MiB", "4MiB"
 		s.Reps, s.HerdReps, s.HerdBig, s.ManifestDuration, s.OutagePulls = 1, 1, 64, 2*time.Second, 40
+		s.RecoveryOutage, s.RecoveryRateLimit, s.RecoveryClients = 8*time.Second, 6*time.Second, 8
 	}
+	// The short burst of the recovery step, and the Retry-After of its
+	// rate limit: fixed, the figures of issue 9.
+	s.RecoveryBurst, s.RecoveryRetryAfter = 1500*time.Millisecond, 10
 	var err error
 	for _, f := range []struct {
 		dst *int64
@@ -319,19 +342,11 @@ func (b *bench) setup(ctx context.Context, root string) error {
 	logf("breakwater at %s (pid %d, tag_ttl %s)", bw.base, bw.proc.cmd.Process.Pid, b.s.TagTTL)
 
 	// distribution in proxy mode.
-	distAddr, err := freePort()
+	distProc, err := b.startDistribution("distribution", "http://"+upAddr)
 	if err != nil {
 		return err
 	}
-	distCfg, err := b.registryConfig("distribution", distAddr, "http://"+upAddr)
-	if err != nil {
-		return err
-	}
-	distProc, err := start("distribution", b.work, distAddr, "/v2/", b.regBin, "serve", distCfg)
-	if err != nil {
-		return err
-	}
-	dist := &target{Name: "distribution", base: "http://" + distAddr, proc: distProc}
+	dist := &target{Name: "distribution", base: "http://" + distProc.addr, proc: distProc}
 	logf("distribution proxy at %s (pid %d)", dist.base, distProc.cmd.Process.Pid)
 
 	direct := &target{Name: "direct", base: "http://" + upAddr, proc: b.upstream}
@@ -377,15 +392,28 @@ http:
 
 // order is the targets rotated by the scenario counter, so that no target
 // always goes first.
-func (b *bench) order() []*target {
-	k := b.scenario % len(b.targets)
+func (b *bench) order() []*target { return b.rotated(b.targets) }
+
+// rotated is order for a step's own targets.
+func (b *bench) rotated(targets []*target) []*target {
+	k := b.scenario % len(targets)
 	b.scenario++
-	return append(append([]*target(nil), b.targets[k:]...), b.targets[:k]...)
+	return append(append([]*target(nil), targets[k:]...), targets[:k]...)
 }
 
 // push pushes a fresh image of the given layer sizes as repo:v1.
 func (b *bench) push(repo string, sizes ...int64) (*testimage.Pushed, error) {
 	t0 := time.Now()
+	p, err := b.pushQuiet(repo, sizes...)
+	if err != nil {
+		return nil, err
+	}
+	logf("pushed %s:v1 (%s, %d blobs) in %s", repo, mib(p.Size), len(p.Blobs), time.Since(t0).Round(time.Millisecond))
+	return p, nil
+}
+
+// pushQuiet is push without the log line, for steps that push many.
+func (b *bench) pushQuiet(repo string, sizes ...int64) (*testimage.Pushed, error) {
 	layers, err := testimage.Layers(sizes...)
 	if err != nil {
 		return nil, err
@@ -398,7 +426,6 @@ func (b *bench) push(repo string, sizes ...int64) (*testimage.Pushed, error) {
 	if err != nil {
 		return nil, err
 	}
-	logf("pushed %s:v1 (%s, %d blobs) in %s", repo, mib(p.Size), len(p.Blobs), time.Since(t0).Round(time.Millisecond))
 	return &p, nil
 }
 
@@ -419,6 +446,8 @@ func (b *bench) runAll(ctx context.Context) error {
 		{"herd_slow", "herd from a slow upstream", b.herdSlow},
 		{"manifest", "manifests", b.manifests},
 		{"big", "big layer", b.bigLayer},
+		// Before outage, which stops the upstream for good.
+		{"recovery", "outage and recovery", b.recovery},
 		{"outage", "outage", b.outage},
 	}
 	for _, st := range steps {

@@ -255,8 +255,29 @@ func (r *results) rowDefs() []rowDef {
 			func(bw, _, _, _ float64) bool { return bw < 100 }},
 		rowDef{"peak RSS of the server, whole run", "MiB", "run", "peak_rss_mib", "< 100 MiB",
 			func(bw, _, _, _ float64) bool { return bw < 100 }},
-		rowDef{fmt.Sprintf("upstream down: failed pulls of %d (cached images)", s.OutagePulls), "", "outage", "errors", "0",
-			func(bw, _, _, _ float64) bool { return bw == 0 }},
+	)
+	zero := func(bw, _, _, _ float64) bool { return bw == 0 }
+	// fault adds the rows of a fault that lasts and then ends: while names
+	// the fault, end its end.
+	fault := func(scenario, label, while, end string) {
+		rows = append(rows,
+			rowDef{label + "upstream requests/s while " + while, "req/s", scenario, "upstream_rps_in_fault", "", nil},
+			rowDef{label + "s from " + end + " to first successful cold pull", "s", scenario, "first_success_s", "", nil},
+			rowDef{label + "s from " + end + " to the last client's success", "s", scenario, "last_success_s", "", nil},
+			rowDef{label + "failed pull attempts seen by clients", "", scenario, "failed_attempts", "", nil},
+			rowDef{label + "clients without their image 2 min after " + end, "", scenario, "never_succeeded", "0", zero},
+		)
+	}
+	fault("recovery_outage", fmt.Sprintf("upstream down %s, %d clients: ", secs(s.RecoveryOutage), s.RecoveryClients), "down", "recovery")
+	fault("recovery_ratelimit", fmt.Sprintf("upstream 429 (Retry-After: %d) %s, %d clients: ", s.RecoveryRetryAfter, secs(s.RecoveryRateLimit), s.RecoveryClients),
+		"rate-limited", "the limit's end")
+	burst := fmt.Sprintf("upstream down %s as %d clients start cold pulls: ", secs(s.RecoveryBurst), s.RecoveryClients)
+	rows = append(rows,
+		rowDef{burst + "failed pull attempts seen by clients", "", "recovery_burst", "failed_attempts", "0", zero},
+		rowDef{burst + "pull time p50 (from the client's start)", "s", "recovery_burst", "pull_p50_s", "", nil},
+		rowDef{burst + "pull time, slowest client", "s", "recovery_burst", "pull_max_s", "", nil},
+		rowDef{burst + "upstream requests while down", "", "recovery_burst", "upstream_requests_in_fault", "", nil},
+		rowDef{fmt.Sprintf("upstream down: failed pulls of %d (cached images)", s.OutagePulls), "", "outage", "errors", "0", zero},
 	)
 	return rows
 }

@@ -406,36 +406,13 @@ func (b *bench) herdSlow(ctx context.Context) error {
 	}
 	defer th.close()
 	remote := "http://" + th.addr()
-
-	bwAddr, err := freePort()
+	bw, dist, err := b.startOwn("slow", remote, remote)
 	if err != nil {
 		return err
 	}
-	bwProc, err := start("breakwater-slow", b.work, bwAddr, "/healthz", b.bwBin, "serve",
-		"--listen", bwAddr, "--cache-dir", filepath.Join(b.work, "breakwater-slow-cache"),
-		"--upstream", "docker.io="+remote, "--tag-ttl", b.s.TagTTL)
-	if err != nil {
-		return err
-	}
-	defer bwProc.stop()
-	distAddr, err := freePort()
-	if err != nil {
-		return err
-	}
-	distCfg, err := b.registryConfig("distribution-slow", distAddr, remote)
-	if err != nil {
-		return err
-	}
-	distProc, err := start("distribution-slow", b.work, distAddr, "/v2/", b.regBin, "serve", distCfg)
-	if err != nil {
-		return err
-	}
-	defer distProc.stop()
-	targets := []*target{
-		{Name: "breakwater", base: "http://" + bwAddr, proc: bwProc},
-		{Name: "distribution", base: "http://" + distAddr, proc: distProc},
-		{Name: "direct", base: remote, proc: b.upstream},
-	}
+	defer bw.proc.stop()
+	defer dist.proc.stop()
+	targets := []*target{bw, dist, {Name: "direct", base: remote, proc: b.upstream}}
 
 	img, err := b.push("bench/herd-slow", repeat(b.s.SlowLayers, b.s.SlowLayerSize)...)
 	if err != nil {
@@ -443,9 +420,7 @@ func (b *bench) herdSlow(ctx context.Context) error {
 	}
 	b.res.note("herd_slow", fmt.Sprintf("%d clients, %d × %s, upstream limited to %.0f MB/s per connection (a blob takes %.1f s to arrive); own Breakwater and distribution instances with empty caches",
 		b.s.Herd, b.s.SlowLayers, mib(b.s.SlowLayerSize), b.s.SlowRate/1e6, float64(b.s.SlowLayerSize)/b.s.SlowRate))
-	k := b.scenario % len(targets)
-	b.scenario++
-	for _, t := range append(append([]*target(nil), targets[k:]...), targets[:k]...) {
+	for _, t := range b.rotated(targets) {
 		off := b.upLog.size()
 		cr := b.crowd(ctx, t, img, b.s.Herd, b.s.HerdParallel)
 		time.Sleep(300 * time.Millisecond)
@@ -459,6 +434,42 @@ func (b *bench) herdSlow(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// startOwn starts a Breakwater (empty cache, -tag-ttl, built-in defaults
+// otherwise) and a distribution proxy for a step that needs its own, named
+// breakwater-SUFFIX and distribution-SUFFIX, with the given upstream URLs.
+func (b *bench) startOwn(suffix, bwUpstream, distUpstream string) (bw, dist *target, err error) {
+	bwAddr, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	bwProc, err := start("breakwater-"+suffix, b.work, bwAddr, "/healthz", b.bwBin, "serve",
+		"--listen", bwAddr, "--cache-dir", filepath.Join(b.work, "breakwater-"+suffix+"-cache"),
+		"--upstream", "docker.io="+bwUpstream, "--tag-ttl", b.s.TagTTL)
+	if err != nil {
+		return nil, nil, err
+	}
+	distProc, err := b.startDistribution("distribution-"+suffix, distUpstream)
+	if err != nil {
+		bwProc.stop()
+		return nil, nil, err
+	}
+	return &target{Name: "breakwater", base: "http://" + bwAddr, proc: bwProc},
+		&target{Name: "distribution", base: "http://" + distProc.addr, proc: distProc}, nil
+}
+
+// startDistribution starts distribution in proxy mode in front of upstream.
+func (b *bench) startDistribution(name, upstream string) (*proc, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := b.registryConfig(name, addr, upstream)
+	if err != nil {
+		return nil, err
+	}
+	return start(name, b.work, addr, "/v2/", b.regBin, "serve", cfg)
 }
 
 // diskWrite writes size bytes to a new file in dir and fsyncs it: what any

@@ -164,7 +164,7 @@ func New(c Config) (*Client, error) {
 		cl.userAgent = "breakwater"
 	}
 	cl.inner = newBaseTransport(cl.policy.Retry.AttemptTimeout)
-	cl.gate = newGate(c.Name, cl.policy, cl.clock, cl.log)
+	cl.gate = newGate(c.Name, cl.policy, cl.clock, cl.rnd, cl.log)
 	cl.limits.remaining.Store(-1)
 	if n := cl.policy.MaxConcurrent; n > 0 {
 		cl.slots = make(chan struct{}, n)
@@ -395,6 +395,16 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			// the gate.
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+		if outcome == down {
+			ok, err := c.gate.pace(ctx, deadline)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				c.gate.finish(outcome)
+				return nil, e
+			}
 		}
 	}
 }

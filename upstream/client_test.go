@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -500,4 +501,58 @@ func TestAbsurdRetryAfter(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRetriesPacedPerUpstream: requests waiting out the same down
+// upstream share one retry schedule: it sees their first tries and one
+// loop's retries, not each request's, and every request goes as soon as
+// one retry finds it back.
+func TestRetriesPacedPerUpstream(t *testing.T) {
+	const clients = 16
+	up := seededUpstream(t)
+	p := testPolicy()
+	p.Retry.BaseDelay, p.Retry.MaxDelay, p.Retry.Deadline = 50*time.Millisecond, 200*time.Millisecond, 10*time.Second
+	c, err := New(Config{Name: "docker.io", URL: up.URL, Policy: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	end := time.Now().Add(1500 * time.Millisecond)
+	refused := 0
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") || time.Now().After(end) {
+			return false
+		}
+		mu.Lock()
+		refused++
+		mu.Unlock()
+		w.WriteHeader(503)
+		return true
+	})
+	var wg sync.WaitGroup
+	var lastDone atomic.Int64
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Every request is for a tag of its own: nothing coalesces them.
+			_, err := c.Manifest(context.Background(), "library/app", fmt.Sprintf("t%d", i), nil)
+			if e, ok := AsError(err); !ok || e.Status != 404 {
+				t.Errorf("request %d: %v, want the registry's 404 once it is back", i, err)
+			}
+			lastDone.Store(time.Now().UnixNano())
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	// Unpaced, each request would retry about every 100 ms: some 15 tries
+	// each over 1.5 s, 240 in all.
+	if refused > clients+30 {
+		t.Errorf("%d requests made %d tries through a 1.5 s outage, want their first tries and one shared schedule's retries", clients, refused)
+	}
+	if late := time.Unix(0, lastDone.Load()).Sub(end); late > time.Second {
+		t.Errorf("the last request ended %v after the upstream came back", late)
+	}
+	t.Logf("%d tries refused; last request done %v after recovery", refused, time.Unix(0, lastDone.Load()).Sub(end))
 }

@@ -60,6 +60,14 @@ type gate struct {
 	// one that got an answer, which wakes every retry loop waiting out a
 	// backoff: the upstream is back, there is no reason to wait.
 	failing bool
+	// While failing, retries of every request share one schedule: the
+	// next may go at paceAt, which moves by a full-jitter backoff doubling
+	// with each try that found the upstream down (paceN), so a thousand
+	// waiting requests cost a down upstream one retry per backoff, not a
+	// thousand. First tries are not paced: each is news.
+	paceAt time.Time
+	paceN  int
+	rnd    func() float64
 	// lastError is the last transient cause, for the status page.
 	lastError string
 	window    window
@@ -76,8 +84,11 @@ type hold struct {
 	cause   string // what the refusal says: "answered 429 Too Many Requests"
 }
 
-func newGate(name string, p Policy, clock Clock, log *slog.Logger) *gate {
-	return &gate{name: name, policy: p, clock: clock, log: log, window: newWindow(p.Breaker.Window), changed: make(chan struct{})}
+func newGate(name string, p Policy, clock Clock, rnd func() float64, log *slog.Logger) *gate {
+	if rnd == nil {
+		rnd = jitter
+	}
+	return &gate{name: name, policy: p, clock: clock, rnd: rnd, log: log, window: newWindow(p.Breaker.Window), changed: make(chan struct{})}
 }
 
 // ticket is an admitted try: which holds it probes.
@@ -208,6 +219,7 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 	switch o {
 	case down:
 		g.failing = true
+		g.paceN++
 		g.downCause = shortCause(cause)
 		if t.circuit {
 			g.openFor = min(g.openFor*2, g.policy.Breaker.OpenMax)
@@ -221,11 +233,42 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 		}
 		if g.failing {
 			g.failing = false
+			g.paceN, g.paceAt = 0, time.Time{}
 			changed = true
 		}
 	}
 	if changed {
 		g.notifyLocked()
+	}
+}
+
+// pace waits for the next retry slot of a failing upstream. It returns
+// false when the slot comes too late for deadline, and ctx's error if ctx
+// ends first. An upstream that is not failing (any more) lets the retry go
+// at once.
+func (g *gate) pace(ctx context.Context, deadline time.Time) (bool, error) {
+	for {
+		g.mu.Lock()
+		now := g.clock.Now()
+		if !g.failing || !now.Before(g.paceAt) {
+			if g.failing {
+				g.paceAt = now.Add(time.Duration(g.rnd() * float64(g.policy.Retry.backoffCeiling(g.paceN))))
+			}
+			g.mu.Unlock()
+			return true, nil
+		}
+		if !g.paceAt.Before(deadline) {
+			g.mu.Unlock()
+			return false, nil
+		}
+		wait, changed := g.paceAt.Sub(now), g.changed
+		g.mu.Unlock()
+		select {
+		case <-changed:
+		case <-g.clock.After(wait):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 	}
 }
 

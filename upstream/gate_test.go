@@ -12,7 +12,7 @@ import (
 func testGate(clk Clock) *gate {
 	p := Policy{Breaker: Breaker{Window: 30 * time.Second, MinRequests: 5, FailurePercent: 50, OpenMin: time.Second, OpenMax: 4 * time.Second},
 		Retry: Retry{MaxRetryAfter: time.Hour}}.withDefaults()
-	return newGate("docker.io", p, clk, slog.New(slog.DiscardHandler))
+	return newGate("docker.io", p, clk, func() float64 { return 0.999 }, slog.New(slog.DiscardHandler))
 }
 
 // admitNow asks for a try that may not wait.

@@ -32,7 +32,8 @@
 //   TIMEOUT         per-request timeout                     (120s)
 //   CACHED_P99_MS   bound on p99 whole-image pull time of cached images (30000)
 //   UNAVAILABLE_P99_MS  bound on p99 time to the 503 (Breakwater retries
-//                   before answering, up to resilience.retry.deadline) (35000)
+//                   before answering, up to resilience.retry.deadline,
+//                   20 s by default) (35000)
 //
 // Thresholds: every check passes; http_req_failed is 0 — a 503 counts as
 // expected only for UNCACHED requests, anything else non-2xx is a failure;

@@ -322,8 +322,9 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 	}
 	last := answered
 	var lastErr *Error
+	var w waited
 	for try := 1; ; try++ {
-		t, refusal, err := c.gate.admit(ctx, deadline, true, onWait)
+		t, refusal, err := c.gate.admit(ctx, deadline, true, &w, onWait)
 		if err != nil {
 			return nil, err
 		}
@@ -368,6 +369,11 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			return resp, nil
 		}
 		last, lastErr = outcome, e
+		if t.circuit && outcome == down {
+			// This request was the probe and heard the verdict itself.
+			c.gate.finish(outcome)
+			return nil, r.describe(c.gate.circuitRefusal())
+		}
 		if a := c.policy.Retry.Attempts; a > 0 && try >= a {
 			c.gate.finish(outcome)
 			return nil, e

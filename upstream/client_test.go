@@ -380,10 +380,13 @@ func TestBreakerOnlyForDown(t *testing.T) {
 	if e == nil || !errors.Is(err, ErrCircuitOpen) || e.Cause != "circuit open after 503 Service Unavailable" {
 		t.Fatalf("while open and down: %v", err)
 	}
-	// Probes went out at 1, 2 and 4 s intervals within the 20 s budget,
-	// not a retry loop's worth.
-	if probes := up.Count("", "/manifests/") - n; probes < 3 || probes > 8 {
-		t.Errorf("%d probes in one request's budget", probes)
+	// The request waited for the one probe due within its budget and
+	// heard its verdict, instead of waiting out probe after probe.
+	if probes := up.Count("", "/manifests/") - n; probes != 1 {
+		t.Errorf("%d probes for one request, want 1", probes)
+	}
+	if e.RetryAfter <= 0 || e.RetryAfter > c.policy.Breaker.OpenMax {
+		t.Errorf("retry after %v, want the time to the next probe", e.RetryAfter)
 	}
 
 	up.SetHook(nil)

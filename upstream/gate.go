@@ -47,6 +47,8 @@ type gate struct {
 	mu      sync.Mutex
 	circuit hold
 	limit   hold
+	// failedProbes counts probes that found the upstream still down.
+	failedProbes int
 	// openFor is the circuit's current open time: OpenMin, doubled by
 	// each failed probe up to OpenMax.
 	openFor time.Duration
@@ -91,6 +93,12 @@ func newGate(name string, p Policy, clock Clock, rnd func() float64, log *slog.L
 	return &gate{name: name, policy: p, clock: clock, rnd: rnd, log: log, window: newWindow(p.Breaker.Window), changed: make(chan struct{})}
 }
 
+// waited is what one request has seen of the gate across its tries.
+type waited struct {
+	metCircuit   bool
+	failedProbes int // the gate's count when the request met the open circuit
+}
+
 // ticket is an admitted try: which holds it probes.
 type ticket struct {
 	circuit, limit bool
@@ -101,10 +109,24 @@ type ticket struct {
 // waiting it calls onWait with the refusal it would give now, so that a
 // caller with something to fall back on need not wait. It returns ctx's
 // error if ctx ends first.
-func (g *gate) admit(ctx context.Context, deadline time.Time, wait bool, onWait func(*Error)) (ticket, *Error, error) {
+//
+// A request waits for one probe's verdict, not for every probe its
+// deadline could hold: when a probe fails after the request first met the
+// open circuit, it is refused at once, so that during a long outage
+// clients hear of it within the open time rather than at their deadline.
+// w carries what the request has seen across its tries.
+func (g *gate) admit(ctx context.Context, deadline time.Time, wait bool, w *waited, onWait func(*Error)) (ticket, *Error, error) {
 	for {
 		g.mu.Lock()
 		now := g.clock.Now()
+		if g.circuit.active {
+			if !w.metCircuit {
+				w.metCircuit, w.failedProbes = true, g.failedProbes
+			} else if g.failedProbes > w.failedProbes {
+				g.mu.Unlock()
+				return ticket{}, g.circuitRefusal(), nil
+			}
+		}
 		h := g.blocking(now)
 		if h == nil {
 			t := ticket{circuit: g.circuit.active, limit: g.limit.active}
@@ -144,6 +166,13 @@ func (g *gate) admit(ctx context.Context, deadline time.Time, wait bool, onWait 
 			return ticket{}, nil, ctx.Err()
 		}
 	}
+}
+
+// circuitRefusal is the answer for a request that heard a probe fail.
+func (g *gate) circuitRefusal() *Error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.refusalLocked(&g.circuit, max(g.circuit.until.Sub(g.clock.Now()), 0))
 }
 
 // blocking returns the hold that keeps a try back now, if any: the rate
@@ -222,6 +251,7 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 		g.paceN++
 		g.downCause = shortCause(cause)
 		if t.circuit {
+			g.failedProbes++
 			g.openFor = min(g.openFor*2, g.policy.Breaker.OpenMax)
 			g.openLocked(now)
 		}

@@ -18,7 +18,7 @@ func testGate(clk Clock) *gate {
 // admitNow asks for a try that may not wait.
 func admitNow(t *testing.T, g *gate) (ticket, *Error) {
 	t.Helper()
-	tk, refusal, err := g.admit(context.Background(), g.clock.Now().Add(time.Hour), false, nil)
+	tk, refusal, err := g.admit(context.Background(), g.clock.Now().Add(time.Hour), false, &waited{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func admitAsync(g *gate, budget time.Duration) *asyncAdmit {
 	deadline := g.clock.Now().Add(budget)
 	go func() {
 		var r admitResult
-		r.t, r.refusal, r.err = g.admit(context.Background(), deadline, true, func(*Error) { r.waited = true })
+		r.t, r.refusal, r.err = g.admit(context.Background(), deadline, true, &waited{}, func(*Error) { r.waited = true })
 		a.ch <- r
 	}()
 	return a
@@ -186,20 +186,22 @@ func TestCircuitProbes(t *testing.T) {
 		t.Fatal("a second request went out while the probe was out")
 	}
 
-	// The probe fails: open again for 2 s; b waits on, then probes.
+	// The probe fails: open again for 2 s. b waited for that verdict and
+	// hears it at once, rather than waiting out the next probes too.
 	g.observe(first.t, down, "unreachable: connection refused", 0)
 	if h := g.health(); h.Circuit != CircuitOpen || h.CircuitRetryAfter != 2*time.Second {
 		t.Fatalf("after a failed probe: %+v, want open for 2s", h)
 	}
-	_, refusal = admitNow(t, g)
-	if refusal.Cause != "circuit open after connection refused" {
-		t.Errorf("cause after the probe failed: %q", refusal.Cause)
+	if r := b.result(t); r.refusal == nil || r.refusal.Cause != "circuit open after connection refused" || r.refusal.RetryAfter != 2*time.Second {
+		t.Fatalf("b after the failed probe: %+v %+v, want refused naming the probe's cause", r, r.refusal)
 	}
+	// A request that comes now waits for the next probe, and is it.
+	b = admitAsync(g, 10*time.Second)
 	clk.awaitWaiters(1, 5*time.Second)
 	clk.Advance(2 * time.Second)
 	second := b.result(t)
 	if second.refusal != nil || !second.t.circuit {
-		t.Fatalf("b after 2s: %+v, want the probe", second)
+		t.Fatalf("a new request after 2s: %+v, want the probe", second)
 	}
 	g.observe(second.t, down, "answered 503 Service Unavailable", 0)
 	if h := g.health(); h.CircuitRetryAfter != 4*time.Second {

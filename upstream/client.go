@@ -320,24 +320,36 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		delayed = true
 		o.onDelay(r.describe(e))
 	}
+	// tries counts the tries sent; last and lastErr are the last one's.
+	tries := 0
 	last := answered
 	var lastErr *Error
+	// giveUp ends a request that did not get an answer: it counts once
+	// for the breaker, however many tries it made, and is logged.
+	giveUp := func(e *Error) (*http.Response, error) {
+		level := slog.LevelDebug // refused untried: the gate logged why
+		if tries > 0 {
+			c.gate.finish(last)
+			level = slog.LevelWarn
+		}
+		c.log.Log(ctx, level, "upstream request failed", "upstream", c.name, "method", r.method, "path", r.urlPath(),
+			"tries", tries, "cause", e.Cause, "retry_after", e.RetryAfter.String())
+		return nil, e
+	}
 	var w waited
-	for try := 1; ; try++ {
+	for {
 		t, refusal, err := c.gate.admit(ctx, deadline, true, &w, onWait)
 		if err != nil {
 			return nil, err
 		}
 		if refusal != nil {
-			if try > 1 {
-				c.gate.finish(last)
-			}
-			return nil, r.describe(refusal)
+			return giveUp(r.describe(refusal))
 		}
+		tries++
 		// Whatever changes from now on — another request finding the
 		// upstream back, above all — ends this request's backoff early.
 		woken := c.gate.changes()
-		resp, tryErr := c.traced(ctx, r, try, deadline)
+		resp, tryErr := c.traced(ctx, r, tries, deadline)
 		if ctx.Err() != nil {
 			// The caller went away; that says nothing about the upstream.
 			if resp != nil {
@@ -350,8 +362,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			// The budget ran out during a try: the cause the caller must
 			// hear is what the upstream did before, not our own clock.
 			c.gate.release(t)
-			c.gate.finish(last)
-			return nil, lastErr
+			return giveUp(lastErr)
 		}
 		outcome, e, header := c.judge(r, resp, tryErr)
 		hold, holdCause := c.limitHold(outcome, header)
@@ -361,39 +372,32 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		}
 		c.gate.observe(t, outcome, cause, hold)
 		c.limits.note(c, header)
-		if !outcome.transient() {
+		last, lastErr = outcome, e
+		switch {
+		case !outcome.transient():
 			c.gate.finish(answered)
 			if e != nil {
 				return nil, e
 			}
 			return resp, nil
-		}
-		last, lastErr = outcome, e
-		if t.circuit && outcome == down {
+		case t.circuit && outcome == down:
 			// This request was the probe and heard the verdict itself.
-			c.gate.finish(outcome)
-			return nil, r.describe(c.gate.circuitRefusal())
-		}
-		if a := c.policy.Retry.Attempts; a > 0 && try >= a {
-			c.gate.finish(outcome)
-			return nil, e
-		}
-		if outcome == rateLimited {
+			return giveUp(r.describe(c.gate.circuitRefusal()))
+		case c.policy.Retry.Attempts > 0 && tries >= c.policy.Retry.Attempts:
+			return giveUp(e)
+		case outcome == rateLimited:
 			// Not retried around: the gate holds the next try until the
 			// time the upstream gave, or refuses it if that is too late.
 			continue
 		}
-		wait := c.policy.Retry.backoff(try, e.RetryAfter, c.rnd)
+		wait := c.policy.Retry.backoff(tries, e.RetryAfter, c.rnd)
 		if !c.clock.Now().Add(wait).Before(deadline) {
-			c.gate.finish(outcome)
-			c.log.Warn("upstream request failed", "upstream", c.name, "method", r.method, "path", r.urlPath(),
-				"tries", try, "cause", e.Cause)
-			return nil, e
+			return giveUp(e)
 		}
 		onWait(e)
 		c.tel.retried(ctx, c.name)
 		c.log.Debug("retrying upstream request", "upstream", c.name, "method", r.method, "path", r.urlPath(),
-			"try", try, "cause", e.Cause, "wait", wait.String())
+			"try", tries, "cause", e.Cause, "wait", wait.String())
 		select {
 		case <-c.clock.After(wait):
 		case <-woken:
@@ -408,8 +412,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 				return nil, err
 			}
 			if !ok {
-				c.gate.finish(outcome)
-				return nil, e
+				return giveUp(e)
 			}
 		}
 	}

@@ -3,21 +3,27 @@
 # (it uses run.sh's clients, helpers and variables). See test/e2e/README.md,
 # "The outage phase".
 #
-# A second Breakwater ("mirror-outage", its own port and cache, --tag-ttl 0s
-# so that every tag request asks the upstream, fast retries) is put in front
-# of a fault proxy (test/e2e/faultproxy) in front of the upstream registry.
-# With the fault proxy passing, containerd, dockerd and skopeo pull
-# library/e2e:v1 through it; then, for each of 429, 503 and refused
-# connections:
-#   - pulls of library/e2e-outage:v1 (never pulled, nothing cached) must fail
-#     with Breakwater's crafted text, which `breakwater classify` must rate
-#     transient;
-#   - pulls of library/e2e:v1 (cached) must succeed from the cache.
-# A third Breakwater ("mirror-breaker", breaker opening after 2 failed tries)
-# shows `circuit open`, and with the fault proxy answering manifests 404 a
-# missing image must fail as not found and be rated fatal.
+# Two more Breakwater instances, each with its own port, cache and log, and
+# each in front of its own fault proxy (test/e2e/faultproxy) in front of the
+# upstream registry, so that what reaches a fault proxy was sent by one
+# Breakwater only:
+#
+#   mirror-outage    --tag-ttl 0s (every tag request asks the upstream), a
+#                    2 s retry deadline, a breaker that never opens. With
+#                    the fault proxy passing, containerd, dockerd and skopeo
+#                    pull library/e2e:v1 through it; then, for each of 429,
+#                    503 and refused connections, pulls of
+#                    library/e2e-outage:v1 (nothing cached) must fail with
+#                    Breakwater's crafted text, which `breakwater classify`
+#                    must rate transient, and pulls of library/e2e:v1
+#                    (cached) must succeed from the cache (cache=stale);
+#                    with manifests answered 404 a missing image must fail
+#                    as not found and be rated fatal.
+#   mirror-breaker   its circuit opens after 2 failed requests and stays
+#                    open for the rest of the run: `circuit open after 503
+#                    Service Unavailable`, and nothing reaches its proxy.
 
-OUTAGE_SECS=30 # timeout of a pull that is expected to fail (they take about a second)
+OUTAGE_SECS=30 # timeout of a pull that is expected to fail (they take about 2 s)
 OUTAGE_REF=docker.io/library/e2e-outage:v1
 MISSING_REF=docker.io/library/e2e-missing:v1
 OUTAGE_ERRORS=$OUT/outage-errors.txt
@@ -25,28 +31,45 @@ OUTAGE_ERRORS=$OUT/outage-errors.txt
 
 FP_PORT=$(free_port)
 FPC_PORT=$(free_port)
+FPB_PORT=$(free_port)
+FPBC_PORT=$(free_port)
 BW2_PORT=$(free_port)
 BW3_PORT=$(free_port)
 FP=127.0.0.1:$FP_PORT
 FPC=127.0.0.1:$FPC_PORT
+FPB=127.0.0.1:$FPB_PORT
+FPBC=127.0.0.1:$FPBC_PORT
 BW2=127.0.0.1:$BW2_PORT
 BW3=127.0.0.1:$BW3_PORT
 FP_LOG=$LOGS/faultproxy.log
+FPB_LOG=$LOGS/faultproxy-breaker.log
 BW2_LOG=$LOGS/mirror-outage.log
 BW3_LOG=$LOGS/mirror-breaker.log
 
 # ---- helpers ---------------------------------------------------------------
 
-# fp_mode MODE: switch the fault proxy; it answers once the mode is in effect.
-fp_mode() {
-	local got
-	got=$(curl -sS -m 10 -X POST "http://$FPC/mode?set=$1" 2>&1)
-	if [ "$got" = "mode $1" ]; then
-		note "fault proxy: mode $1"
+# fp_set CONTROL SETTING: switch a fault proxy (SETTING in the control API's
+# syntax, e.g. set=503&for=1.5s); it answers once the setting is in effect.
+fp_set() {
+	local ctl=$1 setting=$2 want got
+	want="mode ${setting#set=}"
+	want=${want%%&*}
+	got=$(curl -sS -m 10 -X POST "http://$ctl/mode?$setting" 2>&1)
+	if [ "$got" = "$want" ]; then
+		note "fault proxy $ctl: $setting"
 		return 0
 	fi
-	fail "fault proxy: switch to $1" "${got:-no answer}"
+	fail "fault proxy $ctl: $setting" "${got:-no answer}"
 	return 1
+}
+
+# fp_mode MODE: switch mirror-outage's fault proxy.
+fp_mode() { fp_set "$FPC" "set=$1"; }
+
+# fp_count FROM MODE [LOG]: requests a fault proxy logged in MODE from line
+# FROM (default: mirror-outage's).
+fp_count() {
+	tail -n "+$1" "${3:-$FP_LOG}" 2>/dev/null | grep '"msg":"request"' | grep -c "\"mode\":\"$2\""
 }
 
 # err_line CLIENT OUT: the client's error as a pod would show it.
@@ -130,15 +153,20 @@ bw_lines() {
 		awk '{ c = "-"; if (match($0, /"cache":"[^"]*"/)) c = substr($0, RSTART + 9, RLENGTH - 10); sub(/\?$/, "", $2); print $1, $2, $3, c }'
 }
 
-# fp_count FROM MODE: requests the fault proxy logged in MODE from line FROM.
-fp_count() {
-	tail -n "+$1" "$FP_LOG" 2>/dev/null | grep '"msg":"request"' | grep -c "\"mode\":\"$2\""
+# bw_errors LOG FROM: Breakwater's requests answered 5xx from line FROM, as
+# "METHOD URI STATUS DURATION_MS".
+bw_errors() {
+	tail -n "+$2" "$1" 2>/dev/null | grep '"msg":"request"' | grep -E '"status":5[0-9][0-9]' |
+		sed -E 's/.*"method":"([^"]*)","path":"([^"]*)","query":"([^"]*)","status":([0-9]+).*"duration_ms":([0-9.]+).*/\1 \2?\3 \4 \5/' |
+		sed -E 's/\? / /'
 }
 
+# o_clear_containerd NAME: remove every image of the e2e namespace and all
+# content, so that the next pull fetches every blob again.
 o_clear_containerd() {
 	local d left
 	[ -n "$CTRD_UP" ] || return 0
-	ctr_ images rm --sync "$E2E_REF" >"$OUT/o-ctr-rm" 2>&1
+	for d in $(ctr_ images ls -q 2>/dev/null); do ctr_ images rm --sync "$d" >>"$OUT/o-ctr-rm" 2>&1; done
 	for d in $(ctr_ content ls -q 2>/dev/null); do ctr_ content rm "$d" >/dev/null 2>&1; done
 	left=$(ctr_ content ls -q 2>/dev/null | wc -l)
 	if [ "$left" = 0 ]; then
@@ -161,57 +189,83 @@ o_clear_docker() {
 	fi
 }
 
-# o_pull_ok NAME TAG: containerd, dockerd and skopeo pull library/e2e:v1
-# through mirror-outage and must get the upstream's image.
-o_pull_ok() {
-	local n=$1 tag=$2 out rc d row ds dir
-	if [ -n "$CTRD_UP" ]; then
-		out=$OUT/o-ctr-$tag
-		run_client "$out" "$PULL_SECS" "${CTR[@]}" images pull --hosts-dir "$HOSTS2" "$E2E_REF"
-		rc=$?
-		if [ $rc = 0 ]; then pass "$n containerd: ctr images pull --hosts-dir $E2E_REF"; else cmd_fail "$n containerd: ctr images pull --hosts-dir $E2E_REF" "$out" $rc; fi
-		d=$(ctr_ images ls "name==$E2E_REF" 2>/dev/null | awk 'NR > 1 { print $3 }')
-		row=$(ctr_ images check "name==$E2E_REF" 2>/dev/null | awk 'NR > 1')
-		if [ "$d" = "$D_E2E" ] && echo "$row" | grep -q ' complete (4/4) '; then
-			pass "$n containerd: digest is upstream's, content complete (4/4)"
-		else
-			fail "$n containerd: digest is upstream's, content complete (4/4)" "digest '${d:-<none>}' (want $D_E2E), check: ${row:-<no row>}"
-		fi
-	else
+# o_ctr_pull NAME HOSTSDIR REF DIGEST: ctr images pull --hosts-dir HOSTSDIR
+# REF must succeed with DIGEST and the content complete (4/4). Returns the
+# pull's status.
+o_ctr_pull() {
+	local n=$1 hosts=$2 ref=$3 want=$4 out rc d row
+	if [ -z "$CTRD_UP" ]; then
 		fail "$n containerd: pull" "containerd is not running"
+		return 1
 	fi
-	if [ -n "$DOCKER_UP" ]; then
-		out=$OUT/o-docker-$tag
-		run_client "$out" "$PULL_SECS" "${DOCKER[@]}" pull "$BW2/library/e2e:v1"
-		rc=$?
-		if [ $rc = 0 ]; then pass "$n dockerd: docker pull $BW2/library/e2e:v1"; else cmd_fail "$n dockerd: docker pull $BW2/library/e2e:v1" "$out" $rc; fi
-		ds=$(docker_ image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$BW2/library/e2e:v1" 2>/dev/null)
-		if echo "$ds" | grep -qx "$BW2/library/e2e@$D_E2E"; then
-			pass "$n dockerd: RepoDigests has the upstream digest"
-		else
-			fail "$n dockerd: RepoDigests has the upstream digest" "want $BW2/library/e2e@$D_E2E, RepoDigests: ${ds//$'\n'/ }"
-		fi
-	else
-		fail "$n dockerd: pull" "dockerd is not running"
-	fi
-	out=$OUT/o-skopeo-$tag
-	dir=$TMP/o-skopeo-$tag
-	run_client "$out" "$PULL_SECS" "${SKOPEO[@]}" copy --src-tls-verify=false "docker://$BW2/library/e2e:v1" "dir:$dir"
+	out=$OUT/o-ctr-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	run_client "$out" "$PULL_SECS" "${CTR[@]}" images pull --hosts-dir "$hosts" "$ref"
 	rc=$?
-	if [ $rc = 0 ]; then pass "$n skopeo: skopeo copy docker://$BW2/library/e2e:v1 dir:"; else cmd_fail "$n skopeo: skopeo copy docker://$BW2/library/e2e:v1 dir:" "$out" $rc; fi
+	if [ $rc = 0 ]; then pass "$n containerd: ctr images pull --hosts-dir $ref"; else cmd_fail "$n containerd: ctr images pull --hosts-dir $ref" "$out" $rc; fi
+	d=$(ctr_ images ls "name==$ref" 2>/dev/null | awk 'NR > 1 { print $3 }')
+	row=$(ctr_ images check "name==$ref" 2>/dev/null | awk 'NR > 1')
+	if [ "$d" = "$want" ] && echo "$row" | grep -q ' complete (4/4) '; then
+		pass "$n containerd: digest is upstream's, content complete (4/4)"
+	else
+		fail "$n containerd: digest is upstream's, content complete (4/4)" "digest '${d:-<none>}' (want $want), check: ${row:-<no row>}"
+	fi
+	return $rc
+}
+
+# o_docker_pull NAME REF DIGEST: docker pull REF (127.0.0.1:PORT/library/X:v1)
+# must succeed with DIGEST in RepoDigests.
+o_docker_pull() {
+	local n=$1 ref=$2 want=$3 out rc ds
+	if [ -z "$DOCKER_UP" ]; then
+		fail "$n dockerd: pull" "dockerd is not running"
+		return 1
+	fi
+	out=$OUT/o-docker-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	run_client "$out" "$PULL_SECS" "${DOCKER[@]}" pull "$ref"
+	rc=$?
+	if [ $rc = 0 ]; then pass "$n dockerd: docker pull $ref"; else cmd_fail "$n dockerd: docker pull $ref" "$out" $rc; fi
+	ds=$(docker_ image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$ref" 2>/dev/null)
+	if echo "$ds" | grep -qx "${ref%:*}@$want"; then
+		pass "$n dockerd: RepoDigests has the upstream digest"
+	else
+		fail "$n dockerd: RepoDigests has the upstream digest" "want ${ref%:*}@$want, RepoDigests: ${ds//$'\n'/ }"
+	fi
+	return $rc
+}
+
+# o_skopeo_copy NAME SRC DIGEST: skopeo copy SRC (docker://...) dir:... must
+# succeed, the manifest's sha256 DIGEST, config and 3 layers written.
+o_skopeo_copy() {
+	local n=$1 src=$2 want=$3 out dir rc d
+	out=$OUT/o-skopeo-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	dir=$TMP/o-skopeo-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	rm -rf "$dir"
+	run_client "$out" "$PULL_SECS" "${SKOPEO[@]}" copy --src-tls-verify=false "$src" "dir:$dir"
+	rc=$?
+	if [ $rc = 0 ]; then pass "$n skopeo: skopeo copy $src dir:"; else cmd_fail "$n skopeo: skopeo copy $src dir:" "$out" $rc; fi
 	d=sha256:$(sha256sum "$dir/manifest.json" 2>/dev/null | awk '{ print $1 }')
-	if [ "$d" = "$D_E2E" ] && [ "$(find "$dir" -maxdepth 1 -type f ! -name manifest.json ! -name version 2>/dev/null | wc -l)" = 4 ]; then
+	if [ "$d" = "$want" ] && [ "$(find "$dir" -maxdepth 1 -type f ! -name manifest.json ! -name version 2>/dev/null | wc -l)" = 4 ]; then
 		pass "$n skopeo: manifest is upstream's, config and 3 layers copied"
 	else
-		fail "$n skopeo: manifest is upstream's, config and 3 layers copied" "manifest $d (want $D_E2E), files: $(ls "$dir" 2>/dev/null | tr '\n' ' ')"
+		fail "$n skopeo: manifest is upstream's, config and 3 layers copied" "manifest $d (want $want), files: $(find "$dir" -mindepth 1 -maxdepth 1 -printf '%f ' 2>/dev/null)"
 	fi
+	return $rc
+}
+
+# o_pull_ok NAME: containerd, dockerd and skopeo pull library/e2e:v1
+# through mirror-outage and must get the upstream's image.
+o_pull_ok() {
+	local n=$1
+	o_ctr_pull "$n" "$HOSTS2" "$E2E_REF" "$D_E2E"
+	o_docker_pull "$n" "$BW2/library/e2e:v1" "$D_E2E"
+	o_skopeo_copy "$n" "docker://$BW2/library/e2e:v1" "$D_E2E"
 }
 
 # o_fail_ctr NAME HOSTSDIR REF WANT_EXIT NEEDLE...: ctr images pull
 # --hosts-dir HOSTSDIR REF (docker.io/library/X:v1) must fail, see
 # expect_failed.
 o_fail_ctr() {
-	local n=$1 hosts=$2 ref=$3 want=$4 out
+	local n=$1 hosts=$2 ref=$3 want=$4 out rc
 	shift 4
 	if [ -z "$CTRD_UP" ]; then
 		fail "$n containerd: pull" "containerd is not running"
@@ -219,24 +273,26 @@ o_fail_ctr() {
 	fi
 	out=$OUT/o-fail-ctr-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
 	run_client "$out" "$OUTAGE_SECS" "${CTR[@]}" images pull --hosts-dir "$hosts" "$ref"
-	expect_failed "$n containerd: ctr images pull --hosts-dir $ref" ctr "$out" $? "$want" "$@"
+	rc=$?
+	expect_failed "$n containerd: ctr images pull --hosts-dir $ref" ctr "$out" $rc "$want" "$@"
 }
 
 # o_fail_skopeo NAME MIRROR REF WANT_EXIT NEEDLE...: skopeo inspect of
 # MIRROR/library/X:v1 must fail.
 o_fail_skopeo() {
-	local n=$1 src=docker://$2/${3#docker.io/} want=$4 out
+	local n=$1 src=docker://$2/${3#docker.io/} want=$4 out rc
 	shift 4
 	out=$OUT/o-fail-skopeo-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
 	run_client "$out" "$OUTAGE_SECS" "${SKOPEO[@]}" inspect --tls-verify=false --no-tags "$src"
-	expect_failed "$n skopeo: skopeo inspect $src" skopeo "$out" $? "$want" "$@"
+	rc=$?
+	expect_failed "$n skopeo: skopeo inspect $src" skopeo "$out" $rc "$want" "$@"
 }
 
 # o_fail_docker NAME MIRROR REF WANT_EXIT NEEDLE...: docker pull
 # MIRROR/library/X:v1 must fail (MIRROR as the registry itself: with
 # registry-mirrors dockerd would fall back to Docker Hub and report its error).
 o_fail_docker() {
-	local n=$1 ref=$2/${3#docker.io/} want=$4 out
+	local n=$1 ref=$2/${3#docker.io/} want=$4 out rc
 	shift 4
 	if [ -z "$DOCKER_UP" ]; then
 		fail "$n dockerd: pull" "dockerd is not running"
@@ -244,17 +300,19 @@ o_fail_docker() {
 	fi
 	out=$OUT/o-fail-docker-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
 	run_client "$out" "$OUTAGE_SECS" "${DOCKER[@]}" pull "$ref"
-	expect_failed "$n dockerd: docker pull $ref" docker "$out" $? "$want" "$@"
+	rc=$?
+	expect_failed "$n dockerd: docker pull $ref" docker "$out" $rc "$want" "$@"
 }
 
-# o_raw NAME MIRROR CAUSE: GET library/e2e-outage:v1's manifest from MIRROR
-# with curl. The answer must be 503 with the crafted reason phrase naming
-# CAUSE, a Retry-After header whose seconds the phrase repeats, and an OCI
-# body whose code is UNAVAILABLE and whose message is the reason phrase.
+# o_raw NAME MIRROR CAUSE [REPO]: GET REPO:v1's manifest (default
+# library/e2e-outage) from MIRROR with curl. The answer must be 503 with the
+# crafted reason phrase naming CAUSE, a Retry-After header whose seconds the
+# phrase repeats, and an OCI body whose code is UNAVAILABLE and whose message
+# is the reason phrase.
 o_raw() {
-	local n=$1 url=http://$2/v2/library/e2e-outage/manifests/v1 cause=$3 f status reason ra code msg why=""
+	local n=$1 url=http://$2/v2/${4:-library/e2e-outage}/manifests/v1 cause=$3 f status reason ra code msg why=""
 	f=$OUT/o-raw-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
-	curl -sS -m 20 -D "$f.h" -o "$f.b" "$url" 2>"$f.err"
+	curl -sS -m 30 -D "$f.h" -o "$f.b" "$url" 2>"$f.err"
 	status=$(head -n 1 "$f.h" 2>/dev/null | tr -d '\r')
 	reason=${status#HTTP/1.1 503 }
 	ra=$(awk 'tolower($1) == "retry-after:" { print $2 }' "$f.h" 2>/dev/null | tr -d '\r')
@@ -284,10 +342,18 @@ o_pull_fail() {
 	o_fail_docker "$n" "$mirror" "$ref" "$want" "$@"
 }
 
-# ---- set up: fault proxy, mirror-outage, mirror-breaker ---------------------
+# breaker_state MIRROR: the docker.io upstream's "breaker" in MIRROR's
+# /_breakwater/v1/status (indented JSON, one key a line).
+breaker_state() {
+	curl -sS -m 5 "http://$1/_breakwater/v1/status" 2>/dev/null | awk '
+		/"name": "docker.io"/ { u = 1 }
+		u && /"breaker":/ { gsub(/[",]/, "", $2); print $2; exit }'
+}
 
-echo "== outage: Breakwater behind a fault proxy; upstream 429, 503, refused, 404"
-note "fault proxy $FP (control $FPC), mirror-outage $BW2, mirror-breaker $BW3"
+# ---- set up: fault proxies, the four Breakwater instances ---------------------
+
+echo "== outage: Breakwater behind fault proxies; upstream 429, 503, refused, 404"
+note "mirror-outage $BW2 (fault proxy $FP, control $FPC), mirror-breaker $BW3 ($FPB, $FPBC)"
 OUTAGE_T0=$(date +%s)
 if [ ! -x "$TMP/breakwater" ]; then
 	run_client "$OUT/bw-build" 300 go build -o "$TMP/breakwater" ./cmd/breakwater ||
@@ -299,46 +365,63 @@ else
 	cmd_fail "outage: go build ./test/e2e/faultproxy" "$OUT/fp-build" $?
 	return 0
 fi
+
 start_bg faultproxy "$LOGS/faultproxy.stderr" "$TMP/faultproxy" --listen "$FP" --control "$FPC" \
 	--upstream "http://$UP" --log "$FP_LOG"
+start_bg faultproxy-breaker "$LOGS/faultproxy-breaker.stderr" "$TMP/faultproxy" --listen "$FPB" --control "$FPBC" \
+	--upstream "http://$UP" --log "$FPB_LOG"
 
-# Fast retries so that a failing request ends in about a second: two tries,
-# Retry-After capped at 1 s. mirror-outage's breaker effectively never opens
-# (so each client sees the upstream's own cause); mirror-breaker's opens
-# after two failed tries and stays open for the rest of the run.
-for b in outage breaker; do
-	if [ $b = outage ]; then failures=1000 cooldown=30s; else failures=2 cooldown=300s; fi
-	cat >"$TMP/$b.yaml" <<EOF
+# mirror-outage: a failing request ends after its 2 s deadline (retried
+# fast until then); the breaker never opens, so each client sees the
+# upstream's own cause. mirror-breaker: opens once 2 requests ended and all
+# found the upstream down, and stays open for the rest of the run.
+cat >"$TMP/outage.yaml" <<EOF
 cache:
   max_stale: 1h
 resilience:
   retry:
-    attempts: 2
     base_delay: 50ms
     max_delay: 200ms
-    deadline: 5s
-    attempt_timeout: 3s
-    max_retry_after: 1s
+    deadline: 2s
+    attempt_timeout: 2s
   breaker:
-    failures: $failures
-    cooldown: $cooldown
+    min_requests: 1000000
 log:
   level: info
   format: json
 EOF
-done
+cat >"$TMP/breaker.yaml" <<EOF
+cache:
+  max_stale: 1h
+resilience:
+  retry:
+    base_delay: 50ms
+    max_delay: 200ms
+    deadline: 2s
+    attempt_timeout: 2s
+  breaker:
+    min_requests: 2
+    failure_percent: 100
+    open_min: 300s
+    open_max: 300s
+log:
+  level: info
+  format: json
+EOF
 start_bg mirror-outage "$BW2_LOG" "$TMP/breakwater" serve --config "$TMP/outage.yaml" --listen "$BW2" \
 	--cache-dir "$TMP/cache-outage" --tag-ttl 0s --upstream "docker.io=http://$FP"
 start_bg mirror-breaker "$BW3_LOG" "$TMP/breakwater" serve --config "$TMP/breaker.yaml" --listen "$BW3" \
-	--cache-dir "$TMP/cache-breaker" --tag-ttl 0s --upstream "docker.io=http://$FP"
+	--cache-dir "$TMP/cache-breaker" --tag-ttl 0s --upstream "docker.io=http://$FPB"
 
-if wait_for 20 http_ok "http://$FP/v2/"; then
-	pass "fault proxy: passes GET /v2/ to the upstream"
-else
-	fail "fault proxy: start" "GET http://$FP/v2/ not 200 within 20s (last: $(http_code "http://$FP/v2/"))"
-	tail_of "$LOGS/faultproxy.stderr" 10
-	return 0
-fi
+for p in faultproxy:$FP faultproxy-breaker:$FPB; do
+	if wait_for 20 http_ok "http://${p#*:}/v2/"; then
+		pass "${p%%:*}: passes GET /v2/ to the upstream"
+	else
+		fail "${p%%:*}: start" "GET http://${p#*:}/v2/ not 200 within 20s (last: $(http_code "http://${p#*:}/v2/"))"
+		tail_of "$LOGS/${p%%:*}.stderr" 10
+		return 0
+	fi
+done
 for m in mirror-outage:$BW2 mirror-breaker:$BW3; do
 	if wait_for 30 http_ok "http://${m#*:}/healthz"; then
 		pass "${m%%:*}: healthy"
@@ -349,14 +432,14 @@ for m in mirror-outage:$BW2 mirror-breaker:$BW3; do
 	fi
 done
 
-# hosts.toml as in round 1, the mirror being mirror-outage / mirror-breaker.
+# hosts.toml as in round 1, the mirror being each of the two.
 # HOSTS2_DIRECT names mirror-outage as the server itself: containerd then has
 # no docker.io to fall back to (see the 404 checks).
 HOSTS2=$TMP/certs.d-outage
 HOSTS3=$TMP/certs.d-breaker
 HOSTS2_DIRECT=$TMP/certs.d-outage-direct
-mkdir -p "$HOSTS2/docker.io" "$HOSTS3/docker.io" "$HOSTS2_DIRECT/docker.io"
 for h in "$HOSTS2:$BW2" "$HOSTS3:$BW3"; do
+	mkdir -p "${h%%:*}/docker.io"
 	cat >"${h%%:*}/docker.io/hosts.toml" <<EOF
 server = "https://registry-1.docker.io"
 
@@ -364,6 +447,7 @@ server = "https://registry-1.docker.io"
   capabilities = ["pull", "resolve"]
 EOF
 done
+mkdir -p "$HOSTS2_DIRECT/docker.io"
 cat >"$HOSTS2_DIRECT/docker.io/hosts.toml" <<EOF
 server = "http://$BW2"
 
@@ -378,7 +462,7 @@ fp_mode pass
 o_clear_containerd "outage[pass]"
 o_clear_docker "outage[pass]"
 fpm=$(log_mark "$FP_LOG")
-o_pull_ok "outage[pass]" pass
+o_pull_ok "outage[pass]"
 if http_lines "$FP_LOG" "$fpm" | grep -Eq '^GET /v2/library/e2e/blobs/sha256:[0-9a-f]{64}[^ ]* 200$'; then
 	pass "outage[pass]: mirror-outage fetched library/e2e through the fault proxy"
 else
@@ -407,7 +491,7 @@ outage_round() {
 	o_clear_containerd "$n"
 	o_clear_docker "$n"
 	bwm=$(log_mark "$BW2_LOG")
-	o_pull_ok "$n cached" "$mode"
+	o_pull_ok "$n cached"
 	# Every client's tag request was served from the cache after the
 	# upstream failed (tag TTL 0s: none is fresh).
 	stale=$(bw_lines "$BW2_LOG" "$bwm" | awk '$2 ~ /^\/v2\/library\/e2e\/manifests\/v1(\?|$)/ && $3 == 200 && $4 == "stale"' | wc -l)
@@ -428,18 +512,28 @@ outage_round() {
 outage_round 429 "429 Too Many Requests"
 outage_round 503 "503 Service Unavailable"
 
-# The breaker: mirror-breaker opens its circuit after two failed tries. One
-# request trips it (the upstream still answers 503); after that, each client
-# gets `circuit open` at once and nothing reaches the upstream.
-echo "== outage[circuit]: mirror-breaker's circuit opens after 2 failed tries"
-code=$(curl -s -o "$OUT/o-trip" -m 20 -w '%{http_code}' "http://$BW3/v2/library/e2e-outage/manifests/v1")
-expect_eq "outage[circuit]: one request trips the breaker (answered 503)" 503 "$code" "status"
-fpm=$(log_mark "$FP_LOG")
-o_raw "outage[circuit]" "$BW3" "circuit open"
-o_pull_fail "outage[circuit]" "$BW3" "$HOSTS3" "$OUTAGE_REF" 0 "breakwater-transient" "circuit open"
-expect_eq "outage[circuit]: nothing reached the fault proxy while open" 0 "$(fp_count "$fpm" 503)" "requests logged"
+# The breaker: mirror-breaker opens its circuit once two requests ended and
+# both found the upstream down. Two requests for different images at once
+# trip it (two for one manifest would be one upstream request); after that,
+# each client gets `circuit open after 503 Service Unavailable` at once and
+# nothing reaches the upstream.
+echo "== outage[circuit]: mirror-breaker's circuit opens after 2 failed requests"
+if fp_set "$FPBC" set=503; then
+	curl -s -o /dev/null -m 20 -w '%{http_code}' "http://$BW3/v2/library/e2e-outage/manifests/v1" >"$OUT/o-trip-1" &
+	trip1=$!
+	curl -s -o /dev/null -m 20 -w '%{http_code}' "http://$BW3/v2/library/e2e-missing/manifests/v1" >"$OUT/o-trip-2" &
+	trip2=$!
+	wait "$trip1" "$trip2"
+	expect_eq "outage[circuit]: two requests at once fail and trip the breaker (answered 503, 503)" "503 503" \
+		"$(cat "$OUT/o-trip-1") $(cat "$OUT/o-trip-2")" "statuses"
+	expect_eq "outage[circuit]: mirror-breaker's status says the circuit is open" open "$(breaker_state "$BW3")" "breaker"
+	fpm=$(log_mark "$FPB_LOG")
+	o_raw "outage[circuit]" "$BW3" "circuit open after 503 Service Unavailable"
+	o_pull_fail "outage[circuit]" "$BW3" "$HOSTS3" "$OUTAGE_REF" 0 "breakwater-transient" "circuit open after 503 Service Unavailable"
+	expect_eq "outage[circuit]: nothing reached the fault proxy while open" 0 "$(fp_count "$fpm" 503 "$FPB_LOG")" "requests logged"
+fi
 
-outage_round refuse "connection refused"
+outage_round refuse "unreachable: connection refused"
 
 # ---- a missing image: the upstream answers manifests 404 ----------------------
 

@@ -3,7 +3,7 @@
 # (it uses run.sh's clients, helpers and variables). See test/e2e/README.md,
 # "The outage phase".
 #
-# Two more Breakwater instances, each with its own port, cache and log, and
+# Three more Breakwater instances, each with its own port, cache and log, and
 # each in front of its own fault proxy (test/e2e/faultproxy) in front of the
 # upstream registry, so that what reaches a fault proxy was sent by one
 # Breakwater only:
@@ -22,6 +22,9 @@
 #   mirror-breaker   its circuit opens after 2 failed requests and stays
 #                    open for the rest of the run: `circuit open after 503
 #                    Service Unavailable`, and nothing reaches its proxy.
+#   mirror-defaults  the built-in resilience settings: a 1.5 s burst of 503
+#                    while ctr, skopeo, docker and podman each pull an image
+#                    nothing has cached; every pull must succeed.
 
 OUTAGE_SECS=30 # timeout of a pull that is expected to fail (they take about 2 s)
 OUTAGE_REF=docker.io/library/e2e-outage:v1
@@ -33,20 +36,32 @@ FP_PORT=$(free_port)
 FPC_PORT=$(free_port)
 FPB_PORT=$(free_port)
 FPBC_PORT=$(free_port)
+FPD_PORT=$(free_port)
+FPDC_PORT=$(free_port)
 BW2_PORT=$(free_port)
 BW3_PORT=$(free_port)
+BWD_PORT=$(free_port)
 FP=127.0.0.1:$FP_PORT
 FPC=127.0.0.1:$FPC_PORT
 FPB=127.0.0.1:$FPB_PORT
 FPBC=127.0.0.1:$FPBC_PORT
+FPD=127.0.0.1:$FPD_PORT
+FPDC=127.0.0.1:$FPDC_PORT
 BW2=127.0.0.1:$BW2_PORT
 BW3=127.0.0.1:$BW3_PORT
+BWD=127.0.0.1:$BWD_PORT
 FP_LOG=$LOGS/faultproxy.log
 FPB_LOG=$LOGS/faultproxy-breaker.log
+FPD_LOG=$LOGS/faultproxy-defaults.log
 BW2_LOG=$LOGS/mirror-outage.log
 BW3_LOG=$LOGS/mirror-breaker.log
+BWD_LOG=$LOGS/mirror-defaults.log
 
 # ---- helpers ---------------------------------------------------------------
+
+# now_ns; secs_since T0_NS: seconds since T0_NS, two decimals.
+now_ns() { date +%s%N; }
+secs_since() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
 
 # fp_set CONTROL SETTING: switch a fault proxy (SETTING in the control API's
 # syntax, e.g. set=503&for=1.5s); it answers once the setting is in effect.
@@ -70,6 +85,12 @@ fp_mode() { fp_set "$FPC" "set=$1"; }
 # FROM (default: mirror-outage's).
 fp_count() {
 	tail -n "+$1" "${3:-$FP_LOG}" 2>/dev/null | grep '"msg":"request"' | grep -c "\"mode\":\"$2\""
+}
+
+# fp_answered FROM STATUS LOG: "METHOD PATH" of each request the fault proxy
+# answered STATUS, from line FROM.
+fp_answered() {
+	http_lines "$3" "$1" | awk -v s="$2" '$3 == s { print $1, $2 }'
 }
 
 # err_line CLIENT OUT: the client's error as a pod would show it.
@@ -191,16 +212,19 @@ o_clear_docker() {
 
 # o_ctr_pull NAME HOSTSDIR REF DIGEST: ctr images pull --hosts-dir HOSTSDIR
 # REF must succeed with DIGEST and the content complete (4/4). Returns the
-# pull's status.
+# pull's status; O_SECS is how long it took.
+O_SECS=""
 o_ctr_pull() {
-	local n=$1 hosts=$2 ref=$3 want=$4 out rc d row
+	local n=$1 hosts=$2 ref=$3 want=$4 out rc d row t0
 	if [ -z "$CTRD_UP" ]; then
 		fail "$n containerd: pull" "containerd is not running"
 		return 1
 	fi
 	out=$OUT/o-ctr-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	t0=$(now_ns)
 	run_client "$out" "$PULL_SECS" "${CTR[@]}" images pull --hosts-dir "$hosts" "$ref"
 	rc=$?
+	O_SECS=$(secs_since "$t0")
 	if [ $rc = 0 ]; then pass "$n containerd: ctr images pull --hosts-dir $ref"; else cmd_fail "$n containerd: ctr images pull --hosts-dir $ref" "$out" $rc; fi
 	d=$(ctr_ images ls "name==$ref" 2>/dev/null | awk 'NR > 1 { print $3 }')
 	row=$(ctr_ images check "name==$ref" 2>/dev/null | awk 'NR > 1')
@@ -215,14 +239,16 @@ o_ctr_pull() {
 # o_docker_pull NAME REF DIGEST: docker pull REF (127.0.0.1:PORT/library/X:v1)
 # must succeed with DIGEST in RepoDigests.
 o_docker_pull() {
-	local n=$1 ref=$2 want=$3 out rc ds
+	local n=$1 ref=$2 want=$3 out rc ds t0
 	if [ -z "$DOCKER_UP" ]; then
 		fail "$n dockerd: pull" "dockerd is not running"
 		return 1
 	fi
 	out=$OUT/o-docker-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	t0=$(now_ns)
 	run_client "$out" "$PULL_SECS" "${DOCKER[@]}" pull "$ref"
 	rc=$?
+	O_SECS=$(secs_since "$t0")
 	if [ $rc = 0 ]; then pass "$n dockerd: docker pull $ref"; else cmd_fail "$n dockerd: docker pull $ref" "$out" $rc; fi
 	ds=$(docker_ image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$ref" 2>/dev/null)
 	if echo "$ds" | grep -qx "${ref%:*}@$want"; then
@@ -236,18 +262,41 @@ o_docker_pull() {
 # o_skopeo_copy NAME SRC DIGEST: skopeo copy SRC (docker://...) dir:... must
 # succeed, the manifest's sha256 DIGEST, config and 3 layers written.
 o_skopeo_copy() {
-	local n=$1 src=$2 want=$3 out dir rc d
+	local n=$1 src=$2 want=$3 out dir rc d t0
 	out=$OUT/o-skopeo-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
 	dir=$TMP/o-skopeo-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
 	rm -rf "$dir"
+	t0=$(now_ns)
 	run_client "$out" "$PULL_SECS" "${SKOPEO[@]}" copy --src-tls-verify=false "$src" "dir:$dir"
 	rc=$?
+	O_SECS=$(secs_since "$t0")
 	if [ $rc = 0 ]; then pass "$n skopeo: skopeo copy $src dir:"; else cmd_fail "$n skopeo: skopeo copy $src dir:" "$out" $rc; fi
 	d=sha256:$(sha256sum "$dir/manifest.json" 2>/dev/null | awk '{ print $1 }')
 	if [ "$d" = "$want" ] && [ "$(find "$dir" -maxdepth 1 -type f ! -name manifest.json ! -name version 2>/dev/null | wc -l)" = 4 ]; then
 		pass "$n skopeo: manifest is upstream's, config and 3 layers copied"
 	else
 		fail "$n skopeo: manifest is upstream's, config and 3 layers copied" "manifest $d (want $want), files: $(find "$dir" -mindepth 1 -maxdepth 1 -printf '%f ' 2>/dev/null)"
+	fi
+	return $rc
+}
+
+# o_podman_pull NAME REF DIGEST: podman pull REF through PODMAN_D (a
+# registries.conf whose docker.io mirror is mirror-defaults) must succeed
+# with DIGEST and 3 layers.
+o_podman_pull() {
+	local n=$1 ref=$2 want=$3 out rc d nl t0
+	out=$OUT/o-podman-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	t0=$(now_ns)
+	run_client "$out" "$PULL_SECS" "${PODMAN_D[@]}" pull "$ref"
+	rc=$?
+	O_SECS=$(secs_since "$t0")
+	if [ $rc = 0 ]; then pass "$n podman: podman pull $ref (registries.conf mirror)"; else cmd_fail "$n podman: podman pull $ref (registries.conf mirror)" "$out" $rc; fi
+	d=$(timeout -k 5 60 "${PODMAN_D[@]}" image inspect --format '{{.Digest}}' "$ref" 2>/dev/null)
+	nl=$(timeout -k 5 60 "${PODMAN_D[@]}" image inspect --format '{{len .RootFS.Layers}}' "$ref" 2>/dev/null)
+	if [ "$d" = "$want" ] && [ "$nl" = 3 ]; then
+		pass "$n podman: digest is upstream's, 3 layers"
+	else
+		fail "$n podman: digest is upstream's, 3 layers" "digest '${d:-<none>}' (want $want), layers '${nl:-<none>}'"
 	fi
 	return $rc
 }
@@ -263,28 +312,32 @@ o_pull_ok() {
 
 # o_fail_ctr NAME HOSTSDIR REF WANT_EXIT NEEDLE...: ctr images pull
 # --hosts-dir HOSTSDIR REF (docker.io/library/X:v1) must fail, see
-# expect_failed.
+# expect_failed. O_SECS is how long it took.
 o_fail_ctr() {
-	local n=$1 hosts=$2 ref=$3 want=$4 out rc
+	local n=$1 hosts=$2 ref=$3 want=$4 out rc t0
 	shift 4
 	if [ -z "$CTRD_UP" ]; then
 		fail "$n containerd: pull" "containerd is not running"
 		return
 	fi
 	out=$OUT/o-fail-ctr-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	t0=$(now_ns)
 	run_client "$out" "$OUTAGE_SECS" "${CTR[@]}" images pull --hosts-dir "$hosts" "$ref"
 	rc=$?
+	O_SECS=$(secs_since "$t0")
 	expect_failed "$n containerd: ctr images pull --hosts-dir $ref" ctr "$out" $rc "$want" "$@"
 }
 
 # o_fail_skopeo NAME MIRROR REF WANT_EXIT NEEDLE...: skopeo inspect of
 # MIRROR/library/X:v1 must fail.
 o_fail_skopeo() {
-	local n=$1 src=docker://$2/${3#docker.io/} want=$4 out rc
+	local n=$1 src=docker://$2/${3#docker.io/} want=$4 out rc t0
 	shift 4
 	out=$OUT/o-fail-skopeo-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	t0=$(now_ns)
 	run_client "$out" "$OUTAGE_SECS" "${SKOPEO[@]}" inspect --tls-verify=false --no-tags "$src"
 	rc=$?
+	O_SECS=$(secs_since "$t0")
 	expect_failed "$n skopeo: skopeo inspect $src" skopeo "$out" $rc "$want" "$@"
 }
 
@@ -292,15 +345,17 @@ o_fail_skopeo() {
 # MIRROR/library/X:v1 must fail (MIRROR as the registry itself: with
 # registry-mirrors dockerd would fall back to Docker Hub and report its error).
 o_fail_docker() {
-	local n=$1 ref=$2/${3#docker.io/} want=$4 out rc
+	local n=$1 ref=$2/${3#docker.io/} want=$4 out rc t0
 	shift 4
 	if [ -z "$DOCKER_UP" ]; then
 		fail "$n dockerd: pull" "dockerd is not running"
 		return
 	fi
 	out=$OUT/o-fail-docker-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
+	t0=$(now_ns)
 	run_client "$out" "$OUTAGE_SECS" "${DOCKER[@]}" pull "$ref"
 	rc=$?
+	O_SECS=$(secs_since "$t0")
 	expect_failed "$n dockerd: docker pull $ref" docker "$out" $rc "$want" "$@"
 }
 
@@ -352,8 +407,9 @@ breaker_state() {
 
 # ---- set up: fault proxies, the four Breakwater instances ---------------------
 
-echo "== outage: Breakwater behind fault proxies; upstream 429, 503, refused, 404"
+echo "== outage: Breakwater behind fault proxies; upstream 429, 503, refused, 404, a burst"
 note "mirror-outage $BW2 (fault proxy $FP, control $FPC), mirror-breaker $BW3 ($FPB, $FPBC)"
+note "mirror-defaults $BWD ($FPD, $FPDC)"
 OUTAGE_T0=$(date +%s)
 if [ ! -x "$TMP/breakwater" ]; then
 	run_client "$OUT/bw-build" 300 go build -o "$TMP/breakwater" ./cmd/breakwater ||
@@ -366,15 +422,32 @@ else
 	return 0
 fi
 
+# Images no mirror has seen: one per client for the burst (a cached image
+# would make the next client's pull trivial).
+BURST_CLIENTS="ctr skopeo docker podman"
+if run_client "$OUT/seed-outage" 240 go run ./test/e2e/seed --registry "$UP" \
+	--only library/e2e-burst-ctr,library/e2e-burst-skopeo,library/e2e-burst-docker,library/e2e-burst-podman; then
+	SEED2=$(grep -E '^e2e-burst-ctr=sha256:' "$OUT/seed-outage" | tail -n 1)
+	pass "outage: seed pushed library/e2e-burst-{ctr,skopeo,docker,podman}:v1"
+else
+	cmd_fail "outage: seed library/e2e-burst-*" "$OUT/seed-outage" $?
+	SEED2=""
+fi
+# seed_digest NAME: the digest the seed printed for NAME.
+seed_digest() { echo "$SEED2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+
 start_bg faultproxy "$LOGS/faultproxy.stderr" "$TMP/faultproxy" --listen "$FP" --control "$FPC" \
 	--upstream "http://$UP" --log "$FP_LOG"
 start_bg faultproxy-breaker "$LOGS/faultproxy-breaker.stderr" "$TMP/faultproxy" --listen "$FPB" --control "$FPBC" \
 	--upstream "http://$UP" --log "$FPB_LOG"
+start_bg faultproxy-defaults "$LOGS/faultproxy-defaults.stderr" "$TMP/faultproxy" --listen "$FPD" --control "$FPDC" \
+	--upstream "http://$UP" --log "$FPD_LOG"
 
 # mirror-outage: a failing request ends after its 2 s deadline (retried
 # fast until then); the breaker never opens, so each client sees the
 # upstream's own cause. mirror-breaker: opens once 2 requests ended and all
 # found the upstream down, and stays open for the rest of the run.
+# mirror-defaults has no config file: the built-in resilience.
 cat >"$TMP/outage.yaml" <<EOF
 cache:
   max_stale: 1h
@@ -412,8 +485,10 @@ start_bg mirror-outage "$BW2_LOG" "$TMP/breakwater" serve --config "$TMP/outage.
 	--cache-dir "$TMP/cache-outage" --tag-ttl 0s --upstream "docker.io=http://$FP"
 start_bg mirror-breaker "$BW3_LOG" "$TMP/breakwater" serve --config "$TMP/breaker.yaml" --listen "$BW3" \
 	--cache-dir "$TMP/cache-breaker" --tag-ttl 0s --upstream "docker.io=http://$FPB"
+start_bg mirror-defaults "$BWD_LOG" "$TMP/breakwater" serve --listen "$BWD" \
+	--cache-dir "$TMP/cache-defaults" --upstream "docker.io=http://$FPD"
 
-for p in faultproxy:$FP faultproxy-breaker:$FPB; do
+for p in faultproxy:$FP faultproxy-breaker:$FPB faultproxy-defaults:$FPD; do
 	if wait_for 20 http_ok "http://${p#*:}/v2/"; then
 		pass "${p%%:*}: passes GET /v2/ to the upstream"
 	else
@@ -422,7 +497,7 @@ for p in faultproxy:$FP faultproxy-breaker:$FPB; do
 		return 0
 	fi
 done
-for m in mirror-outage:$BW2 mirror-breaker:$BW3; do
+for m in mirror-outage:$BW2 mirror-breaker:$BW3 mirror-defaults:$BWD; do
 	if wait_for 30 http_ok "http://${m#*:}/healthz"; then
 		pass "${m%%:*}: healthy"
 	else
@@ -432,13 +507,14 @@ for m in mirror-outage:$BW2 mirror-breaker:$BW3; do
 	fi
 done
 
-# hosts.toml as in round 1, the mirror being each of the two.
+# hosts.toml as in round 1, the mirror being each of the three.
 # HOSTS2_DIRECT names mirror-outage as the server itself: containerd then has
 # no docker.io to fall back to (see the 404 checks).
 HOSTS2=$TMP/certs.d-outage
 HOSTS3=$TMP/certs.d-breaker
+HOSTSD=$TMP/certs.d-defaults
 HOSTS2_DIRECT=$TMP/certs.d-outage-direct
-for h in "$HOSTS2:$BW2" "$HOSTS3:$BW3"; do
+for h in "$HOSTS2:$BW2" "$HOSTS3:$BW3" "$HOSTSD:$BWD"; do
 	mkdir -p "${h%%:*}/docker.io"
 	cat >"${h%%:*}/docker.io/hosts.toml" <<EOF
 server = "https://registry-1.docker.io"
@@ -454,6 +530,9 @@ server = "http://$BW2"
 [host."http://$BW2"]
   capabilities = ["pull", "resolve"]
 EOF
+# podman with mirror-defaults as its docker.io mirror
+sed "s/^location = \"$BW\"$/location = \"$BWD\"/" "$PM/registries.conf" >"$PM/registries-defaults.conf"
+PODMAN_D=("${PODMAN[@]/#CONTAINERS_REGISTRIES_CONF=*/CONTAINERS_REGISTRIES_CONF=$PM/registries-defaults.conf}")
 
 # ---- before the outage: pull library/e2e:v1 through mirror-outage -----------
 
@@ -562,6 +641,51 @@ if fp_mode 404; then
 	o_fail_docker "outage[404]" "$BW2" "$MISSING_REF" 1 "manifest unknown"
 fi
 fp_mode pass >/dev/null
+
+# ---- a burst the clients never notice ----------------------------------------
+
+# mirror-defaults (built-in settings: 20 s deadline) while its upstream
+# answers 503 for 1.5 s: each client pulls an image nothing has cached the
+# moment the burst starts. The pull must succeed, mirror-defaults must have
+# answered the client no 5xx, and the fault proxy must have answered 503
+# while the pull was under way (only this pull makes mirror-defaults ask).
+burst_pull() {
+	local client=$1 repo=library/e2e-burst-$1 want n="outage[burst] $1" fpm bwm c paths bad secs
+	want=$(seed_digest "e2e-burst-$client")
+	fpm=$(log_mark "$FPD_LOG")
+	bwm=$(log_mark "$BWD_LOG")
+	fp_set "$FPDC" "set=503&for=1.5s" || return
+	case $client in
+	ctr) o_ctr_pull "outage[burst]" "$HOSTSD" "docker.io/$repo:v1" "$want" ;;
+	skopeo) o_skopeo_copy "outage[burst]" "docker://$BWD/$repo:v1" "$want" ;;
+	docker) o_docker_pull "outage[burst]" "$BWD/$repo:v1" "$want" ;;
+	podman) o_podman_pull "outage[burst]" "docker.io/$repo:v1" "$want" ;;
+	esac
+	secs=$O_SECS
+	c=$(fp_answered "$fpm" 503 "$FPD_LOG" | wc -l)
+	paths=$(fp_answered "$fpm" 503 "$FPD_LOG" | sort | uniq -c | awk '{ printf "%s%s x %s %s", (NR > 1 ? ", " : ""), $1, $2, $3 }')
+	if [ "$c" -gt 0 ]; then
+		pass "$n: the fault proxy answered mirror-defaults 503 during the pull ($c requests: $paths)"
+	else
+		fail "$n: the fault proxy answered mirror-defaults 503 during the pull" "no request answered 503 in $FPD_LOG since the burst began: the burst was over before the pull asked"
+	fi
+	bad=$(bw_errors "$BWD_LOG" "$bwm")
+	if [ -z "$bad" ]; then
+		pass "$n: mirror-defaults answered the client no 5xx"
+	else
+		fail "$n: mirror-defaults answered the client no 5xx" "$(echo "$bad" | wc -l) requests:"
+		echo "$bad" | head -n 10 | sed 's/^/    | /'
+	fi
+	printf '%s\tpulled in %ss; the fault proxy answered 503 to %s requests (%s); mirror-defaults answered %s requests 5xx\n' \
+		"$n" "$secs" "$c" "$paths" "$(echo -n "$bad" | grep -c .)" >>"$OUTAGE_ERRORS"
+	note "$client pull took ${secs}s across the burst"
+}
+
+echo "== outage[burst]: mirror-defaults' upstream answers 503 for 1.5 s as each client starts pulling an image nothing has cached"
+for client in $BURST_CLIENTS; do
+	burst_pull "$client"
+done
+fp_set "$FPDC" set=pass >/dev/null
 
 # ---- afterwards -------------------------------------------------------------
 

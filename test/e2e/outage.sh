@@ -3,7 +3,7 @@
 # (it uses run.sh's clients, helpers and variables). See test/e2e/README.md,
 # "The outage phase".
 #
-# Three more Breakwater instances, each with its own port, cache and log, and
+# Four more Breakwater instances, each with its own port, cache and log, and
 # each in front of its own fault proxy (test/e2e/faultproxy) in front of the
 # upstream registry, so that what reaches a fault proxy was sent by one
 # Breakwater only:
@@ -25,6 +25,9 @@
 #   mirror-defaults  the built-in resilience settings: a 1.5 s burst of 503
 #                    while ctr, skopeo, docker and podman each pull an image
 #                    nothing has cached; every pull must succeed.
+#   mirror-recovery  opens after 2 failed requests, probes after 1 s (up to
+#                    4 s): once the upstream is back the next ctr pull must
+#                    succeed within the open time.
 
 OUTAGE_SECS=30 # timeout of a pull that is expected to fail (they take about 2 s)
 OUTAGE_REF=docker.io/library/e2e-outage:v1
@@ -32,30 +35,41 @@ MISSING_REF=docker.io/library/e2e-missing:v1
 OUTAGE_ERRORS=$OUT/outage-errors.txt
 : >"$OUTAGE_ERRORS"
 
+# mirror-recovery's breaker, for the recovery check's bound
+RECOVERY_OPEN_MAX=4
+
 FP_PORT=$(free_port)
 FPC_PORT=$(free_port)
 FPB_PORT=$(free_port)
 FPBC_PORT=$(free_port)
 FPD_PORT=$(free_port)
 FPDC_PORT=$(free_port)
+FPR_PORT=$(free_port)
+FPRC_PORT=$(free_port)
 BW2_PORT=$(free_port)
 BW3_PORT=$(free_port)
 BWD_PORT=$(free_port)
+BWR_PORT=$(free_port)
 FP=127.0.0.1:$FP_PORT
 FPC=127.0.0.1:$FPC_PORT
 FPB=127.0.0.1:$FPB_PORT
 FPBC=127.0.0.1:$FPBC_PORT
 FPD=127.0.0.1:$FPD_PORT
 FPDC=127.0.0.1:$FPDC_PORT
+FPR=127.0.0.1:$FPR_PORT
+FPRC=127.0.0.1:$FPRC_PORT
 BW2=127.0.0.1:$BW2_PORT
 BW3=127.0.0.1:$BW3_PORT
 BWD=127.0.0.1:$BWD_PORT
+BWR=127.0.0.1:$BWR_PORT
 FP_LOG=$LOGS/faultproxy.log
 FPB_LOG=$LOGS/faultproxy-breaker.log
 FPD_LOG=$LOGS/faultproxy-defaults.log
+FPR_LOG=$LOGS/faultproxy-recovery.log
 BW2_LOG=$LOGS/mirror-outage.log
 BW3_LOG=$LOGS/mirror-breaker.log
 BWD_LOG=$LOGS/mirror-defaults.log
+BWR_LOG=$LOGS/mirror-recovery.log
 
 # ---- helpers ---------------------------------------------------------------
 
@@ -212,8 +226,9 @@ o_clear_docker() {
 
 # o_ctr_pull NAME HOSTSDIR REF DIGEST: ctr images pull --hosts-dir HOSTSDIR
 # REF must succeed with DIGEST and the content complete (4/4). Returns the
-# pull's status; O_SECS is how long it took.
+# pull's status; O_SECS is how long it took, O_END when it ended (ns).
 O_SECS=""
+O_END=""
 o_ctr_pull() {
 	local n=$1 hosts=$2 ref=$3 want=$4 out rc d row t0
 	if [ -z "$CTRD_UP" ]; then
@@ -224,6 +239,7 @@ o_ctr_pull() {
 	t0=$(now_ns)
 	run_client "$out" "$PULL_SECS" "${CTR[@]}" images pull --hosts-dir "$hosts" "$ref"
 	rc=$?
+	O_END=$(now_ns)
 	O_SECS=$(secs_since "$t0")
 	if [ $rc = 0 ]; then pass "$n containerd: ctr images pull --hosts-dir $ref"; else cmd_fail "$n containerd: ctr images pull --hosts-dir $ref" "$out" $rc; fi
 	d=$(ctr_ images ls "name==$ref" 2>/dev/null | awk 'NR > 1 { print $3 }')
@@ -407,9 +423,9 @@ breaker_state() {
 
 # ---- set up: fault proxies, the four Breakwater instances ---------------------
 
-echo "== outage: Breakwater behind fault proxies; upstream 429, 503, refused, 404, a burst"
+echo "== outage: Breakwater behind fault proxies; upstream 429, 503, refused, 404, a burst, a recovery"
 note "mirror-outage $BW2 (fault proxy $FP, control $FPC), mirror-breaker $BW3 ($FPB, $FPBC)"
-note "mirror-defaults $BWD ($FPD, $FPDC)"
+note "mirror-defaults $BWD ($FPD, $FPDC), mirror-recovery $BWR ($FPR, $FPRC)"
 OUTAGE_T0=$(date +%s)
 if [ ! -x "$TMP/breakwater" ]; then
 	run_client "$OUT/bw-build" 300 go build -o "$TMP/breakwater" ./cmd/breakwater ||
@@ -423,18 +439,19 @@ else
 fi
 
 # Images no mirror has seen: one per client for the burst (a cached image
-# would make the next client's pull trivial).
+# would make the next client's pull trivial), one for the recovery.
 BURST_CLIENTS="ctr skopeo docker podman"
 if run_client "$OUT/seed-outage" 240 go run ./test/e2e/seed --registry "$UP" \
-	--only library/e2e-burst-ctr,library/e2e-burst-skopeo,library/e2e-burst-docker,library/e2e-burst-podman; then
+	--only library/e2e-burst-ctr,library/e2e-burst-skopeo,library/e2e-burst-docker,library/e2e-burst-podman,library/e2e-recover; then
 	SEED2=$(grep -E '^e2e-burst-ctr=sha256:' "$OUT/seed-outage" | tail -n 1)
-	pass "outage: seed pushed library/e2e-burst-{ctr,skopeo,docker,podman}:v1"
+	pass "outage: seed pushed library/e2e-burst-{ctr,skopeo,docker,podman}:v1 and library/e2e-recover:v1"
 else
-	cmd_fail "outage: seed library/e2e-burst-*" "$OUT/seed-outage" $?
+	cmd_fail "outage: seed library/e2e-burst-*, library/e2e-recover" "$OUT/seed-outage" $?
 	SEED2=""
 fi
 # seed_digest NAME: the digest the seed printed for NAME.
 seed_digest() { echo "$SEED2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+D_RECOVER=$(seed_digest e2e-recover)
 
 start_bg faultproxy "$LOGS/faultproxy.stderr" "$TMP/faultproxy" --listen "$FP" --control "$FPC" \
 	--upstream "http://$UP" --log "$FP_LOG"
@@ -442,12 +459,15 @@ start_bg faultproxy-breaker "$LOGS/faultproxy-breaker.stderr" "$TMP/faultproxy" 
 	--upstream "http://$UP" --log "$FPB_LOG"
 start_bg faultproxy-defaults "$LOGS/faultproxy-defaults.stderr" "$TMP/faultproxy" --listen "$FPD" --control "$FPDC" \
 	--upstream "http://$UP" --log "$FPD_LOG"
+start_bg faultproxy-recovery "$LOGS/faultproxy-recovery.stderr" "$TMP/faultproxy" --listen "$FPR" --control "$FPRC" \
+	--upstream "http://$UP" --log "$FPR_LOG"
 
 # mirror-outage: a failing request ends after its 2 s deadline (retried
 # fast until then); the breaker never opens, so each client sees the
 # upstream's own cause. mirror-breaker: opens once 2 requests ended and all
 # found the upstream down, and stays open for the rest of the run.
-# mirror-defaults has no config file: the built-in resilience.
+# mirror-recovery: the same opening, but probing after 1 s, doubling to
+# 4 s. mirror-defaults has no config file: the built-in resilience.
 cat >"$TMP/outage.yaml" <<EOF
 cache:
   max_stale: 1h
@@ -481,14 +501,34 @@ log:
   level: info
   format: json
 EOF
+cat >"$TMP/recovery.yaml" <<EOF
+cache:
+  max_stale: 1h
+resilience:
+  retry:
+    base_delay: 50ms
+    max_delay: 200ms
+    deadline: 2s
+    attempt_timeout: 2s
+  breaker:
+    min_requests: 2
+    failure_percent: 100
+    open_min: 1s
+    open_max: ${RECOVERY_OPEN_MAX}s
+log:
+  level: info
+  format: json
+EOF
 start_bg mirror-outage "$BW2_LOG" "$TMP/breakwater" serve --config "$TMP/outage.yaml" --listen "$BW2" \
 	--cache-dir "$TMP/cache-outage" --tag-ttl 0s --upstream "docker.io=http://$FP"
 start_bg mirror-breaker "$BW3_LOG" "$TMP/breakwater" serve --config "$TMP/breaker.yaml" --listen "$BW3" \
 	--cache-dir "$TMP/cache-breaker" --tag-ttl 0s --upstream "docker.io=http://$FPB"
 start_bg mirror-defaults "$BWD_LOG" "$TMP/breakwater" serve --listen "$BWD" \
 	--cache-dir "$TMP/cache-defaults" --upstream "docker.io=http://$FPD"
+start_bg mirror-recovery "$BWR_LOG" "$TMP/breakwater" serve --config "$TMP/recovery.yaml" --listen "$BWR" \
+	--cache-dir "$TMP/cache-recovery" --tag-ttl 0s --upstream "docker.io=http://$FPR"
 
-for p in faultproxy:$FP faultproxy-breaker:$FPB faultproxy-defaults:$FPD; do
+for p in faultproxy:$FP faultproxy-breaker:$FPB faultproxy-defaults:$FPD faultproxy-recovery:$FPR; do
 	if wait_for 20 http_ok "http://${p#*:}/v2/"; then
 		pass "${p%%:*}: passes GET /v2/ to the upstream"
 	else
@@ -497,7 +537,7 @@ for p in faultproxy:$FP faultproxy-breaker:$FPB faultproxy-defaults:$FPD; do
 		return 0
 	fi
 done
-for m in mirror-outage:$BW2 mirror-breaker:$BW3 mirror-defaults:$BWD; do
+for m in mirror-outage:$BW2 mirror-breaker:$BW3 mirror-defaults:$BWD mirror-recovery:$BWR; do
 	if wait_for 30 http_ok "http://${m#*:}/healthz"; then
 		pass "${m%%:*}: healthy"
 	else
@@ -507,14 +547,15 @@ for m in mirror-outage:$BW2 mirror-breaker:$BW3 mirror-defaults:$BWD; do
 	fi
 done
 
-# hosts.toml as in round 1, the mirror being each of the three.
+# hosts.toml as in round 1, the mirror being each of the four.
 # HOSTS2_DIRECT names mirror-outage as the server itself: containerd then has
 # no docker.io to fall back to (see the 404 checks).
 HOSTS2=$TMP/certs.d-outage
 HOSTS3=$TMP/certs.d-breaker
 HOSTSD=$TMP/certs.d-defaults
+HOSTSR=$TMP/certs.d-recovery
 HOSTS2_DIRECT=$TMP/certs.d-outage-direct
-for h in "$HOSTS2:$BW2" "$HOSTS3:$BW3" "$HOSTSD:$BWD"; do
+for h in "$HOSTS2:$BW2" "$HOSTS3:$BW3" "$HOSTSD:$BWD" "$HOSTSR:$BWR"; do
 	mkdir -p "${h%%:*}/docker.io"
 	cat >"${h%%:*}/docker.io/hosts.toml" <<EOF
 server = "https://registry-1.docker.io"
@@ -686,6 +727,42 @@ for client in $BURST_CLIENTS; do
 	burst_pull "$client"
 done
 fp_set "$FPDC" set=pass >/dev/null
+
+# ---- a recovery the next pull sees at once -------------------------------------
+
+echo "== outage[recovery]: mirror-recovery's circuit is open when the upstream comes back; the next pull must not wait for it"
+RECOVERY_SECS=""
+if fp_set "$FPRC" set=503; then
+	curl -s -o /dev/null -m 20 -w '%{http_code}' "http://$BWR/v2/library/e2e-outage/manifests/v1" >"$OUT/o-rtrip-1" &
+	trip1=$!
+	curl -s -o /dev/null -m 20 -w '%{http_code}' "http://$BWR/v2/library/e2e-missing/manifests/v1" >"$OUT/o-rtrip-2" &
+	trip2=$!
+	wait "$trip1" "$trip2"
+	expect_eq "outage[recovery]: two requests at once fail and trip the breaker (answered 503, 503)" "503 503" \
+		"$(cat "$OUT/o-rtrip-1") $(cat "$OUT/o-rtrip-2")" "statuses"
+	state=$(breaker_state "$BWR")
+	expect_eq "outage[recovery]: mirror-recovery's status says the circuit is open" open "$state" "breaker"
+	fpm=$(log_mark "$FPR_LOG")
+	fp_set "$FPRC" set=pass
+	t0=$(now_ns)
+	o_ctr_pull "outage[recovery]" "$HOSTSR" docker.io/library/e2e-recover:v1 "$D_RECOVER"
+	rc=$?
+	RECOVERY_SECS=$(awk -v a="$t0" -v b="$O_END" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+	if [ $rc = 0 ] && awk -v s="$RECOVERY_SECS" -v m="$RECOVERY_OPEN_MAX" 'BEGIN { exit !(s <= m + 3) }'; then
+		pass "outage[recovery]: the first pull after the upstream came back succeeded ${RECOVERY_SECS}s after the switch (open_max ${RECOVERY_OPEN_MAX}s + 3s allowed)"
+	else
+		fail "outage[recovery]: the first pull after the upstream came back succeeded within open_max + 3s" "exit $rc after ${RECOVERY_SECS}s"
+	fi
+	expect_eq "outage[recovery]: mirror-recovery's status says the circuit is closed" closed "$(breaker_state "$BWR")" "breaker"
+	if grep '"msg":"circuit breaker"' "$BWR_LOG" | grep -q '"to":"closed"'; then
+		pass "outage[recovery]: mirror-recovery logged the circuit closing"
+	else
+		fail "outage[recovery]: mirror-recovery logged the circuit closing" "no 'circuit breaker' line with \"to\":\"closed\" in $BWR_LOG"
+	fi
+	printf '%s\tstatus before the switch: breaker %s; ctr pull of docker.io/library/e2e-recover:v1 succeeded %ss after the fault proxy passed again (exit %s); the fault proxy then forwarded %s requests\n' \
+		"outage[recovery]" "${state:-?}" "$RECOVERY_SECS" "$rc" "$(fp_count "$fpm" pass "$FPR_LOG")" >>"$OUTAGE_ERRORS"
+	note "recovery: the pull took ${RECOVERY_SECS}s from the switch to pass"
+fi
 
 # ---- afterwards -------------------------------------------------------------
 

@@ -27,7 +27,10 @@
 #                    nothing has cached; every pull must succeed.
 #   mirror-recovery  opens after 2 failed requests, probes after 1 s (up to
 #                    4 s): once the upstream is back the next ctr pull must
-#                    succeed within the open time.
+#                    succeed within the open time; then a 429 with
+#                    Retry-After: 15 must be obeyed (answered at once, the
+#                    seconds counting down, nothing sent upstream) while a
+#                    cached tag is still served.
 
 OUTAGE_SECS=30 # timeout of a pull that is expected to fail (they take about 2 s)
 OUTAGE_REF=docker.io/library/e2e-outage:v1
@@ -37,6 +40,9 @@ OUTAGE_ERRORS=$OUT/outage-errors.txt
 
 # mirror-recovery's breaker, for the recovery check's bound
 RECOVERY_OPEN_MAX=4
+# how long a request Breakwater answers "at once" may take (ms); a request
+# held for the deadline takes 2000 or more
+AT_ONCE_MS=1000
 
 FP_PORT=$(free_port)
 FPC_PORT=$(free_port)
@@ -95,6 +101,12 @@ fp_set() {
 # fp_mode MODE: switch mirror-outage's fault proxy.
 fp_mode() { fp_set "$FPC" "set=$1"; }
 
+# fp_stat CONTROL MODE: the requests a fault proxy has handled in MODE (its
+# /stats), empty when it does not answer.
+fp_stat() {
+	curl -sS -m 5 "http://$1/stats" 2>/dev/null | grep -o "\"$2\":[0-9]*" | cut -d: -f2
+}
+
 # fp_count FROM MODE [LOG]: requests a fault proxy logged in MODE from line
 # FROM (default: mirror-outage's).
 fp_count() {
@@ -136,13 +148,19 @@ raw_line() {
 	printf '%s' "$l"
 }
 
+# retry_secs TEXT: the N of the last "retry after Ns" in TEXT.
+retry_secs() { printf '%s' "$1" | grep -o 'retry after [0-9]*s' | tail -n 1 | tr -dc '0-9'; }
+
 # expect_failed NAME CLIENT OUT RC WANT_EXIT NEEDLE...: the pull that wrote
 # OUT must have failed (not timed out), its error must contain every NEEDLE,
 # and `breakwater classify --reason ErrImagePull --message ERROR` must exit
-# WANT_EXIT (0 transient, 1 fatal). The error is recorded in $OUTAGE_ERRORS.
+# WANT_EXIT (0 transient, 1 fatal). The error is recorded in $OUTAGE_ERRORS
+# and left in E_LINE (empty when the pull did not fail).
+E_LINE=""
 expect_failed() {
 	local n=$1 client=$2 out=$3 rc=$4 want=$5 line raw needle missing="" says="" crc verdict
 	shift 5
+	E_LINE=""
 	case $rc in
 	0)
 		fail "$n: fails" "the pull succeeded"
@@ -157,6 +175,7 @@ expect_failed() {
 	pass "$n: fails (exit $rc)"
 	raw=$(raw_line "$client" "$out")
 	line=$(err_line "$client" "$out")
+	E_LINE=$line
 	printf '%s\t%s\n' "$n" "$raw" >>"$OUTAGE_ERRORS"
 	note "$client printed: $raw"
 	for needle in "$@"; do
@@ -332,6 +351,7 @@ o_pull_ok() {
 o_fail_ctr() {
 	local n=$1 hosts=$2 ref=$3 want=$4 out rc t0
 	shift 4
+	E_LINE=""
 	if [ -z "$CTRD_UP" ]; then
 		fail "$n containerd: pull" "containerd is not running"
 		return
@@ -363,6 +383,7 @@ o_fail_skopeo() {
 o_fail_docker() {
 	local n=$1 ref=$2/${3#docker.io/} want=$4 out rc t0
 	shift 4
+	E_LINE=""
 	if [ -z "$DOCKER_UP" ]; then
 		fail "$n dockerd: pull" "dockerd is not running"
 		return
@@ -379,18 +400,21 @@ o_fail_docker() {
 # library/e2e-outage) from MIRROR with curl. The answer must be 503 with the
 # crafted reason phrase naming CAUSE, a Retry-After header whose seconds the
 # phrase repeats, and an OCI body whose code is UNAVAILABLE and whose message
-# is the reason phrase.
+# is the reason phrase. RAW_RA is the Retry-After, RAW_SECS curl's time.
+RAW_RA=""
+RAW_SECS=""
 o_raw() {
 	local n=$1 url=http://$2/v2/${4:-library/e2e-outage}/manifests/v1 cause=$3 f status reason ra code msg why=""
 	f=$OUT/o-raw-$(echo "$n" | tr -c 'a-zA-Z0-9\n' '-')
-	curl -sS -m 30 -D "$f.h" -o "$f.b" "$url" 2>"$f.err"
+	RAW_SECS=$(curl -sS -m 30 -D "$f.h" -o "$f.b" -w '%{time_total}' "$url" 2>"$f.err")
 	status=$(head -n 1 "$f.h" 2>/dev/null | tr -d '\r')
 	reason=${status#HTTP/1.1 503 }
 	ra=$(awk 'tolower($1) == "retry-after:" { print $2 }' "$f.h" 2>/dev/null | tr -d '\r')
+	RAW_RA=$ra
 	code=$(sed -n 's/.*"code":"\([^"]*\)".*/\1/p' "$f.b" 2>/dev/null)
 	msg=$(sed -n 's/.*"message":"\([^"]*\)".*/\1/p' "$f.b" 2>/dev/null)
 	printf '%s\t%s\n%s\tbody %s\n' "$n curl: GET $url" "$status" "$n curl: GET $url" "$(cat "$f.b" 2>/dev/null)" >>"$OUTAGE_ERRORS"
-	note "status line: $status"
+	note "status line: $status (${RAW_SECS}s)"
 	case $status in
 	"HTTP/1.1 503 Service Unavailable (breakwater-transient: upstream docker.io "*"$cause; retry after ${ra:-?}s)") ;;
 	*) why="status line '$status' is not '503 Service Unavailable (breakwater-transient: upstream docker.io ...$cause; retry after ${ra:-<no Retry-After>}s)'" ;;
@@ -423,7 +447,7 @@ breaker_state() {
 
 # ---- set up: fault proxies, the four Breakwater instances ---------------------
 
-echo "== outage: Breakwater behind fault proxies; upstream 429, 503, refused, 404, a burst, a recovery"
+echo "== outage: Breakwater behind fault proxies; upstream 429, 503, refused, 404, a burst, a recovery, a long rate limit"
 note "mirror-outage $BW2 (fault proxy $FP, control $FPC), mirror-breaker $BW3 ($FPB, $FPBC)"
 note "mirror-defaults $BWD ($FPD, $FPDC), mirror-recovery $BWR ($FPR, $FPRC)"
 OUTAGE_T0=$(date +%s)
@@ -762,6 +786,77 @@ if fp_set "$FPRC" set=503; then
 	printf '%s\tstatus before the switch: breaker %s; ctr pull of docker.io/library/e2e-recover:v1 succeeded %ss after the fault proxy passed again (exit %s); the fault proxy then forwarded %s requests\n' \
 		"outage[recovery]" "${state:-?}" "$RECOVERY_SECS" "$rc" "$(fp_count "$fpm" pass "$FPR_LOG")" >>"$OUTAGE_ERRORS"
 	note "recovery: the pull took ${RECOVERY_SECS}s from the switch to pass"
+fi
+
+# ---- a 429 with a long Retry-After is obeyed -----------------------------------
+
+# mirror-recovery again (circuit closed, e2e-recover:v1 cached, tag TTL 0s):
+# the upstream answers 429 with Retry-After: 15, more than the 2 s deadline.
+# The first request asks, gets the 429 and is answered at once; for the next
+# 15 s nothing is sent upstream, every request for an uncached image is
+# answered at once with the seconds left, and a cached tag is served stale.
+echo "== outage[429-long]: mirror-recovery's upstream answers 429 with Retry-After: 15"
+if fp_set "$FPRC" "set=429&retry_after=15"; then
+	c0=$(fp_stat "$FPRC" 429)
+	bwm=$(log_mark "$BWR_LOG")
+	o_raw "outage[429-long] first" "$BWR" "answered 429 Too Many Requests"
+	first=$RAW_RA
+	case $first in
+	14 | 15) pass "outage[429-long] first: Retry-After is the upstream's 15 s (less what passed): $first" ;;
+	*) fail "outage[429-long] first: Retry-After is the upstream's 15 s" "Retry-After '${first:-<none>}', want 14 or 15" ;;
+	esac
+	if awk -v s="$RAW_SECS" -v m="$AT_ONCE_MS" 'BEGIN { exit !(s * 1000 < m) }'; then
+		pass "outage[429-long] first: answered at once (${RAW_SECS}s)"
+	else
+		fail "outage[429-long] first: answered at once" "curl took ${RAW_SECS:-?}s (want under $((AT_ONCE_MS / 1000))s)"
+	fi
+	c1=$(fp_stat "$FPRC" 429)
+	expect_eq "outage[429-long] first: it reached the upstream once" 1 "$((${c1:-0} - ${c0:-0}))" "requests the fault proxy answered 429"
+	printf '%s\tcurl took %ss; the fault proxy answered %s requests 429\n' "outage[429-long] first" "$RAW_SECS" "$((${c1:-0} - ${c0:-0}))" >>"$OUTAGE_ERRORS"
+	# a second later: fewer seconds left, nothing sent upstream
+	sleep 1
+	# retry_fewer NAME N: N (the seconds an answer gave) is below the first
+	# answer's and above 0.
+	retry_fewer() {
+		if [ -n "$2" ] && [ -n "$first" ] && [ "$2" -lt "$first" ] && [ "$2" -gt 0 ]; then
+			pass "$1: retry after ${2}s, fewer than the first answer's ${first}s"
+		else
+			fail "$1: retry after fewer seconds than the first answer's" "retry after '${2:-<none>}', first '${first:-<none>}'"
+		fi
+	}
+	o_raw "outage[429-long] other image" "$BWR" "answered 429 Too Many Requests" library/e2e-docker
+	retry_fewer "outage[429-long] other image curl" "$RAW_RA"
+	for client in skopeo ctr docker; do
+		case $client in
+		skopeo) o_fail_skopeo "outage[429-long]" "$BWR" "$OUTAGE_REF" 0 "breakwater-transient" "429 Too Many Requests; retry after" ;;
+		ctr) o_fail_ctr "outage[429-long]" "$HOSTSR" "$OUTAGE_REF" 0 "breakwater-transient" "429 Too Many Requests; retry after" ;;
+		docker) o_fail_docker "outage[429-long]" "$BWR" "$OUTAGE_REF" 0 "breakwater-transient" "429 Too Many Requests; retry after" ;;
+		esac
+		[ -n "$E_LINE" ] || continue
+		retry_fewer "outage[429-long] $client" "$(retry_secs "$E_LINE")"
+		printf '%s\t%s failed after %ss\n' "outage[429-long] $client" "$client" "$O_SECS" >>"$OUTAGE_ERRORS"
+	done
+	# a cached tag is served, its blobs from the cache
+	o_clear_containerd "outage[429-long]"
+	bwm2=$(log_mark "$BWR_LOG")
+	o_ctr_pull "outage[429-long] cached" "$HOSTSR" docker.io/library/e2e-recover:v1 "$D_RECOVER"
+	stale=$(bw_lines "$BWR_LOG" "$bwm2" | awk '$2 ~ /^\/v2\/library\/e2e-recover\/manifests\/v1(\?|$)/ && $3 == 200 && $4 == "stale"' | wc -l)
+	if [ "$stale" -ge 1 ]; then
+		pass "outage[429-long] cached: mirror-recovery served the tag stale ($stale requests, cache=stale)"
+	else
+		fail "outage[429-long] cached: mirror-recovery served the tag stale" "no e2e-recover tag request answered 200 with cache=stale; its requests:"
+		bw_lines "$BWR_LOG" "$bwm2" | sed 's/^/    | /'
+	fi
+	c2=$(fp_stat "$FPRC" 429)
+	expect_eq "outage[429-long]: nothing more reached the upstream within its Retry-After" "${c1:-?}" "${c2:-?}" "requests the fault proxy answered 429"
+	slow=$(bw_errors "$BWR_LOG" "$bwm" | awk -v m="$AT_ONCE_MS" '$4 >= m')
+	if [ -z "$slow" ]; then
+		pass "outage[429-long]: mirror-recovery answered every 503 at once (under ${AT_ONCE_MS} ms)"
+	else
+		fail "outage[429-long]: mirror-recovery answered every 503 at once (under ${AT_ONCE_MS} ms)" "$(echo "$slow" | wc -l) took longer:"
+		echo "$slow" | head -n 10 | sed 's/^/    | /'
+	fi
+	fp_set "$FPRC" set=pass >/dev/null
 fi
 
 # ---- afterwards -------------------------------------------------------------

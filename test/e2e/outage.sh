@@ -653,8 +653,11 @@ outage_round() {
 	fi
 }
 
-outage_round 429 "429 Too Many Requests"
-outage_round 503 "503 Service Unavailable"
+# CAUSE is the crafted text's cause in full: every client prints its own
+# "503 Service Unavailable" before Breakwater's reason phrase, so a bare
+# "503 Service Unavailable" would be found whatever the cause said.
+outage_round 429 "answered 429 Too Many Requests"
+outage_round 503 "answered 503 Service Unavailable"
 
 # The breaker: mirror-breaker opens its circuit once two requests ended and
 # both found the upstream down. Two requests for different images at once

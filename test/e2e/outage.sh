@@ -687,7 +687,7 @@ outage_round refuse "unreachable: connection refused"
 echo "== outage[404]: upstream answers manifests 404 MANIFEST_UNKNOWN; $MISSING_REF must fail as not found"
 if fp_mode 404; then
 	# containerd with the usual hosts.toml tries docker.io after the
-	# mirror's 404 and reports docker.io's error (CLIENTS.md, "Fallback");
+	# mirror's 404 and reports docker.io's error (it tries the hosts in order);
 	# here docker.io does not resolve, so what it prints says nothing about
 	# Breakwater. Recorded, not judged:
 	if [ -n "$CTRD_UP" ]; then

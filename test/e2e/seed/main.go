@@ -15,12 +15,21 @@
 // and prints their manifest digests on one line:
 //
 //	e2e=sha256:... e2e-docker=sha256:... e2e-outage=sha256:...
+//
+// With --only it pushes just the repositories listed, each an OCI image of
+// the same kind (the outage phase's images that must be new to a mirror),
+// and prints them the same way, keyed by the repository's last element:
+//
+//	go run ./test/e2e/seed --registry 127.0.0.1:5000 --only library/e2e-burst-ctr,library/e2e-recover
+//	e2e-burst-ctr=sha256:... e2e-recover=sha256:...
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -39,22 +48,36 @@ var layerSizes = []int64{1<<20 + 12345, 64 << 10, 3000}
 func main() {
 	registry := flag.String("registry", "", "registry host:port to push to over plain HTTP (required)")
 	repo := flag.String("repo", "library/e2e", "repository of the OCI image; the Docker image goes to REPO-docker, the outage image to REPO-outage")
-	tag := flag.String("tag", "v1", "tag of all three images")
+	tag := flag.String("tag", "v1", "tag of all the images")
+	only := flag.String("only", "", "comma-separated repositories to push instead of the three, each an OCI image")
 	flag.Parse()
 	if *registry == "" {
 		fmt.Fprintln(os.Stderr, "seed: --registry is required")
 		os.Exit(2)
 	}
 
-	out := ""
-	for _, im := range []struct {
+	type image struct {
 		key, repo string
 		oci       bool
-	}{
+	}
+	images := []image{
 		{"e2e", *repo, true},
 		{"e2e-docker", *repo + "-docker", false},
 		{"e2e-outage", *repo + "-outage", true},
-	} {
+	}
+	if *only != "" {
+		images = nil
+		for _, r := range strings.Split(*only, ",") {
+			if r = strings.TrimSpace(r); r == "" {
+				fmt.Fprintf(os.Stderr, "seed: --only %q: empty repository name\n", *only)
+				os.Exit(2)
+			}
+			images = append(images, image{path.Base(r), r, true})
+		}
+	}
+
+	out := ""
+	for _, im := range images {
 		d, err := push(*registry, im.repo, *tag, im.oci)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "seed: %s: %v\n", im.repo, err)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -23,6 +22,7 @@ import (
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
+	"github.com/breakwater-registry/breakwater/warm"
 )
 
 // repeated collects a flag given more than once.
@@ -190,7 +190,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		// The warm API pulls through Breakwater's own pull API, so that
 		// the one fetch, verify and cache path does the work.
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		warmHandler = warmAPI(&url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", port)})
+		self, err := upstream.New(warm.MirrorConfig("http://" + net.JoinHostPort("127.0.0.1", port)))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("warm API: %w", err)
+		}
+		warmHandler = warmAPI(self)
 	}
 	srv, err := proxy.New(proxy.Options{
 		MeterProvider:     tel.meters,

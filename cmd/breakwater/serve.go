@@ -160,15 +160,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 	sort.Strings(names)
 	var ups []proxy.UpstreamConfig
 	for _, name := range names {
-		u := cfg.Upstreams[name]
-		a, err := auth.For(name, auth.Credentials{
-			Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
-		})
+		c, err := upstreamConfig(&cfg, name)
 		if err != nil {
 			return fmt.Errorf("upstreams.%s: %w", name, err)
 		}
-		r := cfg.ResilienceFor(name)
-		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(r), RateLimitReserve: r.RateLimitReserve})
+		ups = append(ups, proxy.UpstreamConfig{Name: c.Name, URL: c.URL, Auth: c.Auth, Policy: c.Policy,
+			RateLimitReserve: cfg.ResilienceFor(name).RateLimitReserve})
 	}
 	tel, err := newTelemetry(ctx, buildVersion())
 	if err != nil {
@@ -266,6 +263,20 @@ func logDebugListener(log *slog.Logger, addr net.Addr) {
 		log.Warn("debug listener is not on a loopback address: profiles expose the mirror's internals to whoever reaches it",
 			"listen", addr.String())
 	}
+}
+
+// upstreamConfig is how the configured upstream name is asked: where it is,
+// its credentials, and its effective resilience. serve's proxy and check
+// ask upstreams the same way.
+func upstreamConfig(cfg *config.Config, name string) (upstream.Config, error) {
+	u := cfg.Upstreams[name]
+	a, err := auth.For(name, auth.Credentials{
+		Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
+	})
+	if err != nil {
+		return upstream.Config{}, err
+	}
+	return upstream.Config{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(cfg.ResilienceFor(name))}, nil
 }
 
 // upstreamPolicy is the upstream client's policy for a resilience block.

@@ -69,7 +69,8 @@ func (e *Error) Error() string {
 	if e.Message != "" && !strings.Contains(said, e.Message) {
 		fmt.Fprintf(&b, ": %s", e.Message)
 	}
-	if e.RetryAfter > 0 {
+	// A Breakwater's phrase says when already, from the same Retry-After.
+	if e.RetryAfter > 0 && !strings.Contains(said, "retry after") {
 		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter.Round(time.Second))
 	}
 	return b.String()

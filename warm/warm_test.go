@@ -597,3 +597,29 @@ func TestImageOneTryPerRequest(t *testing.T) {
 		t.Errorf("%d blob requests with 3 attempts for %d blobs, want %d", n, len(blobsOf(t, img)), want)
 	}
 }
+
+// A mirror that accepts the connection and then says nothing, not even to
+// the client's handshake, is given up on after the idle timeout.
+func TestImageMirrorSaysNothing(t *testing.T) {
+	stop := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // past the idle timeout, unless the client gives up
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	t.Cleanup(hung.Close)
+	// First: the handshake goes on after the request gave up, for others
+	// to use, and holds its connection until the server lets go.
+	t.Cleanup(func() { close(stop) })
+
+	defer warm.SetIdleTimeout(200 * time.Millisecond)()
+	start := time.Now()
+	res := warm.Image(context.Background(), "example.com/app:v1", warm.Options{Mirror: mirrorClient(t, hung.URL)})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "no data from the mirror") {
+		t.Fatalf("err = %v, want the idle timeout", res.Err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a mirror saying nothing took %s to give up on", took)
+	}
+}

@@ -256,3 +256,33 @@ upstreams:
 		t.Errorf("quay.io (global attempts: 1) was asked %d times, want 1", n)
 	}
 }
+
+// --timeout bounds each image, however long the registry's handshake and
+// the configured attempt timeout (10s) would let it hang.
+func TestCheckTimeout(t *testing.T) {
+	stop := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	t.Cleanup(hung.Close)
+	t.Cleanup(func() { close(stop) }) // first: the handshake outlives the check
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := run([]string{"check", "--timeout", "500ms", "--upstream", "ghcr.io=" + hung.URL, "ghcr.io/org/a:v1", "ghcr.io/org/b:v1"}, nil, &stdout, &stderr)
+	took := time.Since(start)
+	t.Logf("exit %d after %s:\n%s", code, took, stdout.String())
+	if code != 2 {
+		t.Errorf("exit %d, want 2\nstderr: %s", code, stderr.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		if !strings.HasPrefix(line, "unavailable ") || !strings.Contains(line, "timeout") {
+			t.Errorf("line %q, want unavailable for a timeout", line)
+		}
+	}
+	if took > 4*time.Second {
+		t.Errorf("two images with --timeout 500ms took %s", took)
+	}
+}

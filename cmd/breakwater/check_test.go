@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -160,12 +159,7 @@ func TestCheckDetails(t *testing.T) {
 	down, _ := downServer(t)
 	limited := testupstream.Start(t)
 	limited.Play("", "/manifests/", testupstream.Status(http.StatusTooManyRequests, "Retry-After", "30")).Forever()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gone := "http://" + ln.Addr().String()
-	ln.Close() // nothing listens there now: connection refused
+	gone := "http://" + freeAddr(t) // nothing listens there: connection refused
 
 	mirror := startCheckMirror(t, map[string]string{"docker.io": up.URL, "ghcr.io": down, "limited.test": limited.URL})
 	direct := []string{"--config", writeConfig(t, fmt.Sprintf(`upstreams:

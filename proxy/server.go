@@ -172,6 +172,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.tel, s.started, s.version, s.metrics, s.warm = tel, time.Now(), opts.Version, opts.MetricsHandler, opts.WarmHandler
+	// The blob fetches count the bytes they fetch from upstreams.
 	s.blobs.tel = tel
 	s.router = s.routes()
 	return s, nil

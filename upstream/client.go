@@ -553,7 +553,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 	if rt, ok := c.transports.Get(repo); ok {
 		return rt, nil
 	}
-	v, err, _ := c.handshakes.Do(repo, func() (any, error) {
+	done := c.handshakes.DoChan(repo, func() (any, error) {
 		if rt, ok := c.transports.Get(repo); ok {
 			return rt, nil
 		}
@@ -571,10 +571,17 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 		c.transports.Add(repo, rt)
 		return rt, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("handshake with %s for %s: %w", c.name, repo, err)
+	select {
+	case r := <-done:
+		if r.Err != nil {
+			return nil, fmt.Errorf("handshake with %s for %s: %w", c.name, repo, r.Err)
+		}
+		return r.Val.(http.RoundTripper), nil
+	case <-ctx.Done():
+		// The caller's deadline holds during the handshake too; the
+		// handshake goes on for the others and for the next request.
+		return nil, fmt.Errorf("handshake with %s for %s: %w", c.name, repo, ctx.Err())
 	}
-	return v.(http.RoundTripper), nil
 }
 
 // errDeadline is a try cut short by its request's deadline. It is an

@@ -312,6 +312,40 @@ func TestHandshakeRetryAfter(t *testing.T) {
 	}
 }
 
+// A handshake that hangs holds no request past its own deadline, and goes
+// on for the requests after it.
+func TestHandshakeHoldsNobodyPastTheirDeadline(t *testing.T) {
+	up := seededUpstream(t)
+	release := make(chan struct{})
+	var once sync.Once
+	answer := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(answer)
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/v2/" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	// The real clock: the wait is the transport's, not the retry loop's.
+	c := newTestClient(t, up.URL, nil, testPolicy())
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.Manifest(ctx, "library/app", "v1", nil); err == nil {
+		t.Fatal("a request got its manifest while the handshake hung")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("a request with a 200ms deadline took %v during a hung handshake (attempt timeout %v)", took, c.Policy().Retry.AttemptTimeout)
+	}
+	answer()
+	if _, err := getManifest(c); err != nil {
+		t.Fatalf("after the handshake answered: %v", err)
+	}
+}
+
 func TestUnreachable(t *testing.T) {
 	clk := newAutoClock()
 	p := testPolicy()

@@ -60,20 +60,41 @@ var (
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "upstream %s: %s %s: %s", e.Upstream, e.Method, e.Path, e.Cause)
+	said := e.said()
+	fmt.Fprintf(&b, "upstream %s: %s %s: %s", e.Upstream, e.Method, e.Path, said)
 	if e.Code != "" {
 		fmt.Fprintf(&b, ": %s", e.Code)
 	}
-	if e.Message != "" {
+	// A mirror repeats its reason phrase in the body; once is enough.
+	if e.Message != "" && !strings.Contains(said, e.Message) {
 		fmt.Fprintf(&b, ": %s", e.Message)
 	}
-	if e.RetryAfter > 0 {
+	// A Breakwater's phrase says when already, from the same Retry-After.
+	if e.RetryAfter > 0 && !strings.Contains(said, "retry after") {
 		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter.Round(time.Second))
 	}
 	return b.String()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// said is the cause, followed by the upstream's reason phrase when that is
+// not the standard one. A Breakwater in front says why it could not answer
+// only there ("503 Service Unavailable (breakwater-transient: upstream
+// docker.io answered 429 Too Many Requests; retry after 10s)"), and a HEAD
+// has no body to say it in.
+func (e *Error) said() string {
+	std := strconv.Itoa(e.Status) + " " + statusText(e.Status)
+	if e.Status == 0 || e.StatusLine == "" || e.StatusLine == std {
+		return e.Cause
+	}
+	line := oneLine(e.StatusLine, 300)
+	if rest, ok := strings.CutPrefix(line, std); ok {
+		return e.Cause + rest
+	}
+	_, reason, _ := strings.Cut(line, " ")
+	return e.Cause + " (" + reason + ")"
+}
 
 // AsError returns err as an *Error, if it is one.
 func AsError(err error) (*Error, bool) {

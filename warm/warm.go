@@ -4,8 +4,11 @@
 // routing (/v2/<registry-host>/<repository>/...), so the mirror's normal
 // fetch, verify and cache path does the work: the manifest (and, for an
 // index, the manifests of the selected platforms), the config and every
-// layer. Every body is read to the end and checked against its digest while
-// it arrives; nothing the mirror says is trusted.
+// layer. The requests go through an *upstream.Client pointed at the mirror
+// (see MirrorConfig); an answer that is not a success comes back as that
+// package's *upstream.Error, wrapped with what warm was reading. Every body
+// is read to the end and checked against its digest while it arrives;
+// nothing the mirror says is trusted.
 package warm
 
 import (
@@ -17,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -28,6 +32,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // DefaultConcurrency is how many blobs of one image are fetched in parallel
@@ -45,26 +51,57 @@ const maxIndexDepth = 4
 // request is abandoned. A variable for tests.
 var idleTimeout = 2 * time.Minute
 
-// manifestAccept is the Accept header of every manifest request.
-var manifestAccept = strings.Join([]string{
-	string(types.OCIImageIndex),
-	string(types.DockerManifestList),
-	string(types.OCIManifestSchema1),
-	string(types.DockerManifestSchema2),
-}, ", ")
+// ManifestTypes is the Accept list of a manifest request: the indexes and
+// image manifests a runtime pulls.
+func ManifestTypes() []string {
+	return []string{
+		string(types.OCIImageIndex),
+		string(types.DockerManifestList),
+		string(types.OCIManifestSchema1),
+		string(types.DockerManifestSchema2),
+	}
+}
+
+// mirrorWait bounds the wait for a mirror's response headers, generously:
+// the mirror answers a manifest only once its own tries towards the
+// upstream are over, which its configuration bounds, not ours. The callers'
+// own limits (warm's idle timeout, a caller's context) usually end a wait
+// first.
+const mirrorWait = 5 * time.Minute
+
+// MirrorConfig is the configuration of a client towards the Breakwater at
+// mirror (http://127.0.0.1:5000), for upstream.New: anonymous, one try per
+// request, since the mirror has already retried its upstream and its
+// answer says so, and no circuit breaker, since the mirror has its own and
+// one here would answer for it with less to say.
+func MirrorConfig(mirror string) upstream.Config {
+	c := upstream.Config{
+		Name:      mirror,
+		URL:       mirror,
+		UserAgent: "breakwater-warm",
+		Policy: upstream.Policy{
+			Retry:   upstream.Retry{Attempts: 1, Deadline: mirrorWait, AttemptTimeout: mirrorWait},
+			Breaker: upstream.Breaker{MinRequests: math.MaxInt},
+		},
+	}
+	if u, err := url.Parse(mirror); err == nil && u.Host != "" {
+		// The mirror as its errors name it; the pull API is at its root.
+		c.Name, c.URL = u.Host, u.Scheme+"://"+u.Host
+	}
+	return c
+}
 
 // Options configures warming.
 type Options struct {
-	// Mirror is Breakwater's base URL, e.g. http://127.0.0.1:5000.
-	Mirror *url.URL
+	// Mirror is the client towards the running Breakwater, as
+	// upstream.New(MirrorConfig(url)) builds it; a caller that wants the
+	// mirror retried, say, builds it with a Policy of its own. One client
+	// serves any number of images and calls at once.
+	Mirror *upstream.Client
 	// Platforms selects the manifests of an index to warm (os, architecture
 	// and variant are compared; see ParsePlatform). Empty means every
 	// platform of the index.
 	Platforms []v1.Platform
-	// Client sends the requests; nil means a shared client without an
-	// overall timeout (bodies may be large) but with a response header
-	// timeout.
-	Client *http.Client
 	// Progress, when set, is told what happens. It is called from one
 	// goroutine at a time.
 	Progress func(Event)
@@ -163,36 +200,6 @@ type Event struct {
 	Result *Result
 }
 
-// HTTPError is an answer from the mirror that is not a success.
-type HTTPError struct {
-	Method string
-	// Path is the request's path on the mirror.
-	Path       string
-	StatusCode int
-	// Status is the status line as received, e.g. "404 Not Found" or
-	// Breakwater's "503 Service Unavailable (breakwater-transient: ...)".
-	Status string
-	// Code and Message are the first OCI error of the body, when it had
-	// one.
-	Code    string
-	Message string
-	// Body is the start of a body that was not an OCI error.
-	Body string
-}
-
-func (e *HTTPError) Error() string {
-	s := fmt.Sprintf("%s %s: %s", e.Method, e.Path, e.Status)
-	switch {
-	case e.Code != "" && e.Message != "":
-		s += ": " + e.Code + ": " + e.Message
-	case e.Code != "":
-		s += ": " + e.Code
-	case e.Body != "":
-		s += ": " + e.Body
-	}
-	return s
-}
-
 // ParsePlatform parses os/arch[/variant], as --platform takes it.
 func ParsePlatform(s string) (v1.Platform, error) {
 	parts := strings.Split(strings.TrimSpace(s), "/")
@@ -242,17 +249,7 @@ func platformString(p *v1.Platform) string {
 	return s
 }
 
-var sharedClient = sync.OnceValue(func() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 32
-	tr.ResponseHeaderTimeout = 5 * time.Minute
-	return &http.Client{Transport: tr}
-})
-
 func (o Options) withDefaults() Options {
-	if o.Client == nil {
-		o.Client = sharedClient()
-	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
@@ -318,7 +315,7 @@ type warmer struct {
 	o     Options
 	em    *emitter
 	image string
-	base  *url.URL // mirror URL of the repository: {mirror}/v2/<host>/<repo>
+	repo  string // the repository on the mirror: <registry-host>/<repository>
 
 	// Running totals of the image, guarded by mu.
 	mu                    sync.Mutex
@@ -349,13 +346,11 @@ func warmImage(ctx context.Context, image string, o Options, em *emitter) (res R
 		res.Err = fmt.Errorf("invalid image reference: %w", perr)
 		return res
 	}
-	if o.Mirror == nil || o.Mirror.Host == "" {
-		res.Err = errors.New("no mirror URL")
+	if o.Mirror == nil {
+		res.Err = errors.New("no mirror client")
 		return res
 	}
-	base := *o.Mirror
-	base.RawQuery, base.Fragment = "", ""
-	w.base = base.JoinPath("v2", host, repo)
+	w.repo = host + "/" + repo
 
 	top, err := w.manifest(ctx, ref, nil)
 	if err != nil {
@@ -525,11 +520,12 @@ func dedupe(ds []v1.Descriptor) []v1.Descriptor {
 // Docker-Content-Digest the mirror sent, when it sent one.
 func (w *warmer) manifest(ctx context.Context, ref string, want *v1.Descriptor) (*fetched, error) {
 	fail := func(err error) (*fetched, error) { return nil, fmt.Errorf("manifest %s: %w", ref, err) }
-	resp, cancel, err := w.get(ctx, w.base.JoinPath("manifests", ref), manifestAccept)
+	resp, err := w.idle(ctx, func(ctx context.Context) (*http.Response, error) {
+		return w.o.Mirror.Manifest(ctx, w.repo, ref, ManifestTypes())
+	})
 	if err != nil {
 		return fail(err)
 	}
-	defer cancel()
 	defer resp.Body.Close()
 
 	limit := int64(maxManifestSize)
@@ -681,11 +677,12 @@ func (w *warmer) blob(ctx context.Context, d v1.Descriptor) error {
 	if !want.Algorithm().Available() {
 		return fail(fmt.Errorf("unsupported digest algorithm %s", want.Algorithm()))
 	}
-	resp, cancel, err := w.get(ctx, w.base.JoinPath("blobs", want.String()), "")
+	resp, err := w.idle(ctx, func(ctx context.Context) (*http.Response, error) {
+		return w.o.Mirror.Blob(ctx, w.repo, want, "")
+	})
 	if err != nil {
 		return fail(err)
 	}
-	defer cancel()
 	defer resp.Body.Close()
 
 	verifier := want.Verifier()
@@ -703,9 +700,6 @@ func (w *warmer) blob(ctx context.Context, d v1.Descriptor) error {
 			break
 		}
 		if rerr != nil {
-			if cause := context.Cause(resp.Request.Context()); errors.Is(cause, errIdle) {
-				rerr = cause
-			}
 			return fail(fmt.Errorf("after %d of %d bytes: %w", n, d.Size, rerr))
 		}
 	}
@@ -722,43 +716,29 @@ func (w *warmer) blob(ctx context.Context, d v1.Descriptor) error {
 
 var errIdle = errors.New("no data from the mirror")
 
-// get sends a GET and returns a 2xx response; any other answer becomes an
-// *HTTPError. The returned cancel ends the request; until then, a body that
-// sends nothing for idleTimeout is abandoned.
-func (w *warmer) get(ctx context.Context, u *url.URL, accept string) (*http.Response, context.CancelFunc, error) {
-	rctx, cancelCause := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(idleTimeout, func() { cancelCause(fmt.Errorf("%w for %s", errIdle, idleTimeout)) })
-	cancel := func() { timer.Stop(); cancelCause(nil) }
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u.String(), nil)
+// idle sends one request with send and gives up on it when idleTimeout
+// passes with nothing from the mirror: no answer, or no byte of the body
+// since the last. Closing the body ends the request.
+func (w *warmer) idle(ctx context.Context, send func(context.Context) (*http.Response, error)) (*http.Response, error) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(idleTimeout, func() { cancel(fmt.Errorf("%w for %s", errIdle, idleTimeout)) })
+	b := &idleBody{ctx: rctx, timer: timer, stop: func() { timer.Stop(); cancel(nil) }}
+	resp, err := send(rctx)
 	if err != nil {
-		cancel()
-		return nil, nil, err
+		err = b.cause(err)
+		b.stop()
+		return nil, err
 	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	req.Header.Set("User-Agent", "breakwater-warm")
-	resp, err := w.o.Client.Do(req)
-	if err != nil {
-		if cause := context.Cause(rctx); errors.Is(cause, errIdle) {
-			err = cause
-		}
-		cancel()
-		return nil, nil, err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer cancel()
-		defer resp.Body.Close()
-		return nil, nil, httpError(req, resp)
-	}
-	resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer}
-	return resp, cancel, nil
+	b.ReadCloser, resp.Body = resp.Body, b
+	return resp, nil
 }
 
 // idleBody pushes the idle deadline back at every read that brings data.
 type idleBody struct {
 	io.ReadCloser
+	ctx   context.Context
 	timer *time.Timer
+	stop  func()
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
@@ -766,29 +746,22 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.timer.Reset(idleTimeout)
 	}
+	if err != nil && err != io.EOF {
+		err = b.cause(err)
+	}
 	return n, err
 }
 
-func httpError(req *http.Request, resp *http.Response) *HTTPError {
-	e := &HTTPError{Method: req.Method, Path: req.URL.Path, StatusCode: resp.StatusCode, Status: resp.Status}
-	if e.Status == "" {
-		e.Status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+func (b *idleBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.stop()
+	return err
+}
+
+// cause names the idle timeout when it is what ended the request.
+func (b *idleBody) cause(err error) error {
+	if cause := context.Cause(b.ctx); errors.Is(cause, errIdle) {
+		return cause
 	}
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var body struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	if json.Unmarshal(raw, &body) == nil && len(body.Errors) > 0 {
-		e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
-		return e
-	}
-	text := strings.Join(strings.Fields(string(raw)), " ")
-	if len(text) > 200 {
-		text = text[:200] + "…"
-	}
-	e.Body = text
-	return e
+	return err
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -28,19 +27,38 @@ import (
 	"github.com/breakwater-registry/breakwater/warm"
 )
 
-// newMirror runs a Breakwater in front of up (as docker.io) and returns its
-// base URL.
-func newMirror(t *testing.T, up *testupstream.Upstream) *url.URL {
+// mirrorClient is warm's client towards the Breakwater at base.
+func mirrorClient(t *testing.T, base string) *upstream.Client {
+	t.Helper()
+	c, err := upstream.New(warm.MirrorConfig(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// mirrorPolicy is the upstream policy of the Breakwaters these tests run:
+// a retry, quickly.
+var mirrorPolicy = upstream.Policy{
+	Retry: upstream.Retry{Attempts: 2, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Deadline: 5 * time.Second, AttemptTimeout: 5 * time.Second},
+}
+
+// newMirror runs a Breakwater in front of up (as docker.io) and returns
+// warm's client towards it.
+func newMirror(t *testing.T, up *testupstream.Upstream) *upstream.Client {
+	return newMirrorWith(t, up, mirrorPolicy)
+}
+
+// newMirrorWith is newMirror with the Breakwater's upstream policy p.
+func newMirrorWith(t *testing.T, up *testupstream.Upstream, p upstream.Policy) *upstream.Client {
 	t.Helper()
 	store, err := storage.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, err := proxy.New(proxy.Options{
-		Store: store,
-		Upstreams: []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL, Policy: upstream.Policy{
-			Retry: upstream.Retry{Attempts: 2, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Deadline: 5 * time.Second, AttemptTimeout: 5 * time.Second},
-		}}},
+		Store:           store,
+		Upstreams:       []proxy.UpstreamConfig{{Name: "docker.io", URL: up.URL, Policy: p}},
 		DefaultUpstream: "docker.io",
 		Logger:          slog.New(slog.DiscardHandler),
 	})
@@ -49,11 +67,7 @@ func newMirror(t *testing.T, up *testupstream.Upstream) *url.URL {
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() { hs.Close(); srv.Close() })
-	u, err := url.Parse(hs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
+	return mirrorClient(t, hs.URL)
 }
 
 func randomImage(t *testing.T, size int64, layers int64) v1.Image {
@@ -85,9 +99,9 @@ func sizeOf(ds []v1.Descriptor) int64 {
 
 // getAll reads path from the mirror to the end and fails the test unless
 // it answers 200.
-func getAll(t *testing.T, mirror *url.URL, path string) {
+func getAll(t *testing.T, mirror *upstream.Client, path string) {
 	t.Helper()
-	resp, err := http.Get(mirror.String() + path)
+	resp, err := http.Get(mirror.URL() + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,9 +281,8 @@ func TestImagesMissingOneOfThree(t *testing.T) {
 	if res[2].Err != nil || res[2].Blobs != 3 || res[2].Image != "docker.io/org/three:v1" {
 		t.Errorf("three: %+v", res[2])
 	}
-	var he *warm.HTTPError
-	if err := res[1].Err; !errors.As(err, &he) || he.StatusCode != 404 || he.Code != "MANIFEST_UNKNOWN" ||
-		!strings.Contains(err.Error(), "404 Not Found") || !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
+	if err := res[1].Err; !isStatus(err, 404) || !hasCode(err, "MANIFEST_UNKNOWN") ||
+		!strings.Contains(err.Error(), "manifest v1: ") || !strings.Contains(err.Error(), "404 Not Found") || !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
 		t.Errorf("missing: err = %v, want a 404 MANIFEST_UNKNOWN", err)
 	}
 	if res[1].Image != "docker.io/library/missing:v1" || res[1].Digest != "" {
@@ -337,12 +350,38 @@ func testCorruptBlob(t *testing.T, size int64) {
 	}
 }
 
+// manifestOf returns img's manifest and its media type.
+func manifestOf(t *testing.T, img v1.Image) ([]byte, string) {
+	t.Helper()
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, string(mt)
+}
+
+func isStatus(err error, status int) bool {
+	e, ok := upstream.AsError(err)
+	return ok && e.Status == status
+}
+
+func hasCode(err error, code string) bool {
+	e, ok := upstream.AsError(err)
+	return ok && e.Code == code
+}
+
 // fakeMirror answers with a fixed manifest and whatever blobs returns, to
 // check that warm verifies content itself and never trusts the mirror.
-func fakeMirror(t *testing.T, manifest []byte, mediaType string, blob func(w http.ResponseWriter, r *http.Request, dgst string)) *url.URL {
+func fakeMirror(t *testing.T, manifest []byte, mediaType string, blob func(w http.ResponseWriter, r *http.Request, dgst string)) *upstream.Client {
 	t.Helper()
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
+		case r.URL.Path == "/v2/":
+			// The client's handshake: anonymous, as Breakwater's is.
 		case strings.Contains(r.URL.Path, "/manifests/"):
 			w.Header().Set("Content-Type", mediaType)
 			_, _ = w.Write(manifest)
@@ -353,17 +392,12 @@ func fakeMirror(t *testing.T, manifest []byte, mediaType string, blob func(w htt
 		}
 	}))
 	t.Cleanup(hs.Close)
-	u, _ := url.Parse(hs.URL)
-	return u
+	return mirrorClient(t, hs.URL)
 }
 
 func TestImageVerifiesWhatTheMirrorSends(t *testing.T) {
 	img := randomImage(t, 2048, 1)
-	raw, err := img.RawManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt, _ := img.MediaType()
+	raw, mt := manifestOf(t, img)
 	content := map[string][]byte{}
 	cfg, _ := img.RawConfigFile()
 	cfgName, _ := img.ConfigName()
@@ -395,11 +429,11 @@ func TestImageVerifiesWhatTheMirrorSends(t *testing.T) {
 		}, "503 Service Unavailable: UNAVAILABLE: upstream docker.io answered 429 Too Many Requests"},
 		{"plain error", func(w http.ResponseWriter, _ *http.Request, d string) {
 			http.Error(w, "bad gateway\nsorry", http.StatusBadGateway)
-		}, "502 Bad Gateway: bad gateway sorry"},
+		}, "answered 502 Bad Gateway"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			mirror := fakeMirror(t, raw, string(mt), c.blob)
+			mirror := fakeMirror(t, raw, mt, c.blob)
 			res := warm.Image(context.Background(), "example.com/org/app:v1", warm.Options{Mirror: mirror})
 			if c.want == "" {
 				if res.Err != nil {
@@ -415,7 +449,7 @@ func TestImageVerifiesWhatTheMirrorSends(t *testing.T) {
 
 	t.Run("manifest not matching its digest", func(t *testing.T) {
 		d, _ := img.Digest()
-		mirror := fakeMirror(t, append(raw, ' '), string(mt), func(w http.ResponseWriter, _ *http.Request, dg string) { _, _ = w.Write(content[dg]) })
+		mirror := fakeMirror(t, append(raw, ' '), mt, func(w http.ResponseWriter, _ *http.Request, dg string) { _, _ = w.Write(content[dg]) })
 		res := warm.Image(context.Background(), "example.com/org/app@"+d.String(), warm.Options{Mirror: mirror})
 		if res.Err == nil || !strings.Contains(res.Err.Error(), "digest mismatch") {
 			t.Fatalf("err = %v, want a digest mismatch", res.Err)
@@ -447,12 +481,8 @@ func TestParsePlatform(t *testing.T) {
 
 func TestImageStalledBodyAndCancel(t *testing.T) {
 	img := randomImage(t, 4096, 1)
-	raw, err := img.RawManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt, _ := img.MediaType()
-	mirror := fakeMirror(t, raw, string(mt), func(w http.ResponseWriter, r *http.Request, _ string) {
+	raw, mt := manifestOf(t, img)
+	mirror := fakeMirror(t, raw, mt, func(w http.ResponseWriter, r *http.Request, _ string) {
 		w.Header().Set("Content-Length", "4096")
 		_, _ = w.Write([]byte("partial"))
 		w.(http.Flusher).Flush()
@@ -478,5 +508,118 @@ func TestImageStalledBodyAndCancel(t *testing.T) {
 		if !errors.Is(r.Err, context.Canceled) {
 			t.Errorf("%s: err = %v, want context.Canceled", r.Image, r.Err)
 		}
+	}
+}
+
+// A mirror that cannot reach its upstream answers 503 at once with a
+// reason phrase saying why; that phrase is what warm's user has to go on,
+// so every failed image must carry it, and fail as soon as the mirror
+// answered: a breaker in warm's client would open after the fifth and hold
+// the rest for its probes, in front of a mirror that has a breaker of its
+// own.
+func TestImageUpstreamDown(t *testing.T) {
+	cases := []struct {
+		name     string
+		pathPart string // what the upstream refuses
+		images   int
+		what     string // what warm says it was reading
+	}{
+		{"manifests", "/manifests/", 10, "manifest v1: "},
+		{"blobs", "/blobs/", 2, "blob sha256:"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			up := testupstream.Start(t)
+			var refs []string
+			for i := range c.images {
+				ref := "library/app" + strconv.Itoa(i) + ":v1"
+				up.PushImage(t, ref, randomImage(t, 1024, 1))
+				refs = append(refs, ref)
+			}
+			// The mirror answers at once: one try, its own breaker out of
+			// the way.
+			mirror := newMirrorWith(t, up, upstream.Policy{Retry: upstream.Retry{Attempts: 1}, Breaker: upstream.Breaker{MinRequests: 1 << 20}})
+			up.Play("", c.pathPart, testupstream.Status(http.StatusServiceUnavailable)).Forever()
+
+			start := time.Now()
+			results := warm.Images(context.Background(), refs, warm.Options{Mirror: mirror})
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("%d images took %s to fail against a mirror that answers at once", len(refs), took)
+			}
+			for _, res := range results {
+				err := res.Err
+				if err == nil {
+					t.Fatalf("%s warmed with the upstream refusing %s", res.Image, c.pathPart)
+				}
+				e, ok := upstream.AsError(err)
+				if !ok || e.Status != http.StatusServiceUnavailable || !strings.Contains(e.StatusLine, "breakwater-transient") {
+					t.Errorf("%s: err = %#v, want the mirror's crafted 503", res.Image, err)
+				}
+				for _, want := range []string{"503 Service Unavailable (breakwater-transient: upstream docker.io", c.what} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("%s: err = %q, want it to contain %q", res.Image, err, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// The mirror has retried its upstream already: warm asks it once per
+// request unless its client says otherwise.
+func TestImageOneTryPerRequest(t *testing.T) {
+	img := randomImage(t, 1024, 2)
+	raw, mt := manifestOf(t, img)
+	var gets atomic.Int32
+	refuse := func(w http.ResponseWriter, _ *http.Request, _ string) {
+		gets.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	mirror := fakeMirror(t, raw, mt, refuse)
+	res := warm.Image(context.Background(), "example.com/org/app:v1", warm.Options{Mirror: mirror})
+	if !isStatus(res.Err, http.StatusServiceUnavailable) {
+		t.Fatalf("err = %v, want the 503", res.Err)
+	}
+	if n, want := gets.Load(), int32(len(blobsOf(t, img))); n != want {
+		t.Errorf("%d blob requests for %d blobs, want one each", n, want)
+	}
+
+	// A client with retries of its own retries.
+	gets.Store(0)
+	cfg := warm.MirrorConfig(mirror.URL())
+	cfg.Policy.Retry = upstream.Retry{Attempts: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}
+	retrying, err := upstream.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Image(context.Background(), "example.com/org/app:v1", warm.Options{Mirror: retrying})
+	if n, want := gets.Load(), 3*int32(len(blobsOf(t, img))); n != want {
+		t.Errorf("%d blob requests with 3 attempts for %d blobs, want %d", n, len(blobsOf(t, img)), want)
+	}
+}
+
+// A mirror that accepts the connection and then says nothing, not even to
+// the client's handshake, is given up on after the idle timeout.
+func TestImageMirrorSaysNothing(t *testing.T) {
+	stop := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // past the idle timeout, unless the client gives up
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	t.Cleanup(hung.Close)
+	// First: the handshake goes on after the request gave up, for others
+	// to use, and holds its connection until the server lets go.
+	t.Cleanup(func() { close(stop) })
+
+	defer warm.SetIdleTimeout(200 * time.Millisecond)()
+	start := time.Now()
+	res := warm.Image(context.Background(), "example.com/app:v1", warm.Options{Mirror: mirrorClient(t, hung.URL)})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "no data from the mirror") {
+		t.Fatalf("err = %v, want the idle timeout", res.Err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a mirror saying nothing took %s to give up on", took)
 	}
 }

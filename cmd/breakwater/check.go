@@ -8,17 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
-	"github.com/breakwater-registry/breakwater/auth"
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/upstream"
+	"github.com/breakwater-registry/breakwater/warm"
 )
 
 // Verdicts of breakwater check, in the words it prints.
@@ -70,10 +66,11 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "breakwater: %v\n", err)
 		return 3
 	}
-	var mirrorURL *url.URL
+	ck := &checker{cfg: cfg, clients: map[string]*upstream.Client{}}
 	if *mirror != "" {
-		mirrorURL, err = url.Parse(*mirror)
-		if err != nil || (mirrorURL.Scheme != "http" && mirrorURL.Scheme != "https") || mirrorURL.Host == "" {
+		mc := warm.MirrorConfig(*mirror)
+		mc.UserAgent = checkUserAgent
+		if ck.mirror, err = upstream.New(mc); err != nil {
 			fmt.Fprintf(stderr, "check: --mirror %q: want http(s)://host[:port]\n", *mirror)
 			return 3
 		}
@@ -82,7 +79,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	worst := 0
 	for _, image := range fs.Args() {
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-		res := checkImage(ctx, cfg, mirrorURL, image)
+		res := ck.check(ctx, image)
 		cancel()
 		if *asJSON {
 			b, _ := json.Marshal(res)
@@ -109,8 +106,22 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return worst
 }
 
-// checkImage resolves one image reference to its manifest with a HEAD.
-func checkImage(ctx context.Context, cfg config.Config, mirror *url.URL, image string) checkResult {
+// checkUserAgent is the User-Agent of check's requests.
+const checkUserAgent = "breakwater-check"
+
+// checker resolves images, keeping one client per registry asked so that
+// the images of a registry share its handshakes, breaker and rate limit.
+type checker struct {
+	cfg config.Config
+	// mirror, when set, is the client towards the running Breakwater
+	// every image is asked through; it tries once, since the mirror
+	// retries its upstream itself.
+	mirror  *upstream.Client
+	clients map[string]*upstream.Client
+}
+
+// check resolves one image reference to its manifest with a HEAD.
+func (c *checker) check(ctx context.Context, image string) checkResult {
 	res := checkResult{Image: image}
 	ref, err := name.ParseReference(image)
 	if err != nil {
@@ -122,74 +133,69 @@ func checkImage(ctx context.Context, cfg config.Config, mirror *url.URL, image s
 	if host == name.DefaultRegistry { // go-containerregistry's name for Docker Hub
 		host = "docker.io"
 	}
-	upName := host
-	up, configured := cfg.Upstreams[upName]
-	if !configured {
+	if _, configured := c.cfg.Upstreams[host]; !configured {
 		res.Verdict, res.Detail = checkDenied, fmt.Sprintf("registry %s is not an upstream of this configuration", host)
 		return res
 	}
-
-	var target *url.URL
-	repo := ref.Context().RepositoryStr()
-	keychainAuth := authn.Anonymous
-	if mirror != nil {
-		// Host-in-path routing reaches any configured upstream.
-		target = mirror
+	client, repo := c.mirror, ref.Context().RepositoryStr()
+	if client != nil {
+		// Host-in-path routing reaches any of the mirror's upstreams.
 		repo = host + "/" + repo
-	} else {
-		target, err = url.Parse(up.URL)
-		if err != nil {
-			res.Verdict, res.Detail = checkInvalid, err.Error()
-			return res
-		}
-		keychainAuth, err = auth.For(upName, auth.Credentials{
-			Username: up.Username, Password: up.Password, PasswordFile: up.PasswordFile, DockerConfig: up.DockerConfig,
-		})
-		if err != nil {
-			res.Verdict, res.Detail = checkDenied, err.Error()
-			return res
-		}
-	}
-	var opts []name.Option
-	if target.Scheme == "http" {
-		opts = append(opts, name.Insecure)
-	}
-	where := target.Host + "/" + repo
-	var resolved name.Reference
-	switch r := ref.(type) {
-	case name.Digest:
-		resolved, err = name.NewDigest(where+"@"+r.DigestStr(), opts...)
-	default:
-		resolved, err = name.NewTag(where+":"+ref.Identifier(), opts...)
-	}
-	if err != nil {
-		res.Verdict, res.Detail = checkInvalid, err.Error()
+	} else if client, err = c.upstream(host); err != nil {
+		res.Verdict, res.Detail = checkDenied, err.Error()
 		return res
 	}
-	desc, err := remote.Head(resolved, remote.WithContext(ctx), remote.WithAuth(keychainAuth),
-		remote.WithRetryBackoff(remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: 3}))
+	resp, err := client.HeadManifest(ctx, repo, ref.Identifier(), warm.ManifestTypes())
 	if err != nil {
 		res.Verdict, res.Detail = judgeCheckError(err)
 		return res
 	}
-	res.Verdict, res.Digest, res.MediaType = checkExists, desc.Digest.String(), string(desc.MediaType)
+	resp.Body.Close()
+	res.Verdict, res.MediaType = checkExists, resp.Header.Get("Content-Type")
+	res.Digest = resp.Header.Get("Docker-Content-Digest")
+	if d, ok := ref.(name.Digest); ok && res.Digest == "" {
+		res.Digest = d.DigestStr()
+	}
 	return res
 }
 
-// judgeCheckError sorts a failed HEAD into fatal and transient.
-func judgeCheckError(err error) (verdict, detail string) {
-	var te *transport.Error
-	if errors.As(err, &te) {
-		detail = strings.TrimSpace(te.Error())
-		switch {
-		case te.StatusCode == http.StatusNotFound:
-			return checkMissing, detail
-		case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden:
-			return checkDenied, detail
-		case te.StatusCode == http.StatusTooManyRequests || te.StatusCode == http.StatusRequestTimeout || te.StatusCode >= 500:
-			return checkUnavailable, detail
-		}
-		return checkInvalid, detail
+// upstream returns the client towards the configured upstream host, with
+// its credentials and its resilience settings, as serve asks it.
+func (c *checker) upstream(host string) (*upstream.Client, error) {
+	if cl, ok := c.clients[host]; ok {
+		return cl, nil
 	}
-	return checkUnavailable, err.Error()
+	uc, err := upstreamConfig(&c.cfg, host)
+	if err != nil {
+		return nil, err
+	}
+	uc.UserAgent = checkUserAgent
+	cl, err := upstream.New(uc)
+	if err != nil {
+		return nil, err
+	}
+	c.clients[host] = cl
+	return cl, nil
+}
+
+// judgeCheckError sorts a failed HEAD into fatal and transient. The detail
+// is the client's error, which names the cause as the registry (or the
+// mirror, in its reason phrase) gave it.
+func judgeCheckError(err error) (verdict, detail string) {
+	e, ok := upstream.AsError(err)
+	if !ok {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return checkUnavailable, "no answer within the time allowed for the image (--timeout)"
+		}
+		return checkUnavailable, err.Error()
+	}
+	switch {
+	case e.Status == http.StatusNotFound:
+		return checkMissing, e.Error()
+	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
+		return checkDenied, e.Error()
+	case e.Transient:
+		return checkUnavailable, e.Error()
+	}
+	return checkInvalid, e.Error()
 }

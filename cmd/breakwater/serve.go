@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -23,6 +22,7 @@ import (
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
+	"github.com/breakwater-registry/breakwater/warm"
 )
 
 // repeated collects a flag given more than once.
@@ -181,7 +181,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		// The warm API pulls through Breakwater's own pull API, so that
 		// the one fetch, verify and cache path does the work.
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		warmHandler = warmAPI(&url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", port)})
+		self, err := upstream.New(warm.MirrorConfig("http://" + net.JoinHostPort("127.0.0.1", port)))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("warm API: %w", err)
+		}
+		warmHandler = warmAPI(self)
 	}
 	srv, err := proxy.New(proxy.Options{
 		MeterProvider:     tel.meters,
@@ -265,17 +270,28 @@ func upstreamConfigs(cfg config.Config) ([]proxy.UpstreamConfig, error) {
 	sort.Strings(names)
 	var ups []proxy.UpstreamConfig
 	for _, name := range names {
-		u := cfg.Upstreams[name]
-		a, err := auth.For(name, auth.Credentials{
-			Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
-		})
+		c, err := upstreamConfig(&cfg, name)
 		if err != nil {
 			return nil, fmt.Errorf("upstreams.%s: %w", name, err)
 		}
-		r := cfg.ResilienceFor(name)
-		ups = append(ups, proxy.UpstreamConfig{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(r), RateLimitReserve: r.RateLimitReserve})
+		ups = append(ups, proxy.UpstreamConfig{Name: c.Name, URL: c.URL, Auth: c.Auth, Policy: c.Policy,
+			RateLimitReserve: cfg.ResilienceFor(name).RateLimitReserve})
 	}
 	return ups, nil
+}
+
+// upstreamConfig is how the configured upstream name is asked: where it is,
+// its credentials, and its effective resilience. serve's proxy and check
+// ask upstreams the same way.
+func upstreamConfig(cfg *config.Config, name string) (upstream.Config, error) {
+	u := cfg.Upstreams[name]
+	a, err := auth.For(name, auth.Credentials{
+		Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
+	})
+	if err != nil {
+		return upstream.Config{}, err
+	}
+	return upstream.Config{Name: name, URL: u.URL, Auth: a, Policy: upstreamPolicy(cfg.ResilienceFor(name))}, nil
 }
 
 // upstreamPolicy is the upstream client's policy for a resilience block.

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/breakwater-registry/breakwater/upstream"
 	"github.com/breakwater-registry/breakwater/warm"
 )
 
@@ -45,8 +45,8 @@ func runWarm(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	mirrorURL, err := url.Parse(*mirror)
-	if err != nil || (mirrorURL.Scheme != "http" && mirrorURL.Scheme != "https") || mirrorURL.Host == "" {
+	client, err := upstream.New(warm.MirrorConfig(*mirror))
+	if err != nil {
 		fmt.Fprintf(stderr, "warm: --mirror %q: want http(s)://host[:port]\n", *mirror)
 		return 2
 	}
@@ -85,7 +85,7 @@ func runWarm(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	p := newWarmPrinter(stdout, warmIsTerminal(stdout) && !*asJSON, *asJSON)
-	o := warm.Options{Mirror: mirrorURL, Platforms: plats, Concurrency: *concurrency, Progress: p.event}
+	o := warm.Options{Mirror: client, Platforms: plats, Concurrency: *concurrency, Progress: p.event}
 	start := time.Now()
 	var results []warm.Result
 	for _, img := range images {

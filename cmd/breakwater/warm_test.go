@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -25,7 +26,8 @@ import (
 
 // startWarmMirror runs a Breakwater in front of a test registry holding
 // library/app:v1, org/tools:v2 and library/multi:v1 (amd64 and arm64), and
-// returns the Breakwater's URL and app:v1's digest.
+// answering 503 for anything of library/down, and returns the Breakwater's
+// URL and app:v1's digest.
 func startWarmMirror(t *testing.T) (mirrorURL, appDigest string) {
 	t.Helper()
 	up := testupstream.Start(t)
@@ -42,6 +44,7 @@ func startWarmMirror(t *testing.T) (mirrorURL, appDigest string) {
 		mutate.IndexAddendum{Add: img(1024, 1), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
 		mutate.IndexAddendum{Add: img(1024, 1), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
 	))
+	up.Play("", "/library/down/", testupstream.Status(http.StatusServiceUnavailable)).Forever()
 	store, err := storage.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +70,7 @@ func TestWarmCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := []string{"--mirror", mirror}
+	mirrorHost := strings.TrimPrefix(mirror, "http://")
 	with := func(a ...string) []string { return append(append([]string{}, m...), a...) }
 
 	summary := regexp.MustCompile(`(?m)^warmed (\d+) ok, (\d+) failed: [0-9.]+ (B|KiB|MiB) in [0-9.]+s \([0-9.]+ MB/s\)$`)
@@ -123,10 +127,19 @@ func TestWarmCommand(t *testing.T) {
 			name: "one fails", args: with("app:v1", "missing:v1", "org/tools:v2"), wantExit: 1,
 			wantOut: []string{
 				"done docker.io/library/app:v1 ",
-				"FAILED docker.io/library/missing:v1: manifest v1: GET /v2/docker.io/library/missing/manifests/v1: 404 Not Found: ",
+				"FAILED docker.io/library/missing:v1: manifest v1: upstream " + mirrorHost +
+					": GET /v2/docker.io/library/missing/manifests/v1: answered 404 Not Found: MANIFEST_UNKNOWN: ",
 				"done docker.io/org/tools:v2 ",
 			},
 			okFailed: [2]string{"2", "1"},
+		},
+		{
+			// What the mirror's status line says is all the user learns of
+			// why.
+			name: "upstream down", args: with("down:v1"), wantExit: 1,
+			wantOut: []string{"FAILED docker.io/library/down:v1: manifest v1: upstream " + mirrorHost +
+				": GET /v2/docker.io/library/down/manifests/v1: answered 503 Service Unavailable (breakwater-transient: upstream docker.io answered 503 Service Unavailable; retry after "},
+			okFailed: [2]string{"0", "1"},
 		},
 		{
 			name: "platform not there", args: with("--platform", "windows/amd64", "multi:v1"), wantExit: 1,
@@ -139,7 +152,7 @@ func TestWarmCommand(t *testing.T) {
 			okFailed: [2]string{"0", "1"},
 		},
 		{
-			name: "mirror down", args: []string{"--mirror", "http://127.0.0.1:1", "app:v1"}, wantExit: 1,
+			name: "mirror down", args: []string{"--mirror", "http://" + freeAddr(t), "app:v1"}, wantExit: 1,
 			wantOut:  []string{"FAILED docker.io/library/app:v1: ", "connection refused"},
 			okFailed: [2]string{"0", "1"},
 		},

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/breakwater-registry/breakwater/upstream"
 	"github.com/breakwater-registry/breakwater/warm"
 )
 
@@ -28,9 +28,10 @@ type warmResponse struct {
 }
 
 // warmAPI serves POST /_breakwater/v1/warm: it pulls the images through
-// Breakwater itself (at self), exactly as breakwater warm does, and answers
-// 200 when every image is cached, 502 when any failed, 400 for a bad request.
-func warmAPI(self *url.URL) http.Handler {
+// Breakwater itself (self is warm's client towards it), exactly as
+// breakwater warm does, and answers 200 when every image is cached, 502
+// when any failed, 400 for a bad request.
+func warmAPI(self *upstream.Client) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req warmRequest
 		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))

@@ -11,8 +11,9 @@ type manualClock struct {
 	mu      sync.Mutex
 	now     time.Time
 	waiters []waiter
-	// added is signalled whenever a goroutine starts waiting.
-	added chan struct{}
+	// started counts the timers ever started, so a test can wait until
+	// the goroutine it just started is parked on one.
+	started int
 }
 
 type waiter struct {
@@ -21,7 +22,7 @@ type waiter struct {
 }
 
 func newManualClock() *manualClock {
-	return &manualClock{now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), added: make(chan struct{}, 1024)}
+	return &manualClock{now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
 }
 
 func (c *manualClock) Now() time.Time {
@@ -39,7 +40,7 @@ func (c *manualClock) After(d time.Duration) <-chan time.Time {
 		return ch
 	}
 	c.waiters = append(c.waiters, waiter{at: c.now.Add(d), ch: ch})
-	c.added <- struct{}{}
+	c.started++
 	return ch
 }
 
@@ -59,16 +60,23 @@ func (c *manualClock) Advance(d time.Duration) {
 	c.waiters = kept
 }
 
-// awaitWaiters blocks until n more timers have been started since the
-// last call: the goroutines under test are parked.
-func (c *manualClock) awaitWaiters(n int, timeout time.Duration) bool {
-	deadline := time.After(timeout)
-	for range n {
-		select {
-		case <-c.added:
-		case <-deadline:
+// timersStarted is how many timers have been started so far.
+func (c *manualClock) timersStarted() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.started
+}
+
+// awaitTimers blocks until at least n timers have been started in all:
+// with n = timersStarted() before some goroutines were started, plus
+// one per goroutine, they are all parked.
+func (c *manualClock) awaitTimers(n int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for c.timersStarted() < n {
+		if time.Now().After(deadline) {
 			return false
 		}
+		time.Sleep(time.Millisecond)
 	}
 	return true
 }

@@ -168,9 +168,10 @@ func TestCircuitProbes(t *testing.T) {
 	}
 
 	// Budget 10 s: both wait; after 1 s one becomes the probe.
+	n := clk.timersStarted()
 	a := admitAsync(g, 10*time.Second)
 	b := admitAsync(g, 10*time.Second)
-	if !clk.awaitWaiters(2, 5*time.Second) {
+	if !clk.awaitTimers(n+2, 5*time.Second) {
 		t.Fatal("the requests did not wait")
 	}
 	clk.Advance(time.Second)
@@ -196,8 +197,11 @@ func TestCircuitProbes(t *testing.T) {
 		t.Fatalf("b after the failed probe: %+v %+v, want refused naming the probe's cause", r, r.refusal)
 	}
 	// A request that comes now waits for the next probe, and is it.
+	n = clk.timersStarted()
 	b = admitAsync(g, 10*time.Second)
-	clk.awaitWaiters(1, 5*time.Second)
+	if !clk.awaitTimers(n+1, 5*time.Second) {
+		t.Fatal("the request did not wait")
+	}
 	clk.Advance(2 * time.Second)
 	second := b.result(t)
 	if second.refusal != nil || !second.t.circuit {
@@ -216,9 +220,12 @@ func TestCircuitProbes(t *testing.T) {
 
 	// The upstream is back: the probe's answer closes the circuit and
 	// lets every waiting request go at once.
+	n = clk.timersStarted()
 	c := admitAsync(g, 10*time.Second)
 	d := admitAsync(g, 10*time.Second)
-	clk.awaitWaiters(2, 5*time.Second)
+	if !clk.awaitTimers(n+2, 5*time.Second) {
+		t.Fatal("the requests did not wait")
+	}
 	clk.Advance(4 * time.Second)
 	pa, oa := firstOf(t, c, d)
 	probe := pa.result(t)
@@ -293,8 +300,11 @@ func TestRateLimitGate(t *testing.T) {
 		t.Errorf("3 s later: retry after %v, want 12s", refusal.RetryAfter)
 	}
 	// Budget 20 s: held until the time, then the probe.
+	n := clk.timersStarted()
 	held := admitAsync(g, 20*time.Second)
-	clk.awaitWaiters(1, 5*time.Second)
+	if !clk.awaitTimers(n+1, 5*time.Second) {
+		t.Fatal("the request was not held")
+	}
 	clk.Advance(11 * time.Second)
 	if !held.pending() {
 		t.Fatal("went out a second before the upstream's time")

@@ -154,12 +154,16 @@ echo "upstream: distribution v3 at 127.0.0.1:$up_port (pid $up_pid)"
 # --- Breakwater -------------------------------------------------------------
 # tag_ttl 2s: by the time the outage script runs, every cached tag has
 # expired, so its pulls go through revalidation and stale-if-error.
+# A 3 s request deadline (the default is 20 s) keeps the outage script's
+# dozens of uncached requests to a stopped upstream from taking minutes;
+# what they must get, the crafted 503, is the same.
 TAG_TTL=2s
+printf 'resilience:\n  retry:\n    deadline: 3s\n' >"$work/breakwater.yaml"
 start_breakwater() {
 	local i
 	for ((i = 0; i < 3; i++)); do
 		bw_port=$(free_port) || return 1
-		"$work/breakwater" serve --listen "127.0.0.1:$bw_port" --cache-dir "$work/cache" \
+		"$work/breakwater" serve --config "$work/breakwater.yaml" --listen "127.0.0.1:$bw_port" --cache-dir "$work/cache" \
 			--upstream "docker.io=http://127.0.0.1:$up_port" --tag-ttl "$TAG_TTL" 2>>"$work/breakwater.log" &
 		bw_pid=$!
 		pids+=("$bw_pid")

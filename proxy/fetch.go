@@ -232,7 +232,7 @@ func (b *blobFetches) open(ctx context.Context, up *registry, repo storage.Repo,
 		return resp.Body, total, nil
 	}
 	resp.Body.Close()
-	return nil, 0, unavailable(up.Name(), fmt.Sprintf("unreachable: answered a blob GET with %s", oneLine(resp.Status, 100)), 0)
+	return nil, 0, unavailable(up.Name(), fmt.Sprintf("unreachable: answered a blob GET with %s", upstream.OneLine(resp.Status, 100)), 0)
 }
 
 // parseContentRange reads "bytes START-END/TOTAL"; total is -1 for "*".

@@ -96,6 +96,31 @@ func tryPull(m *mirror, repoTag string) error {
 	return nil
 }
 
+// pullAtOnce pulls an image and fails the test if that fails or takes more
+// than a second: an answer that waited for no retry.
+func pullAtOnce(t *testing.T, m *mirror, repoTag, what string) {
+	t.Helper()
+	start := time.Now()
+	if err := tryPull(m, repoTag); err != nil {
+		t.Errorf("%s: %v", what, err)
+		return
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("%s took %v, want at once", what, took)
+	}
+}
+
+// upstreamStatus returns the status page's entry for docker.io.
+func upstreamStatus(t *testing.T, m *mirror) proxy.UpstreamStatus {
+	t.Helper()
+	var st proxy.Status
+	_, b := m.get("/_breakwater/v1/status")
+	if err := json.Unmarshal(b, &st); err != nil || len(st.Upstreams) == 0 {
+		t.Fatalf("status page: %v: %s", err, b)
+	}
+	return st.Upstreams[0]
+}
+
 func pushImages(t *testing.T, up *testupstream.Upstream, repos ...string) {
 	t.Helper()
 	for _, r := range repos {
@@ -139,8 +164,7 @@ func TestOutageRecovery(t *testing.T) {
 					break
 				}
 				failures++
-				var st proxy.Status
-				if _, b := m.get("/_breakwater/v1/status"); json.Unmarshal(b, &st) == nil && st.Upstreams[0].Breaker != "closed" {
+				if upstreamStatus(t, m).Breaker != "closed" {
 					opened = true
 				}
 				if time.Since(o.end) > 20*time.Second {
@@ -159,13 +183,7 @@ func TestOutageRecovery(t *testing.T) {
 			if tc.opened && !opened {
 				t.Error("the circuit never opened; the test did not test recovery through it")
 			}
-			start := time.Now()
-			if err := tryPull(m, "library/after:v1"); err != nil {
-				t.Fatalf("the next pull after the recovery: %v", err)
-			}
-			if took := time.Since(start); took > time.Second {
-				t.Errorf("the next pull after the recovery took %v", took)
-			}
+			pullAtOnce(t, m, "library/after:v1", "the next pull after the recovery")
 		})
 	}
 }
@@ -269,10 +287,7 @@ func TestRateLimitObeyedThroughMirror(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		// While it holds, a cached image is served at once, and another
 		// uncached one is held too rather than sent.
-		before := time.Now()
-		if err := tryPull(m, "library/cached:v1"); err != nil || time.Since(before) > time.Second {
-			t.Errorf("cached image while rate limited: %v after %v", err, time.Since(before))
-		}
+		pullAtOnce(t, m, "library/cached:v1", "cached image while rate limited")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -309,10 +324,7 @@ func TestRateLimitObeyedThroughMirror(t *testing.T) {
 		} else {
 			checkCrafted(t, resp, body, fmt.Sprintf("answered 429 Too Many Requests; retry after %ds", secs))
 		}
-		start = time.Now()
-		if err := tryPull(m, "library/cached:v1"); err != nil || time.Since(start) > time.Second {
-			t.Errorf("cached image while rate limited: %v after %v", err, time.Since(start))
-		}
+		pullAtOnce(t, m, "library/cached:v1", "cached image while rate limited")
 		if n := o.refused.Load(); n != 1 {
 			t.Errorf("the upstream got %d requests while it was rate limited, want only the first", n)
 		}
@@ -350,9 +362,8 @@ func TestMissingAfterOutage(t *testing.T) {
 						t.Fatalf("during the outage: %s", resp.Status)
 					}
 				}
-				var st proxy.Status
-				if _, b := m.get("/_breakwater/v1/status"); json.Unmarshal(b, &st) != nil || st.Upstreams[0].Breaker == "closed" {
-					t.Fatalf("the circuit did not open: %s", b)
+				if st := upstreamStatus(t, m); st.Breaker == "closed" {
+					t.Fatalf("the circuit did not open: %+v", st)
 				}
 			}
 			time.Sleep(time.Until(o.end) + 2*time.Second)
@@ -379,17 +390,10 @@ func TestOneRepository500(t *testing.T) {
 		resp, body := m.get("/v2/library/broken/manifests/v1")
 		checkCrafted(t, resp, body, "answered 500 Internal Server Error")
 	}
-	var st proxy.Status
-	if _, b := m.get("/_breakwater/v1/status"); json.Unmarshal(b, &st) != nil || st.Upstreams[0].Breaker != "closed" {
-		t.Errorf("after six requests answered 500 by one repository: %s", b)
+	if st := upstreamStatus(t, m); st.Breaker != "closed" {
+		t.Errorf("after six requests answered 500 by one repository: %+v", st)
 	}
-	start := time.Now()
-	if err := tryPull(m, "library/fine:v1"); err != nil {
-		t.Fatalf("another repository: %v", err)
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("another repository took %v", took)
-	}
+	pullAtOnce(t, m, "library/fine:v1", "another repository")
 }
 
 // TestCachedImageDuringOutage: a cached image pulls at once however the

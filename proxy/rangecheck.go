@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // checkRange validates a Range header against a blob's size before
@@ -15,7 +17,7 @@ func checkRange(header string, size int64) error {
 		return nil
 	}
 	bad := func(why string) error {
-		return errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "invalid Range %q: %s", oneLine(header, 100), why)
+		return errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "invalid Range %q: %s", upstream.OneLine(header, 100), why)
 	}
 	specs, ok := strings.CutPrefix(header, "bytes=")
 	if !ok {

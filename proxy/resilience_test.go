@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/breakwater-registry/breakwater/classify"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
-	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/upstream"
 )
 
@@ -258,10 +256,8 @@ func TestBreaker(t *testing.T) {
 	if n := up.Count("", "/manifests/") - before; n > 1 {
 		t.Errorf("%d requests reached the upstream while the circuit was open, want at most the one probe", n)
 	}
-	var st proxy.Status
-	if _, b := m.get("/_breakwater/v1/status"); json.Unmarshal(b, &st) != nil || st.Upstreams[0].Breaker == "closed" ||
-		!strings.Contains(st.Upstreams[0].LastError, "503 Service Unavailable") {
-		t.Errorf("status page: %s", b)
+	if st := upstreamStatus(t, m); st.Breaker == "closed" || !strings.Contains(st.LastError, "503 Service Unavailable") {
+		t.Errorf("status page: %+v", st)
 	}
 
 	// The upstream recovers: the next request waits at most for the next

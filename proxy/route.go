@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // kind is which pull API a request addresses.
@@ -129,7 +131,7 @@ func (t *target) parseRef() error {
 		if !tagRE.MatchString(t.ref) {
 			// No manifest can have such a tag, so it is unknown; the spec
 			// keeps MANIFEST_INVALID for manifests being pushed.
-			return errorf(http.StatusNotFound, CodeManifestUnknown, "manifest unknown: %q is not a valid tag", oneLine(t.ref, 200))
+			return errorf(http.StatusNotFound, CodeManifestUnknown, "manifest unknown: %q is not a valid tag", upstream.OneLine(t.ref, 200))
 		}
 	case kindBlob, kindReferrers:
 		d, err := digest.Parse(t.ref)

@@ -197,7 +197,7 @@ func (s *Server) upstreamFor(host string) (*registry, error) {
 	}
 	sort.Strings(names)
 	return nil, errorf(http.StatusNotFound, CodeNameUnknown,
-		"registry %q is not an upstream of this mirror (configured: %s)", oneLine(host, 100), strings.Join(names, ", "))
+		"registry %q is not an upstream of this mirror (configured: %s)", upstream.OneLine(host, 100), strings.Join(names, ", "))
 }
 
 func (s *Server) routes() chi.Router {
@@ -223,7 +223,7 @@ func (s *Server) routes() chi.Router {
 	r.HandleFunc("/v2/", s.handleBase)
 	r.HandleFunc("/v2/*", s.handlePull)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "no such endpoint %s", oneLine(r.URL.Path, 200)))
+		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "no such endpoint %s", upstream.OneLine(r.URL.Path, 200)))
 	})
 	return r
 }

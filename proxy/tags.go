@@ -20,7 +20,7 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, t *target) er
 	if v := r.URL.Query().Get("n"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 0 {
-			return errorf(http.StatusBadRequest, CodePaginationInvalid, "invalid n %q: want a non-negative number", oneLine(v, 50))
+			return errorf(http.StatusBadRequest, CodePaginationInvalid, "invalid n %q: want a non-negative number", upstream.OneLine(v, 50))
 		}
 	}
 	noteCache(r, cachePass)

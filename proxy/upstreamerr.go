@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/breakwater-registry/breakwater/upstream"
 )
@@ -67,19 +66,4 @@ func upstreamError(up *registry, err error, k kind) error {
 func isUnavailable(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
-}
-
-// oneLine makes upstream text safe to repeat in a header or log: no control
-// characters, bounded length.
-func oneLine(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "")
-	}
-	return strings.TrimSpace(s)
 }

@@ -443,7 +443,7 @@ func (c *Client) judge(r request, resp *http.Response, err error) (outcome, *Err
 			o := classifyStatus(s)
 			e.Transient = o.transient()
 			if !e.Transient {
-				e.Message = oneLine(err.Error(), 300)
+				e.Message = OneLine(err.Error(), 300)
 			}
 			return o, r.describe(e), h
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -351,7 +350,7 @@ func TestUnreachable(t *testing.T) {
 	clk := newAutoClock()
 	p := testPolicy()
 	p.Retry.Deadline = 3 * time.Second
-	c := newTestClient(t, refusingURL(t), clk, p)
+	c := newTestClient(t, "http://"+testupstream.FreeAddr(t), clk, p)
 	_, err := getManifest(c)
 	e, _ := AsError(err)
 	if e == nil || e.Cause != "unreachable: connection refused" || !e.Transient || e.Status != 0 {
@@ -593,17 +592,4 @@ func TestRetriesPacedPerUpstream(t *testing.T) {
 		t.Errorf("the last request ended %v after the upstream came back", late)
 	}
 	t.Logf("%d tries refused; last request done %v after recovery", refused, time.Unix(0, lastDone.Load()).Sub(end))
-}
-
-// refusingURL is an address on loopback where nothing listens: a port
-// picked, then closed.
-func refusingURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
 }

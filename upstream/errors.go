@@ -88,7 +88,7 @@ func (e *Error) said() string {
 	if e.Status == 0 || e.StatusLine == "" || e.StatusLine == std {
 		return e.Cause
 	}
-	line := oneLine(e.StatusLine, 300)
+	line := OneLine(e.StatusLine, 300)
 	if rest, ok := strings.CutPrefix(line, std); ok {
 		return e.Cause + rest
 	}
@@ -220,12 +220,12 @@ func readErrorBody(r io.Reader) (code, message string) {
 	if err := json.NewDecoder(io.LimitReader(r, 64<<10)).Decode(&body); err != nil || len(body.Errors) == 0 {
 		return "", ""
 	}
-	return oneLine(body.Errors[0].Code, 64), oneLine(body.Errors[0].Message, 200)
+	return OneLine(body.Errors[0].Code, 64), OneLine(body.Errors[0].Message, 200)
 }
 
-// oneLine makes upstream text safe to repeat in a header or log: no control
-// characters, bounded length.
-func oneLine(s string, max int) string {
+// OneLine makes upstream text safe to repeat in a header or log: no
+// control characters, at most max bytes of valid UTF-8.
+func OneLine(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '

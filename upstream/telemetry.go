@@ -122,7 +122,7 @@ func (c *Client) traced(ctx context.Context, r request, try int, deadline time.T
 		}
 	} else {
 		span.RecordError(err)
-		span.SetStatus(codes.Error, oneLine(err.Error(), 200))
+		span.SetStatus(codes.Error, OneLine(err.Error(), 200))
 	}
 	c.tel.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("upstream", c.name), attribute.String("status", status)))
 	c.tel.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attribute.String("upstream", c.name)))

@@ -159,7 +159,7 @@ func TestCheckDetails(t *testing.T) {
 	down, _ := downServer(t)
 	limited := testupstream.Start(t)
 	limited.Play("", "/manifests/", testupstream.Status(http.StatusTooManyRequests, "Retry-After", "30")).Forever()
-	gone := "http://" + freeAddr(t) // nothing listens there: connection refused
+	gone := "http://" + testupstream.FreeAddr(t) // nothing listens there: connection refused
 
 	mirror := startCheckMirror(t, map[string]string{"docker.io": up.URL, "ghcr.io": down, "limited.test": limited.URL})
 	direct := []string{"--config", writeConfig(t, fmt.Sprintf(`upstreams:

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,21 +31,10 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // startBinary runs `breakwater serve` and waits for /healthz.
 func startBinary(t *testing.T, bin, cache, upstream string) (*exec.Cmd, string) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testupstream.FreeAddr(t)
 	// A short deadline: the restart against a dead upstream need not
 	// retry for the default 20 s to show what it serves.
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
@@ -161,7 +149,7 @@ func TestKillMidFetch(t *testing.T) {
 
 			// Restart on the same cache with the upstream gone: only what
 			// completed before the crash may be served.
-			dead := "http://" + freeAddr(t)
+			dead := "http://" + testupstream.FreeAddr(t)
 			_, addr2 := startBinary(t, bin, cache, dead)
 			if n := ingestSize(t, cache); n != 0 {
 				t.Errorf("partial ingest survived the restart: %d bytes", n)

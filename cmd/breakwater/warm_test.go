@@ -152,7 +152,7 @@ func TestWarmCommand(t *testing.T) {
 			okFailed: [2]string{"0", "1"},
 		},
 		{
-			name: "mirror down", args: []string{"--mirror", "http://" + freeAddr(t), "app:v1"}, wantExit: 1,
+			name: "mirror down", args: []string{"--mirror", "http://" + testupstream.FreeAddr(t), "app:v1"}, wantExit: 1,
 			wantOut:  []string{"FAILED docker.io/library/app:v1: ", "connection refused"},
 			okFailed: [2]string{"0", "1"},
 		},

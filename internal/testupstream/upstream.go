@@ -6,6 +6,7 @@ package testupstream
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -154,4 +155,18 @@ func (u *Upstream) PushIndex(t testing.TB, repoTag string, idx v1.ImageIndex) v1
 	}
 	u.Reset()
 	return d
+}
+
+// FreeAddr returns a loopback host:port where nothing listens: a port
+// picked by the kernel and closed again. Connections to it are refused,
+// and a server may take it.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

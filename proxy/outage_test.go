@@ -328,6 +328,10 @@ func TestRateLimitObeyedThroughMirror(t *testing.T) {
 		if n := o.refused.Load(); n != 1 {
 			t.Errorf("the upstream got %d requests while it was rate limited, want only the first", n)
 		}
+		if st := upstreamStatus(t, m); !st.RateLimited || st.RateLimitRetryAfter < 26 || st.RateLimitRetryAfter > 28 ||
+			st.Breaker != "closed" || !strings.Contains(st.LastError, "429 Too Many Requests") {
+			t.Errorf("status page while rate limited: %+v", st)
+		}
 	})
 }
 

@@ -38,6 +38,13 @@ const (
 // to whole seconds, as in a Retry-After header. Control characters in
 // upstream and cause are dropped so the result is safe in a status line.
 func TransientMessage(upstream, cause string, retryAfter time.Duration) string {
+	return TransientPhrase("Service Unavailable", upstream, cause, retryAfter)
+}
+
+// TransientPhrase is TransientMessage for a status other than 503, whose
+// standard reason phrase is reason: "Bad Gateway" when the upstream gave
+// an answer no registry gives.
+func TransientPhrase(reason, upstream, cause string, retryAfter time.Duration) string {
 	secs := int64(0)
 	if retryAfter > 0 {
 		secs = int64(retryAfter / time.Second)
@@ -45,8 +52,8 @@ func TransientMessage(upstream, cause string, retryAfter time.Duration) string {
 			secs++
 		}
 	}
-	return fmt.Sprintf("Service Unavailable (%s: upstream %s %s; retry after %ds)",
-		Marker, printable(upstream), printable(cause), secs)
+	return fmt.Sprintf("%s (%s: upstream %s %s; retry after %ds)",
+		printable(reason), Marker, printable(upstream), printable(cause), secs)
 }
 
 func printable(s string) string {

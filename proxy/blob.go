@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -14,38 +15,56 @@ import (
 )
 
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) error {
-	ctx := r.Context()
 	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
 
 	if served, err := s.serveCachedBlob(w, r, t, repo); served {
 		return err
 	}
+	// A fetch started for another repository is joined only with the
+	// upstream's yes for this one; if that fetch is then refused
+	// (missing, denied), the refusal was for the other name, and this
+	// request starts a fetch of its own.
+	for own := false; ; own = true {
+		f, err := s.joinFetch(w, r, t, repo, own)
+		if f == nil || err != nil {
+			return err
+		}
+		err = s.followFetch(w, r, t, f)
+		if err != nil && !own && f.repo != t.repo && isRefusal(err) {
+			continue
+		}
+		return err
+	}
+}
 
+// joinFetch returns the fetch of the blob under way or one started for
+// repo. It returns a nil fetch when it answered the request itself: a
+// HEAD asked upstream, a blob that appeared in the cache, a pass-through.
+func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo, own bool) (*blobFetch, error) {
 	inflight := s.blobs.inflightFor(fetchKey{t.upstream.Name(), t.dgst})
-	if inflight != nil && inflight.repo != t.repo && !s.store.BlobLinked(repo, t.dgst) {
+	if inflight != nil && inflight.repo != t.repo && !own && !s.store.BlobLinked(repo, t.dgst) {
 		// Joining a fetch started for another repository: the same rule
 		// as for cached content.
-		if err := s.confirmBlob(ctx, t, repo); err != nil {
-			return err
+		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
+			return nil, err
 		}
 	}
 	if r.Method == http.MethodHead && inflight == nil {
 		// A HEAD wants to know, not to download: ask upstream the same.
-		return s.headBlob(w, r, t, repo)
+		return nil, s.headBlob(w, r, t, repo)
 	}
-
 	if s.store.Full() {
-		return s.passthroughBlob(w, r, t)
+		return nil, s.passthroughBlob(w, r, t)
 	}
 	f, started := s.blobs.start(t.upstream, repo, t.dgst)
 	if f == nil {
 		// A fetch finished since the cache was looked at.
 		if served, err := s.serveCachedBlob(w, r, t, repo); served {
-			return err
+			return nil, err
 		}
 		// ...and its blob was evicted at once: fetch it again.
 		if f, started = s.blobs.start(t.upstream, repo, t.dgst); f == nil {
-			return fmt.Errorf("blob %s: in the cache and gone again", t.dgst)
+			return nil, fmt.Errorf("blob %s: in the cache and gone again", t.dgst)
 		}
 	}
 	if started {
@@ -53,11 +72,33 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	} else {
 		noteCache(r, cacheCoalesced)
 	}
-	if err := f.waitHeaders(ctx); err != nil {
+	return f, nil
+}
+
+// followFetch serves the blob from a fetch under way, as its bytes arrive.
+func (s *Server) followFetch(w http.ResponseWriter, r *http.Request, t *target, f *blobFetch) error {
+	ctx := r.Context()
+	// The fetch's own request to the upstream has this deadline; a client
+	// that joined it late is not held longer either.
+	hctx, cancel := context.WithTimeout(ctx, t.upstream.Policy().Retry.Deadline)
+	err := f.waitHeaders(hctx)
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return unavailable(t.upstream.Name(), "unreachable: i/o timeout", 0)
+	}
+	if err != nil {
 		if storage.IsNoSpace(err) {
 			return s.passthroughBlob(w, r, t)
 		}
 		return err
+	}
+	if r.Method == http.MethodGet && r.Header.Get("Range") != "" {
+		// Holding back the last byte protects only ranges that reach the
+		// end: any other range of a fetch under way waits until every
+		// byte is verified, and gets the fetch's failure as an answer.
+		if err := f.waitVerified(ctx); err != nil {
+			return err
+		}
 	}
 	rd, err := f.reader(ctx, s.store)
 	if err != nil {
@@ -78,6 +119,20 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// isRefusal reports the upstream saying no for a repository: missing or
+// denied, not unavailable.
+func isRefusal(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Status {
+	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	return false
 }
 
 // serveCachedBlob answers from the cache; served is false when the blob is
@@ -149,9 +204,11 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, rep
 }
 
 // passthroughBlob streams a blob from upstream to one client without
-// caching it: the cache's disk is full, and serving beats failing. A whole
-// blob is still verified on the way: its last byte is sent only if the
-// digest matched, otherwise the connection is cut.
+// caching it: the cache cannot take it, and serving beats failing. It is
+// still verified on the way: its last byte is sent only if the digest
+// matched, otherwise the connection is cut. A range of a blob cannot be
+// verified, so a Range request is answered with the whole blob (200),
+// which HTTP allows and clients handle.
 func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *target) error {
 	noteCache(r, cachePass)
 	var resp *http.Response
@@ -159,28 +216,26 @@ func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *targ
 	if r.Method == http.MethodHead {
 		resp, err = t.upstream.HeadBlob(r.Context(), t.repo, t.dgst)
 	} else {
-		resp, err = t.upstream.Blob(r.Context(), t.repo, t.dgst, r.Header.Get("Range"))
+		resp, err = t.upstream.Blob(r.Context(), t.repo, t.dgst, "")
 	}
 	if err != nil {
 		return upstreamError(t.upstream, err, kindBlob)
 	}
 	defer resp.Body.Close()
+	if resp.ContentLength > s.blobs.maxBlob {
+		return s.blobs.tooLarge(t.upstream, t.dgst, fmt.Sprintf("declared %d bytes, more", resp.ContentLength))
+	}
 	h := w.Header()
-	for _, k := range []string{"Content-Length", "Content-Range", "Accept-Ranges"} {
-		if v := resp.Header.Get(k); v != "" {
-			h.Set(k, v)
-		}
+	if resp.ContentLength >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
 	setBlobHeaders(h, t)
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	if resp.StatusCode == http.StatusPartialContent {
-		_, _ = io.Copy(w, resp.Body)
-		return nil
-	}
-	if err := copyVerified(w, resp.Body, t.dgst.Algorithm().Hash(), t.dgst.Encoded()); err != nil {
+	body := io.LimitReader(resp.Body, s.blobs.maxBlob)
+	if err := copyVerified(w, body, t.dgst.Algorithm().Hash(), t.dgst.Encoded()); err != nil {
 		noteError(r, err)
 		panic(http.ErrAbortHandler)
 	}

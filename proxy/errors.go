@@ -37,6 +37,9 @@ type Error struct {
 	Message string
 	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
 	RetryAfter int
+	// Phrase sends Message as the status line's reason phrase too: the
+	// crafted answers for the pod, which runtimes print from there.
+	Phrase bool
 }
 
 func (e *Error) Error() string {
@@ -83,7 +86,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Status == http.StatusMethodNotAllowed {
 		h.Set("Allow", "GET, HEAD")
 	}
-	if e.Code == CodeUnavailable && writeWithReason(w, r, e.Status, e.Message, body) {
+	if e.Phrase && writeWithReason(w, r, e.Status, e.Message, body) {
 		return
 	}
 	w.WriteHeader(e.Status)

@@ -30,6 +30,9 @@ type blobFetches struct {
 	store *storage.Store
 	log   *slog.Logger
 	tel   *telemetry
+	// maxBlob is the most bytes a blob may have; a longer body is cut
+	// and discarded.
+	maxBlob int64
 	// timeout bounds one whole fetch, which outlives the client that
 	// started it.
 	timeout time.Duration
@@ -74,8 +77,8 @@ func (b *blobFetches) count() int {
 	return len(b.inflight)
 }
 
-func newBlobFetches(base context.Context, running *sync.WaitGroup, store *storage.Store, log *slog.Logger, timeout time.Duration) *blobFetches {
-	return &blobFetches{base: base, running: running, store: store, log: log, timeout: timeout, inflight: map[fetchKey]*blobFetch{}}
+func newBlobFetches(base context.Context, running *sync.WaitGroup, store *storage.Store, log *slog.Logger, timeout time.Duration, maxBlob int64) *blobFetches {
+	return &blobFetches{base: base, running: running, store: store, log: log, timeout: timeout, maxBlob: maxBlob, inflight: map[fetchKey]*blobFetch{}}
 }
 
 // inflightFor returns the fetch under way for key, if any.
@@ -93,7 +96,7 @@ func (b *blobFetches) start(up *registry, repo storage.Repo, dgst digest.Digest)
 	key := fetchKey{up.Name(), dgst}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if f := b.inflight[key]; f != nil {
+	if f := b.inflight[key]; f != nil && !f.finished() {
 		return f, false
 	}
 	// A fetch leaves the set only after its blob is in place, so looking
@@ -122,7 +125,11 @@ func (b *blobFetches) start(up *registry, repo storage.Repo, dgst digest.Digest)
 		}
 		f.finish(err)
 		b.mu.Lock()
-		delete(b.inflight, key)
+		// A fetch started after this one finished may have taken its
+		// place already.
+		if b.inflight[key] == f {
+			delete(b.inflight, key)
+		}
 		b.mu.Unlock()
 	}()
 	return f, true
@@ -145,6 +152,10 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		if err != nil {
 			return err
 		}
+		if total > b.maxBlob {
+			body.Close()
+			return b.tooLarge(up, f.key.dgst, fmt.Sprintf("declared %d bytes, more", total))
+		}
 		if offset == 0 {
 			size = total
 			// Refuse before the first byte rather than fail clients half
@@ -153,13 +164,19 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 				body.Close()
 				return err
 			}
+			// The upstream has just said yes to this repository: link
+			// now, before any client holds the bytes and may ask for them
+			// again, which would otherwise need the upstream's yes anew.
+			if err := b.store.LinkBlob(repo, f.key.dgst); err != nil {
+				b.log.Warn("link blob", "repo", repo, "digest", f.key.dgst, "err", err)
+			}
 			f.begin(in.Path(), size)
 		} else if total >= 0 && size >= 0 && total != size {
 			body.Close()
 			return unavailable(up.Name(), fmt.Sprintf("unreachable: resumed body has size %d, not %d", total, size), 0)
 		}
 		before := in.Size()
-		cause := copyWithStallTimeout(body, in, f, up.Policy().Retry.AttemptTimeout)
+		cause := copyWithStallTimeout(body, in, f, up.Policy().Retry.AttemptTimeout, b.maxBlob-offset)
 		b.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.Name())))
 		body.Close()
 		if cause == nil {
@@ -169,7 +186,13 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		if errors.As(cause, &writeErr) || ctx.Err() != nil {
 			return cause
 		}
-		if in.Size() == offset {
+		if errors.Is(cause, errTooLong) {
+			return b.tooLarge(up, f.key.dgst, "sent more bytes")
+		}
+		// A try that brought less than a trickle's worth is no progress:
+		// an upstream that drips a byte a second is as stuck as one that
+		// sends nothing.
+		if in.Size()-offset < minProgress {
 			stalled++
 		} else {
 			stalled = 0
@@ -185,20 +208,19 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 	}
 	// Verified content may reach clients while it is made durable: the
 	// fsync of a large blob would otherwise hold every client's last byte.
-	if err := in.Verify(); err == nil {
+	err = in.Verify()
+	if err == nil {
 		f.verify()
+		err = in.Commit()
 	}
-	if err := in.Commit(); err != nil {
-		if errors.Is(err, storage.ErrDigestMismatch) {
-			return &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
-				Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.Name(), f.key.dgst)}
-		}
+	if errors.Is(err, storage.ErrDigestMismatch) {
+		return &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
+			Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.Name(), f.key.dgst)}
+	}
+	if err != nil {
 		return err
 	}
 	f.commit()
-	if err := b.store.LinkBlob(repo, f.key.dgst); err != nil {
-		b.log.Warn("link blob", "repo", repo, "digest", f.key.dgst, "err", err)
-	}
 	return nil
 }
 
@@ -260,15 +282,33 @@ func parseContentRange(v string) (start, total int64, ok bool) {
 	return start, total, err == nil
 }
 
-// maxStalledResumes is how many resumes in a row may bring no new byte
-// before a blob fetch gives up.
-const maxStalledResumes = 3
+// maxStalledResumes is how many tries in a row may bring no progress
+// before a blob fetch gives up: one resume, since a cut connection is
+// often the connection's fault, and a second is the upstream's.
+const maxStalledResumes = 2
+
+// minProgress is what a body must bring within the attempt timeout to be
+// making progress: 32 KiB in 10 s is 3 KiB/s, below which no layer is
+// worth waiting for.
+const minProgress = 32 << 10
+
+// errTooLong reports a body longer than the blob may be.
+var errTooLong = errors.New("body longer than the largest blob allowed")
+
+// tooLarge is the answer for a blob past MaxBlobSize: nothing is cached,
+// and asking again gets the same.
+func (b *blobFetches) tooLarge(up *registry, dgst digest.Digest, what string) error {
+	return &Error{Status: http.StatusBadGateway, Code: CodeUnknown,
+		Message: fmt.Sprintf("upstream %s %s than the %d bytes a blob may have (cache.max_blob_size) for %s; nothing was cached",
+			up.Name(), what, b.maxBlob, dgst)}
+}
 
 // copyWithStallTimeout copies body into the ingest, announcing progress,
-// and gives up when no byte arrives for stall. It returns nil at the end of
-// the body.
-func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, stall time.Duration) error {
-	sr := &stallReader{r: body, stall: stall}
+// and gives up when fewer than minProgress bytes arrive within stall, or
+// when the body goes past limit bytes. It returns nil at the end of the
+// body.
+func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, stall time.Duration, limit int64) error {
+	sr := &stallReader{r: body, stall: stall, left: limit}
 	sr.timer = time.AfterFunc(stall, func() {
 		sr.stalled.Store(true)
 		body.Close() // unblocks the Read under way
@@ -284,18 +324,36 @@ func copyWithStallTimeout(body io.ReadCloser, in *storage.Ingest, f *blobFetch, 
 	return err
 }
 
-// stallReader restarts the stall timer whenever bytes arrive.
+// stallReader restarts the stall timer whenever minProgress more bytes
+// have arrived, and refuses to read past left bytes.
 type stallReader struct {
 	r       io.Reader
 	stall   time.Duration
 	timer   *time.Timer
 	stalled atomic.Bool
+	since   int64 // bytes since the timer was last reset
+	left    int64
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
+	if s.left <= 0 {
+		// One byte more than allowed tells a long body from an exact one.
+		var one [1]byte
+		n, err := s.r.Read(one[:])
+		if n > 0 {
+			return 0, errTooLong
+		}
+		return 0, err
+	}
+	if int64(len(p)) > s.left {
+		p = p[:s.left]
+	}
 	n, err := s.r.Read(p)
-	if n > 0 {
+	s.left -= int64(n)
+	s.since += int64(n)
+	if s.since >= minProgress {
 		s.timer.Reset(s.stall)
+		s.since = 0
 	}
 	return n, err
 }
@@ -356,6 +414,36 @@ func (f *blobFetch) finish(err error) {
 	case <-f.headers:
 	default:
 		close(f.headers)
+	}
+}
+
+// finished reports whether the fetch has ended, well or not.
+func (f *blobFetch) finished() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.done
+}
+
+// waitVerified blocks until every byte of the blob has been verified, and
+// returns the fetch's failure if it ended without.
+func (f *blobFetch) waitVerified(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		verified, done, err, changed := f.verified, f.done, f.err, f.changed
+		f.mu.Unlock()
+		switch {
+		case verified:
+			return nil
+		case done && err != nil:
+			return err
+		case done:
+			return fmt.Errorf("fetch of %s ended unverified", f.key.dgst)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

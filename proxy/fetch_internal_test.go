@@ -28,7 +28,7 @@ func TestStartDoesNotRepeatAFinishedFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var running sync.WaitGroup
-	b := newBlobFetches(context.Background(), &running, store, slog.New(slog.DiscardHandler), time.Minute)
+	b := newBlobFetches(context.Background(), &running, store, slog.New(slog.DiscardHandler), time.Minute, DefaultMaxBlobSize)
 	client, err := upstream.New(upstream.Config{Name: "docker.io", URL: "http://127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)

@@ -323,8 +323,11 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 	return &manifest{dgst: got, contentType: manifestContentType(resp.Header.Get("Content-Type"), body), body: body}, nil
 }
 
-// storeManifest caches a verified manifest for repo and links the blobs it
-// references, which makes them servable for repo.
+// storeManifest caches a verified manifest for repo and records the blobs
+// it references, for eviction. It links none of them to repo: a manifest's
+// list is the upstream's word for what the manifest needs, not for what
+// repo may read (a foreign layer can name any digest), so a blob becomes
+// servable for repo only when the upstream serves or confirms it for repo.
 func (s *Server) storeManifest(repo storage.Repo, m *manifest) error {
 	if err := s.store.PutBlob(m.dgst, m.body); err != nil {
 		return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
@@ -332,13 +335,7 @@ func (s *Server) storeManifest(repo storage.Repo, m *manifest) error {
 	if err := s.store.PutManifest(repo, m.dgst, storage.ManifestRecord{MediaType: m.contentType, Size: int64(len(m.body))}); err != nil {
 		return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
 	}
-	blobs := storage.ReferencedBlobs(m.body)
-	for _, d := range blobs {
-		if err := s.store.LinkBlob(repo, d); err != nil {
-			return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
-		}
-	}
-	s.store.RecordReferences(m.dgst, blobs)
+	s.store.RecordReferences(m.dgst, storage.ReferencedBlobs(m.body))
 	return nil
 }
 

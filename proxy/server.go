@@ -56,6 +56,10 @@ type Options struct {
 	RevalidateTimeout time.Duration
 	// FetchTimeout bounds one upstream blob fetch; 0 means 30 minutes.
 	FetchTimeout time.Duration
+	// MaxBlobSize is the most bytes a blob may have: a longer body, or an
+	// upstream declaring one, is cut and nothing is cached; 0 means
+	// DefaultMaxBlobSize.
+	MaxBlobSize int64
 	Logger       *slog.Logger
 	// Version is reported in the User-Agent sent upstream.
 	Version string
@@ -69,6 +73,11 @@ type Options struct {
 	// it that endpoint answers that the warm API is off.
 	WarmHandler http.Handler
 }
+
+// DefaultMaxBlobSize bounds a blob when Options.MaxBlobSize is not set:
+// far beyond any real layer, short of what a body that never ends would
+// fill a disk with.
+const DefaultMaxBlobSize = 64 << 30
 
 // registry is a configured upstream: the client towards it and what the
 // proxy decides by it.
@@ -117,6 +126,9 @@ func New(opts Options) (*Server, error) {
 	if opts.FetchTimeout <= 0 {
 		opts.FetchTimeout = 30 * time.Minute
 	}
+	if opts.MaxBlobSize <= 0 {
+		opts.MaxBlobSize = DefaultMaxBlobSize
+	}
 	if opts.RevalidateTimeout <= 0 {
 		opts.RevalidateTimeout = 3 * time.Second
 	}
@@ -134,7 +146,7 @@ func New(opts Options) (*Server, error) {
 		revalidate:      opts.RevalidateTimeout,
 	}
 	s.manifests.init()
-	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout)
+	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout, opts.MaxBlobSize)
 	upTel, err := upstream.NewTelemetry(opts.MeterProvider, opts.TracerProvider)
 	if err != nil {
 		cancel()

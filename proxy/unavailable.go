@@ -19,15 +19,28 @@ const defaultRetryAfter = 10 * time.Second
 //	Service Unavailable (breakwater-transient: upstream docker.io answered 429 Too Many Requests; retry after 10s)
 //	Service Unavailable (breakwater-transient: upstream docker.io circuit open after 503 Service Unavailable; retry after 2s)
 func unavailable(upstream, cause string, retryAfter time.Duration) *Error {
+	return transientError(http.StatusServiceUnavailable, CodeUnavailable, upstream, cause, retryAfter)
+}
+
+// badUpstream is the answer when the upstream gave an answer no registry
+// gives (a status outside 100-599, a 204 or 304 where content was asked
+// for): 502, with the same crafted phrase, since asking again may get a
+// better one.
+func badUpstream(upstream, cause string, retryAfter time.Duration) *Error {
+	return transientError(http.StatusBadGateway, CodeUnknown, upstream, cause, retryAfter)
+}
+
+func transientError(status int, code, upstream, cause string, retryAfter time.Duration) *Error {
 	if retryAfter <= 0 {
 		retryAfter = defaultRetryAfter
 	}
 	// Whole seconds, rounded up, the same in the header and the text.
 	secs := int((retryAfter + time.Second - 1) / time.Second)
 	return &Error{
-		Status:     http.StatusServiceUnavailable,
-		Code:       CodeUnavailable,
-		Message:    classify.TransientMessage(upstream, cause, time.Duration(secs)*time.Second),
+		Status:     status,
+		Code:       code,
+		Message:    classify.TransientPhrase(http.StatusText(status), upstream, cause, time.Duration(secs)*time.Second),
 		RetryAfter: secs,
+		Phrase:     true,
 	}
 }

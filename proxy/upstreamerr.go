@@ -45,6 +45,8 @@ func upstreamError(up *registry, err error, k kind) error {
 		return errorf(http.StatusUnauthorized, CodeUnauthorized, "%s", msg("authentication required"))
 	case e.Status == http.StatusForbidden:
 		return errorf(http.StatusForbidden, CodeDenied, "%s", msg("access denied"))
+	case e.Transient && e.Misbehaved():
+		return badUpstream(e.Upstream, e.Cause, e.RetryAfter)
 	case e.Transient:
 		return unavailable(e.Upstream, e.Cause, e.RetryAfter)
 	}
@@ -52,18 +54,13 @@ func upstreamError(up *registry, err error, k kind) error {
 	if code == "" {
 		code = CodeUnknown
 	}
-	status := e.Status
-	if status < 400 || status > 599 {
-		// Not an answer a client can be given as it is (a 3xx the
-		// client would follow, say): the upstream misbehaved.
-		status = http.StatusBadGateway
-	}
-	return errorf(status, code, "%s", msg(e.Cause))
+	return errorf(e.Status, code, "%s", msg(e.Cause))
 }
 
 // isUnavailable reports an answer that says the upstream could not be
-// asked, not that it said no: the case for serving a cached tag instead.
+// asked, or did not answer as a registry does, not that it said no: the
+// case for serving a cached tag instead.
 func isUnavailable(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
+	return errors.As(err, &e) && e.Phrase
 }

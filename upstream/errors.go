@@ -121,21 +121,39 @@ const (
 
 func (o outcome) transient() bool { return o != answered }
 
-// classifyStatus says what an HTTP status tells of the upstream.
+// classifyStatus says what an answer that is not the success asked for
+// tells of the upstream.
 func classifyStatus(s int) outcome {
 	switch {
+	case !validStatus(s):
+		// Not HTTP: a broken upstream, or something in front of it.
+		return troubled
 	case s == http.StatusTooManyRequests:
 		return rateLimited
 	case s == http.StatusBadGateway || s == http.StatusServiceUnavailable || s == http.StatusGatewayTimeout:
 		return down
 	case s == http.StatusRequestTimeout || s >= 500:
 		return troubled
+	case s < 400:
+		// An informational answer, a success without the content (204),
+		// or a redirect that was not followed (304, 300): no content
+		// where content was asked for. Worth another try, like a 500.
+		return troubled
 	}
 	return answered
 }
 
-// statusCause is "answered 503 Service Unavailable".
+func validStatus(s int) bool { return s >= 100 && s <= 599 }
+
+// statusCause is "answered 503 Service Unavailable", in the standard
+// spelling; a status that is not an error, or not HTTP at all, says so.
 func statusCause(s int) string {
+	switch {
+	case !validStatus(s):
+		return fmt.Sprintf("answered invalid status %d", s)
+	case s < 400:
+		return fmt.Sprintf("answered %d %s instead of the content", s, statusText(s))
+	}
 	return fmt.Sprintf("answered %d %s", s, statusText(s))
 }
 
@@ -143,7 +161,14 @@ func statusText(s int) string {
 	if t := http.StatusText(s); t != "" {
 		return t
 	}
-	return "status " + strconv.Itoa(s)
+	return "(unnamed status)"
+}
+
+// Misbehaved reports an answer that is not one a registry gives: a status
+// outside 100-599, or one below 400 where content was asked for. Such an
+// upstream is at fault, not the request: a proxy answers 502.
+func (e *Error) Misbehaved() bool {
+	return e.Status != 0 && (!validStatus(e.Status) || e.Status < 400)
 }
 
 // shortCause is the cause without its verb, as "circuit open after …"

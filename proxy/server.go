@@ -60,7 +60,7 @@ type Options struct {
 	// upstream declaring one, is cut and nothing is cached; 0 means
 	// DefaultMaxBlobSize.
 	MaxBlobSize int64
-	Logger       *slog.Logger
+	Logger      *slog.Logger
 	// Version is reported in the User-Agent sent upstream.
 	Version string
 	// MeterProvider and TracerProvider receive Breakwater's metrics and

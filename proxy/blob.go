@@ -78,9 +78,10 @@ func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, re
 // followFetch serves the blob from a fetch under way, as its bytes arrive.
 func (s *Server) followFetch(w http.ResponseWriter, r *http.Request, t *target, f *blobFetch) error {
 	ctx := r.Context()
-	// The fetch's own request to the upstream has this deadline; a client
-	// that joined it late is not held longer either.
-	hctx, cancel := context.WithTimeout(ctx, t.upstream.Policy().Retry.Deadline)
+	// The fetch's own request to the upstream ends by its deadline and
+	// says why; a second more is a safety net, so that no client, early
+	// or late, waits for headers past its own deadline.
+	hctx, cancel := context.WithDeadline(ctx, f.started.Add(t.upstream.Policy().Retry.Deadline+time.Second))
 	err := f.waitHeaders(hctx)
 	cancel()
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {

@@ -52,8 +52,9 @@ type fetchKey struct {
 // blobFetch is one upstream fetch into an ingest file. Readers follow the
 // file as it grows; state changes are announced by closing changed.
 type blobFetch struct {
-	key  fetchKey
-	repo string // repository the fetch was started for
+	key     fetchKey
+	repo    string    // repository the fetch was started for
+	started time.Time // when it was
 
 	// headers is closed once size is known or the fetch failed before any
 	// byte arrived.
@@ -107,6 +108,7 @@ func (b *blobFetches) start(up *registry, repo storage.Repo, dgst digest.Digest)
 	f = &blobFetch{
 		key:     key,
 		repo:    repo.Name,
+		started: time.Now(),
 		headers: make(chan struct{}),
 		size:    -1,
 		changed: make(chan struct{}),

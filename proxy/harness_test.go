@@ -52,6 +52,7 @@ type mirrorOpts struct {
 	defaults   bool
 	maxStale   time.Duration
 	revalidate time.Duration
+	maxBlob    int64
 	reserve    int
 	storeOpts  []storage.Option
 	// auth authenticates towards the docker.io upstream.
@@ -105,6 +106,7 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 		TagTTL:            o.tagTTL,
 		MaxStale:          o.maxStale,
 		RevalidateTimeout: o.revalidate,
+		MaxBlobSize:       o.maxBlob,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		Version:           "test",
 	})

@@ -307,6 +307,13 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 		return nil, &Error{Status: http.StatusBadGateway, Code: CodeManifestInvalid,
 			Message: fmt.Sprintf("upstream %s sent a manifest larger than %d bytes", up.Name(), maxManifestSize)}
 	}
+	if schema1(resp.Header.Get("Content-Type"), body) {
+		// Its digest covers the payload without the signatures, so its
+		// bytes cannot be checked against it; and it is long deprecated.
+		return nil, errorf(http.StatusNotFound, CodeManifestUnknown,
+			"upstream %s has %s only as a Docker schema 1 manifest, which Breakwater does not serve (schema 1 cannot be verified byte for byte)",
+			up.Name(), ref)
+	}
 	alg := digest.Canonical
 	claimed, claimErr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 	if claimErr == nil {
@@ -321,6 +328,18 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 			Message: fmt.Sprintf("upstream %s sent a manifest of digest %s but claimed %s; nothing was cached", up.Name(), got, claimed)}
 	}
 	return &manifest{dgst: got, contentType: manifestContentType(resp.Header.Get("Content-Type"), body), body: body}, nil
+}
+
+// schema1 reports a Docker schema 1 manifest, by its media type or, when
+// the upstream sent none useful, by its schemaVersion.
+func schema1(contentType string, body []byte) bool {
+	if mt, _, err := mime.ParseMediaType(contentType); err == nil && isSchema1(mt) {
+		return true
+	}
+	var probe struct {
+		SchemaVersion int `json:"schemaVersion"`
+	}
+	return json.Unmarshal(body, &probe) == nil && probe.SchemaVersion == 1
 }
 
 // storeManifest caches a verified manifest for repo and records the blobs
@@ -358,14 +377,19 @@ func manifestContentType(header string, body []byte) string {
 }
 
 // acceptedTypes returns the media types a client listed in its Accept
-// headers, without parameters, in order.
+// headers, without parameters, in order, leaving out what Breakwater does
+// not ask an upstream for: wildcards (curl sends */*; an upstream that
+// gets it may pick the oldest format it has) and Docker schema 1, whose
+// digest is not that of its bytes, so that it cannot be served verified.
+// Nothing left means "any", and the upstream is asked for every type
+// Breakwater serves.
 func acceptedTypes(h http.Header) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, v := range h.Values("Accept") {
 		for _, part := range strings.Split(v, ",") {
 			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil || seen[mt] {
+			if err != nil || seen[mt] || strings.HasSuffix(mt, "/*") || isSchema1(mt) {
 				continue
 			}
 			seen[mt] = true
@@ -373,6 +397,11 @@ func acceptedTypes(h http.Header) []string {
 		}
 	}
 	return out
+}
+
+// isSchema1 reports Docker's schema 1 manifest types, signed or not.
+func isSchema1(mediaType string) bool {
+	return strings.HasPrefix(mediaType, "application/vnd.docker.distribution.manifest.v1+")
 }
 
 // acceptVariant names a set of accepted media types. The upstream may

@@ -65,6 +65,10 @@ func Start(t testing.TB) *Upstream {
 		},
 	}
 	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": {"nosniff"}}
+	// Foreign layers with http(s) URLs are accepted without their blob,
+	// as Docker Hub and distribution 2.8 accept them (v3 allows none
+	// unless told).
+	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	app := handlers.NewApp(context.Background(), cfg)
 	u := &Upstream{registry: app}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

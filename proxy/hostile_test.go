@@ -1,0 +1,477 @@
+package proxy_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/storage"
+)
+
+// These tests attack Breakwater through the upstream: a real registry
+// made to misbehave by hooks, or answers written byte by byte. Each checks
+// the exact answer and that the cache holds nothing wrong afterwards.
+
+// noLink checks that repo has no link to dgst.
+func noLink(t *testing.T, m *mirror, repo, dgst string) {
+	t.Helper()
+	if m.store.BlobLinked(storage.Repo{Upstream: "docker.io", Name: repo}, digest.Digest(dgst)) {
+		t.Errorf("%s is linked to %s", dgst, repo)
+	}
+}
+
+// TestForeignLayerNeverServed: a public repository's manifest may list
+// another repository's private layer as a foreign layer (distribution and
+// Docker Hub accept it without the blob). After a legitimate pull of the
+// private image with credentials, the public name must not serve those
+// bytes: the upstream itself says the public repository lacks them.
+func TestForeignLayerNeverServed(t *testing.T) {
+	const user, pass = "puller", "s3cret"
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	up := testupstream.Start(t)
+	// Repositories under private/ need credentials, as on a registry with
+	// per-repository permissions.
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/private/") && r.Header.Get("Authorization") != basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return true
+		}
+		return false
+	})
+	secret := randomImage(t, 16<<10, 1, types.DockerManifestSchema2)
+	ref, err := name.ParseReference(up.Host+"/private/a:v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, secret, remote.WithAuth(&authn.Basic{Username: user, Password: pass})); err != nil {
+		t.Fatal(err)
+	}
+	layer := layersOf(t, secret)[0]
+	dgst := digestOf(t, layer)
+
+	// public/evil lists the private layer's digest as a foreign layer;
+	// as such it is not uploaded, and the registry takes the manifest
+	// without the blob.
+	evil, err := mutate.Append(empty.Image, mutate.Addendum{
+		Layer:     foreignLayer{layer},
+		URLs:      []string{"https://example.com/not-here.tar.gz"},
+		MediaType: types.DockerForeignLayer,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil = mutate.MediaType(evil, types.DockerManifestSchema2)
+	up.PushImage(t, "public/evil:v1", evil)
+
+	m := newMirror(t, up.URL, mirrorOpts{auth: &authn.Basic{Username: user, Password: pass}})
+	pullAll(t, m, "private/a:v1")
+	if resp, body := m.get("/v2/public/evil/manifests/v1"); resp.StatusCode != 200 {
+		t.Fatalf("public/evil's manifest: %s %s", resp.Status, body)
+	}
+	up.Reset()
+	resp, body := m.get("/v2/public/evil/blobs/" + dgst)
+	if resp.StatusCode != http.StatusNotFound || errorCode(body) != "BLOB_UNKNOWN" {
+		t.Fatalf("the private layer under the public name: %s, %d bytes (%s); want 404 BLOB_UNKNOWN", resp.Status, len(body), errorCode(body))
+	}
+	if up.Count(http.MethodHead, "/v2/public/evil/blobs/"+dgst) != 1 {
+		t.Errorf("the upstream was not asked whether public/evil has the blob: %v", up.Requests("", "/public/evil/"))
+	}
+	noLink(t, m, "public/evil", dgst)
+	// The private repository still gets it from the cache.
+	if resp, body := m.get("/v2/private/a/blobs/" + dgst); resp.StatusCode != 200 || sha256Hex(body) != dgst {
+		t.Errorf("private/a's own layer: %s", resp.Status)
+	}
+}
+
+// foreignLayer is a layer that says it is foreign, so that a push leaves
+// its bytes out.
+type foreignLayer struct{ v1.Layer }
+
+func (foreignLayer) MediaType() (types.MediaType, error) { return types.DockerForeignLayer, nil }
+
+// TestJoinRefusedFetch: a request for a repository the upstream lacks
+// starts the fetch of a blob; a request for a repository that has it,
+// arriving while that fetch is under way, must get the blob, not the
+// other name's 404. Repeated with fresh blobs: the race once lost half the
+// time.
+func TestJoinRefusedFetch(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{})
+	// The upstream takes its time to say no for library/none, so that
+	// the second request finds the fetch under way.
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/library/none/blobs/") {
+			time.Sleep(200 * time.Millisecond)
+		}
+		return false
+	})
+	for i := range 8 {
+		img := randomImage(t, 8<<10, 1, types.DockerManifestSchema2)
+		up.PushImage(t, fmt.Sprintf("library/has%d:v1", i), img)
+		dgst := digestOf(t, layersOf(t, img)[0])
+		none := make(chan *http.Response, 1)
+		go func() {
+			resp, _ := m.get("/v2/library/none/blobs/" + dgst)
+			none <- resp
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for up.Count(http.MethodGet, "/v2/library/none/blobs/"+dgst) == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		resp, body := m.get(fmt.Sprintf("/v2/library/has%d/blobs/%s", i, dgst))
+		if resp.StatusCode != 200 || sha256Hex(body) != dgst {
+			t.Errorf("round %d: the repository that has the blob got %s %s", i, resp.Status, body)
+		}
+		if r := <-none; r.StatusCode != http.StatusNotFound {
+			t.Errorf("round %d: the repository that lacks it got %s", i, r.Status)
+		}
+		noLink(t, m, "library/none", dgst)
+	}
+}
+
+// wrongBlob answers GETs of dgst with content of the right length but the
+// wrong bytes, holding back the second half until release is closed; with
+// chunked, without a Content-Length.
+func wrongBlob(up *testupstream.Upstream, dgst string, size int, chunked bool, release <-chan struct{}) {
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+			return false
+		}
+		zeros := make([]byte, size)
+		if !chunked {
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+		}
+		_, _ = w.Write(zeros[:size/2])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return true
+		}
+		_, _ = w.Write(zeros[size/2:])
+		return true
+	})
+}
+
+// TestRangeDuringWrongDigestFetch: a range of bytes that have already
+// arrived, asked while a fetch whose digest will turn out wrong is under
+// way, is never answered complete: it waits, and gets 502 DIGEST_INVALID.
+func TestRangeDuringWrongDigestFetch(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{})
+	content, dgst := pushLinkedLayer(t, up, m, "library/bad", 256<<10)
+	release := make(chan struct{})
+	wrongBlob(up, dgst, len(content), false, release)
+
+	whole, err := m.client.Get(m.srv.URL + "/v2/library/bad/blobs/" + dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Body.Close()
+	if _, err := io.ReadFull(whole.Body, make([]byte, 64<<10)); err != nil {
+		t.Fatalf("first bytes of the whole GET: %v", err)
+	}
+	ranged := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, m.srv.URL+"/v2/library/bad/blobs/"+dgst, nil)
+		req.Header.Set("Range", "bytes=0-65535")
+		resp, err := m.client.Do(req)
+		if err != nil {
+			ranged <- nil
+			return
+		}
+		ranged <- resp
+	}()
+	select {
+	case resp := <-ranged:
+		t.Fatalf("a range of unverified bytes was answered: %v", resp.Status)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	resp := <-ranged
+	if resp == nil {
+		t.Fatal("the range request failed without an answer")
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || errorCode(body) != "DIGEST_INVALID" {
+		t.Errorf("range after the digest turned out wrong: %s %s, want 502 DIGEST_INVALID", resp.Status, body)
+	}
+	if _, err := io.ReadAll(whole.Body); err == nil {
+		t.Error("the whole GET ended without an error although its content was wrong")
+	}
+	assertNotCached(t, m, dgst)
+}
+
+// TestChunkedWrongDigest: a complete body without a Content-Length whose
+// digest is wrong is answered 502 DIGEST_INVALID (no header had gone out:
+// the size was unknown), and nothing is cached.
+func TestChunkedWrongDigest(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{})
+	content, dgst := pushLinkedLayer(t, up, m, "library/bad", 64<<10)
+	release := make(chan struct{})
+	close(release)
+	wrongBlob(up, dgst, len(content), true, release)
+	resp, body := m.get("/v2/library/bad/blobs/" + dgst)
+	if resp.StatusCode != http.StatusBadGateway || errorCode(body) != "DIGEST_INVALID" {
+		t.Fatalf("%s %s, want 502 DIGEST_INVALID", resp.Status, body)
+	}
+	assertNotCached(t, m, dgst)
+}
+
+func assertNotCached(t *testing.T, m *mirror, dgst string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := m.store.StatBlob(digest.Digest(dgst))
+		ents, _ := os.ReadDir(filepath.Join(m.dir, "ingest"))
+		if errors.Is(err, storage.ErrNotFound) && len(ents) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a failed fetch: blob %v, %d ingest files", err, len(ents))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawAnswer makes the upstream answer requests whose path contains
+// pathPart with exactly the bytes head (status line and headers, CRLF
+// ended) and body, on a connection it then closes.
+func rawAnswer(up *testupstream.Upstream, pathPart, head string, body []byte) {
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, pathPart) {
+			return false
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		_, _ = rw.WriteString(head + "Connection: close\r\n\r\n")
+		_, _ = rw.Write(body)
+		_ = rw.Flush()
+		return true
+	})
+}
+
+// TestMisbehavingStatuses: whatever status the upstream answers with, the
+// client gets an answer in the standard range naming it; one no registry
+// gives is a 502 whose phrase says what came.
+func TestMisbehavingStatuses(t *testing.T) {
+	cases := []struct {
+		name, head string
+		path       string
+		wantStatus int
+		wantCause  string
+	}{
+		{"status 099", "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n", "/manifests/", 502, "answered invalid status 99"},
+		{"status 999", "HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n", "/manifests/", 502, "answered invalid status 999"},
+		{"204 on a manifest", "HTTP/1.1 204 No Content\r\n", "/manifests/", 502, "answered 204 No Content instead of the content"},
+		{"304 on a manifest", "HTTP/1.1 304 Not Modified\r\n", "/manifests/", 502, "answered 304 Not Modified instead of the content"},
+		{"201 on a blob", "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n", "/blobs/", 502, "answered 201 Created instead of the content"},
+		{"300 on a blob", "HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n", "/blobs/", 502, "answered 300 Multiple Choices instead of the content"},
+		{"599 on a manifest", "HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n", "/manifests/", 503, "answered 599 (unnamed status)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{})
+			img := randomImage(t, 1024, 1, types.DockerManifestSchema2)
+			up.PushImage(t, "library/app:v1", img)
+			path := "/v2/library/app/manifests/v1"
+			if tc.path == "/blobs/" {
+				path = "/v2/library/app/blobs/" + digestOf(t, layersOf(t, img)[0])
+				m.store.LinkBlob(storage.Repo{Upstream: "docker.io", Name: "library/app"}, digest.Digest(digestOf(t, layersOf(t, img)[0])))
+			}
+			rawAnswer(up, tc.path, tc.head, nil)
+			resp, body := m.get(path)
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("%s %s, want %d", resp.Status, body, tc.wantStatus)
+			}
+			want := fmt.Sprintf("(breakwater-transient: upstream docker.io %s; retry after 10s)", tc.wantCause)
+			if !strings.HasSuffix(resp.Status, want) || !bytes.Contains(body, []byte(want)) {
+				t.Errorf("status line %q, body %s; want both to end with %q", resp.Status, body, want)
+			}
+		})
+	}
+}
+
+// TestAbsurdRetryAfterThroughMirror: a Retry-After of three thousand years
+// is clamped before any arithmetic: the client is told the cap, an hour.
+func TestAbsurdRetryAfterThroughMirror(t *testing.T) {
+	for _, status := range []int{429, 503} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			t.Parallel()
+			up, m, _ := seeded(t, mirrorOpts{})
+			up.Play("", "/manifests/v1", testupstream.Status(status, "Retry-After", "99999999999")).Forever()
+			resp, body := m.get("/v2/library/app/manifests/v1")
+			checkCrafted(t, resp, body, fmt.Sprintf("answered %d %s; retry after 3600s", status, http.StatusText(status)))
+			if resp.Header.Get("Retry-After") != "3600" {
+				t.Errorf("Retry-After %q, want 3600", resp.Header.Get("Retry-After"))
+			}
+		})
+	}
+}
+
+// TestBodyBounds: a body that never ends, or a size declared past the
+// largest blob allowed, is cut and discarded, and nothing is cached.
+func TestBodyBounds(t *testing.T) {
+	const maxBlob = 1 << 20
+	cases := []struct {
+		name  string
+		serve func(w http.ResponseWriter, r *http.Request)
+	}{
+		{"endless body", func(w http.ResponseWriter, r *http.Request) {
+			buf := make([]byte, 64<<10)
+			for r.Context().Err() == nil {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+		}},
+		{"declared too large", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(maxBlob+1))
+			_, _ = w.Write(make([]byte, 1024))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{maxBlob: maxBlob})
+			_, dgst := pushLinkedLayer(t, up, m, "library/big", 8<<10)
+			up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+					return false
+				}
+				tc.serve(w, r)
+				return true
+			})
+			resp, err := m.client.Get(m.srv.URL + "/v2/library/big/blobs/" + dgst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && rerr == nil {
+				t.Fatalf("answered 200 with %d bytes", len(body))
+			}
+			if resp.StatusCode != 200 && (resp.StatusCode != 502 || !bytes.Contains(body, []byte("cache.max_blob_size"))) {
+				t.Errorf("%s %s, want 502 naming cache.max_blob_size", resp.Status, body)
+			}
+			if len(body) > maxBlob {
+				t.Errorf("%d bytes reached the client, more than the largest blob", len(body))
+			}
+			assertNotCached(t, m, dgst)
+		})
+	}
+}
+
+// TestDrip: an upstream that drips a blob a byte a second is given up on
+// within a few attempt timeouts, not the 30-minute fetch timeout; a client
+// of another repository that joined the fetch is not held past its own
+// deadline; nothing is cached.
+func TestDrip(t *testing.T) {
+	p := fastPolicy()
+	p.Retry.AttemptTimeout = 300 * time.Millisecond
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{policy: p})
+	img := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "library/slow:v1", img)
+	up.PushImage(t, "library/other:v1", img)
+	dgst := digestOf(t, layersOf(t, img)[0])
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(256<<10))
+		for r.Context().Err() == nil {
+			if _, err := w.Write([]byte{0}); err != nil {
+				return true
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+		return true
+	})
+	var wg sync.WaitGroup
+	took := make([]time.Duration, 2)
+	for i, repo := range []string{"library/slow", "library/other"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				time.Sleep(100 * time.Millisecond) // join the fetch under way
+			}
+			start := time.Now()
+			resp, err := m.client.Get(m.srv.URL + "/v2/" + repo + "/blobs/" + dgst)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode == 200 {
+					t.Errorf("%s: a dripped blob was served whole", repo)
+				}
+			}
+			took[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	// Two tries without progress at 300 ms each, plus slack; the deadline
+	// is 2 s.
+	for i, d := range took {
+		if d > 3*time.Second {
+			t.Errorf("client %d held for %v by a dripping upstream", i, d)
+		}
+	}
+	assertNotCached(t, m, dgst)
+}
+
+// TestAcceptAnything: a client that accepts anything (curl's */*) is
+// served a manifest Breakwater can verify: the upstream is asked for the
+// types Breakwater serves, never for */*. An upstream that answers schema
+// 1 all the same is refused with a message that says so, not a misleading
+// DIGEST_INVALID.
+func TestAcceptAnything(t *testing.T) {
+	up, m, d := seeded(t, mirrorOpts{})
+	resp, body := m.do(http.MethodGet, "/v2/library/app/manifests/v1", http.Header{"Accept": {"*/*"}})
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != d || sha256Hex(body) != d {
+		t.Fatalf("Accept */*: %s, digest %s", resp.Status, resp.Header.Get("Docker-Content-Digest"))
+	}
+	for _, r := range up.Requests(http.MethodGet, "/manifests/v1") {
+		if a := r.Header.Get("Accept"); strings.Contains(a, "*/*") || !strings.Contains(a, string(types.DockerManifestSchema2)) {
+			t.Errorf("the upstream was asked with Accept %q", a)
+		}
+	}
+
+	schema1 := []byte(`{"schemaVersion":1,"name":"library/old","tag":"v1","architecture":"amd64","fsLayers":[],"history":[],"signatures":[]}`)
+	rawAnswer(up, "/library/old/manifests/", "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws\r\n"+
+		"Docker-Content-Digest: sha256:"+strings.Repeat("0", 64)+"\r\nContent-Length: "+strconv.Itoa(len(schema1))+"\r\n", schema1)
+	resp, body = m.do(http.MethodGet, "/v2/library/old/manifests/v1", http.Header{"Accept": {"*/*"}})
+	if resp.StatusCode != http.StatusNotFound || errorCode(body) != "MANIFEST_UNKNOWN" || !bytes.Contains(body, []byte("schema 1")) {
+		t.Errorf("schema 1 upstream: %s %s, want 404 MANIFEST_UNKNOWN naming schema 1", resp.Status, body)
+	}
+}

@@ -6,7 +6,7 @@ GO        ?= go
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: run build test check unit e2e k6 bench tools
+.PHONY: run build test check unit fuzz e2e k6 bench tools
 
 run:
 	$(GO) run ./cmd/breakwater serve --config config.yaml
@@ -14,7 +14,7 @@ run:
 build:
 	$(GO) build -o bin/breakwater ./cmd/breakwater
 
-test: check unit e2e k6
+test: check unit fuzz e2e k6
 
 # Formatting, vet and staticcheck: cheap, so they run first.
 check: tools
@@ -25,6 +25,11 @@ check: tools
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Arbitrary upstream answers through a real Breakwater, for a bounded time
+# (the seed corpus also runs in unit).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamAnswer$$' -fuzztime 30s ./proxy/
 
 e2e:
 	bash test/e2e/run.sh

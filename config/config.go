@@ -127,6 +127,10 @@ type Cache struct {
 	MaxStale Duration `yaml:"max_stale"`
 	// MaxSize bounds the content kept; 0 means unbounded.
 	MaxSize Size `yaml:"max_size"`
+	// MaxBlobSize is the most bytes one blob may have: a longer body, or
+	// an upstream declaring one, is cut and nothing is cached, so that a
+	// body that never ends cannot fill the disk.
+	MaxBlobSize Size `yaml:"max_blob_size"`
 	// HighWatermark and LowWatermark are percentages of MaxSize: crossing
 	// the high mark evicts least recently used content down to the low.
 	HighWatermark int `yaml:"high_watermark"`
@@ -218,6 +222,7 @@ func Default() Config {
 			Dir:               "./data",
 			TagTTL:            Duration(5 * time.Minute),
 			RevalidateTimeout: Duration(3 * time.Second),
+			MaxBlobSize:       Size(64 << 30),
 			MaxStale:          Duration(7 * 24 * time.Hour),
 			HighWatermark:     90,
 			LowWatermark:      80,
@@ -334,6 +339,9 @@ func (c *Config) problems(lines map[string]int) problems {
 	}
 	if c.Cache.RevalidateTimeout <= 0 {
 		ps.add("cache.revalidate_timeout", "must be positive")
+	}
+	if c.Cache.MaxBlobSize <= 0 {
+		ps.add("cache.max_blob_size", "must be positive (e.g. 64GiB)")
 	}
 	if len(c.Upstreams) == 0 {
 		ps.add("upstreams", "at least one upstream is required")

@@ -199,6 +199,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		TagTTL:            cfg.Cache.TagTTL.D(),
 		MaxStale:          cfg.Cache.MaxStale.D(),
 		RevalidateTimeout: cfg.Cache.RevalidateTimeout.D(),
+		MaxBlobSize:       int64(cfg.Cache.MaxBlobSize),
 		Logger:            log,
 		Version:           buildVersion(),
 	})

@@ -91,3 +91,12 @@ func (s *Store) Reserve(size int64) error {
 	}
 	return nil
 }
+
+// noteWrite looks at a failed write of the cache's own files: a full disk
+// marks the store full. It returns err.
+func (s *Store) noteWrite(err error) error {
+	if IsNoSpace(err) {
+		s.markFull(err.Error(), 0)
+	}
+	return err
+}

@@ -245,6 +245,10 @@ type Ingest struct {
 	digester digest.Digester
 	size     int64
 	closed   bool
+	// err is what closed the ingest other than a Commit: a digest
+	// mismatch, a failed write, an Abort. Every later call returns it, so
+	// that the caller's last step reports the first cause, not "closed".
+	err error
 }
 
 // NewIngest starts writing content expected to hash to dgst.
@@ -274,6 +278,9 @@ func (in *Ingest) Size() int64 { return in.size }
 
 // Write writes and hashes p. A failure to write the file is a *WriteError.
 func (in *Ingest) Write(p []byte) (int, error) {
+	if err := in.usable("write"); err != nil {
+		return 0, err
+	}
 	n, err := in.writeFile(p)
 	in.digester.Hash().Write(p[:n])
 	return n, err
@@ -285,12 +292,35 @@ func (in *Ingest) writeFile(p []byte) (n int, err error) {
 	n, err = in.file.Write(p)
 	in.size += int64(n)
 	if err != nil {
-		if IsNoSpace(err) {
-			in.store.markFull(err.Error(), 0)
-		}
-		return n, &WriteError{fmt.Errorf("ingest %s: %w", in.dgst, err)}
+		return n, in.fail(&WriteError{fmt.Errorf("ingest %s: %w", in.dgst, in.store.noteWrite(err))})
 	}
 	return n, nil
+}
+
+// usable returns nil while the ingest takes writes, and otherwise the error
+// that closed it.
+func (in *Ingest) usable(op string) error {
+	if in.err != nil {
+		return in.err
+	}
+	if in.closed {
+		return fmt.Errorf("%s %s: ingest already committed", op, in.dgst)
+	}
+	return nil
+}
+
+// fail closes the ingest, discarding its file, and keeps err as the answer
+// to every later call unless an earlier error already closed it.
+func (in *Ingest) fail(err error) error {
+	if in.err == nil {
+		in.err = err
+	}
+	if !in.closed {
+		in.closed = true
+		in.file.Close()
+		os.Remove(in.file.Name())
+	}
+	return in.err
 }
 
 // WriteError is a failure to write the cache, as opposed to a failure of
@@ -313,8 +343,8 @@ const (
 // returns, every byte written has been hashed. A failure to write the
 // file is a *WriteError; r's errors are returned as they are.
 func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error) {
-	if in.closed {
-		return 0, fmt.Errorf("ingest %s: already closed", in.dgst)
+	if err := in.usable("copy into"); err != nil {
+		return 0, err
 	}
 	free := make(chan []byte, copyBuffersInFlight)
 	held := make([]*[]byte, copyBuffersInFlight)
@@ -370,42 +400,34 @@ func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error
 }
 
 // Commit verifies the digest and moves the content into place, durably.
-// On a mismatch nothing is kept and the error wraps ErrDigestMismatch.
+// On a mismatch nothing is kept and the error wraps ErrDigestMismatch. On
+// an ingest already closed by a failure, it returns that failure.
 func (in *Ingest) Commit() error {
-	if in.closed {
-		return fmt.Errorf("commit %s: ingest already closed", in.dgst)
+	if err := in.usable("commit"); err != nil {
+		return err
 	}
 	if err := in.Verify(); err != nil {
 		return err
 	}
-	in.closed = true
 	tmp := in.file.Name()
 	if err := in.file.Sync(); err != nil {
-		if IsNoSpace(err) {
-			in.store.markFull(err.Error(), 0)
-		}
-		in.file.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: sync: %w", in.dgst, err)
+		return in.fail(fmt.Errorf("commit %s: sync: %w", in.dgst, in.store.noteWrite(err)))
 	}
 	if err := in.file.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: close: %w", in.dgst, err)
+		return in.fail(fmt.Errorf("commit %s: close: %w", in.dgst, in.store.noteWrite(err)))
 	}
 	final, err := in.store.blobPath(in.dgst)
 	if err != nil {
-		os.Remove(tmp)
-		return err
+		return in.fail(err)
 	}
 	dir := filepath.Dir(final)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: %w", in.dgst, err)
+		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, in.store.noteWrite(err)))
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: %w", in.dgst, err)
+		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, in.store.noteWrite(err)))
 	}
+	in.closed = true
 	in.store.idx.add(in.dgst, in.size)
 	// The rename is durable only once the directory entry is.
 	if err := syncDir(dir); err != nil {
@@ -417,27 +439,25 @@ func (in *Ingest) Commit() error {
 
 // Verify checks the content written so far hashes to the expected digest.
 // On a mismatch nothing is kept and the error wraps ErrDigestMismatch. A
-// verified ingest may be read whole before Commit makes it durable.
+// verified ingest may be read whole before Commit makes it durable. On an
+// ingest already closed by a failure, it returns that failure.
 func (in *Ingest) Verify() error {
-	if in.closed {
-		return fmt.Errorf("verify %s: ingest already closed", in.dgst)
+	if err := in.usable("verify"); err != nil {
+		return err
 	}
 	if got := in.digester.Digest(); got != in.dgst {
-		in.Abort()
-		return fmt.Errorf("commit %s: got %s: %w", in.dgst, got, ErrDigestMismatch)
+		return in.fail(fmt.Errorf("ingest %s: %d bytes hashed to %s: %w", in.dgst, in.size, got, ErrDigestMismatch))
 	}
 	return nil
 }
 
 // Abort discards the content. It is safe to call more than once and after
-// Commit.
+// Commit; it does not replace the error of an earlier failure.
 func (in *Ingest) Abort() {
 	if in.closed {
 		return
 	}
-	in.closed = true
-	in.file.Close()
-	os.Remove(in.file.Name())
+	in.fail(fmt.Errorf("ingest %s: aborted", in.dgst))
 }
 
 func syncDir(dir string) error {

@@ -54,7 +54,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 		noteCache(r, cacheCoalesced)
 	}
 	if err := f.waitHeaders(ctx); err != nil {
-		if storage.IsNoSpace(err) {
+		if cannotCache(err) {
 			return s.passthroughBlob(w, r, t)
 		}
 		return err
@@ -66,6 +66,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	defer rd.Close()
 	size, err := rd.knownSize()
 	if err != nil {
+		if cannotCache(err) {
+			// Without a declared size the fetch learnt only part way
+			// that the blob does not fit; no header has gone out.
+			return s.passthroughBlob(w, r, t)
+		}
 		return err
 	}
 	if err := serveContent(&followingWriter{ResponseWriter: w, rd: rd}, r, t, rd, size); err != nil {
@@ -148,8 +153,16 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, rep
 	return nil
 }
 
+// cannotCache reports a failure of the cache, not of the content: the disk
+// is full, the directory unwritable, or this one blob too large to keep.
+// The content is served from upstream without caching.
+func cannotCache(err error) bool {
+	return storage.IsNoSpace(err) || storage.IsUnwritable(err) || storage.IsTooLarge(err)
+}
+
 // passthroughBlob streams a blob from upstream to one client without
-// caching it: the cache's disk is full, and serving beats failing. A whole
+// caching it: the cache's disk is full or unwritable, or the blob too
+// large to keep, and serving beats failing. A whole
 // blob is still verified on the way: its last byte is sent only if the
 // digest matched, otherwise the connection is cut.
 func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *target) error {

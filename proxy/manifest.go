@@ -324,8 +324,18 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 }
 
 // storeManifest caches a verified manifest for repo and links the blobs it
-// references, which makes them servable for repo.
+// references, which makes them servable for repo. When the cache cannot
+// take writes (full, unwritable) the manifest is served without caching.
 func (s *Server) storeManifest(repo storage.Repo, m *manifest) error {
+	err := s.cacheManifest(repo, m)
+	if err != nil && cannotCache(err) {
+		s.log.Warn("manifest served without caching", "repo", repo.String(), "digest", m.dgst, "err", err)
+		return nil
+	}
+	return err
+}
+
+func (s *Server) cacheManifest(repo storage.Repo, m *manifest) error {
 	if err := s.store.PutBlob(m.dgst, m.body); err != nil {
 		return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
 	}

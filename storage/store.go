@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -85,19 +86,14 @@ func Open(root string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(s)
 	}
-	for _, dir := range []string{"blobs", "repos"} {
-		if err := os.MkdirAll(filepath.Join(abs, dir), 0o755); err != nil {
-			return nil, fmt.Errorf("open cache: %w", err)
-		}
-	}
 	// ingest/ holds only fetches in flight; after a restart there are none.
 	if err := os.RemoveAll(s.ingestDir()); err != nil {
 		return nil, fmt.Errorf("open cache: discard partial fetches: %w", err)
 	}
-	if err := os.MkdirAll(s.ingestDir(), 0o755); err != nil {
+	if err := s.makeLayout(); err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
-	if err := s.CheckWritable(); err != nil {
+	if err := s.probe(); err != nil {
 		return nil, err
 	}
 	st, err := s.scan()
@@ -120,20 +116,6 @@ func (s *Store) log(msg string) { s.logger.Info("cache: " + msg) }
 
 // Root returns the absolute cache directory.
 func (s *Store) Root() string { return s.root }
-
-// CheckWritable proves the cache can take new content right now.
-func (s *Store) CheckWritable() error {
-	f, err := os.CreateTemp(s.ingestDir(), "probe-*")
-	if err != nil {
-		return fmt.Errorf("cache %s is not writable: %w", s.root, err)
-	}
-	name := f.Name()
-	f.Close()
-	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("cache %s is not writable: %w", s.root, err)
-	}
-	return nil
-}
 
 func (s *Store) ingestDir() string { return filepath.Join(s.root, "ingest") }
 
@@ -170,7 +152,7 @@ func (s *Store) OpenBlob(dgst digest.Digest) (*Blob, error) {
 	}
 	s.idx.pin(dgst)
 	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		s.idx.unpin(dgst)
 		return nil, ErrNotFound
 	}
@@ -200,7 +182,7 @@ func (s *Store) StatBlob(dgst digest.Digest) (int64, error) {
 		return 0, err
 	}
 	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		return 0, ErrNotFound
 	}
 	if err != nil {
@@ -245,6 +227,8 @@ type Ingest struct {
 	digester digest.Digester
 	size     int64
 	closed   bool
+	// nextCheck is the size at which the free space is looked at again.
+	nextCheck int64
 	// err is what closed the ingest other than a Commit: a digest
 	// mismatch, a failed write, an Abort. Every later call returns it, so
 	// that the caller's last step reports the first cause, not "closed".
@@ -257,14 +241,14 @@ func (s *Store) NewIngest(dgst digest.Digest) (*Ingest, error) {
 		return nil, fmt.Errorf("ingest %q: %w", dgst, err)
 	}
 	if s.Full() {
-		return nil, ErrNoSpace
+		return nil, fmt.Errorf("ingest %s: %w", dgst, s.stateErr())
+	}
+	if err := s.stillTooLarge(dgst); err != nil {
+		return nil, err
 	}
 	f, err := os.CreateTemp(s.ingestDir(), dgst.Encoded()[:12]+"-*")
 	if err != nil {
-		if IsNoSpace(err) {
-			s.markFull(err.Error(), 0)
-		}
-		return nil, fmt.Errorf("ingest %s: %w", dgst, err)
+		return nil, fmt.Errorf("ingest %s: %w", dgst, s.noteWrite(err))
 	}
 	return &Ingest{store: s, dgst: dgst, file: f, digester: dgst.Algorithm().Digester()}, nil
 }
@@ -289,6 +273,10 @@ func (in *Ingest) Write(p []byte) (int, error) {
 // writeFile appends p to the file without hashing it; the caller hashes
 // the n bytes written.
 func (in *Ingest) writeFile(p []byte) (n int, err error) {
+	// Space is reserved as bytes arrive, not as declared.
+	if err := in.store.checkGrowth(in.dgst, in.size, in.size+int64(len(p)), &in.nextCheck); err != nil {
+		return 0, in.fail(&WriteError{err})
+	}
 	n, err = in.file.Write(p)
 	in.size += int64(n)
 	if err != nil {
@@ -538,11 +526,11 @@ func (s *Store) LinkBlob(r Repo, dgst digest.Digest) error {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("link %s to %s: %w", dgst, r, err)
+		return fmt.Errorf("link %s to %s: %w", dgst, r, s.noteWrite(err))
 	}
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return fmt.Errorf("link %s to %s: %w", dgst, r, err)
+		return fmt.Errorf("link %s to %s: %w", dgst, r, s.noteWrite(err))
 	}
 	return f.Close()
 }
@@ -570,7 +558,7 @@ func (s *Store) PutManifest(r Repo, dgst digest.Digest, rec ManifestRecord) erro
 	if err != nil {
 		return err
 	}
-	return writeJSONAtomic(s.ingestDir(), p, rec)
+	return s.noteWrite(writeJSONAtomic(s.ingestDir(), p, rec))
 }
 
 // GetManifest returns the record of manifest dgst in r, or ErrNotFound.
@@ -616,7 +604,7 @@ func (s *Store) PutTag(r Repo, tag, variant string, rec TagRecord) error {
 	if err := checkSegments(variant, false); err != nil {
 		return fmt.Errorf("tag %q variant: %w", tag, err)
 	}
-	return writeJSONAtomic(s.ingestDir(), filepath.Join(dir, variant), rec)
+	return s.noteWrite(writeJSONAtomic(s.ingestDir(), filepath.Join(dir, variant), rec))
 }
 
 // GetTag returns the record for one variant of tag, or ErrNotFound.
@@ -640,7 +628,7 @@ func (s *Store) TagRecords(r Repo, tag string) ([]TagRecord, error) {
 		return nil, err
 	}
 	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -657,9 +645,15 @@ func (s *Store) TagRecords(r Repo, tag string) ([]TagRecord, error) {
 	return recs, nil
 }
 
+// missing reports a file that is not there: absent, or under a path one of
+// whose directories was replaced by a file.
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
 func readJSON(p string, v any) error {
 	b, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		return ErrNotFound
 	}
 	if err != nil {

@@ -20,6 +20,7 @@
 package storage
 
 import (
+	"context"
 	"crypto/rand"
 	_ "crypto/sha256" // register the digest algorithms go-digest checks for
 	_ "crypto/sha512"
@@ -58,6 +59,12 @@ type Store struct {
 	// copyBuffers are Ingest.CopyFrom's buffers: a fetch holds
 	// copyBuffersInFlight of them only while it runs.
 	copyBuffers sync.Pool
+	integrity   integrity
+	scrubRate   int64
+
+	// stop ends the background work; bg counts it.
+	stop context.CancelFunc
+	bg   sync.WaitGroup
 }
 
 // Option configures a Store.
@@ -83,6 +90,7 @@ func Open(root string, opts ...Option) (*Store, error) {
 	s := &Store{root: abs, idx: newIndex(), logger: slog.New(slog.DiscardHandler),
 		space: space{minFree: 64 << 20, recheck: 10 * time.Second}}
 	s.copyBuffers.New = func() any { b := make([]byte, copyBufferSize); return &b }
+	s.integrity.hashing = map[digest.Digest]*hashJob{}
 	for _, o := range opts {
 		o(s)
 	}
@@ -102,6 +110,10 @@ func Open(root string, opts ...Option) (*Store, error) {
 	}
 	s.scan0 = st
 	s.Trim()
+	s.pruneQuarantine()
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.background(ctx)
 	return s, nil
 }
 
@@ -144,35 +156,69 @@ func (b *Blob) Close() error {
 	return err
 }
 
-// OpenBlob opens verified content. The caller closes it.
+// OpenBlob opens verified content. The caller closes it. The file's size
+// and mtime must be those the index recorded; a blob this process has not
+// verified since it started, or whose mtime changed, is hashed whole before
+// it is returned (once for all concurrent callers). Content that fails is
+// quarantined, and OpenBlob reports ErrNotFound so that the caller fetches
+// it again.
 func (s *Store) OpenBlob(dgst digest.Digest) (*Blob, error) {
+	blob, v, err := s.openBlob(dgst)
+	if err != nil || v == trusted {
+		return blob, err
+	}
+	p, _ := s.blobPath(dgst)
+	if err := s.verify(dgst, p, nil); err != nil {
+		blob.Close()
+		return nil, err
+	}
+	return blob, nil
+}
+
+// openBlob opens and pins dgst's file and checks it against the index. A
+// file of the wrong size is quarantined at once; the verdict says whether
+// the content is trusted or must be hashed first.
+func (s *Store) openBlob(dgst digest.Digest) (*Blob, verdict, error) {
 	p, err := s.blobPath(dgst)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	s.idx.pin(dgst)
 	f, err := os.Open(p)
 	if missing(err) {
 		s.idx.unpin(dgst)
-		return nil, ErrNotFound
+		s.idx.forget(dgst) // deleted under the store's feet
+		return nil, 0, ErrNotFound
 	}
 	if err != nil {
 		s.idx.unpin(dgst)
-		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
+		return nil, 0, fmt.Errorf("open blob %s: %w", dgst, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		s.idx.unpin(dgst)
-		return nil, fmt.Errorf("stat blob %s: %w", dgst, err)
+		return nil, 0, fmt.Errorf("stat blob %s: %w", dgst, err)
 	}
-	if s.idx.use(dgst) {
-		// Recency survives a restart through the mtime.
-		now := time.Now()
-		_ = os.Chtimes(p, now, now)
+	v := s.idx.check(dgst, p, f, fi)
+	if v == wrongSize {
+		s.quarantine(dgst, p, f, fmt.Sprintf("size %d, not the %d recorded", fi.Size(), s.recordedSize(dgst)))
+		f.Close()
+		s.idx.unpin(dgst)
+		return nil, 0, fmt.Errorf("blob %s: %w", dgst, errCorrupt)
 	}
 	var once sync.Once
-	return &Blob{File: f, Size: fi.Size(), release: func() { once.Do(func() { s.idx.unpin(dgst) }) }}, nil
+	return &Blob{File: f, Size: fi.Size(), release: func() { once.Do(func() { s.idx.unpin(dgst) }) }}, v, nil
+}
+
+// recordedSize is the size the index holds for d, for messages.
+func (s *Store) recordedSize(d digest.Digest) int64 {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	if e, ok := s.idx.lru.Peek(d); ok {
+		return e.size
+	}
+	return -1
 }
 
 // StatBlob returns the size of verified content.
@@ -191,9 +237,12 @@ func (s *Store) StatBlob(dgst digest.Digest) (int64, error) {
 	return fi.Size(), nil
 }
 
-// ReadBlob returns small verified content (a manifest) whole.
+// ReadBlob returns small verified content (a manifest) whole. It hashes
+// what it read on every read: a manifest is small, and a wrong one would
+// be served with its digest as proof. Content that fails is quarantined
+// and ReadBlob reports ErrNotFound.
 func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
-	blob, err := s.OpenBlob(dgst)
+	blob, _, err := s.openBlob(dgst)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +250,15 @@ func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
 	b := make([]byte, blob.Size)
 	if _, err := io.ReadFull(blob.File, b); err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", dgst, err)
+	}
+	s.integrity.hashed.Add(int64(len(b)))
+	if !sameDigest(dgst, b) {
+		p, _ := s.blobPath(dgst)
+		s.quarantine(dgst, p, blob.File, fmt.Sprintf("%d bytes hash to %s", len(b), dgst.Algorithm().FromBytes(b)))
+		return nil, fmt.Errorf("blob %s: %w", dgst, errCorrupt)
+	}
+	if fi, err := blob.File.Stat(); err == nil {
+		s.idx.markVerified(dgst, fi.Size(), fi.ModTime())
 	}
 	return b, nil
 }
@@ -401,6 +459,12 @@ func (in *Ingest) Commit() error {
 	if err := in.file.Sync(); err != nil {
 		return in.fail(fmt.Errorf("commit %s: sync: %w", in.dgst, in.store.noteWrite(err)))
 	}
+	// The index keeps the mtime of the last write: OpenBlob compares it.
+	fi, err := in.file.Stat()
+	if err != nil {
+		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, err))
+	}
+	mtime := fi.ModTime()
 	if err := in.file.Close(); err != nil {
 		return in.fail(fmt.Errorf("commit %s: close: %w", in.dgst, in.store.noteWrite(err)))
 	}
@@ -412,16 +476,28 @@ func (in *Ingest) Commit() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, in.store.noteWrite(err)))
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := in.store.place(in.dgst, tmp, final, in.size, mtime); err != nil {
 		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, in.store.noteWrite(err)))
 	}
 	in.closed = true
-	in.store.idx.add(in.dgst, in.size)
 	// The rename is durable only once the directory entry is.
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("commit %s: %w", in.dgst, err)
 	}
 	in.store.Trim()
+	return nil
+}
+
+// place renames a verified file into blobs/ and indexes it as verified,
+// ordered against quarantine so that a quarantine never moves it out for
+// the fault of the file it replaced.
+func (s *Store) place(d digest.Digest, tmp, final string, size int64, mtime time.Time) error {
+	s.integrity.quarantineMu.Lock()
+	defer s.integrity.quarantineMu.Unlock()
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	s.idx.add(d, size, mtime, true)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -167,15 +168,21 @@ func (s *Store) hashFile(d digest.Digest, p string, pace *pacer, urgent *atomic.
 	return nil
 }
 
-// sameDigest reports whether content hashes to d, without allocating for
-// the comparison.
+// sameDigest reports whether content hashes to d. It runs on every
+// manifest read, so the common SHA-256 case hashes on the stack and the
+// comparison allocates nothing.
 func sameDigest(d digest.Digest, content []byte) bool {
-	h := d.Algorithm().Hash()
-	h.Write(content)
-	var sum [64]byte
 	var enc [128]byte
-	b := h.Sum(sum[:0])
-	n := hex.Encode(enc[:], b)
+	var n int
+	if d.Algorithm() == digest.SHA256 {
+		sum := sha256.Sum256(content)
+		n = hex.Encode(enc[:], sum[:])
+	} else {
+		h := d.Algorithm().Hash()
+		h.Write(content)
+		var sum [64]byte
+		n = hex.Encode(enc[:], h.Sum(sum[:0]))
+	}
 	return string(enc[:n]) == d.Encoded()
 }
 

@@ -17,33 +17,16 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/breakwater-registry/breakwater/internal/testdisk"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
 )
 
-// smallDisk mounts a tmpfs of size bytes: a real filesystem that fills up.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount: %v: %s", err, out)
-		}
-	})
-	return dir
-}
-
 // TestDiskFull: with the cache's disk full, blobs are streamed from upstream
 // without caching; when space returns, caching resumes by itself.
 func TestDiskFull(t *testing.T) {
-	disk := smallDisk(t, "4m")
+	disk := testdisk.Tmpfs(t, "4m")
 	filler := filepath.Join(disk, "filler")
 	if err := os.WriteFile(filler, make([]byte, 3<<20+512<<10), 0o644); err != nil {
 		t.Fatal(err)
@@ -101,15 +84,13 @@ func TestDiskFull(t *testing.T) {
 
 // TestReadyz: ready while the cache takes writes, not ready when it stops.
 func TestReadyz(t *testing.T) {
-	disk := smallDisk(t, "1m")
+	disk := testdisk.Tmpfs(t, "1m")
 	up := testupstream.Start(t)
 	m := newMirror(t, up.URL, mirrorOpts{dir: filepath.Join(disk, "cache")})
 	if resp, body := m.get("/readyz"); resp.StatusCode != 200 {
 		t.Fatalf("/readyz: %d %s", resp.StatusCode, body)
 	}
-	if out, err := exec.Command("mount", "-o", "remount,ro", disk).CombinedOutput(); err != nil {
-		t.Fatalf("remount ro: %v: %s", err, out)
-	}
+	testdisk.Remount(t, disk, "ro")
 	defer exec.Command("mount", "-o", "remount,rw", disk).Run()
 	if resp, body := m.get("/readyz"); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/readyz on a read-only cache: %d %s", resp.StatusCode, body)
@@ -245,15 +226,6 @@ func TestBlobOverMaxSize(t *testing.T) {
 	}
 }
 
-// remount changes a smallDisk's mode: read-only stops root too, unlike
-// chmod.
-func remount(t *testing.T, disk, mode string) {
-	t.Helper()
-	if out, err := exec.Command("mount", "-o", "remount,"+mode, disk).CombinedOutput(); err != nil {
-		t.Fatalf("remount %s: %v: %s", mode, err, out)
-	}
-}
-
 // statusOf returns the status page's cache state and cause.
 func statusOf(t *testing.T, m *mirror) proxy.CacheStatus {
 	t.Helper()
@@ -271,7 +243,7 @@ func statusOf(t *testing.T, m *mirror) proxy.CacheStatus {
 // /readyz and the status page say why; when it is writable again caching
 // resumes by itself.
 func TestReadOnlyCache(t *testing.T) {
-	disk := smallDisk(t, "16m")
+	disk := testdisk.Tmpfs(t, "16m")
 	up := testupstream.Start(t)
 	m := newMirror(t, up.URL, mirrorOpts{
 		dir:       filepath.Join(disk, "cache"),
@@ -282,7 +254,7 @@ func TestReadOnlyCache(t *testing.T) {
 	pullConcurrently(t, m, "library/before", before, 1)
 	waitCached(t, m, before)
 
-	remount(t, disk, "ro")
+	testdisk.Remount(t, disk, "ro")
 	defer exec.Command("mount", "-o", "remount,rw", disk).Run()
 	img := randomImage(t, 128<<10, 1, types.DockerManifestSchema2)
 	up.PushImage(t, "library/after:v1", img)
@@ -304,27 +276,30 @@ func TestReadOnlyCache(t *testing.T) {
 		t.Errorf("status: state %q cause %q", st.State, st.StateCause)
 	}
 
-	remount(t, disk, "rw")
+	testdisk.Remount(t, disk, "rw")
 	waitWritable(t, m)
-	pullConcurrently(t, m, "library/after", after, 1)
-	waitCached(t, m, after)
-	up.Reset()
-	pullConcurrently(t, m, "library/after", after, 1)
-	if n := up.Count(http.MethodGet, "/blobs/"); n != 0 {
-		t.Errorf("the pull after recovery was not cached: %d upstream GETs after it", n)
-	}
+	pullCaches(t, m, up, "library/after", after)
 }
 
 // waitWritable polls /readyz until the store recovered by itself.
 func waitWritable(t *testing.T, m *mirror) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	eventually(t, func() (bool, string) {
 		resp, body := m.get("/readyz")
-		if resp.StatusCode == http.StatusOK {
+		return resp.StatusCode == http.StatusOK, fmt.Sprintf("not recovered: /readyz %d %s", resp.StatusCode, body)
+	})
+}
+
+// eventually polls done for up to 10 s and fails with its last message.
+func eventually(t *testing.T, done func() (bool, string)) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		ok, msg := done()
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not recovered: /readyz %d %s", resp.StatusCode, body)
+			t.Fatal(msg)
 		}
 	}
 }
@@ -374,12 +349,19 @@ func TestDeletedCache(t *testing.T) {
 		}
 	}
 	m.get("/v2/library/gone/manifests/v1")
-	pullConcurrently(t, m, "library/gone", dgst, 1)
+	pullCaches(t, m, up, "library/gone", dgst)
+}
+
+// pullCaches pulls a blob and checks it was cached: the next pull makes no
+// upstream request.
+func pullCaches(t *testing.T, m *mirror, up *testupstream.Upstream, repo, dgst string) {
+	t.Helper()
+	pullConcurrently(t, m, repo, dgst, 1)
 	waitCached(t, m, dgst)
 	up.Reset()
-	pullConcurrently(t, m, "library/gone", dgst, 1)
-	if n := up.Count(http.MethodGet, "/blobs/"); n != 0 {
-		t.Errorf("the pull after recovery was not cached: %d upstream GETs after it", n)
+	pullConcurrently(t, m, repo, dgst, 1)
+	if n := up.Count("", "/blobs/"); n != 0 {
+		t.Errorf("%s was not cached: %d upstream blob requests for the next pull", dgst, n)
 	}
 }
 
@@ -387,13 +369,8 @@ func TestDeletedCache(t *testing.T) {
 // bytes a moment before they are durable.
 func waitCached(t *testing.T, m *mirror, dgst string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	eventually(t, func() (bool, string) {
 		_, err := m.store.StatBlob(digest.Digest(dgst))
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not cached: %v", dgst, err)
-		}
-	}
+		return err == nil, fmt.Sprintf("%s not cached: %v", dgst, err)
+	})
 }

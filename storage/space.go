@@ -171,23 +171,21 @@ func (s *Store) stateErr() error {
 }
 
 func (s *Store) markFull(cause string) {
-	s.space.mu.Lock()
-	defer s.space.mu.Unlock()
-	if s.space.state.Kind != DiskFull {
-		s.logger.Error("CACHE DISK FULL: serving from upstream without caching until space returns",
-			"dir", s.root, "cause", cause)
-		s.space.state = State{Kind: DiskFull, Cause: cause, Since: time.Now()}
-	}
-	s.space.checkedAt = time.Now()
+	s.mark(DiskFull, cause, "CACHE DISK FULL: serving from upstream without caching until space returns")
 }
 
 func (s *Store) markUnwritable(cause string) {
+	s.mark(Unwritable, cause, "CACHE DIRECTORY NOT WRITABLE: serving from upstream without caching until it is")
+}
+
+// mark enters state kind, logging msg once on the way in, and restarts the
+// recheck interval.
+func (s *Store) mark(kind StateKind, cause, msg string) {
 	s.space.mu.Lock()
 	defer s.space.mu.Unlock()
-	if s.space.state.Kind != Unwritable {
-		s.logger.Error("CACHE DIRECTORY NOT WRITABLE: serving from upstream without caching until it is",
-			"dir", s.root, "cause", cause)
-		s.space.state = State{Kind: Unwritable, Cause: cause, Since: time.Now()}
+	if s.space.state.Kind != kind {
+		s.logger.Error(msg, "dir", s.root, "cause", cause)
+		s.space.state = State{Kind: kind, Cause: cause, Since: time.Now()}
 	}
 	s.space.checkedAt = time.Now()
 }

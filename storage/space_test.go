@@ -4,31 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// smallDisk mounts a tmpfs of size bytes: a real filesystem that fills up.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount: %v: %s", err, out)
-		}
-	})
-	return dir
-}
+	"github.com/breakwater-registry/breakwater/internal/testdisk"
+)
 
 // TestReserveTooLarge: a declared size over the free space or over
 // max_size refuses that blob only; the store stays writable and the next
@@ -128,7 +111,7 @@ func TestIngestStopsAtMaxSize(t *testing.T) {
 // lack of space marks the store full, and it recovers by itself once the
 // free space is back above twice the minimum, not the size that failed.
 func TestWriteFailureMarksFullAndRecovers(t *testing.T) {
-	disk := smallDisk(t, "4m")
+	disk := testdisk.Tmpfs(t, "4m")
 	s, err := Open(filepath.Join(disk, "cache"), WithMinFree(256<<10), WithSpaceRecheck(10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -9,11 +9,13 @@
 //	repos/<upstream>/<name>/_links/<alg>/<hex>      blob linked to the repository
 //	repos/<upstream>/<name>/_manifests/<alg>/<hex>  manifest record (JSON)
 //	repos/<upstream>/<name>/_tags/<tag>/<variant>   tag record (JSON)
+//	quarantine/<alg>-<hex>-<unixnano>               blob found corrupt (bounded)
 //
 // A blob file exists only once its digest has been verified: content is
 // written to ingest/, fsynced, hashed and then renamed into blobs/. Whatever
 // is left in ingest/ at start is a fetch that never finished and is removed.
-// Records are small JSON files replaced atomically by rename.
+// Records are small JSON files replaced atomically by rename. What happens
+// to a blob file changed on disk afterwards is in integrity.go.
 //
 // The package knows nothing of HTTP; callers validate names, but every path
 // is checked again here so that no input can address a file outside root.

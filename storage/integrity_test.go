@@ -367,3 +367,21 @@ func mustPath(t *testing.T, s *Store, d digest.Digest) string {
 	}
 	return p
 }
+
+// TestReadBlobOtherAlgorithm: a manifest addressed by SHA-512 is checked on
+// read like a SHA-256 one.
+func TestReadBlobOtherAlgorithm(t *testing.T) {
+	s := openTemp(t)
+	d := digest.SHA512.FromBytes(manifestJSON)
+	if err := s.PutBlob(d, manifestJSON); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReadBlob(d); err != nil || !bytes.Equal(got, manifestJSON) {
+		t.Fatalf("ReadBlob: %v", err)
+	}
+	flipKeepMtime(t, s, d)
+	if _, err := s.ReadBlob(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("ReadBlob of a flipped SHA-512 manifest = %v", err)
+	}
+	assertQuarantined(t, s, d)
+}

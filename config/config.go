@@ -135,6 +135,10 @@ type Cache struct {
 	// the high mark evicts least recently used content down to the low.
 	HighWatermark int `yaml:"high_watermark"`
 	LowWatermark  int `yaml:"low_watermark"`
+	// ScrubRate is how many bytes per second the background scrub hashes
+	// of the blobs not verified since start, so that their first pull
+	// does not pay for it; 0 turns the scrub off (first opens still hash).
+	ScrubRate Size `yaml:"scrub_rate"`
 }
 
 // Size is a byte count written as "200GiB", "512MiB", "10GB" or "1024".
@@ -226,6 +230,7 @@ func Default() Config {
 			MaxStale:          Duration(7 * 24 * time.Hour),
 			HighWatermark:     90,
 			LowWatermark:      80,
+			ScrubRate:         50 << 20,
 		},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{

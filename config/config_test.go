@@ -17,7 +17,7 @@ func TestLoadValid(t *testing.T) {
 	want := Config{
 		Listen: "127.0.0.1:5000",
 		Cache: Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second), RevalidateTimeout: Duration(1500 * time.Millisecond),
-			MaxStale: Duration(24 * time.Hour), MaxSize: 200 << 30, MaxBlobSize: 64 << 30, HighWatermark: 95, LowWatermark: 85},
+			MaxStale: Duration(24 * time.Hour), MaxSize: 200 << 30, MaxBlobSize: 64 << 30, HighWatermark: 95, LowWatermark: 85, ScrubRate: 10 << 20},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
 			"docker.io": {URL: "https://registry-1.docker.io", Username: "robot", Password: "s3cret",

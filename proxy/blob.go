@@ -88,7 +88,7 @@ func (s *Server) followFetch(w http.ResponseWriter, r *http.Request, t *target, 
 		return unavailable(t.upstream.Name(), "unreachable: i/o timeout", 0)
 	}
 	if err != nil {
-		if storage.IsNoSpace(err) {
+		if cannotCache(err) {
 			return s.passthroughBlob(w, r, t)
 		}
 		return err
@@ -108,6 +108,11 @@ func (s *Server) followFetch(w http.ResponseWriter, r *http.Request, t *target, 
 	defer rd.Close()
 	size, err := rd.knownSize()
 	if err != nil {
+		if cannotCache(err) {
+			// Without a declared size the fetch learnt only part way
+			// that the blob does not fit; no header has gone out.
+			return s.passthroughBlob(w, r, t)
+		}
 		return err
 	}
 	if err := serveContent(&followingWriter{ResponseWriter: w, rd: rd}, r, t, rd, size); err != nil {
@@ -178,7 +183,12 @@ func (s *Server) confirmBlob(ctx context.Context, t *target, repo storage.Repo) 
 	}
 	resp.Body.Close()
 	if err := s.store.LinkBlob(repo, t.dgst); err != nil {
-		return fmt.Errorf("link %s to %s: %w", t.dgst, repo, err)
+		if !cannotCache(err) {
+			return fmt.Errorf("link %s to %s: %w", t.dgst, repo, err)
+		}
+		// The upstream's yes stands for this request; the next one asks
+		// again.
+		s.log.Warn("link blob", "repo", repo, "digest", t.dgst, "err", err)
 	}
 	return nil
 }
@@ -204,12 +214,20 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, rep
 	return nil
 }
 
+// cannotCache reports a failure of the cache, not of the content: the disk
+// is full, the directory unwritable, or this one blob too large to keep.
+// The content is served from upstream without caching.
+func cannotCache(err error) bool {
+	return storage.IsNoSpace(err) || storage.IsUnwritable(err) || storage.IsTooLarge(err)
+}
+
 // passthroughBlob streams a blob from upstream to one client without
-// caching it: the cache cannot take it, and serving beats failing. It is
-// still verified on the way: its last byte is sent only if the digest
-// matched, otherwise the connection is cut. A range of a blob cannot be
-// verified, so a Range request is answered with the whole blob (200),
-// which HTTP allows and clients handle.
+// caching it: the cache's disk is full or unwritable, or the blob too
+// large to keep, and serving beats failing. It is still verified on the
+// way: its last byte is sent only if the digest matched, otherwise the
+// connection is cut. A range of a blob cannot be verified, so a Range
+// request is answered with the whole blob (200), which HTTP allows and
+// clients handle.
 func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *target) error {
 	noteCache(r, cachePass)
 	var resp *http.Response

@@ -119,6 +119,7 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 		once.Do(func() {
 			hs.Close()
 			srv.Close()
+			store.Close()
 		})
 	}
 	t.Cleanup(stop)

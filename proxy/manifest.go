@@ -347,7 +347,18 @@ func schema1(contentType string, body []byte) bool {
 // list is the upstream's word for what the manifest needs, not for what
 // repo may read (a foreign layer can name any digest), so a blob becomes
 // servable for repo only when the upstream serves or confirms it for repo.
+// When the cache cannot take writes (full, unwritable) the manifest is
+// served without caching.
 func (s *Server) storeManifest(repo storage.Repo, m *manifest) error {
+	err := s.cacheManifest(repo, m)
+	if err != nil && cannotCache(err) {
+		s.log.Warn("manifest served without caching", "repo", repo.String(), "digest", m.dgst, "err", err)
+		return nil
+	}
+	return err
+}
+
+func (s *Server) cacheManifest(repo storage.Repo, m *manifest) error {
 	if err := s.store.PutBlob(m.dgst, m.body); err != nil {
 		return fmt.Errorf("cache manifest %s: %w", m.dgst, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/breakwater-registry/breakwater/storage"
 )
 
 // ceilSeconds rounds up to whole seconds, as a Retry-After says them.
@@ -37,7 +39,15 @@ type CacheStatus struct {
 	PullRequests int64   `json:"pullRequests"`
 	DiskFull     bool    `json:"diskFull"`
 	Writable     bool    `json:"writable"`
-	Inflight     int     `json:"inflightFetches"`
+	// State is writable, full or unwritable; StateCause says why not.
+	State      string `json:"state"`
+	StateCause string `json:"stateCause,omitempty"`
+	// Verified and Unverified count the blobs hashed since start and those
+	// not yet; Quarantined the ones found corrupt.
+	Verified    int64 `json:"verified"`
+	Unverified  int64 `json:"unverified"`
+	Quarantined int64 `json:"quarantined"`
+	Inflight    int   `json:"inflightFetches"`
 }
 
 // UpstreamStatus summarises one upstream.
@@ -61,13 +71,19 @@ type UpstreamStatus struct {
 // Status returns the current summary.
 func (s *Server) Status() Status {
 	u := s.store.Usage()
+	// The probe first: a failing one changes the state.
+	writable := s.store.CheckWritable() == nil
+	state := s.store.State()
+	in := s.store.Integrity()
 	ratio, pulls := s.tel.hitRatio()
 	st := Status{
 		Version: s.version,
 		Uptime:  time.Since(s.started).Round(time.Second).String(),
 		Cache: CacheStatus{
 			Dir: s.store.Root(), Bytes: u.Bytes, MaxBytes: u.Limits.MaxSize, Entries: u.Entries, Evictions: u.Evictions,
-			HitRatio: ratio, PullRequests: pulls, DiskFull: s.store.Full(), Writable: s.store.CheckWritable() == nil,
+			HitRatio: ratio, PullRequests: pulls, DiskFull: state.Kind == storage.DiskFull, Writable: writable,
+			State: state.Kind.String(), StateCause: state.Cause,
+			Verified: in.Verified, Unverified: in.Unverified, Quarantined: in.Quarantined,
 			Inflight: s.blobs.count(),
 		},
 	}
@@ -117,8 +133,9 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 <tr><th>entries</th><td>{{.Cache.Entries}}</td></tr>
 <tr><th>hit ratio</th><td>{{percent .Cache.HitRatio}} of {{.Cache.PullRequests}} manifest and blob requests</td></tr>
 <tr><th>evictions</th><td>{{.Cache.Evictions}}</td></tr>
+<tr><th>integrity</th><td>{{.Cache.Verified}} blobs verified since start, {{.Cache.Unverified}} not yet (hashed on first open or by the scrub){{if .Cache.Quarantined}}; <span class="open">{{.Cache.Quarantined}} found corrupt and quarantined</span>{{end}}</td></tr>
 <tr><th>fetches under way</th><td>{{.Cache.Inflight}}</td></tr>
-<tr><th>disk</th><td>{{if .Cache.DiskFull}}<span class="open">FULL: streaming without caching</span>{{else if not .Cache.Writable}}<span class="open">NOT WRITABLE</span>{{else}}ok{{end}} ({{.Cache.Dir}})</td></tr>
+<tr><th>disk</th><td>{{if .Cache.DiskFull}}<span class="open">FULL: streaming without caching</span>{{else if eq .Cache.State "unwritable"}}<span class="open">NOT WRITABLE: streaming without caching</span>{{else if not .Cache.Writable}}<span class="open">NOT WRITABLE</span>{{else}}ok{{end}} ({{.Cache.Dir}}){{if .Cache.StateCause}}: {{.Cache.StateCause}}{{end}}</td></tr>
 </table>
 <h2>Upstreams</h2>
 <table><tr><th>registry</th><th>URL</th><th>circuit</th><th>rate limit</th><th>pulls left</th><th>last error</th></tr>

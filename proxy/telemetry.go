@@ -11,6 +11,8 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/breakwater-registry/breakwater/storage"
 )
 
 // telemetry holds the instruments Breakwater records into. The exporters
@@ -68,6 +70,12 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 	must(e)
 	diskFull, e := m.Int64ObservableGauge("breakwater.cache.disk_full", metric.WithDescription("1 while the cache's disk is full and blobs are streamed without caching."))
 	must(e)
+	unwritable, e := m.Int64ObservableGauge("breakwater.cache.unwritable", metric.WithDescription("1 while the cache's directory is read-only or gone and blobs are streamed without caching."))
+	must(e)
+	quarantined, e := m.Int64ObservableCounter("breakwater.cache.quarantined", metric.WithDescription("Cached blobs and manifests found corrupt, quarantined and fetched again."))
+	must(e)
+	unverified, e := m.Int64ObservableGauge("breakwater.cache.unverified", metric.WithDescription("Cached blobs not yet hashed since start: their first open hashes them, unless the scrub did."))
+	must(e)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
@@ -78,17 +86,25 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 		o.ObserveInt64(entries, int64(u.Entries))
 		o.ObserveInt64(evictions, u.Evictions)
 		o.ObserveInt64(inflight, int64(s.blobs.count()))
-		full := int64(0)
-		if s.store.Full() {
-			full = 1
-		}
-		o.ObserveInt64(diskFull, full)
+		state := s.store.State().Kind
+		o.ObserveInt64(diskFull, oneIf(state == storage.DiskFull))
+		o.ObserveInt64(unwritable, oneIf(state == storage.Unwritable))
+		in := s.store.Integrity()
+		o.ObserveInt64(quarantined, in.Quarantined)
+		o.ObserveInt64(unverified, in.Unverified)
 		return nil
-	}, cacheSize, cacheMax, entries, evictions, inflight, diskFull)
+	}, cacheSize, cacheMax, entries, evictions, inflight, diskFull, unwritable, quarantined, unverified)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	return t, nil
+}
+
+func oneIf(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // recordRequest counts one answered request.

@@ -25,58 +25,176 @@ type Limits struct {
 	Low     int64
 }
 
-// index is the in-memory view of verified content: sizes, recency, which
-// blobs are being read, and which manifests reference which blobs. It is
-// rebuilt from disk at start.
+// index is the in-memory view of verified content: sizes, mtimes,
+// recency, which blobs this process has verified, which are being read,
+// and which manifests reference which blobs. It is rebuilt from disk at
+// start.
 type index struct {
 	mu    sync.Mutex
-	lru   *simplelru.LRU[digest.Digest, int64]
+	lru   *simplelru.LRU[digest.Digest, *entry]
 	total int64
-	pins  map[digest.Digest]int
+	// unverified counts the entries (and their bytes) whose content this
+	// process has not hashed yet.
+	unverified, unverifiedBytes int64
+	pins                        map[digest.Digest]int
 	// referrers maps a blob to the manifests that reference it, so that a
 	// manifest is removed with any blob it needs: a client must never get
 	// a cached manifest whose blobs are gone.
 	referrers map[digest.Digest]map[digest.Digest]struct{}
-	// touched is when a blob's mtime was last bumped, to keep recency
-	// across restarts without a syscall on every hit.
-	touched map[digest.Digest]time.Time
 
 	evictions int64
 	evicting  bool
 }
 
+// entry is what the index knows of one blob file.
+type entry struct {
+	size int64
+	// mtime is the file's as this process last saw or set it: a file whose
+	// mtime differs was touched by something else and is hashed again.
+	mtime time.Time
+	// touched is when this process last bumped the mtime, to keep recency
+	// across restarts without a syscall on every hit.
+	touched time.Time
+	// verified: this process hashed the content, or wrote it through an
+	// Ingest that did.
+	verified bool
+}
+
 func newIndex() *index {
 	// simplelru requires a positive size; the size bound is ours, in bytes.
-	l, _ := simplelru.NewLRU[digest.Digest, int64](1<<62, nil)
+	l, _ := simplelru.NewLRU[digest.Digest, *entry](1<<62, nil)
 	return &index{
 		lru:       l,
 		pins:      map[digest.Digest]int{},
 		referrers: map[digest.Digest]map[digest.Digest]struct{}{},
-		touched:   map[digest.Digest]time.Time{},
 	}
 }
 
-func (x *index) add(d digest.Digest, size int64) {
+// add records a blob file, replacing what was known of d.
+func (x *index) add(d digest.Digest, size int64, mtime time.Time, verified bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if old, ok := x.lru.Peek(d); ok {
-		x.total -= old
-	}
-	x.lru.Add(d, size)
+	x.dropLocked(d)
+	e := &entry{size: size, mtime: mtime, verified: verified}
+	x.lru.Add(d, e)
 	x.total += size
+	x.countLocked(e, 1)
 }
 
-// use marks d as just used and reports whether its mtime should be bumped.
-func (x *index) use(d digest.Digest) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.lru.Get(d)
-	now := time.Now()
-	if now.Sub(x.touched[d]) < time.Hour {
+// countLocked adds e to (sign 1) or takes it from (-1) the unverified
+// counts.
+func (x *index) countLocked(e *entry, sign int64) {
+	if !e.verified {
+		x.unverified += sign
+		x.unverifiedBytes += sign * e.size
+	}
+}
+
+// dropLocked removes d's entry, if any, and reports whether there was one.
+func (x *index) dropLocked(d digest.Digest) bool {
+	e, ok := x.lru.Peek(d)
+	if !ok {
 		return false
 	}
-	x.touched[d] = now
+	x.lru.Remove(d)
+	x.total -= e.size
+	x.countLocked(e, -1)
 	return true
+}
+
+// forget drops d: its file is gone or quarantined.
+func (x *index) forget(d digest.Digest) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.dropLocked(d) {
+		delete(x.referrers, d)
+	}
+}
+
+// verdict is what opening a blob file found against the index.
+type verdict int
+
+const (
+	// trusted: verified by this process, size and mtime unchanged.
+	trusted verdict = iota
+	// unhashed: not verified since start, or touched since; hash first.
+	unhashed
+	// wrongSize: the file's size is not the one recorded: corrupt.
+	wrongSize
+)
+
+// check compares the open file f at path p with d's entry and marks d as
+// just used. A blob the index does not know (written by another process,
+// restored from a backup) is added, unverified. Every hour of use it bumps
+// the file's mtime, so that recency survives a restart, and records the
+// new mtime; it does so under the lock so that a concurrent open never
+// sees a file newer than its entry.
+func (x *index) check(d digest.Digest, p string, f *os.File, fi os.FileInfo) verdict {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.lru.Get(d)
+	if !ok {
+		e = &entry{size: fi.Size(), mtime: fi.ModTime()}
+		x.lru.Add(d, e)
+		x.total += e.size
+		x.countLocked(e, 1)
+		return unhashed
+	}
+	if fi.Size() != e.size {
+		return wrongSize
+	}
+	if !fi.ModTime().Equal(e.mtime) {
+		x.countLocked(e, -1)
+		e.mtime, e.verified = fi.ModTime(), false
+		x.countLocked(e, 1)
+		return unhashed
+	}
+	if !e.verified {
+		return unhashed
+	}
+	if now := time.Now(); now.Sub(e.touched) >= time.Hour {
+		e.touched = now
+		if os.Chtimes(p, now, now) == nil {
+			if fi, err := f.Stat(); err == nil {
+				e.mtime = fi.ModTime()
+			}
+		}
+	}
+	return trusted
+}
+
+// markVerified records that d's content hashed right, if its file is still
+// the one hashed (same size and mtime).
+func (x *index) markVerified(d digest.Digest, size int64, mtime time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.lru.Peek(d)
+	if !ok || e.verified || e.size != size || !e.mtime.Equal(mtime) {
+		return
+	}
+	x.countLocked(e, -1)
+	e.verified = true
+}
+
+// verified reports whether d's entry is verified.
+func (x *index) verified(d digest.Digest) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.lru.Peek(d)
+	return ok && e.verified
+}
+
+// unhashedBlobs lists the entries not verified yet, oldest first.
+func (x *index) unhashedBlobs() []digest.Digest {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []digest.Digest
+	for _, d := range x.lru.Keys() {
+		if e, _ := x.lru.Peek(d); !e.verified {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func (x *index) pin(d digest.Digest) {
@@ -169,14 +287,10 @@ func (s *Store) evict() {
 			}
 		}
 		for _, v := range doomed {
-			size, ok := x.lru.Peek(v)
-			if !ok {
+			if !x.dropLocked(v) {
 				continue
 			}
-			x.lru.Remove(v)
-			x.total -= size
 			x.evictions++
-			delete(x.touched, v)
 			delete(x.referrers, v)
 			victims = append(victims, v)
 		}
@@ -248,7 +362,9 @@ func (s *Store) scan() (ScanStats, error) {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].mtime.Before(entries[j].mtime) })
 	present := make(map[digest.Digest]bool, len(entries))
 	for _, e := range entries {
-		s.idx.add(e.d, e.size)
+		// Not verified: nothing says the file is what it was when it
+		// was written. The first open, or the scrub, hashes it.
+		s.idx.add(e.d, e.size, e.mtime, false)
 		present[e.d] = true
 		st.Blobs++
 		st.Bytes += e.size

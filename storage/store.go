@@ -9,17 +9,20 @@
 //	repos/<upstream>/<name>/_links/<alg>/<hex>      blob linked to the repository
 //	repos/<upstream>/<name>/_manifests/<alg>/<hex>  manifest record (JSON)
 //	repos/<upstream>/<name>/_tags/<tag>/<variant>   tag record (JSON)
+//	quarantine/<alg>-<hex>-<unixnano>               blob found corrupt (bounded)
 //
 // A blob file exists only once its digest has been verified: content is
 // written to ingest/, fsynced, hashed and then renamed into blobs/. Whatever
 // is left in ingest/ at start is a fetch that never finished and is removed.
-// Records are small JSON files replaced atomically by rename.
+// Records are small JSON files replaced atomically by rename. What happens
+// to a blob file changed on disk afterwards is in integrity.go.
 //
 // The package knows nothing of HTTP; callers validate names, but every path
 // is checked again here so that no input can address a file outside root.
 package storage
 
 import (
+	"context"
 	"crypto/rand"
 	_ "crypto/sha256" // register the digest algorithms go-digest checks for
 	_ "crypto/sha512"
@@ -34,6 +37,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -57,6 +61,12 @@ type Store struct {
 	// copyBuffers are Ingest.CopyFrom's buffers: a fetch holds
 	// copyBuffersInFlight of them only while it runs.
 	copyBuffers sync.Pool
+	integrity   integrity
+	scrubRate   int64
+
+	// stop ends the background work; bg counts it.
+	stop context.CancelFunc
+	bg   sync.WaitGroup
 }
 
 // Option configures a Store.
@@ -82,22 +92,18 @@ func Open(root string, opts ...Option) (*Store, error) {
 	s := &Store{root: abs, idx: newIndex(), logger: slog.New(slog.DiscardHandler),
 		space: space{minFree: 64 << 20, recheck: 10 * time.Second}}
 	s.copyBuffers.New = func() any { b := make([]byte, copyBufferSize); return &b }
+	s.integrity.hashing = map[digest.Digest]*hashJob{}
 	for _, o := range opts {
 		o(s)
-	}
-	for _, dir := range []string{"blobs", "repos"} {
-		if err := os.MkdirAll(filepath.Join(abs, dir), 0o755); err != nil {
-			return nil, fmt.Errorf("open cache: %w", err)
-		}
 	}
 	// ingest/ holds only fetches in flight; after a restart there are none.
 	if err := os.RemoveAll(s.ingestDir()); err != nil {
 		return nil, fmt.Errorf("open cache: discard partial fetches: %w", err)
 	}
-	if err := os.MkdirAll(s.ingestDir(), 0o755); err != nil {
+	if err := s.makeLayout(); err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
-	if err := s.CheckWritable(); err != nil {
+	if err := s.probe(); err != nil {
 		return nil, err
 	}
 	st, err := s.scan()
@@ -106,6 +112,10 @@ func Open(root string, opts ...Option) (*Store, error) {
 	}
 	s.scan0 = st
 	s.Trim()
+	s.pruneQuarantine()
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.background(ctx)
 	return s, nil
 }
 
@@ -120,20 +130,6 @@ func (s *Store) log(msg string) { s.logger.Info("cache: " + msg) }
 
 // Root returns the absolute cache directory.
 func (s *Store) Root() string { return s.root }
-
-// CheckWritable proves the cache can take new content right now.
-func (s *Store) CheckWritable() error {
-	f, err := os.CreateTemp(s.ingestDir(), "probe-*")
-	if err != nil {
-		return fmt.Errorf("cache %s is not writable: %w", s.root, err)
-	}
-	name := f.Name()
-	f.Close()
-	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("cache %s is not writable: %w", s.root, err)
-	}
-	return nil
-}
 
 func (s *Store) ingestDir() string { return filepath.Join(s.root, "ingest") }
 
@@ -162,35 +158,69 @@ func (b *Blob) Close() error {
 	return err
 }
 
-// OpenBlob opens verified content. The caller closes it.
+// OpenBlob opens verified content. The caller closes it. The file's size
+// and mtime must be those the index recorded; a blob this process has not
+// verified since it started, or whose mtime changed, is hashed whole before
+// it is returned (once for all concurrent callers). Content that fails is
+// quarantined, and OpenBlob reports ErrNotFound so that the caller fetches
+// it again.
 func (s *Store) OpenBlob(dgst digest.Digest) (*Blob, error) {
+	blob, v, err := s.openBlob(dgst)
+	if err != nil || v == trusted {
+		return blob, err
+	}
+	p, _ := s.blobPath(dgst)
+	if err := s.verify(dgst, p, nil); err != nil {
+		blob.Close()
+		return nil, err
+	}
+	return blob, nil
+}
+
+// openBlob opens and pins dgst's file and checks it against the index. A
+// file of the wrong size is quarantined at once; the verdict says whether
+// the content is trusted or must be hashed first.
+func (s *Store) openBlob(dgst digest.Digest) (*Blob, verdict, error) {
 	p, err := s.blobPath(dgst)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	s.idx.pin(dgst)
 	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		s.idx.unpin(dgst)
-		return nil, ErrNotFound
+		s.idx.forget(dgst) // deleted under the store's feet
+		return nil, 0, ErrNotFound
 	}
 	if err != nil {
 		s.idx.unpin(dgst)
-		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
+		return nil, 0, fmt.Errorf("open blob %s: %w", dgst, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		s.idx.unpin(dgst)
-		return nil, fmt.Errorf("stat blob %s: %w", dgst, err)
+		return nil, 0, fmt.Errorf("stat blob %s: %w", dgst, err)
 	}
-	if s.idx.use(dgst) {
-		// Recency survives a restart through the mtime.
-		now := time.Now()
-		_ = os.Chtimes(p, now, now)
+	v := s.idx.check(dgst, p, f, fi)
+	if v == wrongSize {
+		s.quarantine(dgst, p, f, fmt.Sprintf("size %d, not the %d recorded", fi.Size(), s.recordedSize(dgst)))
+		f.Close()
+		s.idx.unpin(dgst)
+		return nil, 0, fmt.Errorf("blob %s: %w", dgst, errCorrupt)
 	}
 	var once sync.Once
-	return &Blob{File: f, Size: fi.Size(), release: func() { once.Do(func() { s.idx.unpin(dgst) }) }}, nil
+	return &Blob{File: f, Size: fi.Size(), release: func() { once.Do(func() { s.idx.unpin(dgst) }) }}, v, nil
+}
+
+// recordedSize is the size the index holds for d, for messages.
+func (s *Store) recordedSize(d digest.Digest) int64 {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	if e, ok := s.idx.lru.Peek(d); ok {
+		return e.size
+	}
+	return -1
 }
 
 // StatBlob returns the size of verified content.
@@ -200,7 +230,7 @@ func (s *Store) StatBlob(dgst digest.Digest) (int64, error) {
 		return 0, err
 	}
 	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		return 0, ErrNotFound
 	}
 	if err != nil {
@@ -209,9 +239,12 @@ func (s *Store) StatBlob(dgst digest.Digest) (int64, error) {
 	return fi.Size(), nil
 }
 
-// ReadBlob returns small verified content (a manifest) whole.
+// ReadBlob returns small verified content (a manifest) whole. It hashes
+// what it read on every read: a manifest is small, and a wrong one would
+// be served with its digest as proof. Content that fails is quarantined
+// and ReadBlob reports ErrNotFound.
 func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
-	blob, err := s.OpenBlob(dgst)
+	blob, _, err := s.openBlob(dgst)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +252,15 @@ func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
 	b := make([]byte, blob.Size)
 	if _, err := io.ReadFull(blob.File, b); err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", dgst, err)
+	}
+	s.integrity.hashed.Add(int64(len(b)))
+	if !sameDigest(dgst, b) {
+		p, _ := s.blobPath(dgst)
+		s.quarantine(dgst, p, blob.File, fmt.Sprintf("%d bytes hash to %s", len(b), dgst.Algorithm().FromBytes(b)))
+		return nil, fmt.Errorf("blob %s: %w", dgst, errCorrupt)
+	}
+	if fi, err := blob.File.Stat(); err == nil {
+		s.idx.markVerified(dgst, fi.Size(), fi.ModTime())
 	}
 	return b, nil
 }
@@ -245,6 +287,12 @@ type Ingest struct {
 	digester digest.Digester
 	size     int64
 	closed   bool
+	// nextCheck is the size at which the free space is looked at again.
+	nextCheck int64
+	// err is what closed the ingest other than a Commit: a digest
+	// mismatch, a failed write, an Abort. Every later call returns it, so
+	// that the caller's last step reports the first cause, not "closed".
+	err error
 }
 
 // NewIngest starts writing content expected to hash to dgst.
@@ -253,14 +301,14 @@ func (s *Store) NewIngest(dgst digest.Digest) (*Ingest, error) {
 		return nil, fmt.Errorf("ingest %q: %w", dgst, err)
 	}
 	if s.Full() {
-		return nil, ErrNoSpace
+		return nil, fmt.Errorf("ingest %s: %w", dgst, s.stateErr())
+	}
+	if err := s.stillTooLarge(dgst); err != nil {
+		return nil, err
 	}
 	f, err := os.CreateTemp(s.ingestDir(), dgst.Encoded()[:12]+"-*")
 	if err != nil {
-		if IsNoSpace(err) {
-			s.markFull(err.Error(), 0)
-		}
-		return nil, fmt.Errorf("ingest %s: %w", dgst, err)
+		return nil, fmt.Errorf("ingest %s: %w", dgst, s.noteWrite(err))
 	}
 	return &Ingest{store: s, dgst: dgst, file: f, digester: dgst.Algorithm().Digester()}, nil
 }
@@ -274,6 +322,9 @@ func (in *Ingest) Size() int64 { return in.size }
 
 // Write writes and hashes p. A failure to write the file is a *WriteError.
 func (in *Ingest) Write(p []byte) (int, error) {
+	if err := in.usable("write"); err != nil {
+		return 0, err
+	}
 	n, err := in.writeFile(p)
 	in.digester.Hash().Write(p[:n])
 	return n, err
@@ -282,15 +333,42 @@ func (in *Ingest) Write(p []byte) (int, error) {
 // writeFile appends p to the file without hashing it; the caller hashes
 // the n bytes written.
 func (in *Ingest) writeFile(p []byte) (n int, err error) {
+	// Space is reserved as bytes arrive, not as declared.
+	if err := in.store.checkGrowth(in.dgst, in.size, in.size+int64(len(p)), &in.nextCheck); err != nil {
+		return 0, in.fail(&WriteError{err})
+	}
 	n, err = in.file.Write(p)
 	in.size += int64(n)
 	if err != nil {
-		if IsNoSpace(err) {
-			in.store.markFull(err.Error(), 0)
-		}
-		return n, &WriteError{fmt.Errorf("ingest %s: %w", in.dgst, err)}
+		return n, in.fail(&WriteError{fmt.Errorf("ingest %s: %w", in.dgst, in.store.noteWrite(err))})
 	}
 	return n, nil
+}
+
+// usable returns nil while the ingest takes writes, and otherwise the error
+// that closed it.
+func (in *Ingest) usable(op string) error {
+	if in.err != nil {
+		return in.err
+	}
+	if in.closed {
+		return fmt.Errorf("%s %s: ingest already committed", op, in.dgst)
+	}
+	return nil
+}
+
+// fail closes the ingest, discarding its file, and keeps err as the answer
+// to every later call unless an earlier error already closed it.
+func (in *Ingest) fail(err error) error {
+	if in.err == nil {
+		in.err = err
+	}
+	if !in.closed {
+		in.closed = true
+		in.file.Close()
+		os.Remove(in.file.Name())
+	}
+	return in.err
 }
 
 // WriteError is a failure to write the cache, as opposed to a failure of
@@ -313,8 +391,8 @@ const (
 // returns, every byte written has been hashed. A failure to write the
 // file is a *WriteError; r's errors are returned as they are.
 func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error) {
-	if in.closed {
-		return 0, fmt.Errorf("ingest %s: already closed", in.dgst)
+	if err := in.usable("copy into"); err != nil {
+		return 0, err
 	}
 	free := make(chan []byte, copyBuffersInFlight)
 	held := make([]*[]byte, copyBuffersInFlight)
@@ -370,43 +448,40 @@ func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error
 }
 
 // Commit verifies the digest and moves the content into place, durably.
-// On a mismatch nothing is kept and the error wraps ErrDigestMismatch.
+// On a mismatch nothing is kept and the error wraps ErrDigestMismatch. On
+// an ingest already closed by a failure, it returns that failure.
 func (in *Ingest) Commit() error {
-	if in.closed {
-		return fmt.Errorf("commit %s: ingest already closed", in.dgst)
+	if err := in.usable("commit"); err != nil {
+		return err
 	}
 	if err := in.Verify(); err != nil {
 		return err
 	}
-	in.closed = true
 	tmp := in.file.Name()
 	if err := in.file.Sync(); err != nil {
-		if IsNoSpace(err) {
-			in.store.markFull(err.Error(), 0)
-		}
-		in.file.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: sync: %w", in.dgst, err)
+		return in.fail(fmt.Errorf("commit %s: sync: %w", in.dgst, in.store.noteWrite(err)))
 	}
+	// The index keeps the mtime of the last write: OpenBlob compares it.
+	fi, err := in.file.Stat()
+	if err != nil {
+		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, err))
+	}
+	mtime := fi.ModTime()
 	if err := in.file.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: close: %w", in.dgst, err)
+		return in.fail(fmt.Errorf("commit %s: close: %w", in.dgst, in.store.noteWrite(err)))
 	}
 	final, err := in.store.blobPath(in.dgst)
 	if err != nil {
-		os.Remove(tmp)
-		return err
+		return in.fail(err)
 	}
 	dir := filepath.Dir(final)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: %w", in.dgst, err)
+		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, in.store.noteWrite(err)))
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("commit %s: %w", in.dgst, err)
+	if err := in.store.place(in.dgst, tmp, final, in.size, mtime); err != nil {
+		return in.fail(fmt.Errorf("commit %s: %w", in.dgst, in.store.noteWrite(err)))
 	}
-	in.store.idx.add(in.dgst, in.size)
+	in.closed = true
 	// The rename is durable only once the directory entry is.
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("commit %s: %w", in.dgst, err)
@@ -415,29 +490,40 @@ func (in *Ingest) Commit() error {
 	return nil
 }
 
+// place renames a verified file into blobs/ and indexes it as verified,
+// ordered against quarantine so that a quarantine never moves it out for
+// the fault of the file it replaced.
+func (s *Store) place(d digest.Digest, tmp, final string, size int64, mtime time.Time) error {
+	s.integrity.quarantineMu.Lock()
+	defer s.integrity.quarantineMu.Unlock()
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	s.idx.add(d, size, mtime, true)
+	return nil
+}
+
 // Verify checks the content written so far hashes to the expected digest.
 // On a mismatch nothing is kept and the error wraps ErrDigestMismatch. A
-// verified ingest may be read whole before Commit makes it durable.
+// verified ingest may be read whole before Commit makes it durable. On an
+// ingest already closed by a failure, it returns that failure.
 func (in *Ingest) Verify() error {
-	if in.closed {
-		return fmt.Errorf("verify %s: ingest already closed", in.dgst)
+	if err := in.usable("verify"); err != nil {
+		return err
 	}
 	if got := in.digester.Digest(); got != in.dgst {
-		in.Abort()
-		return fmt.Errorf("commit %s: got %s: %w", in.dgst, got, ErrDigestMismatch)
+		return in.fail(fmt.Errorf("ingest %s: %d bytes hashed to %s: %w", in.dgst, in.size, got, ErrDigestMismatch))
 	}
 	return nil
 }
 
 // Abort discards the content. It is safe to call more than once and after
-// Commit.
+// Commit; it does not replace the error of an earlier failure.
 func (in *Ingest) Abort() {
 	if in.closed {
 		return
 	}
-	in.closed = true
-	in.file.Close()
-	os.Remove(in.file.Name())
+	in.fail(fmt.Errorf("ingest %s: aborted", in.dgst))
 }
 
 func syncDir(dir string) error {
@@ -518,11 +604,11 @@ func (s *Store) LinkBlob(r Repo, dgst digest.Digest) error {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("link %s to %s: %w", dgst, r, err)
+		return fmt.Errorf("link %s to %s: %w", dgst, r, s.noteWrite(err))
 	}
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return fmt.Errorf("link %s to %s: %w", dgst, r, err)
+		return fmt.Errorf("link %s to %s: %w", dgst, r, s.noteWrite(err))
 	}
 	return f.Close()
 }
@@ -550,7 +636,7 @@ func (s *Store) PutManifest(r Repo, dgst digest.Digest, rec ManifestRecord) erro
 	if err != nil {
 		return err
 	}
-	return writeJSONAtomic(s.ingestDir(), p, rec)
+	return s.noteWrite(writeJSONAtomic(s.ingestDir(), p, rec))
 }
 
 // GetManifest returns the record of manifest dgst in r, or ErrNotFound.
@@ -596,7 +682,7 @@ func (s *Store) PutTag(r Repo, tag, variant string, rec TagRecord) error {
 	if err := checkSegments(variant, false); err != nil {
 		return fmt.Errorf("tag %q variant: %w", tag, err)
 	}
-	return writeJSONAtomic(s.ingestDir(), filepath.Join(dir, variant), rec)
+	return s.noteWrite(writeJSONAtomic(s.ingestDir(), filepath.Join(dir, variant), rec))
 }
 
 // GetTag returns the record for one variant of tag, or ErrNotFound.
@@ -620,7 +706,7 @@ func (s *Store) TagRecords(r Repo, tag string) ([]TagRecord, error) {
 		return nil, err
 	}
 	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -637,9 +723,15 @@ func (s *Store) TagRecords(r Repo, tag string) ([]TagRecord, error) {
 	return recs, nil
 }
 
+// missing reports a file that is not there: absent, or under a path one of
+// whose directories was replaced by a file.
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
 func readJSON(p string, v any) error {
 	b, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		return ErrNotFound
 	}
 	if err != nil {

@@ -19,6 +19,7 @@ func openTemp(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -70,6 +71,58 @@ func TestIngestMismatchKeepsNothing(t *testing.T) {
 		t.Errorf("ingest not cleaned: %v", ents)
 	}
 	in.Abort() // harmless after a failed commit
+}
+
+// TestIngestKeepsFirstError: whatever closed an ingest (a digest
+// mismatch, a failed write, an Abort) is what every later call reports, so
+// a caller that verifies and then commits learns the cause, not "closed".
+func TestIngestKeepsFirstError(t *testing.T) {
+	content := []byte("what the upstream sent")
+	for _, tc := range []struct {
+		name  string
+		close func(in *Ingest) error
+		want  func(error) bool
+	}{
+		{"mismatch", func(in *Ingest) error {
+			_, _ = in.Write([]byte("something else"))
+			return in.Verify()
+		}, func(err error) bool { return errors.Is(err, ErrDigestMismatch) }},
+		{"write failure", func(in *Ingest) error {
+			in.file.Close()
+			_, err := in.Write(content)
+			return err
+		}, func(err error) bool { var w *WriteError; return errors.As(err, &w) && errors.Is(err, os.ErrClosed) }},
+		{"abort", func(in *Ingest) error {
+			in.Abort()
+			return nil
+		}, func(err error) bool { return err != nil && strings.Contains(err.Error(), "aborted") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTemp(t)
+			in, err := s.NewIngest(digest.FromBytes(content))
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := tc.close(in)
+			if first != nil && !tc.want(first) {
+				t.Fatalf("first error %v", first)
+			}
+			in.Abort() // must not replace the cause
+			_, werr := in.Write(content)
+			_, cerr := in.CopyFrom(bytes.NewReader(content), nil)
+			for name, err := range map[string]error{"Verify": in.Verify(), "Commit": in.Commit(), "Write": werr, "CopyFrom": cerr} {
+				if !tc.want(err) {
+					t.Errorf("%s after %s = %v", name, tc.name, err)
+				}
+				if first != nil && err != first {
+					t.Errorf("%s = %v, not the first error %v", name, err, first)
+				}
+			}
+			if ents, _ := os.ReadDir(filepath.Join(s.Root(), "ingest")); len(ents) != 0 {
+				t.Errorf("ingest file left behind: %v", ents)
+			}
+		})
+	}
 }
 
 func TestOpenDiscardsPartials(t *testing.T) {

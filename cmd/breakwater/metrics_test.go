@@ -104,6 +104,9 @@ func TestMetricsAndStatus(t *testing.T) {
 		{"breakwater_fetches_inflight", nil, 0},
 		{"breakwater_cache_evictions_total", nil, 0},
 		{"breakwater_cache_disk_full", nil, 0},
+		{"breakwater_cache_unwritable", nil, 0},
+		{"breakwater_cache_quarantined_total", nil, 0},
+		{"breakwater_cache_unverified", nil, 0},
 	}
 	for _, c := range checks {
 		if got := metricValue(t, m, c.name, c.labels...); got != c.want {

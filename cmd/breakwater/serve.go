@@ -145,10 +145,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 			Low:     max / 100 * int64(cfg.Cache.LowWatermark),
 		}
 	}
-	store, err := storage.Open(cfg.Cache.Dir, storage.WithLimits(limits), storage.WithLogger(log))
+	store, err := storage.Open(cfg.Cache.Dir, storage.WithLimits(limits), storage.WithLogger(log),
+		storage.WithScrubRate(int64(cfg.Cache.ScrubRate)))
 	if err != nil {
 		return err
 	}
+	defer store.Close()
 	scan := store.StartupScan()
 	log.Info("cache opened", "dir", store.Root(), "blobs", scan.Blobs, "manifests", scan.Manifests,
 		"bytes", scan.Bytes, "dangling_records_removed", scan.Removed, "scan", scan.Duration.String(),

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -144,35 +145,53 @@ func pullConcurrently(t *testing.T, m *mirror, repo, dgst string, n int) {
 	}
 }
 
-// TestHugeContentLength: an upstream answer claiming 1 TiB passes through
-// without marking the disk full, and blobs after it are cached: 20
-// concurrent clients of a good blob make one upstream GET.
+// TestHugeContentLength: an upstream answer claiming 1 TiB never marks
+// the disk full, and blobs after it are cached: 20 concurrent clients of
+// a good blob make one upstream GET. Past cache.max_blob_size (64 GiB by
+// default) the client gets a 502 naming it; below it (here 2 TiB) the
+// blob is passed through, as one larger than the free disk, and its short
+// body is cut by the verification. Either way the content never arrives
+// as complete.
 func TestHugeContentLength(t *testing.T) {
-	up := testupstream.Start(t)
-	m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute})
-	_, liar := pushLinkedLayer(t, up, m, "library/liar", 4<<10)
-	lyingBlob(up, liar, "1099511627776")
-	// Passed through, the short body fails its verification: the client
-	// gets a cut connection, never the content as complete.
-	if resp, err := m.client.Get(m.srv.URL + "/v2/library/liar/blobs/" + liar); err == nil {
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil {
-			t.Errorf("lying blob: %d with %d bytes and no error", resp.StatusCode, len(body))
-		}
-	}
-	if m.store.Full() {
-		t.Fatal("a declared 1 TiB marked the store full")
-	}
-	up.SetHook(nil)
+	for _, tc := range []struct {
+		name    string
+		maxBlob int64
+		want502 bool
+	}{
+		{"past max_blob_size", 0, true},
+		{"larger than the disk", 2 << 40, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Minute, maxBlob: tc.maxBlob})
+			_, liar := pushLinkedLayer(t, up, m, "library/liar", 4<<10)
+			lyingBlob(up, liar, "1099511627776")
+			resp, err := m.client.Get(m.srv.URL + "/v2/library/liar/blobs/" + liar)
+			if err == nil {
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				is502 := resp.StatusCode == http.StatusBadGateway && bytes.Contains(body, []byte("cache.max_blob_size"))
+				if err == nil && (!tc.want502 || !is502) {
+					t.Errorf("lying blob: %d with %d bytes and no error: %s", resp.StatusCode, len(body), body)
+				}
+				if tc.want502 && !is502 {
+					t.Errorf("lying blob past max_blob_size: %d %s, want 502 naming it", resp.StatusCode, body)
+				}
+			}
+			if m.store.Full() {
+				t.Fatal("a declared 1 TiB marked the store full")
+			}
+			up.SetHook(nil)
 
-	_, good := pushLinkedLayer(t, up, m, "library/good", 256<<10)
-	up.Reset()
-	pullConcurrently(t, m, "library/good", good, 20)
-	if n := up.Count(http.MethodGet, "/blobs/"+good); n != 1 {
-		t.Errorf("20 clients of a good blob after a lying one: %d upstream GETs, want 1", n)
+			_, good := pushLinkedLayer(t, up, m, "library/good", 256<<10)
+			up.Reset()
+			pullConcurrently(t, m, "library/good", good, 20)
+			if n := up.Count(http.MethodGet, "/blobs/"+good); n != 1 {
+				t.Errorf("20 clients of a good blob after a lying one: %d upstream GETs, want 1", n)
+			}
+			waitCached(t, m, good)
+		})
 	}
-	waitCached(t, m, good)
 }
 
 // TestBlobOverMaxSize: a blob larger than max_size is passed through, and

@@ -18,11 +18,16 @@ import (
 type Credentials struct {
 	Username string
 	Password string
-	// PasswordFile is read once, at start; trailing newlines are dropped.
+	// PasswordFile is read when the authenticator is built: at start and at
+	// each configuration reload; trailing newlines are dropped.
 	PasswordFile string
 	// DockerConfig resolves credentials from the Docker config file
 	// ($DOCKER_CONFIG/config.json or ~/.docker/config.json).
 	DockerConfig bool
+	// Helper names a credential helper: docker-credential-Helper on the
+	// PATH is asked for credentials, and asked again every 30 s, so that
+	// short-lived tokens (ECR, GAR, ACR) are refreshed.
+	Helper string
 }
 
 // For returns the authenticator for the registry clients call host
@@ -30,6 +35,8 @@ type Credentials struct {
 // performs the bearer-token handshake public registries require.
 func For(host string, c Credentials) (authn.Authenticator, error) {
 	switch {
+	case c.Helper != "":
+		return newHelperAuth(host, c.Helper)
 	case c.DockerConfig:
 		reg, err := name.NewRegistry(host)
 		if err != nil {

@@ -23,7 +23,10 @@ import (
 type Config struct {
 	// Listen is the address the HTTP server binds, host:port.
 	Listen string `yaml:"listen"`
-	Cache  Cache  `yaml:"cache"`
+	// DrainTimeout is how long a stopping Breakwater (SIGTERM, SIGINT)
+	// lets the answers in flight finish before it exits.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	Cache        Cache    `yaml:"cache"`
 	// DefaultUpstream serves requests that name no registry (dockerd's
 	// registry-mirrors, podman's mirrors). It must be a key of Upstreams.
 	DefaultUpstream string `yaml:"default_upstream"`
@@ -185,6 +188,11 @@ type Upstream struct {
 	// DockerConfig takes credentials from the Docker config file
 	// ($DOCKER_CONFIG/config.json) for this upstream's host.
 	DockerConfig bool `yaml:"docker_config"`
+	// CredentialHelper names a docker credential helper:
+	// docker-credential-CredentialHelper on the PATH is asked for this
+	// upstream's credentials, and asked again every 30 s, so that
+	// short-lived tokens (ECR's ecr-login, GAR's gcloud) are refreshed.
+	CredentialHelper string `yaml:"credential_helper"`
 	// Resilience is this upstream's resilience when its block in the file
 	// sets any of its keys: the global block with those keys decoded over
 	// it. nil: the global block applies. Read it with Config.ResilienceFor.
@@ -221,7 +229,8 @@ func (d *Duration) setScalar(s string) error {
 // the bundled config.yaml says the same.
 func Default() Config {
 	return Config{
-		Listen: ":5000",
+		Listen:       ":5000",
+		DrainTimeout: Duration(30 * time.Second),
 		Cache: Cache{
 			Dir:               "./data",
 			TagTTL:            Duration(5 * time.Minute),
@@ -295,6 +304,9 @@ func Parse(b []byte) (Config, error) {
 
 // hostRE matches a registry host as clients name it: a DNS name or IPv4
 // address with an optional port, or "localhost".
+// helperRE is a credential helper's name: what follows docker-credential-.
+var helperRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
+
 var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$`)
 
 // problem is what is wrong with one field, named by its dotted path.
@@ -342,6 +354,9 @@ func (c *Config) problems(lines map[string]int) problems {
 	if c.Cache.LowWatermark < 0 || c.Cache.LowWatermark >= c.Cache.HighWatermark {
 		ps.add("cache.low_watermark", "%d: want a percentage below high_watermark (%d)", c.Cache.LowWatermark, c.Cache.HighWatermark)
 	}
+	if c.DrainTimeout <= 0 {
+		ps.add("drain_timeout", "must be positive (e.g. 30s)")
+	}
 	if c.Cache.RevalidateTimeout <= 0 {
 		ps.add("cache.revalidate_timeout", "must be positive")
 	}
@@ -378,6 +393,14 @@ func (c *Config) problems(lines map[string]int) problems {
 		}
 		if u.DockerConfig && u.Username != "" {
 			ps.add(field, "docker_config and username are mutually exclusive")
+		}
+		if u.CredentialHelper != "" {
+			if !helperRE.MatchString(u.CredentialHelper) {
+				ps.add(field+".credential_helper", "%q: want a helper's name, the NAME of docker-credential-NAME (e.g. ecr-login)", u.CredentialHelper)
+			}
+			if u.Username != "" || u.DockerConfig {
+				ps.add(field, "credential_helper, username and docker_config are mutually exclusive")
+			}
 		}
 		if u.Resilience != nil {
 			for _, p := range u.Resilience.problems() {

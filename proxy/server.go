@@ -100,6 +100,7 @@ type Server struct {
 	revalidate      time.Duration
 	blobs           *blobFetches
 	tel             *telemetry
+	upTel           *upstream.Telemetry
 	started         time.Time
 	version         string
 	manifests       flights
@@ -152,6 +153,13 @@ func New(opts Options) (*Server, error) {
 		cancel()
 		return nil, err
 	}
+	s.upTel = upTel
+	// Until New succeeds, a failure undoes what it set up.
+	fail := func(err error) (*Server, error) {
+		cancel()
+		_ = upTel.Close()
+		return nil, err
+	}
 	for _, c := range opts.Upstreams {
 		client, err := upstream.New(upstream.Config{
 			Name:      c.Name,
@@ -163,8 +171,7 @@ func New(opts Options) (*Server, error) {
 			Telemetry: upTel,
 		})
 		if err != nil {
-			cancel()
-			return nil, err
+			return fail(err)
 		}
 		s.upstreams[c.Name] = &registry{Client: client, reserve: int64(c.RateLimitReserve)}
 		s.aliases[c.Name] = c.Name
@@ -175,13 +182,11 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	if _, ok := s.upstreams[s.defaultUpstream]; !ok {
-		cancel()
-		return nil, fmt.Errorf("proxy: default upstream %q is not configured", s.defaultUpstream)
+		return fail(fmt.Errorf("proxy: default upstream %q is not configured", s.defaultUpstream))
 	}
 	tel, err := newTelemetry(opts.MeterProvider, opts.TracerProvider, s)
 	if err != nil {
-		cancel()
-		return nil, err
+		return fail(err)
 	}
 	s.tel, s.started, s.version, s.metrics, s.warm = tel, time.Now(), opts.Version, opts.MetricsHandler, opts.WarmHandler
 	// The blob fetches count the bytes they fetch from upstreams.
@@ -195,6 +200,14 @@ func New(opts Options) (*Server, error) {
 func (s *Server) Close() {
 	s.cancel()
 	s.background.Wait()
+	if s.tel.registration != nil {
+		if err := s.tel.registration.Unregister(); err != nil {
+			s.log.Warn("telemetry: unregister", "err", err)
+		}
+	}
+	if err := s.upTel.Close(); err != nil {
+		s.log.Warn("telemetry: unregister upstreams", "err", err)
+	}
 }
 
 // upstreamFor returns the configured upstream a client named, refusing

@@ -28,6 +28,11 @@ type telemetry struct {
 
 	// Counted here as well for the status page's hit ratio.
 	pulls, hits atomic.Int64
+
+	// registration is the observers' callback, unregistered when the
+	// server closes: a configuration reload replaces the server, and the
+	// old one must not go on reporting.
+	registration metric.Registration
 }
 
 const instrumentation = "github.com/breakwater-registry/breakwater/proxy"
@@ -79,7 +84,7 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	t.registration, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		u := s.store.Usage()
 		o.ObserveInt64(cacheSize, u.Bytes)
 		o.ObserveInt64(cacheMax, u.Limits.MaxSize)

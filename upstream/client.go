@@ -63,6 +63,10 @@ type Config struct {
 	// real ones. Tests set them.
 	Clock Clock
 	Rand  func() float64
+	// Transport carries the requests instead of a connection pool of the
+	// client's own: a Breakwater asking itself uses one that goes
+	// straight to its handler.
+	Transport http.RoundTripper
 }
 
 // Client is the client towards one registry. It is safe for concurrent
@@ -163,7 +167,10 @@ func New(c Config) (*Client, error) {
 	if cl.userAgent == "" {
 		cl.userAgent = "breakwater"
 	}
-	cl.inner = newBaseTransport(cl.policy.Retry.AttemptTimeout)
+	cl.inner = c.Transport
+	if cl.inner == nil {
+		cl.inner = newBaseTransport(cl.policy.Retry.AttemptTimeout)
+	}
 	cl.gate = newGate(c.Name, cl.policy, cl.clock, cl.rnd, cl.log)
 	cl.limits.remaining.Store(-1)
 	if n := cl.policy.MaxConcurrent; n > 0 {

@@ -19,12 +19,13 @@ import (
 // Telemetry holds the instruments of every Client built with it: one set
 // for all upstreams, each observation labelled with its upstream.
 type Telemetry struct {
-	tracer     trace.Tracer
-	requests   metric.Int64Counter
-	retries    metric.Int64Counter
-	duration   metric.Float64Histogram
-	mu         sync.Mutex
-	registered []*Client
+	tracer       trace.Tracer
+	requests     metric.Int64Counter
+	retries      metric.Int64Counter
+	duration     metric.Float64Histogram
+	mu           sync.Mutex
+	registered   []*Client
+	registration metric.Registration
 }
 
 const instrumentation = "github.com/breakwater-registry/breakwater/upstream"
@@ -63,7 +64,7 @@ func NewTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) (*Telemetry,
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("upstream telemetry: %v", errs)
 	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	t.registration, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		t.mu.Lock()
 		clients := append([]*Client(nil), t.registered...)
 		t.mu.Unlock()
@@ -84,6 +85,16 @@ func NewTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) (*Telemetry,
 		return nil, fmt.Errorf("upstream telemetry: %w", err)
 	}
 	return t, nil
+}
+
+// Close stops observing the clients built with t: their server is gone
+// (a configuration reload replaced it), and their gauges must not be
+// reported beside their successors'.
+func (t *Telemetry) Close() error {
+	if t == nil || t.registration == nil {
+		return nil
+	}
+	return t.registration.Unregister()
 }
 
 func (t *Telemetry) register(c *Client) {

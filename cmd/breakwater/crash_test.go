@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -34,37 +32,41 @@ func buildBinary(t *testing.T) string {
 // startBinary runs `breakwater serve` and waits for /healthz.
 func startBinary(t *testing.T, bin, cache, upstream string) (*exec.Cmd, string) {
 	t.Helper()
+	cmd, addr, _ := startBinaryLogged(t, bin, cache, upstream, "")
+	return cmd, addr
+}
+
+// startBinaryLogged is startBinary with more configuration (YAML of
+// top-level keys) that also returns the process's log as it grows.
+func startBinaryLogged(t *testing.T, bin, cache, upstream, extra string) (*exec.Cmd, string, *syncBuffer) {
+	t.Helper()
 	addr := testupstream.FreeAddr(t)
 	// A short deadline: the restart against a dead upstream need not
 	// retry for the default 20 s to show what it serves.
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte("resilience:\n  retry:\n    deadline: 2s\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("resilience:\n  retry:\n    deadline: 2s\n"+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--listen", addr, "--cache-dir", cache, "--upstream", "docker.io="+upstream, "--tag-ttl", "1h")
-	stderr, _ := cmd.StderrPipe()
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if testing.Verbose() {
+		cmd.Stderr = io.MultiWriter(logs, os.Stderr)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { // keep the pipe drained; show the log when verbose
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if testing.Verbose() {
-				fmt.Fprintln(os.Stderr, sc.Text())
-			}
-		}
-	}()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
 			resp.Body.Close()
-			return cmd, addr
+			return cmd, addr, logs
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("breakwater did not start")
-	return nil, ""
+	return nil, "", nil
 }
 
 func ingestSize(t *testing.T, cache string) int64 {

@@ -49,7 +49,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	cfg, err := loadConfig(*configPath, *listen, *cacheDir, *tagTTL, upstreams)
+	load := func() (config.Config, error) {
+		return loadConfig(*configPath, *listen, *cacheDir, *tagTTL, upstreams)
+	}
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintf(stderr, "breakwater: %v\n", err)
 		return 2
@@ -61,11 +64,31 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	log := newLogger(stderr, cfg.Log)
+	level := new(slog.LevelVar)
+	log := newLogger(stderr, cfg.Log, level)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log, debugLn, nil); err != nil {
+	// SIGHUP re-reads the configuration; without a file there is nothing
+	// to re-read, and the signal is only logged.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	opts := serveOptions{cfg: cfg, log: log, level: level, debugLn: debugLn, reload: reload, load: load}
+	if *configPath == "" {
+		opts.load = nil
+	}
+	if err := serveWith(ctx, opts); err != nil {
 		log.Error("breakwater stopped", "err", err)
 		return 1
 	}
@@ -105,9 +128,13 @@ func loadConfig(path, listen, cacheDir, tagTTL string, upstreams []string) (conf
 	return cfg, nil
 }
 
-func newLogger(w io.Writer, c config.Log) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated with the config
+// newLogger builds the logger; level, when not nil, holds its level so
+// that a configuration reload can change it.
+func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
+	if level == nil {
+		level = new(slog.LevelVar)
+	}
+	setLevel(level, c)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
@@ -115,22 +142,48 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
+func setLevel(level *slog.LevelVar, c config.Log) {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level)) // validated with the config
+	level.Set(l)
+}
+
 // serve runs Breakwater until ctx ends. When debugLn is not nil it answers
 // net/http/pprof there, and only there, and closes it on return. When ready
 // is not nil it receives the bound address once the server accepts
 // connections.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net.Listener, ready chan<- string) error {
+	return serveWith(ctx, serveOptions{cfg: cfg, log: log, debugLn: debugLn, ready: ready})
+}
+
+// serveOptions is what serveWith runs with.
+type serveOptions struct {
+	cfg     config.Config
+	log     *slog.Logger
+	level   *slog.LevelVar // the logger's, for a reload to change; may be nil
+	debugLn net.Listener
+	ready   chan<- string
+	// Each value on reload re-reads the configuration with load and
+	// applies it without dropping a request; nil load: no reloads.
+	reload <-chan struct{}
+	load   func() (config.Config, error)
+}
+
+// serveWith runs Breakwater until ctx ends, then drains: new connections
+// are refused and the answers in flight get up to drain_timeout to finish.
+func serveWith(ctx context.Context, o serveOptions) error {
+	cfg, log := o.cfg, o.log
 	errc := make(chan error, 2)
-	if debugLn != nil {
+	if o.debugLn != nil {
 		// First, so that the start-up scan of a large cache can be profiled.
 		dbg := &http.Server{
 			Handler:           debugHandler(),
 			ReadHeaderTimeout: 30 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
-		logDebugListener(log, debugLn.Addr())
+		logDebugListener(log, o.debugLn.Addr())
 		go func() {
-			errc <- fmt.Errorf("debug listener %s: %w", debugLn.Addr(), dbg.Serve(debugLn))
+			errc <- fmt.Errorf("debug listener %s: %w", o.debugLn.Addr(), dbg.Serve(o.debugLn))
 		}()
 		// Close rather than Shutdown: a CPU profile or trace in flight must
 		// not hold up the exit. The profiles stay reachable while the main
@@ -155,14 +208,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 	log.Info("cache opened", "dir", store.Root(), "blobs", scan.Blobs, "manifests", scan.Manifests,
 		"bytes", scan.Bytes, "dangling_records_removed", scan.Removed, "scan", scan.Duration.String(),
 		"max_size", limits.MaxSize)
-	ups, err := upstreamConfigs(cfg)
-	if err != nil {
-		return err
-	}
-	names := make([]string, len(ups))
-	for i, u := range ups {
-		names[i] = u.Name
-	}
 	tel, err := newTelemetry(ctx, buildVersion())
 	if err != nil {
 		return err
@@ -178,19 +223,79 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	gens := &generations{log: log}
+	build := func(cfg config.Config) (*proxy.Server, error) {
+		return newProxy(cfg, store, tel, log, gens)
+	}
+	srv, err := build(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	gens.swap(srv)
+
+	hs := &http.Server{
+		Handler:           gens,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("breakwater serving", "version", buildVersion(), "listen", ln.Addr().String(),
+		"cache", store.Root(), "upstreams", upstreamNames(cfg), "default_upstream", cfg.DefaultUpstream,
+		"tag_ttl", cfg.Cache.TagTTL.D().String(), "traces_exported", tel.exported)
+	if o.ready != nil {
+		o.ready <- ln.Addr().String()
+	}
+
+	go func() { errc <- hs.Serve(ln) }()
+	for done := false; !done; {
+		select {
+		case err := <-errc:
+			gens.close()
+			return err
+		case <-ctx.Done():
+			done = true
+		case <-o.reload:
+			cfg = reloadConfig(cfg, o, build, gens)
+		}
+	}
+	log.Info("shutting down: draining the answers in flight", "drain_timeout", cfg.DrainTimeout.D().String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.D())
+	defer cancel()
+	err = hs.Shutdown(shutdownCtx)
+	gens.close()
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("drain timeout: answers still in flight were cut", "drain_timeout", cfg.DrainTimeout.D().String())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newProxy builds the pull side for one configuration, on the process's
+// store and telemetry. The warm API asks the result through gens, in
+// process, so it works whatever the listen address.
+func newProxy(cfg config.Config, store *storage.Store, tel *telemetry, log *slog.Logger, gens *generations) (*proxy.Server, error) {
+	ups, err := upstreamConfigs(cfg)
+	if err != nil {
+		return nil, err
+	}
 	var warmHandler http.Handler
 	if cfg.Warm.APIEnabled {
 		// The warm API pulls through Breakwater's own pull API, so that
 		// the one fetch, verify and cache path does the work.
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		self, err := upstream.New(warm.MirrorConfig("http://" + net.JoinHostPort("127.0.0.1", port)))
+		mc := warm.MirrorConfig("http://breakwater.in-process")
+		mc.Transport = handlerTransport{handler: gens}
+		self, err := upstream.New(mc)
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("warm API: %w", err)
+			return nil, fmt.Errorf("warm API: %w", err)
 		}
 		warmHandler = warmAPI(self)
 	}
-	srv, err := proxy.New(proxy.Options{
+	return proxy.New(proxy.Options{
 		MeterProvider:     tel.meters,
 		TracerProvider:    tel.tracers,
 		MetricsHandler:    tel.handler,
@@ -205,39 +310,80 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		Logger:            log,
 		Version:           buildVersion(),
 	})
+}
+
+// reloadConfig re-reads the configuration and, if it is valid, serves
+// with it from now on; the requests in flight finish on the old one. It
+// returns the configuration in force.
+func reloadConfig(cur config.Config, o serveOptions, build func(config.Config) (*proxy.Server, error), gens *generations) config.Config {
+	log := o.log
+	if o.load == nil {
+		log.Warn("SIGHUP: no configuration file to re-read (started without --config)")
+		return cur
+	}
+	next, err := o.load()
 	if err != nil {
-		ln.Close()
-		return err
+		log.Error("configuration reload refused; the running configuration stays", "err", err)
+		return cur
 	}
+	for _, key := range restartOnly(cur, next) {
+		log.Warn("configuration reload: this key takes effect only at the next start", "key", key)
+	}
+	next = keepRestartOnly(next, cur)
+	srv, err := build(next)
+	if err != nil {
+		log.Error("configuration reload refused; the running configuration stays", "err", err)
+		return cur
+	}
+	gens.swap(srv)
+	if o.level != nil {
+		setLevel(o.level, next.Log)
+	}
+	log.Info("configuration reloaded", "upstreams", upstreamNames(next), "default_upstream", next.DefaultUpstream,
+		"tag_ttl", next.Cache.TagTTL.D().String())
+	return next
+}
 
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+// restartOnly names the keys whose change a reload cannot apply: the
+// listener, the cache's layout and bounds, and the log's format, all set
+// up once per process.
+func restartOnly(a, b config.Config) []string {
+	var keys []string
+	check := func(key string, same bool) {
+		if !same {
+			keys = append(keys, key)
+		}
 	}
-	log.Info("breakwater serving", "version", buildVersion(), "listen", ln.Addr().String(),
-		"cache", store.Root(), "upstreams", names, "default_upstream", cfg.DefaultUpstream,
-		"tag_ttl", cfg.Cache.TagTTL.D().String(), "traces_exported", tel.exported)
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
+	check("listen", a.Listen == b.Listen)
+	check("cache.dir", a.Cache.Dir == b.Cache.Dir)
+	check("cache.max_size", a.Cache.MaxSize == b.Cache.MaxSize)
+	check("cache.high_watermark", a.Cache.HighWatermark == b.Cache.HighWatermark)
+	check("cache.low_watermark", a.Cache.LowWatermark == b.Cache.LowWatermark)
+	check("cache.scrub_rate", a.Cache.ScrubRate == b.Cache.ScrubRate)
+	check("log.format", a.Log.Format == b.Log.Format)
+	return keys
+}
 
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+// keepRestartOnly is next with cur's values for the keys restartOnly
+// names, so that what the process reports is what it does.
+func keepRestartOnly(next, cur config.Config) config.Config {
+	next.Listen = cur.Listen
+	next.Cache.Dir = cur.Cache.Dir
+	next.Cache.MaxSize = cur.Cache.MaxSize
+	next.Cache.HighWatermark = cur.Cache.HighWatermark
+	next.Cache.LowWatermark = cur.Cache.LowWatermark
+	next.Cache.ScrubRate = cur.Cache.ScrubRate
+	next.Log.Format = cur.Log.Format
+	return next
+}
+
+func upstreamNames(cfg config.Config) []string {
+	names := make([]string, 0, len(cfg.Upstreams))
+	for name := range cfg.Upstreams {
+		names = append(names, name)
 	}
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = hs.Shutdown(shutdownCtx)
-	srv.Close()
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	sort.Strings(names)
+	return names
 }
 
 // debugHandler serves net/http/pprof on a mux of its own, never on the main
@@ -290,6 +436,7 @@ func upstreamConfig(cfg *config.Config, name string) (upstream.Config, error) {
 	u := cfg.Upstreams[name]
 	a, err := auth.For(name, auth.Credentials{
 		Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile, DockerConfig: u.DockerConfig,
+		Helper: u.CredentialHelper,
 	})
 	if err != nil {
 		return upstream.Config{}, err

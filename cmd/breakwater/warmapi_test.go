@@ -22,7 +22,13 @@ import (
 // base URL.
 func startServe(t *testing.T, up string, warmAPI bool) string {
 	t.Helper()
-	cfg, err := loadConfig("", "127.0.0.1:0", t.TempDir(), "1h", []string{"docker.io=" + up})
+	return startServeOn(t, "127.0.0.1:0", up, warmAPI)
+}
+
+// startServeOn is startServe listening on listen.
+func startServeOn(t *testing.T, listen, up string, warmAPI bool) string {
+	t.Helper()
+	cfg, err := loadConfig("", listen, t.TempDir(), "1h", []string{"docker.io=" + up})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,5 +116,36 @@ func TestWarmAPI(t *testing.T) {
 	}
 	if n := up.Count(http.MethodGet, "/blobs/"); n != 0 {
 		t.Errorf("after warming, %d blob GETs went upstream", n)
+	}
+}
+
+// TestWarmAPIAnyListenAddress: the warm API asks Breakwater in process,
+// so it works whatever address Breakwater listens on — not only on one
+// 127.0.0.1 reaches.
+func TestWarmAPIAnyListenAddress(t *testing.T) {
+	up := testupstream.Start(t)
+	img, err := random.Image(10_000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PushImage(t, "library/warmed:v1", img)
+	listens := []string{"127.0.0.2:0"}
+	if ln, err := net.Listen("tcp", "[::1]:0"); err == nil {
+		ln.Close()
+		listens = append(listens, "[::1]:0")
+	} else {
+		t.Logf("no IPv6 loopback here (%v): testing 127.0.0.2 only", err)
+	}
+	for _, listen := range listens {
+		base := startServeOn(t, listen, up.URL, true)
+		resp, err := http.Post(base+"/_breakwater/v1/warm", "application/json", strings.NewReader(`{"images":["warmed:v1"]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("listening on %s: warm answered %d %s", listen, resp.StatusCode, body)
+		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -173,4 +175,26 @@ func FreeAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// InstallCredentialHelper puts a docker-credential-NAME program on the
+// PATH for the rest of the test. It answers "get" with user and the
+// content of the returned secret file, read at each run, and appends the
+// server it was asked about to the returned runs file.
+func InstallCredentialHelper(t testing.TB, name, user string) (secretFile, runs string) {
+	t.Helper()
+	dir := t.TempDir()
+	secretFile = filepath.Join(dir, "secret")
+	runs = filepath.Join(dir, "runs")
+	script := `#!/bin/sh
+[ "$1" = get ] || exit 1
+read server
+echo "$server" >>` + runs + `
+printf '{"ServerURL":"%s","Username":"` + user + `","Secret":"%s"}' "$server" "$(cat ` + secretFile + `)"
+`
+	if err := os.WriteFile(filepath.Join(dir, "docker-credential-"+name), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return secretFile, runs
 }

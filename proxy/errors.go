@@ -98,7 +98,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 // writeWithReason answers with a custom HTTP reason phrase. Runtimes print a
 // mirror's status line but not its body (and a HEAD has none), so the
 // crafted 503 text must travel in the status line to reach the pod; see
-// DESIGN.md. net/http always writes the standard phrase, so this takes the
+// docs/design.md. net/http always writes the standard phrase, so this takes the
 // connection and writes the answer itself, then closes the connection. It
 // reports false when the connection cannot be taken (HTTP/2, where there is
 // no reason phrase and the body must carry the message).

@@ -49,9 +49,15 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&upstreams, "upstream", "HOST=URL: reach registry HOST at URL (repeatable; overrides the file)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time allowed for each image")
 	asJSON := fs.Bool("json", false, "print one JSON object per image")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: breakwater check [--config FILE | --mirror URL] [--json] IMAGE...")
-		fs.PrintDefaults()
+	const usage = `usage: breakwater check [--config FILE | --mirror URL] [--json] IMAGE...
+
+Resolves each image before pods need it.
+Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid (fatal);
+2 otherwise some registry could not be asked (transient); 3 bad usage (2 is taken).`
+	fs.Usage = func() { printHelp(stderr, fs, usage) }
+	if wantsHelp(args) {
+		printHelp(stdout, fs, usage)
+		return 0
 	}
 	if err := fs.Parse(args); err != nil {
 		return 3

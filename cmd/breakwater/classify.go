@@ -77,6 +77,10 @@ func classifyMain(args []string, stdin io.Reader, stdout, stderr io.Writer, maxI
 	message := fs.String("message", "", "kubelet's waiting `message` (the runtime's error text)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	listRules := fs.Bool("rules", false, "print the rule table in the order it is consulted, and exit")
+	if wantsHelp(args) {
+		printHelp(stdout, fs, classifyUsage)
+		return 0
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -86,7 +86,6 @@ func TestClassifyCommand(t *testing.T) {
 		{name: "odd names stay one token", stdin: `{"kind":"Pod","metadata":{"name":"a b"},"status":{"containerStatuses":[{"name":"","state":{"waiting":{"reason":"ErrImagePull","message":"i/o timeout"}}}]}}`,
 			code: 0, stdout: []string{`"a\x20b" - transient rule=timeout ` + explain("timeout")}},
 
-		{name: "help", args: []string{"--help"}, code: 0, inStderr: "Exit status:"},
 		{name: "rules", args: []string{"--rules"}, code: 0},
 		{name: "unknown flag", args: []string{"--nope"}, code: 3, inStderr: "flag provided but not defined: -nope"},
 		{name: "stray argument", args: []string{"pod.json"}, code: 3, inStderr: `unexpected argument "pod.json"`},

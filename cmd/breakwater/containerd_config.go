@@ -19,6 +19,7 @@ const containerdConfigUsage = `usage: breakwater containerd-config --mirror URL 
 Prints a containerd hosts.toml for each upstream of the configuration, each
 sending that registry's pulls to Breakwater at URL. With --dir, writes
 DIR/<host>/hosts.toml instead (DIR is usually /etc/containerd/certs.d).
+Exit status: 0 done; 1 a file could not be written; 2 bad usage or configuration.
 `
 
 // runContainerdConfig writes the containerd hosts.toml files that point each
@@ -30,9 +31,10 @@ func runContainerdConfig(args []string, stdout, stderr io.Writer) int {
 	mirror := fs.String("mirror", "", "Breakwater's URL as containerd on the nodes reaches it, http(s)://host[:port] (required)")
 	configPath := fs.String("config", "", "configuration file whose upstreams to write files for (default: built-in defaults)")
 	dir := fs.String("dir", "", "write DIR/<host>/hosts.toml instead of printing, e.g. /etc/containerd/certs.d")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, containerdConfigUsage)
-		fs.PrintDefaults()
+	fs.Usage = func() { printHelp(stderr, fs, containerdConfigUsage) }
+	if wantsHelp(args) {
+		printHelp(stdout, fs, containerdConfigUsage)
+		return 0
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

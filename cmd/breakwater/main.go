@@ -9,10 +9,12 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -50,6 +52,28 @@ Usage:
 Run "breakwater COMMAND --help" for a command's flags.
 `
 
+// wantsHelp reports -h, -help or --help among a command's arguments, before
+// any "--": the command then prints its usage on stdout and exits 0,
+// whatever else is on the line.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help", "-h=true", "--help=true":
+			return true
+		}
+	}
+	return false
+}
+
+// printHelp prints a command's usage and flags on w.
+func printHelp(w io.Writer, fs *flag.FlagSet, usage string) {
+	fs.SetOutput(w)
+	fmt.Fprintln(w, strings.TrimRight(usage, "\n"))
+	fs.PrintDefaults()
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -71,6 +95,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "containerd-config":
 		return runContainerdConfig(args[1:], stdout, stderr)
 	case "version", "--version":
+		if len(args) > 1 {
+			if wantsHelp(args[1:]) {
+				fmt.Fprintln(stdout, "usage: breakwater version\n\nPrints the version Breakwater was built as.")
+				return 0
+			}
+			fmt.Fprintf(stderr, "version: unexpected arguments: %s\n", strings.Join(args[1:], " "))
+			return 2
+		}
 		fmt.Fprintf(stdout, "breakwater %s\n", buildVersion())
 		return 0
 	case "help", "-h", "--help":

@@ -41,6 +41,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	debugListen := fs.String("debug-listen", "", "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060 (default: off; keep it on loopback)")
 	var upstreams repeated
 	fs.Var(&upstreams, "upstream", "HOST=URL: reach registry HOST at URL, e.g. docker.io=http://127.0.0.1:5001 (repeatable; overrides the file)")
+	const usage = `usage: breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION] [--debug-listen ADDR]
+
+Runs the mirror. SIGHUP re-reads --config; SIGTERM drains and exits 0.
+Exit status: 0 stopped by a signal; 1 failed while running; 2 bad usage or configuration.`
+	fs.Usage = func() { printHelp(stderr, fs, usage) }
+	if wantsHelp(args) {
+		printHelp(stdout, fs, usage)
+		return 0
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

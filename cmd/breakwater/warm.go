@@ -19,7 +19,10 @@ import (
 	"github.com/breakwater-registry/breakwater/warm"
 )
 
-const warmUsage = "usage: breakwater warm [--mirror URL] [--file LIST] [--platform os/arch[/variant]]... [--concurrency N] [--timeout DURATION] [--json] IMAGE..."
+const warmUsage = `usage: breakwater warm [--mirror URL] [--file LIST] [--platform os/arch[/variant]]... [--concurrency N] [--timeout DURATION] [--json] IMAGE...
+
+Pulls the images into a running Breakwater's cache.
+Exit status: 0 every image warmed; 1 some image failed; 2 bad usage.`
 
 // runWarm pulls images into a running Breakwater's cache through its pull
 // API. Exit status: 0 every image warmed; 1 some image failed; 2 bad usage.
@@ -33,9 +36,10 @@ func runWarm(args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.Int("concurrency", warm.DefaultConcurrency, "blobs of one image fetched in parallel")
 	timeout := fs.Duration("timeout", 0, "time allowed for each image (0: no limit)")
 	asJSON := fs.Bool("json", false, "print one JSON object per image and a summary object")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, warmUsage)
-		fs.PrintDefaults()
+	fs.Usage = func() { printHelp(stderr, fs, warmUsage) }
+	if wantsHelp(args) {
+		printHelp(stdout, fs, warmUsage)
+		return 0
 	}
 
 	images, err := warmParseArgs(fs, args)

@@ -36,25 +36,8 @@ func runContainerdConfig(args []string, stdout, stderr io.Writer) int {
 		printHelp(stdout, fs, containerdConfigUsage)
 		return 0
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "containerd-config: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		fs.Usage()
-		return 2
-	}
-	if *mirror == "" {
-		fmt.Fprintln(stderr, "containerd-config: --mirror is required, e.g. --mirror http://10.96.0.50:5000")
-		fs.Usage()
-		return 2
-	}
-	mirrorURL, err := parseMirrorURL(*mirror)
-	if err != nil {
-		fmt.Fprintf(stderr, "containerd-config: --mirror %q: %v\n", *mirror, err)
+	mirrorURL, ok := parseNodeConfigArgs(fs, args, mirror, stderr)
+	if !ok {
 		return 2
 	}
 	cfg, err := loadConfig(*configPath, "", "", "", nil)

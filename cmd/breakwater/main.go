@@ -5,6 +5,8 @@
 //	breakwater check [--config FILE | --mirror URL] IMAGE...
 //	breakwater warm [--mirror URL] [--file LIST] [--platform P]... IMAGE...
 //	breakwater containerd-config --mirror URL [--config FILE] [--dir DIR]
+//	breakwater docker-config --mirror URL [--file FILE]
+//	breakwater registries-conf --mirror URL [--config FILE] [--file FILE]
 //	breakwater version
 package main
 
@@ -47,6 +49,8 @@ Usage:
   breakwater check [--config FILE | --mirror URL] [--json] IMAGE...
   breakwater warm [--mirror URL] [--file LIST] [--platform OS/ARCH[/VARIANT]]... IMAGE...
   breakwater containerd-config --mirror URL [--config FILE] [--dir DIR]
+  breakwater docker-config --mirror URL [--file FILE]
+  breakwater registries-conf --mirror URL [--config FILE] [--file FILE]
   breakwater version
 
 Run "breakwater COMMAND --help" for a command's flags.
@@ -94,6 +98,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runClassify(args[1:], stdin, stdout, stderr)
 	case "containerd-config":
 		return runContainerdConfig(args[1:], stdout, stderr)
+	case "docker-config":
+		return runDockerConfig(args[1:], stdout, stderr)
+	case "registries-conf":
+		return runRegistriesConf(args[1:], stdout, stderr)
 	case "version", "--version":
 		if len(args) > 1 {
 			if wantsHelp(args[1:]) {

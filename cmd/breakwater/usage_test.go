@@ -14,7 +14,7 @@ func TestUsage(t *testing.T) {
 		cmd     string
 		badExit int
 	}{
-		{"serve", 2}, {"warm", 2}, {"containerd-config", 2}, {"version", 2},
+		{"serve", 2}, {"warm", 2}, {"containerd-config", 2}, {"docker-config", 2}, {"registries-conf", 2}, {"version", 2},
 		{"check", 3}, {"classify", 3},
 	}
 	for _, tc := range cases {

@@ -596,7 +596,7 @@ server = "http://$BW2"
   capabilities = ["pull", "resolve"]
 EOF
 # podman with mirror-defaults as its docker.io mirror
-sed "s/^location = \"$BW\"$/location = \"$BWD\"/" "$PM/registries.conf" >"$PM/registries-defaults.conf"
+sed -e "s/^location = \"$BW\"$/location = \"$BWD\"/" -e "s#^location = \"$BW/#location = \"$BWD/#" "$PM/registries.conf" >"$PM/registries-defaults.conf"
 PODMAN_D=("${PODMAN[@]/#CONTAINERS_REGISTRIES_CONF=*/CONTAINERS_REGISTRIES_CONF=$PM/registries-defaults.conf}")
 
 # ---- before the outage: pull library/e2e:v1 through mirror-outage -----------
@@ -713,22 +713,36 @@ fp_mode pass >/dev/null
 # ---- a burst the clients never notice ----------------------------------------
 
 # mirror-defaults (built-in settings: 20 s deadline) while its upstream
-# answers 503 for 1.5 s: each client pulls an image nothing has cached the
-# moment the burst starts. The pull must succeed, mirror-defaults must have
-# answered the client no 5xx, and the fault proxy must have answered 503
-# while the pull was under way (only this pull makes mirror-defaults ask).
+# answers 503 for 1.5 s from the moment the pull first asks for the image:
+# each client pulls an image nothing has cached. The pull must succeed,
+# mirror-defaults must have answered the client no 5xx, and the fault proxy
+# must have answered 503 while the pull was under way (only this pull makes
+# mirror-defaults ask).
 burst_pull() {
-	local client=$1 repo=library/e2e-burst-$1 want n="outage[burst] $1" fpm bwm c paths bad secs
+	local client=$1 repo=library/e2e-burst-$1 want n="outage[burst] $1" fpm bwm c paths bad secs watcher
 	want=$(seed_digest "e2e-burst-$client")
 	fpm=$(log_mark "$FPD_LOG")
 	bwm=$(log_mark "$BWD_LOG")
-	fp_set "$FPDC" "set=503&for=1.5s" || return
+	# A client takes a moment (podman seconds) to start: the upstream
+	# answers 503 until the first request this pull makes mirror-defaults
+	# send (its token handshake's /v2/) reaches the fault proxy, and for
+	# 1.5 s after it, so the burst is the pull's.
+	fp_set "$FPDC" "set=503" || return
+	(
+		for _ in $(seq 1 400); do
+			tail -n "+$fpm" "$FPD_LOG" 2>/dev/null | grep -q '"msg":"request"' && break
+			sleep 0.05
+		done
+		curl -sS -m 10 -X POST "http://$FPDC/mode?set=503&for=1.5s" >/dev/null 2>&1
+	) &
+	watcher=$!
 	case $client in
 	ctr) o_ctr_pull "outage[burst]" "$HOSTSD" "docker.io/$repo:v1" "$want" ;;
 	skopeo) o_skopeo_copy "outage[burst]" "docker://$BWD/$repo:v1" "$want" ;;
 	docker) o_docker_pull "outage[burst]" "$BWD/$repo:v1" "$want" ;;
 	podman) o_podman_pull "outage[burst]" "docker.io/$repo:v1" "$want" ;;
 	esac
+	wait "$watcher"
 	secs=$O_SECS
 	c=$(fp_answered "$fpm" 503 "$FPD_LOG" | wc -l)
 	paths=$(fp_answered "$fpm" 503 "$FPD_LOG" | sort | uniq -c | awk '{ printf "%s%s x %s %s", (NR > 1 ? ", " : ""), $1, $2, $3 }')

@@ -174,10 +174,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 			log.Warn("telemetry shutdown", "err", err)
 		}
 	}()
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, stopTLS, err := listenerFor(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
+	defer stopTLS()
 	var warmHandler http.Handler
 	if cfg.Warm.APIEnabled {
 		// The warm API pulls through Breakwater's own pull API, so that
@@ -215,6 +216,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, debugLn net
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSNextProto:      http1Only(),
 	}
 	log.Info("breakwater serving", "version", buildVersion(), "listen", ln.Addr().String(),
 		"cache", store.Root(), "upstreams", names, "default_upstream", cfg.DefaultUpstream,

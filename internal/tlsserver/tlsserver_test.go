@@ -3,19 +3,13 @@ package tlsserver
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,88 +18,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/breakwater-registry/breakwater/internal/testcerts"
 )
-
-// testCA signs certificates for the tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// issue returns a certificate for 127.0.0.1 (a server's) or for a client,
-// with the serial number given, and its key, both PEM.
-func (ca *testCA) issue(t *testing.T, serial int64, client bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: fmt.Sprintf("leaf-%d", serial)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	if client {
-		tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-func (ca *testCA) clientCert(t *testing.T, serial int64) tls.Certificate {
-	t.Helper()
-	c, k := ca.issue(t, serial, true)
-	cert, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
 
 // secretVolume lays files out as the kubelet does a Secret volume, and
 // updates them the way it does: the files are written into a new
@@ -239,8 +154,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestOnlyHTTP11(t *testing.T) {
-	ca := newCA(t, "ca")
-	c, k := ca.issue(t, 1, false)
+	ca := testcerts.NewCA(t, "ca")
+	c, k := ca.Server(t, 1)
 	v := newSecretVolume(t, map[string][]byte{"tls.crt": c, "tls.key": k})
 	r, err := New(v.files(false), nil)
 	if err != nil {
@@ -248,7 +163,7 @@ func TestOnlyHTTP11(t *testing.T) {
 	}
 	addr := serve(t, r)
 
-	resp, body, err := get(addr, ca.pool(), nil)
+	resp, body, err := get(addr, ca.Pool(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +176,7 @@ func TestOnlyHTTP11(t *testing.T) {
 	}
 
 	// A client that speaks only h2 is refused, not served HTTP/2.
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool(), NextProtos: []string{"h2"}})
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), NextProtos: []string{"h2"}})
 	if err == nil {
 		proto := conn.ConnectionState().NegotiatedProtocol
 		conn.Close()
@@ -269,7 +184,7 @@ func TestOnlyHTTP11(t *testing.T) {
 	}
 
 	// Below TLS 1.2 is refused.
-	conn, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool(), MaxVersion: tls.VersionTLS11})
+	conn, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		conn.Close()
 		t.Error("a TLS 1.1 client connected")
@@ -281,8 +196,8 @@ func TestOnlyHTTP11(t *testing.T) {
 // because GetConfigForClient's configuration is the one used. So the
 // guarantee does not hang on how the server is set up.
 func TestNoH2EvenWhenNetHTTPAddsIt(t *testing.T) {
-	ca := newCA(t, "ca")
-	c, k := ca.issue(t, 1, false)
+	ca := testcerts.NewCA(t, "ca")
+	c, k := ca.Server(t, 1)
 	v := newSecretVolume(t, map[string][]byte{"tls.crt": c, "tls.key": k})
 	r, err := New(v.files(false), nil)
 	if err != nil {
@@ -296,7 +211,7 @@ func TestNoH2EvenWhenNetHTTPAddsIt(t *testing.T) {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { fmt.Fprint(w, req.Proto) })}
 	go func() { _ = hs.ServeTLS(ln, "", "") }()
 	defer hs.Close()
-	resp, body, err := get(ln.Addr().String(), ca.pool(), nil)
+	resp, body, err := get(ln.Addr().String(), ca.Pool(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,8 +221,8 @@ func TestNoH2EvenWhenNetHTTPAddsIt(t *testing.T) {
 }
 
 func TestRotation(t *testing.T) {
-	ca := newCA(t, "ca")
-	c1, k1 := ca.issue(t, 1, false)
+	ca := testcerts.NewCA(t, "ca")
+	c1, k1 := ca.Server(t, 1)
 	v := newSecretVolume(t, map[string][]byte{"tls.crt": c1, "tls.key": k1})
 	var logs logBuffer
 	r, err := New(v.files(false), slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -319,7 +234,7 @@ func TestRotation(t *testing.T) {
 	go func() { r.Watch(ctx, 20*time.Millisecond); close(done) }()
 	defer func() { cancel(); <-done }()
 	addr := serve(t, r)
-	pool := ca.pool()
+	pool := ca.Pool()
 
 	if got := servedSerial(t, addr, pool); got != 1 {
 		t.Fatalf("serving serial %d, want 1", got)
@@ -332,7 +247,7 @@ func TestRotation(t *testing.T) {
 		t.Errorf("unchanged files reloaded:\n%s", logs.String())
 	}
 
-	c2, k2 := ca.issue(t, 2, false)
+	c2, k2 := ca.Server(t, 2)
 	v.update(t, map[string][]byte{"tls.crt": c2, "tls.key": k2})
 	eventually(t, "the new certificate is served", func() bool { return servedSerial(t, addr, pool) == 2 })
 	if !strings.Contains(logs.String(), `"msg":"tls: certificate files reloaded"`) || !strings.Contains(logs.String(), `"serial":"2"`) {
@@ -341,7 +256,7 @@ func TestRotation(t *testing.T) {
 
 	// A file rewritten in place (no symlink swap) with the same size is
 	// seen too.
-	c3, k3 := ca.issue(t, 3, false)
+	c3, k3 := ca.Server(t, 3)
 	if err := os.WriteFile(filepath.Join(v.dir, "tls.key"), k3, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -352,8 +267,8 @@ func TestRotation(t *testing.T) {
 }
 
 func TestBadNewFilesKeepTheOld(t *testing.T) {
-	ca := newCA(t, "ca")
-	c1, k1 := ca.issue(t, 1, false)
+	ca := testcerts.NewCA(t, "ca")
+	c1, k1 := ca.Server(t, 1)
 	v := newSecretVolume(t, map[string][]byte{"tls.crt": c1, "tls.key": k1})
 	var logs logBuffer
 	r, err := New(v.files(false), slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -361,9 +276,9 @@ func TestBadNewFilesKeepTheOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := serve(t, r)
-	pool := ca.pool()
+	pool := ca.Pool()
 
-	c2, k2 := ca.issue(t, 2, false)
+	c2, k2 := ca.Server(t, 2)
 	for _, bad := range []struct {
 		name      string
 		cert, key []byte
@@ -422,9 +337,9 @@ func TestBadNewFilesKeepTheOld(t *testing.T) {
 }
 
 func TestMutualTLS(t *testing.T) {
-	serverCA, clientCA, otherCA := newCA(t, "server-ca"), newCA(t, "client-ca"), newCA(t, "other-ca")
-	c, k := serverCA.issue(t, 1, false)
-	v := newSecretVolume(t, map[string][]byte{"tls.crt": c, "tls.key": k, "ca.crt": clientCA.pem})
+	serverCA, clientCA, otherCA := testcerts.NewCA(t, "server-ca"), testcerts.NewCA(t, "client-ca"), testcerts.NewCA(t, "other-ca")
+	c, k := serverCA.Server(t, 1)
+	v := newSecretVolume(t, map[string][]byte{"tls.crt": c, "tls.key": k, "ca.crt": clientCA.PEM})
 	r, err := New(v.files(true), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -433,8 +348,8 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal("Mutual() false with a client CA")
 	}
 	addr := serve(t, r)
-	pool := serverCA.pool()
-	good, foreign := clientCA.clientCert(t, 10), otherCA.clientCert(t, 11)
+	pool := serverCA.Pool()
+	good, foreign := clientCA.Client(t, 10), otherCA.Client(t, 11)
 
 	if _, _, err := get(addr, pool, nil); err == nil {
 		t.Error("a client without a certificate was served")
@@ -448,7 +363,7 @@ func TestMutualTLS(t *testing.T) {
 
 	// The client CA rotates with the rest: the other CA's clients are in,
 	// the first one's out.
-	v.update(t, map[string][]byte{"tls.crt": c, "tls.key": k, "ca.crt": otherCA.pem})
+	v.update(t, map[string][]byte{"tls.crt": c, "tls.key": k, "ca.crt": otherCA.PEM})
 	if !r.Reload() {
 		t.Fatal("a new client CA was not swapped in")
 	}
@@ -462,9 +377,9 @@ func TestMutualTLS(t *testing.T) {
 
 // New refuses what cannot be served, naming the file and the cause.
 func TestNewRefuses(t *testing.T) {
-	ca := newCA(t, "ca")
-	c, k := ca.issue(t, 1, false)
-	_, otherKey := ca.issue(t, 2, false)
+	ca := testcerts.NewCA(t, "ca")
+	c, k := ca.Server(t, 1)
+	_, otherKey := ca.Server(t, 2)
 	dir := t.TempDir()
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
@@ -474,7 +389,7 @@ func TestNewRefuses(t *testing.T) {
 		return p
 	}
 	cert, key, other := write("tls.crt", c), write("tls.key", k), write("other.key", otherKey)
-	caFile, junk := write("ca.crt", ca.pem), write("junk.pem", []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"))
+	caFile, junk := write("ca.crt", ca.PEM), write("junk.pem", []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"))
 	keyOnly := write("key-only.pem", k)
 	missing := filepath.Join(dir, "missing.crt")
 

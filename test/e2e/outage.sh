@@ -119,35 +119,6 @@ fp_answered() {
 	http_lines "$3" "$1" | awk -v s="$2" '$3 == s { print $1, $2 }'
 }
 
-# err_line CLIENT OUT: the client's error as a pod would show it.
-#   ctr:    the last `ctr: ...` line without `ctr: ` (kubelet shows
-#           containerd's CRI error, the same text without the prefix)
-#   skopeo: the msg="..." of the last `level=fatal` line, unquoted
-#   docker: the last `Error response from daemon: ...` line
-# falling back to the last non-empty line.
-err_line() {
-	local l=""
-	case $1 in
-	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1 | sed 's/^ctr: //') ;;
-	skopeo) l=$(grep 'level=fatal msg=' "$2" | tail -n 1 | sed -e 's/^.*level=fatal msg="//' -e 's/"$//' -e 's/\\"/"/g') ;;
-	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
-	esac
-	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
-	printf '%s' "$l"
-}
-
-# raw_line CLIENT OUT: the client's error line exactly as printed.
-raw_line() {
-	local l=""
-	case $1 in
-	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1) ;;
-	skopeo) l=$(grep 'level=fatal' "$2" | tail -n 1) ;;
-	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
-	esac
-	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
-	printf '%s' "$l"
-}
-
 # retry_secs TEXT: the N of the last "retry after Ns" in TEXT.
 retry_secs() { printf '%s' "$1" | grep -o 'retry after [0-9]*s' | tail -n 1 | tr -dc '0-9'; }
 

@@ -62,20 +62,7 @@ func TestBundledConfig(t *testing.T) {
 // The commented-out example of an upstream's resilience block in config.yaml
 // is one Breakwater takes when uncommented.
 func TestBundledConfigExample(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		in = line == "    # resilience:" || in && strings.HasPrefix(line, "    #   ")
-		if in {
-			line = "    " + strings.TrimPrefix(line, "    # ")
-		}
-		out = append(out, line)
-	}
-	cfg, err := Parse([]byte(strings.Join(out, "\n")))
+	cfg, err := Parse(uncommentedExample(t, "    ", "resilience"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,20 +395,7 @@ func TestTLS(t *testing.T) {
 // The commented-out tls example in config.yaml is one Breakwater takes
 // when uncommented.
 func TestBundledConfigTLSExample(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		in = line == "# tls:" || in && strings.HasPrefix(line, "#   ")
-		if in {
-			line = strings.TrimPrefix(line, "# ")
-		}
-		out = append(out, line)
-	}
-	cfg, err := Parse([]byte(strings.Join(out, "\n")))
+	cfg, err := Parse(uncommentedExample(t, "", "tls"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,4 +403,27 @@ func TestBundledConfigTLSExample(t *testing.T) {
 	if cfg.TLS != want {
 		t.Errorf("the example uncommented: tls %+v, want %+v", cfg.TLS, want)
 	}
+}
+
+// uncommentedExample is the bundled config.yaml with the commented-out
+// block of key, indented by indent, uncommented.
+func uncommentedExample(t *testing.T, indent, key string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	in, found := false, false
+	for _, line := range strings.Split(string(b), "\n") {
+		in = line == indent+"# "+key+":" || in && strings.HasPrefix(line, indent+"#   ")
+		if in {
+			line, found = indent+strings.TrimPrefix(line, indent+"# "), true
+		}
+		out = append(out, line)
+	}
+	if !found {
+		t.Fatalf("config.yaml has no commented-out %s example", key)
+	}
+	return []byte(strings.Join(out, "\n"))
 }

@@ -117,7 +117,10 @@ func serve(t *testing.T, r *Reloader) string {
 func get(addr string, roots *x509.CertPool, cert *tls.Certificate) (*http.Response, string, error) {
 	cfg := &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}}
 	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
+		// Always sent: Go's client would withhold a certificate whose
+		// issuer the server's request does not name, and the server's
+		// verification of a foreign one would go untested.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
 	c := &http.Client{
 		Timeout:   10 * time.Second,
@@ -153,15 +156,31 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestOnlyHTTP11(t *testing.T) {
-	ca := testcerts.NewCA(t, "ca")
-	c, k := ca.Server(t, 1)
-	v := newSecretVolume(t, map[string][]byte{"tls.crt": c, "tls.key": k})
-	r, err := New(v.files(false), nil)
-	if err != nil {
+// fixture is a Reloader serving a server certificate of ca (serial 1,
+// cert1 and key1) from a Secret volume, logging into logs.
+type fixture struct {
+	ca          *testcerts.CA
+	cert1, key1 []byte
+	vol         *secretVolume
+	r           *Reloader
+	logs        *logBuffer
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{ca: testcerts.NewCA(t, "ca"), logs: &logBuffer{}}
+	f.cert1, f.key1 = f.ca.Server(t, 1)
+	f.vol = newSecretVolume(t, map[string][]byte{"tls.crt": f.cert1, "tls.key": f.key1})
+	var err error
+	if f.r, err = New(f.vol.files(false), slog.New(slog.NewJSONHandler(f.logs, nil))); err != nil {
 		t.Fatal(err)
 	}
-	addr := serve(t, r)
+	return f
+}
+
+func TestOnlyHTTP11(t *testing.T) {
+	f := newFixture(t)
+	ca, addr := f.ca, serve(t, f.r)
 
 	resp, body, err := get(addr, ca.Pool(), nil)
 	if err != nil {
@@ -196,13 +215,8 @@ func TestOnlyHTTP11(t *testing.T) {
 // because GetConfigForClient's configuration is the one used. So the
 // guarantee does not hang on how the server is set up.
 func TestNoH2EvenWhenNetHTTPAddsIt(t *testing.T) {
-	ca := testcerts.NewCA(t, "ca")
-	c, k := ca.Server(t, 1)
-	v := newSecretVolume(t, map[string][]byte{"tls.crt": c, "tls.key": k})
-	r, err := New(v.files(false), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	ca, r := f.ca, f.r
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -221,14 +235,8 @@ func TestNoH2EvenWhenNetHTTPAddsIt(t *testing.T) {
 }
 
 func TestRotation(t *testing.T) {
-	ca := testcerts.NewCA(t, "ca")
-	c1, k1 := ca.Server(t, 1)
-	v := newSecretVolume(t, map[string][]byte{"tls.crt": c1, "tls.key": k1})
-	var logs logBuffer
-	r, err := New(v.files(false), slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	ca, c1, k1, v, r, logs := f.ca, f.cert1, f.key1, f.vol, f.r, f.logs
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Watch(ctx, 20*time.Millisecond); close(done) }()
@@ -267,14 +275,8 @@ func TestRotation(t *testing.T) {
 }
 
 func TestBadNewFilesKeepTheOld(t *testing.T) {
-	ca := testcerts.NewCA(t, "ca")
-	c1, k1 := ca.Server(t, 1)
-	v := newSecretVolume(t, map[string][]byte{"tls.crt": c1, "tls.key": k1})
-	var logs logBuffer
-	r, err := New(v.files(false), slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	ca, k1, v, r, logs := f.ca, f.key1, f.vol, f.r, f.logs
 	addr := serve(t, r)
 	pool := ca.Pool()
 

@@ -81,6 +81,17 @@ raw_line() {
 	printf '%s' "$l"
 }
 
+# ---- Breakwater configurations -------------------------------------------
+
+# fast_resilience BREAKER_LINE...: the resilience block of a Breakwater
+# whose failing requests end after a 2 s deadline, retried fast until then,
+# with the breaker keys given ("min_requests: 2", ...).
+fast_resilience() {
+	printf '%s\n' "resilience:" "  retry:" "    base_delay: 50ms" "    max_delay: 200ms" "    deadline: 2s" \
+		"    attempt_timeout: 2s" "  breaker:"
+	printf '    %s\n' "$@"
+}
+
 # ---- processes ----------------------------------------------------------
 
 # E2E_RM_AFTER: paths outside $TMP a phase created (dockerd reads

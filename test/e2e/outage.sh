@@ -466,14 +466,7 @@ start_bg faultproxy-recovery "$LOGS/faultproxy-recovery.stderr" "$TMP/faultproxy
 cat >"$TMP/outage.yaml" <<EOF
 cache:
   max_stale: 1h
-resilience:
-  retry:
-    base_delay: 50ms
-    max_delay: 200ms
-    deadline: 2s
-    attempt_timeout: 2s
-  breaker:
-    min_requests: 1000000
+$(fast_resilience "min_requests: 1000000")
 log:
   level: info
   format: json
@@ -481,17 +474,7 @@ EOF
 cat >"$TMP/breaker.yaml" <<EOF
 cache:
   max_stale: 1h
-resilience:
-  retry:
-    base_delay: 50ms
-    max_delay: 200ms
-    deadline: 2s
-    attempt_timeout: 2s
-  breaker:
-    min_requests: 2
-    failure_percent: 100
-    open_min: 300s
-    open_max: 300s
+$(fast_resilience "min_requests: 2" "failure_percent: 100" "open_min: 300s" "open_max: 300s")
 log:
   level: info
   format: json
@@ -499,17 +482,7 @@ EOF
 cat >"$TMP/recovery.yaml" <<EOF
 cache:
   max_stale: 1h
-resilience:
-  retry:
-    base_delay: 50ms
-    max_delay: 200ms
-    deadline: 2s
-    attempt_timeout: 2s
-  breaker:
-    min_requests: 2
-    failure_percent: 100
-    open_min: 1s
-    open_max: ${RECOVERY_OPEN_MAX}s
+$(fast_resilience "min_requests: 2" "failure_percent: 100" "open_min: 1s" "open_max: ${RECOVERY_OPEN_MAX}s")
 log:
   level: info
   format: json

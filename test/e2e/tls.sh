@@ -260,41 +260,21 @@ fi
 # tls_digest NAME: the digest the seed printed for NAME.
 tls_digest() { echo "$TLS_SEED" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
-cat >"$TLS_D/tls.yaml" <<EOF
-tls:
-  cert_file: $TLS_D/secret/tls.crt
-  key_file: $TLS_D/secret/tls.key
-log:
-  level: info
-  format: json
-EOF
-# As the outage phase's mirror-outage: a 2 s deadline, a breaker that never
-# opens, so that the cause stays the upstream's 503.
-cat >"$TLS_D/tls-503.yaml" <<EOF
-tls:
-  cert_file: $TLS_D/server-1001.crt
-  key_file: $TLS_D/server-1001.key
-resilience:
-  retry:
-    base_delay: 50ms
-    max_delay: 200ms
-    deadline: 2s
-    attempt_timeout: 2s
-  breaker:
-    min_requests: 1000000
-log:
-  level: info
-  format: json
-EOF
-cat >"$TLS_D/mtls.yaml" <<EOF
-tls:
-  cert_file: $TLS_D/server-1001.crt
-  key_file: $TLS_D/server-1001.key
-  client_ca_file: $TLS_D/client-ca.crt
-log:
-  level: info
-  format: json
-EOF
+# tls_config FILE CERT KEY [CLIENT_CA [MORE]]: a configuration with TLS
+# from those files, MORE (YAML) added.
+tls_config() {
+	{
+		printf 'tls:\n  cert_file: %s\n  key_file: %s\n' "$2" "$3"
+		[ -z "${4:-}" ] || printf '  client_ca_file: %s\n' "$4"
+		[ -z "${5:-}" ] || printf '%s\n' "$5"
+		printf 'log:\n  level: info\n  format: json\n'
+	} >"$1"
+}
+tls_config "$TLS_D/tls.yaml" "$TLS_D/secret/tls.crt" "$TLS_D/secret/tls.key"
+# As the outage phase's mirror-outage, so that the cause stays the
+# upstream's 503 and each failing pull takes 2 s.
+tls_config "$TLS_D/tls-503.yaml" "$TLS_D/server-1001.crt" "$TLS_D/server-1001.key" "" "$(fast_resilience "min_requests: 1000000")"
+tls_config "$TLS_D/mtls.yaml" "$TLS_D/server-1001.crt" "$TLS_D/server-1001.key" "$TLS_D/client-ca.crt"
 start_bg faultproxy-tls "$LOGS/faultproxy-tls.stderr" "$TMP/faultproxy" --listen "$FPT" --control "$FPTC" \
 	--upstream "http://$UP" --log "$FPT_LOG"
 start_bg mirror-tls "$BWT_LOG" "$TMP/breakwater" serve --config "$TLS_D/tls.yaml" --listen "$BWT" \
@@ -441,16 +421,7 @@ tls_saw "tls[skopeo]: blobs came over TLS" "$BWT_LOG" "$mark" \
 	'^GET /v2/library/e2e-tls-skopeo/blobs/sha256:[0-9a-f]{64} 200$' "a blob GET of library/e2e-tls-skopeo answered 200"
 
 # podman: the docker.io mirror is mirror-tls, without `insecure`.
-cat >"$PM/registries-tls.conf" <<EOF
-unqualified-search-registries = []
-
-[[registry]]
-prefix = "docker.io"
-location = "registry-1.docker.io"
-
-[[registry.mirror]]
-location = "$BWT"
-EOF
+sed -e "s/^location = \"$BW\"$/location = \"$BWT\"/" -e '/^insecure = true$/d' "$PM/registries.conf" >"$PM/registries-tls.conf"
 PODMAN_T=("${PODMAN[@]/#CONTAINERS_REGISTRIES_CONF=*/CONTAINERS_REGISTRIES_CONF=$PM/registries-tls.conf}")
 ref=docker.io/library/e2e-tls-podman:v1
 mark=$(log_mark "$BWT_LOG")

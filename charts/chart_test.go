@@ -131,10 +131,12 @@ type serviceMonitor struct {
 		} `json:"namespaceSelector"`
 		Selector  metav1.LabelSelector `json:"selector"`
 		Endpoints []struct {
-			Port          string `json:"port"`
-			Path          string `json:"path"`
-			Interval      string `json:"interval"`
-			ScrapeTimeout string `json:"scrapeTimeout"`
+			Port          string         `json:"port"`
+			Path          string         `json:"path"`
+			Interval      string         `json:"interval"`
+			ScrapeTimeout string         `json:"scrapeTimeout"`
+			Scheme        string         `json:"scheme"`
+			TLSConfig     map[string]any `json:"tlsConfig"`
 		} `json:"endpoints"`
 	} `json:"spec"`
 }
@@ -729,6 +731,10 @@ func TestSchemaRefusesUnknownValues(t *testing.T) {
 		"config.resilience.breaker.failure_percent=101",
 		"config.resilience.breaker.min_requests=0",
 		"config.resilience.retry.attempts=-1",
+		"tls.secretname=bw-tls",
+		"tls.clientCA.enable=true",
+		"tls.secretName=Not_A_Secret_Name",
+		"config.tls.certfile=/x",
 	} {
 		t.Run(set, func(t *testing.T) {
 			key := set[:strings.IndexByte(set, '=')]
@@ -870,14 +876,23 @@ data:
 		"quay.io":         "https://quay.io",
 		"registry.k8s.io": "https://registry.k8s.io",
 	}
+	const (
+		caLine     = "  ca = \"/etc/containerd/certs.d/breakwater-ca.crt\"\n"
+		clientLine = "  client = [[\"/etc/containerd/certs.d/breakwater-client.crt\", \"/etc/containerd/certs.d/breakwater-client.key\"]]\n"
+	)
 	for name, tc := range map[string]struct {
-		values  []string
-		mirror  string
-		warning bool
-		servers map[string]string
+		values    []string
+		mirror    string
+		warning   bool
+		servers   map[string]string
+		hostExtra string // lines the [host] table has after capabilities
 	}{
-		"service DNS": {nil, "http://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers},
-		"cluster IP":  {[]string{"--set", "service.clusterIP=10.96.0.50"}, "http://10.96.0.50:5000", false, defaultServers},
+		"service DNS": {nil, "http://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers, ""},
+		"cluster IP":  {[]string{"--set", "service.clusterIP=10.96.0.50"}, "http://10.96.0.50:5000", false, defaultServers, ""},
+		"TLS": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls"},
+			"https://10.96.0.50:5000", false, defaultServers, caLine},
+		"mutual TLS": {[]string{"--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls", "--set", "tls.clientCA.enabled=true"},
+			"https://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers, caLine + clientLine},
 		"explicit": {[]string{"--set", "containerd.mirrorURL=http://127.0.0.1:30500/",
 			"--set", `config.upstreams.ghcr\.io.url=http://10.0.0.9:5000`,
 			"--set", `config.upstreams.registry\.local:5001.url=http://registry.local:5001`,
@@ -887,7 +902,7 @@ data:
 			"quay.io":             "https://quay.io",
 			"registry.k8s.io":     "https://registry.k8s.io",
 			"registry.local:5001": "http://registry.local:5001", // a plain-HTTP registry stays http
-		}},
+		}, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			notes := decodeAll(t, template(t, dir, tc.values...)).configMap(t, "notes").Data["NOTES.txt"]
@@ -895,7 +910,7 @@ data:
 				t.Errorf("%d hosts.toml files in NOTES, want %d", got, len(tc.servers))
 			}
 			for host, server := range tc.servers {
-				want := fmt.Sprintf("# file: /etc/containerd/certs.d/%s/hosts.toml\nserver = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", host, server, tc.mirror)
+				want := fmt.Sprintf("# file: /etc/containerd/certs.d/%s/hosts.toml\nserver = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n%s", host, server, tc.mirror, tc.hostExtra)
 				if !strings.Contains(notes, want) {
 					t.Errorf("NOTES lack\n%s\n--- NOTES:\n%s", want, notes)
 				}
@@ -905,6 +920,12 @@ data:
 			}
 			if got := strings.Contains(notes, "WARNING"); got != tc.warning {
 				t.Errorf("DNS warning shown: %v, want %v", got, tc.warning)
+			}
+			if got := strings.Count(notes, caLine); got != strings.Count(tc.hostExtra, caLine)*len(tc.servers) {
+				t.Errorf("%d ca lines in NOTES, want one per hosts.toml with TLS only", got)
+			}
+			if got := strings.Contains(notes, "HTTP/2 or L7 proxy"); got != (tc.hostExtra != "") {
+				t.Errorf("the note on hops in front of a TLS Breakwater shown: %v, want %v", got, tc.hostExtra != "")
 			}
 		})
 	}
@@ -1018,5 +1039,138 @@ func compareSchema(t *testing.T, root map[string]any, path string, node any, typ
 		}
 	default:
 		t.Errorf("schema %s: no rule for Go type %s; extend compareSchema", path, typ)
+	}
+}
+
+// tls.enabled mounts the Secret read-only and points config.tls at its
+// files, which Breakwater's parser accepts; probes follow: HTTPS with TLS,
+// a TCP connect under mutual TLS (the kubelet has no client certificate).
+func TestTLS(t *testing.T) {
+	type mount struct{ path, secret string }
+	for name, tc := range map[string]struct {
+		values []string
+		want   config.TLS
+		mounts map[string]mount // by volume name
+		probe  string           // "https" or "tcp"
+	}{
+		"TLS": {
+			values: []string{"--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls"},
+			want:   config.TLS{CertFile: "/etc/breakwater-tls/tls.crt", KeyFile: "/etc/breakwater-tls/tls.key"},
+			mounts: map[string]mount{"tls": {"/etc/breakwater-tls", "bw-tls"}},
+			probe:  "https",
+		},
+		"mutual TLS, the Secret's ca.crt": {
+			values: []string{"--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls", "--set", "tls.clientCA.enabled=true"},
+			want: config.TLS{CertFile: "/etc/breakwater-tls/tls.crt", KeyFile: "/etc/breakwater-tls/tls.key",
+				ClientCAFile: "/etc/breakwater-tls/ca.crt"},
+			mounts: map[string]mount{"tls": {"/etc/breakwater-tls", "bw-tls"}},
+			probe:  "tcp",
+		},
+		"mutual TLS, a client CA Secret of its own": {
+			values: []string{"--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls", "--set", "tls.clientCA.enabled=true",
+				"--set", "tls.clientCA.secretName=node-client-ca"},
+			want: config.TLS{CertFile: "/etc/breakwater-tls/tls.crt", KeyFile: "/etc/breakwater-tls/tls.key",
+				ClientCAFile: "/etc/breakwater-client-ca/ca.crt"},
+			mounts: map[string]mount{"tls": {"/etc/breakwater-tls", "bw-tls"}, "tls-client-ca": {"/etc/breakwater-client-ca", "node-client-ca"}},
+			probe:  "tcp",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := decodeAll(t, template(t, chartDir, append(tc.values, monitoringValues...)...))
+			if got := r.breakwaterConfig(t).TLS; got != tc.want {
+				t.Errorf("config tls %+v, want %+v", got, tc.want)
+			}
+			sts := r.statefulSet(t)
+			c := container(t, sts)
+			volumes := map[string]corev1.Volume{}
+			for _, v := range sts.Spec.Template.Spec.Volumes {
+				volumes[v.Name] = v
+			}
+			for vname, m := range tc.mounts {
+				v := volumes[vname]
+				if v.Secret == nil || v.Secret.SecretName != m.secret || v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o440 {
+					t.Errorf("volume %s %+v: want Secret %s, mode 0440", vname, v.VolumeSource, m.secret)
+				}
+				found := false
+				for _, vm := range c.VolumeMounts {
+					if vm.Name == vname {
+						found = vm.MountPath == m.path && vm.ReadOnly
+					}
+				}
+				if !found {
+					t.Errorf("volume %s is not mounted read-only at %s: %+v", vname, m.path, c.VolumeMounts)
+				}
+			}
+			// Every file Breakwater is told to read is under a mount.
+			for _, f := range []string{tc.want.CertFile, tc.want.KeyFile, tc.want.ClientCAFile} {
+				if f == "" {
+					continue
+				}
+				under := false
+				for _, m := range tc.mounts {
+					under = under || filepath.Dir(f) == m.path
+				}
+				if !under {
+					t.Errorf("%s is not in a mounted Secret %v", f, tc.mounts)
+				}
+			}
+			port := listenPort(t, r.breakwaterConfig(t).Listen)
+			for pname, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+				switch tc.probe {
+				case "https":
+					if p.HTTPGet == nil || p.HTTPGet.Scheme != corev1.URISchemeHTTPS || probePort(t, c, p.HTTPGet.Port) != port {
+						t.Errorf("%s probe %+v: want an HTTPS GET on %d", pname, p.ProbeHandler, port)
+					}
+				case "tcp":
+					if p.TCPSocket == nil || p.HTTPGet != nil || probePort(t, c, p.TCPSocket.Port) != port {
+						t.Errorf("%s probe %+v: want a TCP connect to %d", pname, p.ProbeHandler, port)
+					}
+				}
+			}
+			if ep := r.serviceMonitors[0].Spec.Endpoints[0]; ep.Scheme != "https" {
+				t.Errorf("ServiceMonitor endpoint scheme %q, want https", ep.Scheme)
+			}
+		})
+	}
+
+	t.Run("ServiceMonitor tlsConfig passed on", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir, "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls",
+			"--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.tlsConfig.serverName=breakwater.internal"))
+		if ep := r.serviceMonitors[0].Spec.Endpoints[0]; ep.TLSConfig["serverName"] != "breakwater.internal" {
+			t.Errorf("endpoint tlsConfig %v", ep.TLSConfig)
+		}
+	})
+	t.Run("off by default", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir, monitoringValues...))
+		if got := r.breakwaterConfig(t).TLS; got.Enabled() {
+			t.Errorf("config tls %+v by default", got)
+		}
+		if ep := r.serviceMonitors[0].Spec.Endpoints[0]; ep.Scheme != "" || ep.TLSConfig != nil {
+			t.Errorf("ServiceMonitor endpoint %+v without TLS", ep)
+		}
+		for _, v := range r.statefulSet(t).Spec.Template.Spec.Volumes {
+			if v.Secret != nil {
+				t.Errorf("a Secret volume %s without TLS", v.Name)
+			}
+		}
+	})
+	for name, tc := range map[string]struct {
+		values []string
+		want   string
+	}{
+		"no Secret":              {[]string{"--set", "tls.enabled=true"}, "tls.secretName: required with tls.enabled"},
+		"client CA without TLS":  {[]string{"--set", "tls.clientCA.enabled=true"}, "tls.clientCA.enabled: mutual TLS needs tls.enabled"},
+		"config.tls set as well": {[]string{"--set", "tls.enabled=true", "--set", "tls.secretName=x", "--set", "config.tls.cert_file=/x"}, "config.tls: leave it unset"},
+	} {
+		t.Run("refused: "+name, func(t *testing.T) {
+			args := append([]string{"template", release, chartDir, "--kube-version", kubeVersion}, tc.values...)
+			out, err := runHelm(t, args...)
+			if err == nil {
+				t.Fatalf("rendered:\n%.300s", out)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error does not say %q:\n%v", tc.want, err)
+			}
+		})
 	}
 }

@@ -26,7 +26,9 @@ type Config struct {
 	// DrainTimeout is how long a stopping Breakwater (SIGTERM, SIGINT)
 	// lets the answers in flight finish before it exits.
 	DrainTimeout Duration `yaml:"drain_timeout"`
-	Cache        Cache    `yaml:"cache"`
+	// TLS, when it names a certificate, makes Listen speak TLS.
+	TLS   TLS   `yaml:"tls"`
+	Cache Cache `yaml:"cache"`
 	// DefaultUpstream serves requests that name no registry (dockerd's
 	// registry-mirrors, podman's mirrors). It must be a key of Upstreams.
 	DefaultUpstream string `yaml:"default_upstream"`
@@ -39,6 +41,23 @@ type Config struct {
 	Warm       Warm       `yaml:"warm"`
 	Log        Log        `yaml:"log"`
 }
+
+// TLS configures TLS on the listen address. Off when CertFile is empty.
+// The files are read at start and again when they change (cert-manager
+// rotates them in place); their contents are not checked here, since
+// configuration is data: serve refuses a file it cannot read or parse.
+type TLS struct {
+	// CertFile is the server certificate chain (PEM), leaf first; KeyFile
+	// its private key (PEM). Both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, turns on mutual TLS: every client must
+	// present a certificate that verifies against these CAs (PEM).
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listen address speaks TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Warm configures the warm-up API.
 type Warm struct {
@@ -345,6 +364,7 @@ func (c *Config) problems(lines map[string]int) problems {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		ps.add("listen", "%q is not host:port: %v", c.Listen, err)
 	}
+	ps = append(ps, c.TLS.problems()...)
 	if c.Cache.Dir == "" {
 		ps.add("cache.dir", "must not be empty")
 	}
@@ -429,6 +449,22 @@ func (c *Config) problems(lines map[string]int) problems {
 	case "json", "text":
 	default:
 		ps.add("log.format", "%q is not one of json, text", c.Log.Format)
+	}
+	return ps
+}
+
+// problems checks the tls block: the certificate and its key come
+// together, and a client CA needs a TLS listener to ask for certificates.
+func (t TLS) problems() problems {
+	var ps problems
+	if t.CertFile != "" && t.KeyFile == "" {
+		ps.add("tls.key_file", "required with tls.cert_file")
+	}
+	if t.KeyFile != "" && t.CertFile == "" {
+		ps.add("tls.cert_file", "required with tls.key_file")
+	}
+	if t.ClientCAFile != "" && (t.CertFile == "" || t.KeyFile == "") {
+		ps.add("tls.client_ca_file", "requires tls.cert_file and tls.key_file (mutual TLS is TLS first)")
 	}
 	return ps
 }

@@ -62,20 +62,7 @@ func TestBundledConfig(t *testing.T) {
 // The commented-out example of an upstream's resilience block in config.yaml
 // is one Breakwater takes when uncommented.
 func TestBundledConfigExample(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		in = line == "    # resilience:" || in && strings.HasPrefix(line, "    #   ")
-		if in {
-			line = "    " + strings.TrimPrefix(line, "    # ")
-		}
-		out = append(out, line)
-	}
-	cfg, err := Parse([]byte(strings.Join(out, "\n")))
+	cfg, err := Parse(uncommentedExample(t, "    ", "resilience"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,4 +362,71 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v", tc.in, got, err)
 		}
 	}
+}
+
+// The tls block: both files or neither, a client CA only with them, and
+// each error names the field that is missing.
+func TestTLS(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want string // the whole error; "" for accepted
+	}{
+		{"tls:\n  cert_file: /tls/tls.crt\n  key_file: /tls/tls.key\n", ""},
+		{"tls:\n  cert_file: /tls/tls.crt\n  key_file: /tls/tls.key\n  client_ca_file: /tls/ca.crt\n", ""},
+		{"tls:\n  cert_file: /tls/tls.crt\n", "tls.key_file: required with tls.cert_file"},
+		{"tls:\n  key_file: /tls/tls.key\n", "tls.cert_file: required with tls.key_file"},
+		{"tls:\n  client_ca_file: /tls/ca.crt\n", "line 2: tls.client_ca_file: requires tls.cert_file and tls.key_file (mutual TLS is TLS first)"},
+		// The warm API asks Breakwater in process, whatever the listener.
+		{"tls:\n  cert_file: /tls/tls.crt\n  key_file: /tls/tls.key\nwarm:\n  api_enabled: true\n", ""},
+		{"tls:\n  cert: /tls/tls.crt\n", "line 2: tls.cert: unknown key (known keys: cert_file, key_file, client_ca_file)"},
+	} {
+		cfg, err := Parse([]byte(tc.yaml))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: %v", tc.yaml, err)
+		case tc.want == "" && !cfg.TLS.Enabled():
+			t.Errorf("%q: TLS not enabled: %+v", tc.yaml, cfg.TLS)
+		case tc.want != "" && (err == nil || err.Error() != tc.want):
+			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	if Default().TLS.Enabled() {
+		t.Error("TLS is on by default")
+	}
+}
+
+// The commented-out tls example in config.yaml is one Breakwater takes
+// when uncommented.
+func TestBundledConfigTLSExample(t *testing.T) {
+	cfg, err := Parse(uncommentedExample(t, "", "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := TLS{CertFile: "/etc/breakwater/tls/tls.crt", KeyFile: "/etc/breakwater/tls/tls.key", ClientCAFile: "/etc/breakwater/tls/ca.crt"}
+	if cfg.TLS != want {
+		t.Errorf("the example uncommented: tls %+v, want %+v", cfg.TLS, want)
+	}
+}
+
+// uncommentedExample is the bundled config.yaml with the commented-out
+// block of key, indented by indent, uncommented.
+func uncommentedExample(t *testing.T, indent, key string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	in, found := false, false
+	for _, line := range strings.Split(string(b), "\n") {
+		in = line == indent+"# "+key+":" || in && strings.HasPrefix(line, indent+"#   ")
+		if in {
+			line, found = indent+strings.TrimPrefix(line, indent+"# "), true
+		}
+		out = append(out, line)
+	}
+	if !found {
+		t.Fatalf("config.yaml has no commented-out %s example", key)
+	}
+	return []byte(strings.Join(out, "\n"))
 }

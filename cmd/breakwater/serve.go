@@ -228,10 +228,11 @@ func serveWith(ctx context.Context, o serveOptions) error {
 			log.Warn("telemetry shutdown", "err", err)
 		}
 	}()
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, stopTLS, err := listenerFor(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
+	defer stopTLS()
 	gens := &generations{log: log}
 	build := func(cfg config.Config) (*proxy.Server, error) {
 		return newProxy(cfg, store, tel, log, gens)
@@ -248,6 +249,7 @@ func serveWith(ctx context.Context, o serveOptions) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSNextProto:      http1Only(),
 	}
 	log.Info("breakwater serving", "version", buildVersion(), "listen", ln.Addr().String(),
 		"cache", store.Root(), "upstreams", upstreamNames(cfg), "default_upstream", cfg.DefaultUpstream,
@@ -354,8 +356,8 @@ func reloadConfig(cur config.Config, o serveOptions, build func(config.Config) (
 }
 
 // restartOnly names the keys whose change a reload cannot apply: the
-// listener, the cache's layout and bounds, and the log's format, all set
-// up once per process.
+// listener and its TLS files' names, the cache's layout and bounds, and
+// the log's format, all set up once per process.
 func restartOnly(a, b config.Config) []string {
 	var keys []string
 	check := func(key string, same bool) {
@@ -364,6 +366,7 @@ func restartOnly(a, b config.Config) []string {
 		}
 	}
 	check("listen", a.Listen == b.Listen)
+	check("tls", a.TLS == b.TLS) // the files themselves are re-read when they change
 	check("cache.dir", a.Cache.Dir == b.Cache.Dir)
 	check("cache.max_size", a.Cache.MaxSize == b.Cache.MaxSize)
 	check("cache.high_watermark", a.Cache.HighWatermark == b.Cache.HighWatermark)
@@ -377,6 +380,7 @@ func restartOnly(a, b config.Config) []string {
 // names, so that what the process reports is what it does.
 func keepRestartOnly(next, cur config.Config) config.Config {
 	next.Listen = cur.Listen
+	next.TLS = cur.TLS
 	next.Cache.Dir = cur.Cache.Dir
 	next.Cache.MaxSize = cur.Cache.MaxSize
 	next.Cache.HighWatermark = cur.Cache.HighWatermark

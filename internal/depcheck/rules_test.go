@@ -23,6 +23,7 @@ func TestLayering(t *testing.T) {
 			module + "/proxy", module + "/storage", module + "/cmd/...", module + "/warm",
 		}},
 		{module + "/config", "configuration is data", []string{"net/http", module + "/proxy", module + "/upstream"}},
+		{module + "/internal/tlsserver", "it has one job, the listener's TLS configuration", []string{module + "/..."}},
 	}
 	for _, r := range rules {
 		t.Run(r.pkg, func(t *testing.T) {

@@ -50,7 +50,54 @@ tail_of() {
 	tail -n "$n" "$f" | cut -c1-600 | sed 's/^/    | /'
 }
 
+# ---- client errors ------------------------------------------------------
+
+# err_line CLIENT OUT: the client's error as a pod would show it.
+#   ctr:    the last `ctr: ...` line without `ctr: ` (kubelet shows
+#           containerd's CRI error, the same text without the prefix)
+#   skopeo: the msg="..." of the last `level=fatal` line, unquoted
+#   docker: the last `Error response from daemon: ...` line
+# falling back to the last non-empty line.
+err_line() {
+	local l=""
+	case $1 in
+	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1 | sed 's/^ctr: //') ;;
+	skopeo) l=$(grep 'level=fatal msg=' "$2" | tail -n 1 | sed -e 's/^.*level=fatal msg="//' -e 's/"$//' -e 's/\\"/"/g') ;;
+	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
+	esac
+	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
+	printf '%s' "$l"
+}
+
+# raw_line CLIENT OUT: the client's error line exactly as printed.
+raw_line() {
+	local l=""
+	case $1 in
+	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1) ;;
+	skopeo) l=$(grep 'level=fatal' "$2" | tail -n 1) ;;
+	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
+	esac
+	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
+	printf '%s' "$l"
+}
+
+# ---- Breakwater configurations -------------------------------------------
+
+# fast_resilience BREAKER_LINE...: the resilience block of a Breakwater
+# whose failing requests end after a 2 s deadline, retried fast until then,
+# with the breaker keys given ("min_requests: 2", ...).
+fast_resilience() {
+	printf '%s\n' "resilience:" "  retry:" "    base_delay: 50ms" "    max_delay: 200ms" "    deadline: 2s" \
+		"    attempt_timeout: 2s" "  breaker:"
+	printf '    %s\n' "$@"
+}
+
 # ---- processes ----------------------------------------------------------
+
+# E2E_RM_AFTER: paths outside $TMP a phase created (dockerd reads
+# certificates from /etc/docker/certs.d only); the run removes them at exit.
+# shellcheck disable=SC2034 # appended to by the phases, read by run.sh
+E2E_RM_AFTER=()
 
 # start_bg NAME LOG CMD...: start CMD as the leader of a new session (so that
 # it and any children it forks can be stopped together), remember its pid.

@@ -119,35 +119,6 @@ fp_answered() {
 	http_lines "$3" "$1" | awk -v s="$2" '$3 == s { print $1, $2 }'
 }
 
-# err_line CLIENT OUT: the client's error as a pod would show it.
-#   ctr:    the last `ctr: ...` line without `ctr: ` (kubelet shows
-#           containerd's CRI error, the same text without the prefix)
-#   skopeo: the msg="..." of the last `level=fatal` line, unquoted
-#   docker: the last `Error response from daemon: ...` line
-# falling back to the last non-empty line.
-err_line() {
-	local l=""
-	case $1 in
-	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1 | sed 's/^ctr: //') ;;
-	skopeo) l=$(grep 'level=fatal msg=' "$2" | tail -n 1 | sed -e 's/^.*level=fatal msg="//' -e 's/"$//' -e 's/\\"/"/g') ;;
-	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
-	esac
-	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
-	printf '%s' "$l"
-}
-
-# raw_line CLIENT OUT: the client's error line exactly as printed.
-raw_line() {
-	local l=""
-	case $1 in
-	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1) ;;
-	skopeo) l=$(grep 'level=fatal' "$2" | tail -n 1) ;;
-	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
-	esac
-	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
-	printf '%s' "$l"
-}
-
 # retry_secs TEXT: the N of the last "retry after Ns" in TEXT.
 retry_secs() { printf '%s' "$1" | grep -o 'retry after [0-9]*s' | tail -n 1 | tr -dc '0-9'; }
 
@@ -495,14 +466,7 @@ start_bg faultproxy-recovery "$LOGS/faultproxy-recovery.stderr" "$TMP/faultproxy
 cat >"$TMP/outage.yaml" <<EOF
 cache:
   max_stale: 1h
-resilience:
-  retry:
-    base_delay: 50ms
-    max_delay: 200ms
-    deadline: 2s
-    attempt_timeout: 2s
-  breaker:
-    min_requests: 1000000
+$(fast_resilience "min_requests: 1000000")
 log:
   level: info
   format: json
@@ -510,17 +474,7 @@ EOF
 cat >"$TMP/breaker.yaml" <<EOF
 cache:
   max_stale: 1h
-resilience:
-  retry:
-    base_delay: 50ms
-    max_delay: 200ms
-    deadline: 2s
-    attempt_timeout: 2s
-  breaker:
-    min_requests: 2
-    failure_percent: 100
-    open_min: 300s
-    open_max: 300s
+$(fast_resilience "min_requests: 2" "failure_percent: 100" "open_min: 300s" "open_max: 300s")
 log:
   level: info
   format: json
@@ -528,17 +482,7 @@ EOF
 cat >"$TMP/recovery.yaml" <<EOF
 cache:
   max_stale: 1h
-resilience:
-  retry:
-    base_delay: 50ms
-    max_delay: 200ms
-    deadline: 2s
-    attempt_timeout: 2s
-  breaker:
-    min_requests: 2
-    failure_percent: 100
-    open_min: 1s
-    open_max: ${RECOVERY_OPEN_MAX}s
+$(fast_resilience "min_requests: 2" "failure_percent: 100" "open_min: 1s" "open_max: ${RECOVERY_OPEN_MAX}s")
 log:
   level: info
   format: json

@@ -12,8 +12,9 @@
 #   E2E_KEEP=1            keep the temp dir (logs, stores) after the run
 #   E2E_BREAKWATER_ARGS   extra arguments for `breakwater serve` (round 1 and 2)
 #   E2E_OUTAGE=0          skip the outage phase (outage.sh)
-#   E2E_ONLY=outage       skip the pull rounds 1 and 2: set up, then the
-#                         outage phase only (default: everything)
+#   E2E_TLS=0             skip the TLS phase (tls.sh)
+#   E2E_ONLY=outage|tls   skip the pull rounds 1 and 2: set up, then that
+#                         phase only (default: everything)
 set -uo pipefail
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
@@ -24,15 +25,15 @@ TIME_LIMIT=${E2E_TIME_LIMIT:-420}
 PULL_SECS=90
 
 case ${E2E_ONLY:-} in
-"" | outage) ;;
+"" | outage | tls) ;;
 *)
-	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything) or outage, not '$E2E_ONLY'" >&2
+	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything), outage or tls, not '$E2E_ONLY'" >&2
 	echo "0 passed, 1 failed"
 	exit 1
 	;;
 esac
-if [ "${E2E_ONLY:-}" = outage ] && [ "${E2E_OUTAGE:-1}" = 0 ]; then
-	echo "test/e2e/run.sh: E2E_ONLY=outage with E2E_OUTAGE=0 leaves nothing to run" >&2
+if { [ "${E2E_ONLY:-}" = outage ] && [ "${E2E_OUTAGE:-1}" = 0 ]; } || { [ "${E2E_ONLY:-}" = tls ] && [ "${E2E_TLS:-1}" = 0 ]; }; then
+	echo "test/e2e/run.sh: E2E_ONLY=$E2E_ONLY with E2E_${E2E_ONLY^^}=0 leaves nothing to run" >&2
 	echo "0 passed, 1 failed"
 	exit 1
 fi
@@ -61,7 +62,8 @@ print_logs() {
 	echo "---- logs (last lines) ----"
 	local f
 	for f in mirror upstream containerd dockerd mirror-outage mirror-breaker mirror-defaults mirror-recovery \
-		faultproxy faultproxy-breaker faultproxy-defaults faultproxy-recovery; do
+		faultproxy faultproxy-breaker faultproxy-defaults faultproxy-recovery \
+		mirror-tls mirror-tls-503 mirror-mtls faultproxy-tls; do
 		[ -f "$LOGS/$f.log" ] || continue
 		echo "== $f log ($LOGS/$f.log)"
 		# without the start-up chatter of containerd and dockerd
@@ -83,6 +85,8 @@ cleanup() {
 	for ((n = ${#E2E_BG_NAMES[@]} - 1; n >= 0; n--)); do
 		stop_bg "${E2E_BG_NAMES[n]}" 10
 	done
+	# files a phase had to put outside the temp dir (dockerd's certs.d)
+	for m in "${E2E_RM_AFTER[@]}"; do rm -rf -- "$m"; done
 	# mounts a daemon may have left under the temp dir, deepest first
 	awk -v t="$TMP" '$2 == t || index($2, t "/") == 1 { print $2 }' /proc/mounts | sort -r |
 		while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -593,8 +597,8 @@ pull_skopeo() {
 	fi
 }
 
-if [ "${E2E_ONLY:-}" = outage ]; then
-	echo "== rounds 1 and 2 skipped (E2E_ONLY=outage)"
+if [ -n "${E2E_ONLY:-}" ]; then
+	echo "== rounds 1 and 2 skipped (E2E_ONLY=$E2E_ONLY)"
 else
 echo "== round 1: first pull with each client"
 pull_containerd 1
@@ -649,9 +653,16 @@ fi # E2E_ONLY
 
 # ---- 7. the outage phase ---------------------------------------------------
 
-if [ "${E2E_OUTAGE:-1}" != 0 ]; then
+if [ "${E2E_OUTAGE:-1}" != 0 ] && [ "${E2E_ONLY:-outage}" = outage ]; then
 	# shellcheck source=outage.sh
 	. "$HERE/outage.sh"
+fi
+
+# ---- 8. the TLS phase ------------------------------------------------------
+
+if [ "${E2E_TLS:-1}" != 0 ] && [ "${E2E_ONLY:-tls}" = tls ]; then
+	# shellcheck source=tls.sh
+	. "$HERE/tls.sh"
 fi
 
 E2E_DONE=1

@@ -67,15 +67,60 @@ so the container port, the probes and the Service always agree with it.
 {{- printf "%s.%s.svc.cluster.local" (include "breakwater.fullname" .) .Release.Namespace }}
 {{- end }}
 
+{{/* http, or https with tls.enabled. */}}
+{{- define "breakwater.scheme" -}}
+{{- if .Values.tls.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
 {{/* The mirror URL containerd on the nodes uses (containerd.mirrorURL). */}}
 {{- define "breakwater.mirrorURL" -}}
 {{- if .Values.containerd.mirrorURL }}
 {{- .Values.containerd.mirrorURL | trimSuffix "/" }}
 {{- else if and .Values.service.clusterIP (ne .Values.service.clusterIP "None") }}
-{{- printf "http://%s:%v" .Values.service.clusterIP .Values.service.port }}
+{{- printf "%s://%s:%v" (include "breakwater.scheme" .) .Values.service.clusterIP .Values.service.port }}
 {{- else }}
-{{- printf "http://%s:%v" (include "breakwater.serviceHost" .) .Values.service.port }}
+{{- printf "%s://%s:%v" (include "breakwater.scheme" .) (include "breakwater.serviceHost" .) .Values.service.port }}
 {{- end }}
+{{- end }}
+
+{{/*
+Where the TLS Secret (tls.secretName) and a separate client CA Secret
+(tls.clientCA.secretName) are mounted. Not under /etc/breakwater: that is
+the ConfigMap's read-only volume, where no mount point can be made.
+*/}}
+{{- define "breakwater.tlsDir" -}}/etc/breakwater-tls{{- end }}
+{{- define "breakwater.clientCADir" -}}/etc/breakwater-client-ca{{- end }}
+
+{{/*
+config.yaml: values.config, with config.tls set to the mounted Secret's
+files when tls.enabled. Checks the TLS values first.
+*/}}
+{{- define "breakwater.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $tls := .Values.tls }}
+{{- if $tls.clientCA.enabled }}
+{{- if not $tls.enabled }}
+{{- fail "tls.clientCA.enabled: mutual TLS needs tls.enabled" }}
+{{- end }}
+{{- end }}
+{{- if $tls.enabled }}
+{{- if not $tls.secretName }}
+{{- fail "tls.secretName: required with tls.enabled (a Secret with tls.crt and tls.key, as cert-manager writes it)" }}
+{{- end }}
+{{- if $config.tls }}
+{{- fail "config.tls: leave it unset with tls.enabled, which sets it to the mounted Secret's files" }}
+{{- end }}
+{{- $files := dict "cert_file" (printf "%s/tls.crt" (include "breakwater.tlsDir" .)) "key_file" (printf "%s/tls.key" (include "breakwater.tlsDir" .)) }}
+{{- if $tls.clientCA.enabled }}
+{{- $caDir := include "breakwater.tlsDir" . }}
+{{- if $tls.clientCA.secretName }}
+{{- $caDir = include "breakwater.clientCADir" . }}
+{{- end }}
+{{- $_ := set $files "client_ca_file" (printf "%s/ca.crt" $caDir) }}
+{{- end }}
+{{- $_ := set $config "tls" $files }}
+{{- end }}
+{{- toYaml $config }}
 {{- end }}
 
 {{/*
@@ -101,5 +146,23 @@ as `breakwater containerd-config`. Takes (dict "host" H "url" U).
 {{- .Values.prometheusRule.selector }}
 {{- else }}
 {{- printf "job=%q,namespace=%q" (include "breakwater.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/*
+A probe's handler: GET path on the http port, over HTTPS with TLS; a TCP
+connect under mutual TLS. Takes (dict "path" P "tls" BOOL "mutual" BOOL).
+*/}}
+{{- define "breakwater.probe" -}}
+{{- if .mutual -}}
+tcpSocket:
+  port: http
+{{- else -}}
+httpGet:
+  path: {{ .path }}
+  port: http
+  {{- if .tls }}
+  scheme: HTTPS
+  {{- end }}
 {{- end }}
 {{- end }}

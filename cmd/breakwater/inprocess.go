@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,9 +24,23 @@ type handlerTransport struct {
 var errHandlerAborted = errors.New("handler aborted the response")
 
 func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// The handler gets a request as a server would: a context of its own
+	// that ends with the caller's, but carries none of its values — the
+	// caller may itself be a request of this server (the warm API's),
+	// whose router and log state must not be shared.
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(req.Context(), cancel)
+	inner := req.Clone(ctx)
+	inner.RemoteAddr = "in-process"
+	inner.RequestURI = req.URL.RequestURI()
+	req = inner
 	pr, pw := io.Pipe()
 	w := &pipeWriter{header: http.Header{}, pw: pw, started: make(chan struct{})}
 	go func() {
+		defer func() {
+			stop()
+			cancel()
+		}()
 		defer func() {
 			if v := recover(); v != nil {
 				if v != http.ErrAbortHandler {

@@ -244,6 +244,9 @@ func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *targ
 	if resp.ContentLength > s.blobs.maxBlob {
 		return s.blobs.tooLarge(t.upstream, t.dgst, fmt.Sprintf("declared %d bytes, more", resp.ContentLength))
 	}
+	if impossibleSize(t.dgst, resp.ContentLength) {
+		return digestMismatch(t.upstream, t.dgst)
+	}
 	h := w.Header()
 	if resp.ContentLength >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))

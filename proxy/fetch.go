@@ -160,6 +160,10 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		}
 		if offset == 0 {
 			size = total
+			if impossibleSize(f.key.dgst, size) {
+				body.Close()
+				return digestMismatch(up, f.key.dgst)
+			}
 			// Refuse before the first byte rather than fail clients half
 			// way: they fall back to streaming from upstream.
 			if err := b.store.Reserve(size); err != nil {
@@ -216,14 +220,28 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		err = in.Commit()
 	}
 	if errors.Is(err, storage.ErrDigestMismatch) {
-		return &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
-			Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.Name(), f.key.dgst)}
+		return digestMismatch(up, f.key.dgst)
 	}
 	if err != nil {
 		return err
 	}
 	f.commit()
 	return nil
+}
+
+// impossibleSize reports a declared size that no content with this digest
+// can have. An empty body has one digest per algorithm, and with no last
+// byte to hold back it would reach clients as complete before it was
+// verified.
+func impossibleSize(dgst digest.Digest, size int64) bool {
+	return size == 0 && dgst != dgst.Algorithm().FromBytes(nil)
+}
+
+// digestMismatch is the answer for an upstream's content that is not what
+// its digest names.
+func digestMismatch(up *registry, dgst digest.Digest) error {
+	return &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
+		Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.Name(), dgst)}
 }
 
 // open GETs the blob from offset on and returns a body positioned there and

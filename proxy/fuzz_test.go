@@ -46,6 +46,10 @@ func FuzzUpstreamAnswer(f *testing.F) {
 	f.Add(429, "Retry-After: 99999999999", []byte(`{"errors":[{"code":"TOOMANYREQUESTS"}]}`), false)
 	f.Add(503, "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT", []byte(nil), true)
 	f.Add(200, "Content-Length: 1099511627776", []byte("short"), true)
+	// Nothing to hold back: an empty body must be verified before it is
+	// served as complete.
+	f.Add(200, "Content-Length: 0", []byte("0"), true)
+	f.Add(200, "", []byte(nil), true)
 	f.Add(200, "Docker-Content-Digest: sha256:0000\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":1}`), false)
 	f.Add(200, "RateLimit-Remaining: 0;w=99999999999999", []byte(`{}`), false)
 	f.Add(404, "Content-Type: application/json", []byte(`{"errors":[{"code":"\u0000\r\nX: y","message":"`+strings.Repeat("a", 70000)+`"}]}`), false)

@@ -261,20 +261,7 @@ func assertNotCached(t *testing.T, m *mirror, dgst string) {
 // pathPart with exactly the bytes head (status line and headers, CRLF
 // ended) and body, on a connection it then closes.
 func rawAnswer(up *testupstream.Upstream, pathPart, head string, body []byte) {
-	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.Contains(r.URL.Path, pathPart) {
-			return false
-		}
-		conn, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return false
-		}
-		defer conn.Close()
-		_, _ = rw.WriteString(head + "Connection: close\r\n\r\n")
-		_, _ = rw.Write(body)
-		_ = rw.Flush()
-		return true
-	})
+	rawAnswers(up, pathPart, rawReply{head, string(body)})
 }
 
 // TestMisbehavingStatuses: whatever status the upstream answers with, the
@@ -474,4 +461,87 @@ func TestAcceptAnything(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || errorCode(body) != "MANIFEST_UNKNOWN" || !bytes.Contains(body, []byte("schema 1")) {
 		t.Errorf("schema 1 upstream: %s %s, want 404 MANIFEST_UNKNOWN naming schema 1", resp.Status, body)
 	}
+}
+
+// TestEmptyBodyForNonEmptyDigest: an upstream answering a blob GET with an
+// empty body leaves no last byte to hold back, so the answer is refused
+// before any header goes out, from the cache's fetch and from pass-through
+// alike; the one digest an empty body has is still served.
+func TestEmptyBodyForNonEmptyDigest(t *testing.T) {
+	zero := digest.SHA256.FromString("0").String()
+	emptyDigest := digest.SHA256.FromBytes(nil).String()
+	const (
+		empty   = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+		chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+		honest  = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+	)
+	// A disk that is never free enough: every blob passes through.
+	full := []storage.Option{storage.WithMinFree(1 << 62)}
+	cases := []struct {
+		name      string
+		storeOpts []storage.Option
+		dgst      string
+		// answers are given in turn, the last one from then on.
+		answers []rawReply
+		want    int
+	}{
+		{"fetch, Content-Length 0", nil, zero, []rawReply{{empty, ""}}, http.StatusBadGateway},
+		{"fetch, chunked and empty", nil, zero, []rawReply{{chunked, "0\r\n\r\n"}}, http.StatusBadGateway},
+		{"fetch, the empty blob", nil, emptyDigest, []rawReply{{empty, ""}}, http.StatusOK},
+		// The fetch meets a full disk on an honest answer and passes the
+		// blob through; the pass-through's own GET is answered empty.
+		{"pass-through, Content-Length 0", full, zero, []rawReply{{honest, "0"}, {empty, ""}}, http.StatusBadGateway},
+		{"pass-through, honest", full, zero, []rawReply{{honest, "0"}}, http.StatusOK},
+		{"pass-through, the empty blob", full, emptyDigest, []rawReply{{empty, ""}}, http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{storeOpts: tc.storeOpts})
+			rawAnswers(up, "/blobs/", tc.answers...)
+			resp, got := m.get("/v2/library/empty/blobs/" + tc.dgst)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("%s %q, want %d", resp.Status, got, tc.want)
+			}
+			if tc.want == http.StatusOK {
+				if sha256Hex(got) != tc.dgst || resp.Header.Get("Docker-Content-Digest") != tc.dgst {
+					t.Fatalf("%d bytes as %s", len(got), resp.Header.Get("Docker-Content-Digest"))
+				}
+				return
+			}
+			if errorCode(got) != "DIGEST_INVALID" {
+				t.Fatalf("%s %s, want DIGEST_INVALID", resp.Status, got)
+			}
+			assertNotCached(t, m, tc.dgst)
+		})
+	}
+}
+
+// rawReply is one answer of rawAnswers: the status line and headers, CRLF
+// ended, and the body.
+type rawReply struct{ head, body string }
+
+// rawAnswers is rawAnswer with answers given in turn, the last one
+// repeated.
+func rawAnswers(up *testupstream.Upstream, pathPart string, answers ...rawReply) {
+	var mu sync.Mutex
+	n := 0
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, pathPart) {
+			return false
+		}
+		mu.Lock()
+		a := answers[min(n, len(answers)-1)]
+		n++
+		mu.Unlock()
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		_, _ = rw.WriteString(a.head + "Connection: close\r\n\r\n")
+		_, _ = rw.WriteString(a.body)
+		_ = rw.Flush()
+		return true
+	})
 }

@@ -34,6 +34,7 @@ import (
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/breakwater-registry/breakwater/access"
 	"github.com/breakwater-registry/breakwater/config"
 )
 
@@ -165,6 +166,7 @@ type rendered struct {
 	deployments     []appsv1.Deployment
 	services        []corev1.Service
 	configMaps      []corev1.ConfigMap
+	secrets         []corev1.Secret
 	pvcs            []corev1.PersistentVolumeClaim
 	serviceAccounts []corev1.ServiceAccount
 	pdbs            []policyv1.PodDisruptionBudget
@@ -177,6 +179,7 @@ var apiVersions = map[string]string{
 	"Deployment":            "apps/v1",
 	"Service":               "v1",
 	"ConfigMap":             "v1",
+	"Secret":                "v1",
 	"PersistentVolumeClaim": "v1",
 	"ServiceAccount":        "v1",
 	"PodDisruptionBudget":   "policy/v1",
@@ -272,6 +275,9 @@ func decodeAll(t *testing.T, manifest string) rendered {
 		case "ConfigMap":
 			r.configMaps = append(r.configMaps, corev1.ConfigMap{})
 			target = &r.configMaps[len(r.configMaps)-1]
+		case "Secret":
+			r.secrets = append(r.secrets, corev1.Secret{})
+			target = &r.secrets[len(r.secrets)-1]
 		case "PersistentVolumeClaim":
 			r.pvcs = append(r.pvcs, corev1.PersistentVolumeClaim{})
 			target = &r.pvcs[len(r.pvcs)-1]
@@ -387,6 +393,7 @@ func TestLint(t *testing.T) {
 	for name, values := range map[string][]string{
 		"defaults":   nil,
 		"monitoring": monitoringValues,
+		"auth":       {"-f", writeValues(t, "auth:\n  htpasswd: |\n    "+htpasswdLine+"\n"+accessValues)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}, values...)
@@ -408,6 +415,9 @@ func TestDefaults(t *testing.T) {
 		if cm.Labels["grafana_dashboard"] != "" {
 			t.Error("dashboard ConfigMap rendered though not enabled")
 		}
+	}
+	if len(r.secrets) != 0 {
+		t.Errorf("%d Secrets rendered without auth values", len(r.secrets))
 	}
 	if len(r.serviceAccounts) != 1 || len(r.pdbs) != 1 {
 		t.Errorf("want one ServiceAccount and one PodDisruptionBudget, got %d and %d", len(r.serviceAccounts), len(r.pdbs))
@@ -735,6 +745,10 @@ func TestSchemaRefusesUnknownValues(t *testing.T) {
 		"tls.clientCA.enable=true",
 		"tls.secretName=Not_A_Secret_Name",
 		"config.tls.certfile=/x",
+		// Client authentication.
+		"auth.existingSecert=htpasswd",
+		"config.auth.relam=x",
+		`config.auth.realm=a"b`,
 	} {
 		t.Run(set, func(t *testing.T) {
 			key := set[:strings.IndexByte(set, '=')]
@@ -886,13 +900,14 @@ data:
 		warning   bool
 		servers   map[string]string
 		hostExtra string // lines the [host] table has after capabilities
+		auth      bool
 	}{
-		"service DNS": {nil, "http://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers, ""},
-		"cluster IP":  {[]string{"--set", "service.clusterIP=10.96.0.50"}, "http://10.96.0.50:5000", false, defaultServers, ""},
+		"service DNS": {nil, "http://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers, "", false},
+		"cluster IP":  {[]string{"--set", "service.clusterIP=10.96.0.50"}, "http://10.96.0.50:5000", false, defaultServers, "", false},
 		"TLS": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls"},
-			"https://10.96.0.50:5000", false, defaultServers, caLine},
+			"https://10.96.0.50:5000", false, defaultServers, caLine, false},
 		"mutual TLS": {[]string{"--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls", "--set", "tls.clientCA.enabled=true"},
-			"https://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers, caLine + clientLine},
+			"https://" + fullname + "." + namespace + ".svc.cluster.local:5000", true, defaultServers, caLine + clientLine, false},
 		"explicit": {[]string{"--set", "containerd.mirrorURL=http://127.0.0.1:30500/",
 			"--set", `config.upstreams.ghcr\.io.url=http://10.0.0.9:5000`,
 			"--set", `config.upstreams.registry\.local:5001.url=http://registry.local:5001`,
@@ -902,7 +917,10 @@ data:
 			"quay.io":             "https://quay.io",
 			"registry.k8s.io":     "https://registry.k8s.io",
 			"registry.local:5001": "http://registry.local:5001", // a plain-HTTP registry stays http
-		}, ""},
+		}, "", false},
+		"client authentication": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "auth.existingSecret=users",
+			"--set", "config.auth.access[0].authenticated=true", "--set", "config.auth.access[0].repositories={*}",
+		}, "http://10.96.0.50:5000", false, defaultServers, "", true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			notes := decodeAll(t, template(t, dir, tc.values...)).configMap(t, "notes").Data["NOTES.txt"]
@@ -926,6 +944,10 @@ data:
 			}
 			if got := strings.Contains(notes, "HTTP/2 or L7 proxy"); got != (tc.hostExtra != "") {
 				t.Errorf("the note on hops in front of a TLS Breakwater shown: %v, want %v", got, tc.hostExtra != "")
+			}
+			creds := `[plugins."io.containerd.grpc.v1.cri".registry.configs."` + strings.TrimPrefix(strings.TrimPrefix(tc.mirror, "http://"), "https://") + `".auth]`
+			if got := strings.Contains(notes, creds) && strings.Contains(notes, "--user USER:PASSWORD"); got != tc.auth {
+				t.Errorf("NOTES tell containerd's credentials for the mirror (%s): %v, want %v\n%s", creds, got, tc.auth, notes)
 			}
 		})
 	}
@@ -1022,6 +1044,11 @@ func compareSchema(t *testing.T, root map[string]any, path string, node any, typ
 			t.Errorf("schema %s: want type object", path)
 		}
 		compareSchema(t, root, path+".<key>", n["additionalProperties"], typ.Elem())
+	case typ.Kind() == reflect.Slice:
+		if !types["array"] {
+			t.Errorf("schema %s: want type array", path)
+		}
+		compareSchema(t, root, path+"[]", n["items"], typ.Elem())
 	case typ.Kind() == reflect.Pointer:
 		// An optional block, as upstreams.<host>.resilience: the same keys.
 		compareSchema(t, root, path, node, typ.Elem())
@@ -1165,6 +1192,145 @@ func TestTLS(t *testing.T) {
 		t.Run("refused: "+name, func(t *testing.T) {
 			args := append([]string{"template", release, chartDir, "--kube-version", kubeVersion}, tc.values...)
 			out, err := runHelm(t, args...)
+			if err == nil {
+				t.Fatalf("rendered:\n%.300s", out)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error does not say %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+// A bcrypt htpasswd line, as htpasswd -B -C 4 wrote it (alice:alice-pw).
+const htpasswdLine = "alice:$2y$04$KzglnWfIWeHkYe4vMHxgS.tvGyl2tET6PPJsXUGtqMmIMehV/3S4K"
+
+// writeValues writes a values file for helm template -f.
+func writeValues(t *testing.T, text string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+const accessValues = `
+config:
+  auth:
+    realm: cluster-mirror
+    access:
+      - users: [alice]
+        repositories: ["docker.io/library/"]
+`
+
+// htpasswdVolume returns the pod's htpasswd volume and the container's
+// mount of it.
+func htpasswdVolume(t *testing.T, sts appsv1.StatefulSet) (*corev1.Volume, *corev1.VolumeMount) {
+	t.Helper()
+	var vol *corev1.Volume
+	for i, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Name == "htpasswd" {
+			vol = &sts.Spec.Template.Spec.Volumes[i]
+		}
+	}
+	var mount *corev1.VolumeMount
+	c := container(t, sts)
+	for i, m := range c.VolumeMounts {
+		if m.Name == "htpasswd" {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	return vol, mount
+}
+
+// The htpasswd file inline or in a Secret of the user's is mounted
+// read-only where config.auth.htpasswd points, and the access list goes
+// into the config as given.
+func TestAuth(t *testing.T) {
+	checkMounted := func(t *testing.T, r rendered, secret, key string) config.Config {
+		t.Helper()
+		cfg := r.breakwaterConfig(t)
+		if cfg.Auth.Realm != "cluster-mirror" || len(cfg.Auth.Access) != 1 || cfg.Auth.Access[0].Users[0] != "alice" {
+			t.Errorf("config auth %+v: want the values' realm and access list", cfg.Auth)
+		}
+		sts := r.statefulSet(t)
+		vol, mount := htpasswdVolume(t, sts)
+		if vol == nil || vol.Secret == nil || vol.Secret.SecretName != secret || len(vol.Secret.Items) != 1 ||
+			vol.Secret.Items[0].Key != key || vol.Secret.Items[0].Path != "htpasswd" {
+			t.Fatalf("htpasswd volume %+v: want Secret %s's key %s as htpasswd", vol, secret, key)
+		}
+		if m := vol.Secret.DefaultMode; m == nil || *m&0o007 != 0 {
+			t.Errorf("htpasswd volume mode %v: others must not read it", m)
+		}
+		if mount == nil || !mount.ReadOnly || filepath.Join(mount.MountPath, "htpasswd") != cfg.Auth.Htpasswd {
+			t.Errorf("htpasswd mount %+v, config.auth.htpasswd %q: want it read-only where the config points", mount, cfg.Auth.Htpasswd)
+		}
+		return cfg
+	}
+
+	t.Run("inline", func(t *testing.T) {
+		values := writeValues(t, "auth:\n  htpasswd: |\n    # nodes\n    "+htpasswdLine+"\n"+accessValues)
+		r := decodeAll(t, template(t, chartDir, "-f", values))
+		checkMounted(t, r, fullname+"-htpasswd", "htpasswd")
+		if len(r.secrets) != 1 || r.secrets[0].Name != fullname+"-htpasswd" {
+			t.Fatalf("Secrets %+v: want %s-htpasswd", r.secrets, fullname)
+		}
+		// What Breakwater reads is a valid bcrypt file with alice in it.
+		h, err := access.ParseHtpasswd(bytes.NewReader(r.secrets[0].Data["htpasswd"]), "the Secret")
+		if err != nil || !h.Has("alice") {
+			t.Errorf("the Secret's htpasswd: %v, users %v", err, h)
+		}
+		sum := r.statefulSet(t).Spec.Template.Annotations["checksum/htpasswd"]
+		other := writeValues(t, "auth:\n  htpasswd: |\n    "+strings.Replace(htpasswdLine, "alice", "bob", 1)+"\n"+strings.Replace(accessValues, "alice", "bob", 1))
+		if sum == "" || decodeAll(t, template(t, chartDir, "-f", other)).statefulSet(t).Spec.Template.Annotations["checksum/htpasswd"] == sum {
+			t.Error("a new inline htpasswd file does not change the pods' checksum/htpasswd: they would not roll")
+		}
+	})
+	t.Run("existingSecret", func(t *testing.T) {
+		values := writeValues(t, accessValues)
+		r := decodeAll(t, template(t, chartDir, "-f", values, "--set", "auth.existingSecret=mirror-users", "--set", "auth.existingSecretKey=users"))
+		checkMounted(t, r, "mirror-users", "users")
+		if len(r.secrets) != 0 {
+			t.Errorf("the chart rendered a Secret of its own beside auth.existingSecret: %+v", r.secrets)
+		}
+		if _, ok := r.statefulSet(t).Spec.Template.Annotations["checksum/htpasswd"]; ok {
+			t.Error("checksum/htpasswd set for a Secret the chart does not render")
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir))
+		if vol, mount := htpasswdVolume(t, r.statefulSet(t)); vol != nil || mount != nil {
+			t.Errorf("an htpasswd volume without auth values: %+v %+v", vol, mount)
+		}
+		if cfg := r.breakwaterConfig(t); cfg.Auth.Htpasswd != "" {
+			t.Errorf("config.auth.htpasswd %q without auth values", cfg.Auth.Htpasswd)
+		}
+	})
+}
+
+// What Breakwater would refuse at start about its auth block the chart
+// refuses at install, saying what to set.
+func TestAuthRefused(t *testing.T) {
+	for name, tc := range map[string]struct {
+		values string
+		set    []string
+		want   string
+	}{
+		"both sources": {accessValues + "auth:\n  existingSecret: s\n  htpasswd: |\n    " + htpasswdLine + "\n", nil,
+			"auth.existingSecret and auth.htpasswd: set one of them"},
+		"an htpasswd file without an access list": {"", []string{"--set", "auth.existingSecret=s"},
+			"config.auth.access: required with auth.existingSecret or auth.htpasswd"},
+		"an access list without an htpasswd file": {accessValues, nil,
+			"config.auth.access or config.auth.groups without an htpasswd file: set auth.existingSecret or auth.htpasswd"},
+		"config.auth.htpasswd beside auth values": {accessValues + "    htpasswd: /elsewhere\n", []string{"--set", "auth.existingSecret=s"},
+			`config.auth.htpasswd "/elsewhere": leave it unset`},
+		"an MD5 line": {accessValues + "auth:\n  htpasswd: |\n    " + htpasswdLine + "\n    bob:$apr1$BwlsnnSA$IXNemWNEa5SrPydnYv0pV/\n", nil,
+			"auth.htpasswd: line 2: not a user:bcrypt-hash line (only bcrypt is accepted: create it with htpasswd -B)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := []string{"template", release, chartDir, "--kube-version", kubeVersion, "-f", writeValues(t, tc.values)}
+			out, err := runHelm(t, append(args, tc.set...)...)
 			if err == nil {
 				t.Fatalf("rendered:\n%.300s", out)
 			}

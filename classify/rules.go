@@ -124,8 +124,11 @@ var messageRules = []rule{
 		},
 		explain: "the registry refused the pull: the repository does not exist or needs credentials the node lacks"},
 	{id: "unauthorized", verdict: Fatal,
-		patterns: []pattern{wrd("unauthorized"), phr("authentication required"), phr("invalid username/password")},
-		explain:  "the registry wants credentials the node did not send or sent wrong (401 / UNAUTHORIZED)"},
+		patterns: []pattern{wrd("unauthorized"), phr("authentication required"), phr("invalid username/password"),
+			// dockerd (distribution's client) when a registry asks for Basic
+			// credentials and it has none: no docker login for it.
+			phr("no basic auth credentials")},
+		explain: "the registry wants credentials the node did not send or sent wrong (401 / UNAUTHORIZED)"},
 	{id: "insufficient-scope", verdict: Fatal,
 		patterns: []pattern{wrd("insufficient_scope")},
 		explain:  "the registry token does not grant pull on this repository (insufficient_scope)"},

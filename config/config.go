@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/breakwater-registry/breakwater/access"
 )
 
 // Config is the whole configuration.
@@ -39,7 +41,49 @@ type Config struct {
 	// to every upstream but for the keys an upstream's own block sets.
 	Resilience Resilience `yaml:"resilience"`
 	Warm       Warm       `yaml:"warm"`
-	Log        Log        `yaml:"log"`
+	// Auth authenticates Breakwater's clients and says what each may
+	// pull; without auth.htpasswd Breakwater is open.
+	Auth Auth `yaml:"auth"`
+	Log  Log  `yaml:"log"`
+}
+
+// Auth configures client authentication and per-repository access, as the
+// access package implements them.
+type Auth struct {
+	// Htpasswd is the path of a bcrypt htpasswd file (htpasswd -B). Set,
+	// every client must authenticate but for what Access grants anonymous
+	// clients; unset, anyone who reaches Breakwater may pull whatever the
+	// upstreams' credentials can read.
+	Htpasswd string `yaml:"htpasswd"`
+	// Realm is sent in the Basic challenge.
+	Realm string `yaml:"realm"`
+	// Groups maps a group name to users of the htpasswd file.
+	Groups map[string][]string `yaml:"groups"`
+	// Access lists who may pull which repositories; pull only.
+	Access []AccessEntry `yaml:"access"`
+}
+
+// AccessEntry grants pull on Repositories (upstream/repository prefixes,
+// or "*") to Users and Groups, to every authenticated user, or to
+// everyone (Anonymous).
+type AccessEntry struct {
+	Users         []string `yaml:"users"`
+	Groups        []string `yaml:"groups"`
+	Authenticated bool     `yaml:"authenticated"`
+	Anonymous     bool     `yaml:"anonymous"`
+	Repositories  []string `yaml:"repositories"`
+}
+
+// AccessConfig is the auth block as the access package takes it.
+func (a Auth) AccessConfig() access.Config {
+	c := access.Config{Htpasswd: a.Htpasswd, Realm: a.Realm, Groups: a.Groups}
+	for _, e := range a.Access {
+		c.Access = append(c.Access, access.Grant{
+			Users: e.Users, Groups: e.Groups, Authenticated: e.Authenticated, Anonymous: e.Anonymous,
+			Repositories: e.Repositories,
+		})
+	}
+	return c
 }
 
 // TLS configures TLS on the listen address. Off when CertFile is empty.
@@ -286,39 +330,83 @@ func Default() Config {
 			MaxConcurrent:    64,
 			RateLimitReserve: 10,
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Auth: Auth{Realm: access.DefaultRealm},
+		Log:  Log{Level: "info", Format: "json"},
 	}
 }
 
 // Load reads a configuration file over the defaults and validates it.
 // Keys absent from the file keep their default; a file that sets upstreams
-// replaces the default upstream list whole.
+// replaces the default upstream list whole. Unlike Parse it also reads the
+// files the configuration names and checks them against it: the htpasswd
+// file (its errors with its path and line) and the users the auth block
+// names.
 func Load(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	cfg, err := Parse(b)
+	cfg, lines, err := parse(b)
+	if err == nil {
+		err = cfg.checkFiles(lines)
+	}
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// Parse decodes YAML over the defaults and validates the result.
+// Parse decodes YAML over the defaults and validates the result. It reads
+// no other file.
 func Parse(b []byte) (Config, error) {
+	cfg, _, err := parse(b)
+	return cfg, err
+}
+
+func parse(b []byte) (Config, map[string]int, error) {
 	cfg := Default()
 	var lines map[string]int
 	if len(bytes.TrimSpace(b)) > 0 {
 		var err error
 		if lines, err = decodeStrict(b, &cfg); err != nil {
-			return Config{}, err
+			return Config{}, nil, err
 		}
 	}
 	if err := cfg.validate(lines); err != nil {
-		return Config{}, err
+		return Config{}, nil, err
 	}
-	return cfg, nil
+	return cfg, lines, nil
+}
+
+// checkFiles reads the htpasswd file, if any, as Breakwater will, and
+// checks the users the auth block names against it.
+func (c *Config) checkFiles(lines map[string]int) error {
+	if c.Auth.Htpasswd == "" {
+		return nil
+	}
+	var ps problems
+	if _, err := access.New(c.Auth.AccessConfig()); err != nil {
+		ps.addAccess(err)
+	}
+	return ps.err(lines)
+}
+
+// addAccess adds the access package's FieldErrors, named under auth.
+func (ps *problems) addAccess(err error) {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else if err != nil {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var fe *access.FieldError
+		if errors.As(e, &fe) {
+			ps.add("auth."+fe.Field, "%v", fe.Err)
+		} else {
+			ps.add("auth", "%v", e)
+		}
+	}
 }
 
 // hostRE matches a registry host as clients name it: a DNS name or IPv4
@@ -348,8 +436,14 @@ func (c *Config) Validate() error {
 // validate is Validate with the line of each key the file has (from the
 // decoder), so that an error points into the file where it can.
 func (c *Config) validate(lines map[string]int) error {
+	return c.problems(lines).err(lines)
+}
+
+// err is the problems as one error, each with its line where the file has
+// the key.
+func (ps problems) err(lines map[string]int) error {
 	var errs []error
-	for _, p := range c.problems(lines) {
+	for _, p := range ps {
 		if l, ok := lines[p.path]; ok {
 			errs = append(errs, fmt.Errorf("line %d: %s: %s", l, p.path, p.msg))
 		} else {
@@ -440,6 +534,7 @@ func (c *Config) problems(lines map[string]int) problems {
 	for _, p := range global {
 		ps.add("resilience."+p.path, "%s", p.msg)
 	}
+	c.Auth.problems(&ps, c.Upstreams)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -467,6 +562,27 @@ func (t TLS) problems() problems {
 		ps.add("tls.client_ca_file", "requires tls.cert_file and tls.key_file (mutual TLS is TLS first)")
 	}
 	return ps
+}
+
+// problems checks the auth block as far as it can without the htpasswd
+// file, and that every pattern names a configured upstream.
+func (a Auth) problems(ps *problems, upstreams map[string]Upstream) {
+	ps.addAccess(a.AccessConfig().Validate())
+	names := make([]string, 0, len(upstreams))
+	lower := map[string]bool{}
+	for n := range upstreams {
+		names = append(names, n)
+		lower[strings.ToLower(n)] = true
+	}
+	sort.Strings(names)
+	for i, e := range a.Access {
+		for j, r := range e.Repositories {
+			p, err := access.ParsePattern(r)
+			if err == nil && p.Upstream != "" && !lower[p.Upstream] {
+				ps.add(fmt.Sprintf("auth.access[%d].repositories[%d]", i, j), "%q: %s is not one of the upstreams (%s)", r, p.Upstream, strings.Join(names, ", "))
+			}
+		}
+	}
 }
 
 // problems checks one resilience block; paths are relative to the block.

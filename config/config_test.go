@@ -37,6 +37,13 @@ func TestLoadValid(t *testing.T) {
 				OpenMin: Duration(2 * time.Second), OpenMax: Duration(8 * time.Second)},
 			MaxConcurrent: 16,
 		},
+		Auth: Auth{Htpasswd: "testdata/htpasswd", Realm: "mirror",
+			Groups: map[string][]string{"ci": {"jenkins", "gitlab"}},
+			Access: []AccessEntry{
+				{Users: []string{"alice"}, Repositories: []string{"docker.io/library/", "registry.example.com:5000/team/"}},
+				{Groups: []string{"ci"}, Users: []string{"alice"}, Repositories: []string{"*"}},
+				{Anonymous: true, Repositories: []string{"docker.io/library/busybox"}},
+			}},
 		Log: Log{Level: "debug", Format: "text"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -71,6 +78,25 @@ func TestBundledConfigExample(t *testing.T) {
 	want.Breaker.OpenMax = Duration(30 * time.Second)
 	if got := cfg.ResilienceFor("docker.io"); got != want {
 		t.Errorf("the example uncommented: docker.io resilience %+v, want %+v", got, want)
+	}
+}
+
+// The commented-out auth example in config.yaml is one Breakwater takes
+// when uncommented (given its htpasswd file, which Parse does not read).
+func TestBundledConfigAuthExample(t *testing.T) {
+	cfg, err := Parse(uncommentedExample(t, "", "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Auth{Htpasswd: "/etc/breakwater/htpasswd", Realm: "breakwater",
+		Groups: map[string][]string{"ci": {"jenkins", "gitlab"}},
+		Access: []AccessEntry{
+			{Users: []string{"alice"}, Repositories: []string{"docker.io/library/", "ghcr.io/acme/"}},
+			{Groups: []string{"ci"}, Repositories: []string{"*"}},
+			{Anonymous: true, Repositories: []string{"registry.k8s.io/"}},
+		}}
+	if !reflect.DeepEqual(cfg.Auth, want) {
+		t.Errorf("the example uncommented: auth %+v, want %+v", cfg.Auth, want)
 	}
 }
 
@@ -429,4 +455,98 @@ func uncommentedExample(t *testing.T, indent, key string) []byte {
 		t.Fatalf("config.yaml has no commented-out %s example", key)
 	}
 	return []byte(strings.Join(out, "\n"))
+}
+
+// Every auth error exactly, through Load, which also reads the htpasswd
+// file: the field by its path (list elements by index), its line, and the
+// htpasswd file's own path and line for what is wrong in it.
+func TestAuthErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"a key misspelt", `auth:
+  htpasswd: testdata/htpasswd
+  access:
+    - user: [alice]
+      repositories: ["*"]
+`, []string{"line 4: auth.access[0].user: unknown key (known keys: users, groups, authenticated, anonymous, repositories)"}},
+		{"a user, not a list", `auth:
+  htpasswd: testdata/htpasswd
+  access:
+    - users: alice
+      repositories: ["*"]
+`, []string{"line 4: auth.access[0].users: want a list, e.g. [a, b]"}},
+		{"an access list without htpasswd", `auth:
+  access:
+    - anonymous: true
+      repositories: ["*"]
+`, []string{"auth.htpasswd: required with an access list or groups: without it Breakwater is open to everyone"}},
+		{"htpasswd without an access list", `auth:
+  htpasswd: testdata/htpasswd
+`, []string{`auth.access: empty: with htpasswd set and no access list nobody may pull anything; to let every user pull everything, add {authenticated: true, repositories: ["*"]}`}},
+		{"entries", `upstreams:
+  docker.io:
+    url: https://registry-1.docker.io
+  ghcr.io:
+    url: https://ghcr.io
+auth:
+  htpasswd: testdata/htpasswd
+  groups:
+    ci: [jenkins]
+  access:
+    - repositories: ["*"]
+    - groups: [ci, cd]
+      repositories: [quay.io/org/, "docker.io/lib*", ghcr.io]
+    - anonymous: true
+      users: [alice]
+      repositories: []
+`, []string{
+			"line 11: auth.access[0]: says for whom: users, groups, authenticated: true or anonymous: true",
+			`line 12: auth.access[1].groups[1]: group "cd" is not one of groups (ci)`,
+			`line 13: auth.access[1].repositories[1]: "docker.io/lib*": a pattern is a prefix of whole path segments; "*" only stands alone, for everything`,
+			"line 14: auth.access[2]: users/groups, authenticated and anonymous exclude each other: anonymous is everyone, authenticated every user of the htpasswd file",
+			`line 16: auth.access[2].repositories: empty: list upstream/repository prefixes, or "*" for everything`,
+			`line 13: auth.access[1].repositories[0]: "quay.io/org/": quay.io is not one of the upstreams (docker.io, ghcr.io)`,
+		}},
+		// Only Load reads the file: these pass Parse.
+		{"users not in the file", `auth:
+  htpasswd: testdata/htpasswd
+  groups:
+    ci: [jenkins, hudson]
+  access:
+    - users: [alice, bob]
+      repositories: ["*"]
+`, []string{
+			`line 4: auth.groups.ci[1]: user "hudson" is not in testdata/htpasswd`,
+			`line 6: auth.access[0].users[1]: user "bob" is not in testdata/htpasswd`,
+		}},
+		{"an MD5 htpasswd", `auth:
+  htpasswd: testdata/htpasswd-md5
+  access:
+    - authenticated: true
+      repositories: ["*"]
+`, []string{`line 2: auth.htpasswd: htpasswd testdata/htpasswd-md5: line 1: user "bob": an MD5 hash is refused; only bcrypt hashes are accepted: create the entry with htpasswd -B`}},
+		{"no htpasswd file", `auth:
+  htpasswd: testdata/nope
+  access:
+    - authenticated: true
+      repositories: ["*"]
+`, []string{`line 2: auth.htpasswd: htpasswd file: open testdata/nope: no such file or directory`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "cfg.yaml")
+			if err := os.WriteFile(file, []byte(tc.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(file)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			got := strings.Split(strings.TrimPrefix(err.Error(), "config "+file+": "), "\n")
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("error:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
 }

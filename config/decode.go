@@ -182,6 +182,22 @@ func (d *decoder) decodeNode(n *yaml.Node, v reflect.Value, path string) error {
 		}
 		v.Set(m)
 		return nil
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return where("want a list, e.g. [a, b]")
+		}
+		// Like a map, a list in the file replaces the default one whole.
+		// Its elements are named path[i], their lines kept like keys'.
+		l := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, el := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.lines[p] = el.Line
+			if err := d.decodeNode(el, l.Index(i), p); err != nil {
+				return err
+			}
+		}
+		v.Set(l)
+		return nil
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
 			return where("want a string")

@@ -27,6 +27,8 @@ type site struct {
 type doc struct {
 	Knobs knobs           `yaml:"knobs"`
 	Sites map[string]site `yaml:"sites"`
+	List  []knobs         `yaml:"list"`
+	Names []string        `yaml:"names"`
 }
 
 func TestDecodeInherit(t *testing.T) {
@@ -86,6 +88,41 @@ func TestDecodeErrors(t *testing.T) {
 		var d doc
 		_, err := decodeStrict([]byte(tc.text), &d)
 		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q: error %v, want %q", tc.text, err, tc.want)
+		}
+	}
+}
+
+// Lists replace the default whole; their elements are named path[i], with
+// their lines.
+func TestDecodeLists(t *testing.T) {
+	text := "names: [a, b]\nlist:\n  - a: 1\n  - b: x\n    c: 2\n"
+	d := doc{Names: []string{"default"}, List: []knobs{{A: 9}}}
+	lines, err := decodeStrict([]byte(text), &d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a", "b"}; !reflect.DeepEqual(d.Names, want) {
+		t.Errorf("names %v, want %v", d.Names, want)
+	}
+	if want := []knobs{{A: 1}, {B: "x", C: 2}}; !reflect.DeepEqual(d.List, want) {
+		t.Errorf("list %+v, want %+v", d.List, want)
+	}
+	want := map[string]int{
+		"names": 1, "names[0]": 1, "names[1]": 1,
+		"list": 2, "list[0]": 3, "list[0].a": 3, "list[1]": 4, "list[1].b": 4, "list[1].c": 5,
+	}
+	if !reflect.DeepEqual(lines, want) {
+		t.Errorf("lines %v, want %v", lines, want)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"names: a\n", "line 1: names: want a list, e.g. [a, b]"},
+		{"names:\n  - [a]\n", "line 2: names[0]: want a string"},
+		{"list:\n  - a: 1\n  - d: 2\n", "line 3: list[1].d: unknown key (known keys: a, b, c)"},
+		{"list:\n  - a: one\n", `line 2: list[0].a: "one" is not a whole number`},
+	} {
+		var d doc
+		if _, err := decodeStrict([]byte(tc.text), &d); err == nil || err.Error() != tc.want {
 			t.Errorf("%q: error %v, want %q", tc.text, err, tc.want)
 		}
 	}

@@ -40,6 +40,9 @@ type Error struct {
 	// Phrase sends Message as the status line's reason phrase too: the
 	// crafted answers for the pod, which runtimes print from there.
 	Phrase bool
+	// Challenge, when set, is sent as WWW-Authenticate: the 401 that
+	// tells a client which credentials to send.
+	Challenge string
 }
 
 func (e *Error) Error() string {
@@ -82,6 +85,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	if e.Challenge != "" {
+		h.Set("WWW-Authenticate", e.Challenge)
 	}
 	if e.Status == http.StatusMethodNotAllowed {
 		h.Set("Allow", "GET, HEAD")

@@ -57,6 +57,12 @@ type mirrorOpts struct {
 	storeOpts  []storage.Option
 	// auth authenticates towards the docker.io upstream.
 	auth authn.Authenticator
+	// access authenticates the mirror's clients; nil: open.
+	access proxy.Access
+	// log, when set, receives the mirror's log as JSON at info level.
+	log io.Writer
+	// warm serves the warm API.
+	warm http.Handler
 }
 
 // fastPolicy keeps tests quick while exercising every retry path. Its
@@ -99,6 +105,10 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if o.log != nil {
+		logger = slog.New(slog.NewJSONHandler(o.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	srv, err := proxy.New(proxy.Options{
 		Store:             store,
 		Upstreams:         ups,
@@ -107,8 +117,10 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 		MaxStale:          o.maxStale,
 		RevalidateTimeout: o.revalidate,
 		MaxBlobSize:       o.maxBlob,
-		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Logger:            logger,
 		Version:           "test",
+		Access:            o.access,
+		WarmHandler:       o.warm,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -29,8 +29,11 @@ const (
 type requestInfo struct {
 	route    string
 	upstream string
-	cache    string
-	err      error
+	// user is the authenticated client, "" when anonymous (or when
+	// client authentication is off).
+	user  string
+	cache string
+	err   error
 	// status and bytes are set by handlers that wrote the answer on a
 	// hijacked connection, which the recorder cannot see.
 	status int
@@ -113,6 +116,12 @@ func (s *Server) finishRequest(r *http.Request, rec *statusRecorder, info *reque
 	}
 	if info.upstream != "" {
 		attrs = append(attrs, slog.String("upstream", info.upstream))
+	}
+	if info.user != "" {
+		// The user, never the password: the Authorization header is not
+		// logged anywhere.
+		attrs = append(attrs, slog.String("user", info.user))
+		span.SetAttributes(attribute.String("user.name", info.user))
 	}
 	if info.cache != "" {
 		attrs = append(attrs, slog.String("cache", info.cache))

@@ -110,11 +110,17 @@ func (s *Server) parseTarget(r *http.Request, rest string) (*target, error) {
 	if !nameRE.MatchString(name) {
 		return nil, errorf(http.StatusBadRequest, CodeNameInvalid, "invalid repository name %q", t.clientName)
 	}
-	if t.upstream.DockerHub() && !strings.Contains(name, "/") {
-		name = "library/" + name
-	}
-	t.repo = name
+	t.repo = dockerHubName(t.upstream, name)
 	return t, nil
+}
+
+// dockerHubName is name as up knows it: Docker Hub puts official images,
+// named with one path component, under library/.
+func dockerHubName(up *registry, name string) string {
+	if up.DockerHub() && !strings.Contains(name, "/") {
+		return "library/" + name
+	}
+	return name
 }
 
 func (t *target) parseRef() error {

@@ -70,8 +70,13 @@ type Options struct {
 	// MetricsHandler, when set, is served at /metrics.
 	MetricsHandler http.Handler
 	// WarmHandler, when set, serves POST /_breakwater/v1/warm; without
-	// it that endpoint answers that the warm API is off.
+	// it that endpoint answers that the warm API is off. With Access it
+	// is called only for an authenticated user, and CheckPull on the
+	// request's context says what that user may pull.
 	WarmHandler http.Handler
+	// Access, when set, authenticates clients and decides what each may
+	// pull; nil leaves Breakwater open to whoever reaches it.
+	Access Access
 }
 
 // DefaultMaxBlobSize bounds a blob when Options.MaxBlobSize is not set:
@@ -107,6 +112,7 @@ type Server struct {
 	router          chi.Router
 	metrics         http.Handler
 	warm            http.Handler
+	access          Access
 
 	// base is the context of work that outlives a request (shared
 	// fetches); Close cancels it and waits for background to drain.
@@ -145,6 +151,7 @@ func New(opts Options) (*Server, error) {
 		tagTTL:          opts.TagTTL,
 		maxStale:        opts.MaxStale,
 		revalidate:      opts.RevalidateTimeout,
+		access:          opts.Access,
 	}
 	s.manifests.init()
 	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout, opts.MaxBlobSize)
@@ -233,14 +240,18 @@ func (s *Server) routes() chi.Router {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	r.Get("/readyz", s.handleReady)
-	r.Get("/_breakwater/v1/status", s.handleStatus)
-	r.Post("/_breakwater/v1/warm", func(w http.ResponseWriter, r *http.Request) {
-		if s.warm == nil {
-			writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "the warm API is off: set warm.api_enabled: true"))
+	// Liveness, readiness and metrics stay open with client
+	// authentication on: probes and scrapers do not log in, and they tell
+	// no repository names. The status page can (an upstream's last error
+	// names what was pulled), so it needs a user.
+	r.Get("/_breakwater/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.requireUser(r); err != nil {
+			writeError(w, r, err)
 			return
 		}
-		s.warm.ServeHTTP(w, r)
+		s.handleStatus(w, r)
 	})
+	r.Post("/_breakwater/v1/warm", s.handleWarm)
 	if s.metrics != nil {
 		r.Handle("/metrics", s.metrics)
 	}
@@ -257,11 +268,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.router.ServeHTTP(w, r)
 }
 
-// handleBase answers the API version check every client starts with.
+// handleBase answers the API version check every client starts with. With
+// client authentication on it wants credentials even when the access list
+// grants something anonymously: docker login, podman and skopeo learn
+// from its challenge that they should send them.
 func (s *Server) handleBase(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported: this is a pull-only mirror", r.Method))
+		return
+	}
+	if err := s.requireUser(r); err != nil {
+		writeError(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -279,6 +297,16 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported: this is a pull-only mirror", r.Method))
 		return
 	}
+	user, err := s.identify(r)
+	if err == nil && user == "" && s.access != nil && !s.access.AllowsAnonymous() {
+		// Nothing is for anonymous clients: not even which upstreams
+		// there are (a name that is not one lists them).
+		err = s.challenge("authentication required")
+	}
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
 	t, err := s.parseTarget(r, rest)
 	if err != nil {
 		writeError(w, r, err)
@@ -287,6 +315,10 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	info := requestInfoFrom(r)
 	info.upstream = t.upstream.Name()
 	info.route = t.kind.String()
+	if err := s.authorize(user, t); err != nil {
+		writeError(w, r, err)
+		return
+	}
 	switch t.kind {
 	case kindManifest:
 		err = s.serveManifest(w, r, t)
@@ -300,6 +332,24 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, r, err)
 	}
+}
+
+// handleWarm serves the warm API, for an authenticated user when client
+// authentication is on; the handler checks the user's access to every image
+// with CheckPull before it pulls any.
+func (s *Server) handleWarm(w http.ResponseWriter, r *http.Request) {
+	if err := s.requireUser(r); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if s.warm == nil {
+		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "the warm API is off: set warm.api_enabled: true"))
+		return
+	}
+	if s.access != nil {
+		r = s.withPullCheck(r, requestInfoFrom(r).user)
+	}
+	s.warm.ServeHTTP(w, r)
 }
 
 // handleReady says whether Breakwater can do its job: the configuration was

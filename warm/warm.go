@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -70,14 +71,17 @@ func ManifestTypes() []string {
 const mirrorWait = 5 * time.Minute
 
 // MirrorConfig is the configuration of a client towards the Breakwater at
-// mirror (http://127.0.0.1:5000), for upstream.New: anonymous, one try per
-// request, since the mirror has already retried its upstream and its
-// answer says so, and no circuit breaker, since the mirror has its own and
-// one here would answer for it with less to say.
+// mirror (http://127.0.0.1:5000), for upstream.New: one try per request,
+// since the mirror has already retried its upstream and its answer says
+// so, and no circuit breaker, since the mirror has its own and one here
+// would answer for it with less to say. It is anonymous but for requests
+// whose context carries credentials (WithCredentials), which it sends when
+// the mirror asks for them.
 func MirrorConfig(mirror string) upstream.Config {
 	c := upstream.Config{
 		Name:      mirror,
 		URL:       mirror,
+		Auth:      contextCredentials{},
 		UserAgent: "breakwater-warm",
 		Policy: upstream.Policy{
 			Retry:   upstream.Retry{Attempts: 1, Deadline: mirrorWait, AttemptTimeout: mirrorWait},
@@ -89,6 +93,31 @@ func MirrorConfig(mirror string) upstream.Config {
 		c.Name, c.URL = u.Host, u.Scheme+"://"+u.Host
 	}
 	return c
+}
+
+type credentialsKey struct{}
+
+// WithCredentials returns ctx with the user and password a client built
+// with MirrorConfig authenticates with towards a Breakwater that has client
+// authentication on. The warm API passes on its caller's, so that it pulls
+// what that user may pull, as that user.
+func WithCredentials(ctx context.Context, user, password string) context.Context {
+	return context.WithValue(ctx, credentialsKey{}, authn.AuthConfig{Username: user, Password: password})
+}
+
+// contextCredentials authenticates with the credentials of the request's
+// context, none without. go-containerregistry asks it on every request
+// (AuthorizationContext), not once per client or repository, so that one
+// client serves requests of different users.
+type contextCredentials struct{}
+
+func (contextCredentials) Authorization() (*authn.AuthConfig, error) { return &authn.AuthConfig{}, nil }
+
+func (contextCredentials) AuthorizationContext(ctx context.Context) (*authn.AuthConfig, error) {
+	if c, ok := ctx.Value(credentialsKey{}).(authn.AuthConfig); ok {
+		return &c, nil
+	}
+	return &authn.AuthConfig{}, nil
 }
 
 // Options configures warming.

@@ -294,6 +294,11 @@ func newProxy(cfg config.Config, store *storage.Store, tel *telemetry, log *slog
 	if err != nil {
 		return nil, err
 	}
+	// Read on every build, so that a reload takes a changed htpasswd file.
+	acc, err := accessPolicy(cfg.Auth, log)
+	if err != nil {
+		return nil, err
+	}
 	var warmHandler http.Handler
 	if cfg.Warm.APIEnabled {
 		// The warm API pulls through Breakwater's own pull API, so that
@@ -320,6 +325,7 @@ func newProxy(cfg config.Config, store *storage.Store, tel *telemetry, log *slog
 		MaxBlobSize:       int64(cfg.Cache.MaxBlobSize),
 		Logger:            log,
 		Version:           buildVersion(),
+		Access:            acc,
 	})
 }
 

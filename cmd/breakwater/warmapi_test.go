@@ -7,14 +7,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/internal/testlog"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 )
 
@@ -147,5 +151,78 @@ func TestWarmAPIAnyListenAddress(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("listening on %s: warm answered %d %s", listen, resp.StatusCode, body)
 		}
+	}
+}
+
+// With client authentication on, the warm API wants a user, refuses the
+// whole request when the user may not pull one of its images, and pulls
+// the others as that user.
+func TestWarmAPIWithAuth(t *testing.T) {
+	up := testupstream.Start(t)
+	img, err := random.Image(20_000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PushImage(t, "library/warmed:v1", img)
+	up.PushImage(t, "acme/other:v1", img)
+
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig("", "127.0.0.1:0", filepath.Join(dir, "cache"), "1h", []string{"docker.io=" + up.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Warm.APIEnabled = true
+	cfg.Auth = config.Auth{Htpasswd: htpasswd, Realm: "bw", Access: []config.AccessEntry{
+		{Users: []string{"alice"}, Repositories: []string{"docker.io/library/"}},
+	}}
+	var logs testlog.Buffer
+	addr, stop := startServeLoop(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
+	t.Cleanup(func() { _ = stop() })
+
+	post := func(user, body string) (int, http.Header, string) {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/_breakwater/v1/warm", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user != "" {
+			req.SetBasicAuth(user, user+"-pw")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+
+	up.Reset()
+	if code, h, body := post("", `{"images":["warmed:v1"]}`); code != 401 || h.Get("WWW-Authenticate") != `Basic realm="bw"` {
+		t.Errorf("anonymous: %d %v %s, want 401 with the challenge", code, h, body)
+	}
+	code, _, body := post("alice", `{"images":["warmed:v1","docker.io/acme/other:v1"]}`)
+	if code != 403 || !strings.Contains(body, `"code":"DENIED"`) || !strings.Contains(body, `docker.io/acme/other:v1: 403 DENIED`) || strings.Contains(body, "warmed:v1:") {
+		t.Errorf("alice, one image denied: %d %s, want 403 DENIED naming only docker.io/acme/other", code, body)
+	}
+	if n := len(up.Requests("", "")); n != 0 {
+		t.Errorf("a refused warm request reached the upstream %d times", n)
+	}
+	code, _, body = post("alice", `{"images":["warmed:v1"]}`)
+	var resp warmResponse
+	if err := json.Unmarshal([]byte(body), &resp); err != nil || code != 200 || resp.OK != 1 {
+		t.Fatalf("alice warms library/warmed: %d %s (%v)", code, body, err)
+	}
+	// The pulls went through Breakwater as alice.
+	if !strings.Contains(logs.String(), `"path":"/v2/docker.io/library/warmed/manifests/v1","query":"","status":200`) ||
+		!strings.Contains(logs.String(), `"user":"alice"`) {
+		t.Errorf("no pull through Breakwater as alice in the log:\n%s", logs.String())
 	}
 }

@@ -8,7 +8,9 @@ const module = "github.com/breakwater-registry/breakwater"
 
 // TestLayering enforces the design's import rules: classify stands alone
 // so that anyone can import it; storage knows nothing of HTTP; the
-// upstream client knows nothing of the proxy that uses it.
+// upstream client knows nothing of the proxy that uses it; access, which
+// decides who may pull what, knows nothing of HTTP (so that config can use
+// it), of the proxy, the cache or the upstreams.
 func TestLayering(t *testing.T) {
 	rules := []struct {
 		pkg    string
@@ -24,6 +26,9 @@ func TestLayering(t *testing.T) {
 		}},
 		{module + "/config", "configuration is data", []string{"net/http", module + "/proxy", module + "/upstream"}},
 		{module + "/internal/tlsserver", "it has one job, the listener's TLS configuration", []string{module + "/..."}},
+		{module + "/access", "who may pull what, whoever asks: it knows nothing of the proxy, the cache or the upstreams", []string{
+			"net/http", module + "/proxy", module + "/storage", module + "/upstream", module + "/cmd/...",
+		}},
 	}
 	for _, r := range rules {
 		t.Run(r.pkg, func(t *testing.T) {

@@ -50,37 +50,6 @@ tail_of() {
 	tail -n "$n" "$f" | cut -c1-600 | sed 's/^/    | /'
 }
 
-# ---- client errors ------------------------------------------------------
-
-# err_line CLIENT OUT: the client's error as a pod would show it.
-#   ctr:    the last `ctr: ...` line without `ctr: ` (kubelet shows
-#           containerd's CRI error, the same text without the prefix)
-#   skopeo: the msg="..." of the last `level=fatal` line, unquoted
-#   docker: the last `Error response from daemon: ...` line
-# falling back to the last non-empty line.
-err_line() {
-	local l=""
-	case $1 in
-	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1 | sed 's/^ctr: //') ;;
-	skopeo) l=$(grep 'level=fatal msg=' "$2" | tail -n 1 | sed -e 's/^.*level=fatal msg="//' -e 's/"$//' -e 's/\\"/"/g') ;;
-	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
-	esac
-	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
-	printf '%s' "$l"
-}
-
-# raw_line CLIENT OUT: the client's error line exactly as printed.
-raw_line() {
-	local l=""
-	case $1 in
-	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1) ;;
-	skopeo) l=$(grep 'level=fatal' "$2" | tail -n 1) ;;
-	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
-	esac
-	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
-	printf '%s' "$l"
-}
-
 # ---- Breakwater configurations -------------------------------------------
 
 # fast_resilience BREAKER_LINE...: the resilience block of a Breakwater
@@ -225,4 +194,96 @@ upstream_blob_gets() {
 upstream_blob_get_counts() {
 	http_lines "$1" | awk '$1 == "GET" && $2 ~ /\/blobs\/sha256:/ {
 		d = $2; sub(/.*\/blobs\//, "", d); sub(/\?.*/, "", d); print d }' | sort | uniq -c
+}
+
+# ---- client errors ----------------------------------------------------------
+
+# now_ns; secs_since T0_NS: seconds since T0_NS, two decimals.
+now_ns() { date +%s%N; }
+secs_since() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
+
+# err_line CLIENT OUT: the client's error as a pod would show it.
+#   ctr:    the last `ctr: ...` line without `ctr: ` (kubelet shows
+#           containerd's CRI error, the same text without the prefix)
+#   skopeo: the msg="..." of the last `level=fatal` line, unquoted
+#   docker: the last `Error response from daemon: ...` line
+#   podman: the last `Error: ...` line without `Error: ` (CRI-O reports
+#           the same containers/image text)
+# falling back to the last non-empty line.
+err_line() {
+	local l=""
+	case $1 in
+	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1 | sed 's/^ctr: //') ;;
+	skopeo) l=$(grep 'level=fatal msg=' "$2" | tail -n 1 | sed -e 's/^.*level=fatal msg="//' -e 's/"$//' -e 's/\\"/"/g') ;;
+	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
+	podman) l=$(grep '^Error: ' "$2" | tail -n 1 | sed 's/^Error: //') ;;
+	esac
+	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
+	printf '%s' "$l"
+}
+
+# raw_line CLIENT OUT: the client's error line exactly as printed.
+raw_line() {
+	local l=""
+	case $1 in
+	ctr) l=$(grep '^ctr: ' "$2" | tail -n 1) ;;
+	skopeo) l=$(grep 'level=fatal' "$2" | tail -n 1) ;;
+	docker) l=$(grep '^Error response from daemon: ' "$2" | tail -n 1) ;;
+	podman) l=$(grep '^Error: ' "$2" | tail -n 1) ;;
+	esac
+	[ -n "$l" ] || l=$(grep -v '^[[:space:]]*$' "$2" | tail -n 1)
+	printf '%s' "$l"
+}
+
+# retry_secs TEXT: the N of the last "retry after Ns" in TEXT.
+retry_secs() { printf '%s' "$1" | grep -o 'retry after [0-9]*s' | tail -n 1 | tr -dc '0-9'; }
+
+# expect_failed NAME CLIENT OUT RC WANT_EXIT NEEDLE...: the pull that wrote
+# OUT must have failed (not timed out), its error must contain every NEEDLE,
+# and `breakwater classify --reason ErrImagePull --message ERROR` must exit
+# WANT_EXIT (0 transient, 1 fatal). The error is recorded in $E2E_ERRORS
+# and left in E_LINE (empty when the pull did not fail).
+E_LINE=""
+expect_failed() {
+	local n=$1 client=$2 out=$3 rc=$4 want=$5 line raw needle missing="" says="" crc verdict
+	shift 5
+	E_LINE=""
+	case $rc in
+	0)
+		fail "$n: fails" "the pull succeeded"
+		return
+		;;
+	124 | 137)
+		fail "$n: fails" "timed out: $(cat "$out.cmd")"
+		tail_of "$out" 8
+		return
+		;;
+	esac
+	pass "$n: fails (exit $rc)"
+	raw=$(raw_line "$client" "$out")
+	line=$(err_line "$client" "$out")
+	# shellcheck disable=SC2034 # the callers read it
+	E_LINE=$line
+	printf '%s\t%s\n' "$n" "$raw" >>"$E2E_ERRORS"
+	note "$client printed: $raw"
+	for needle in "$@"; do
+		says+="${says:+, }'$needle'"
+		case $line in *"$needle"*) ;; *) missing+=" '$needle'" ;; esac
+	done
+	if [ -z "$missing" ]; then
+		pass "$n: error says $says"
+	else
+		fail "$n: error says $says" "missing$missing"
+		tail_of "$out" 6
+	fi
+	"$TMP/breakwater" classify --reason ErrImagePull --message "$line" >"$out.classify" 2>&1
+	crc=$?
+	printf '%s\tclassify exit %s: %s\n' "$n" "$crc" "$(head -n 1 "$out.classify")" >>"$E2E_ERRORS"
+	note "classify: $(head -n 1 "$out.classify")"
+	case $want in 0) verdict=transient ;; 1) verdict=fatal ;; *) verdict=unknown ;; esac
+	if [ "$crc" = "$want" ]; then
+		pass "$n: breakwater classify rates it $verdict (exit $crc)"
+	else
+		fail "$n: breakwater classify rates it $verdict" "exit $crc, want $want: $(head -n 1 "$out.classify")"
+	fi
 }

@@ -37,6 +37,8 @@ OUTAGE_REF=docker.io/library/e2e-outage:v1
 MISSING_REF=docker.io/library/e2e-missing:v1
 OUTAGE_ERRORS=$OUT/outage-errors.txt
 : >"$OUTAGE_ERRORS"
+# shellcheck disable=SC2034 # expect_failed (lib.sh) reads it
+E2E_ERRORS=$OUTAGE_ERRORS # where expect_failed records
 
 # mirror-recovery's breaker, for the recovery check's bound
 RECOVERY_OPEN_MAX=4
@@ -79,9 +81,6 @@ BWR_LOG=$LOGS/mirror-recovery.log
 
 # ---- helpers ---------------------------------------------------------------
 
-# now_ns; secs_since T0_NS: seconds since T0_NS, two decimals.
-now_ns() { date +%s%N; }
-secs_since() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
 
 # fp_set CONTROL SETTING: switch a fault proxy (SETTING in the control API's
 # syntax, e.g. set=503&for=1.5s); it answers once the setting is in effect.
@@ -119,58 +118,6 @@ fp_answered() {
 	http_lines "$3" "$1" | awk -v s="$2" '$3 == s { print $1, $2 }'
 }
 
-# retry_secs TEXT: the N of the last "retry after Ns" in TEXT.
-retry_secs() { printf '%s' "$1" | grep -o 'retry after [0-9]*s' | tail -n 1 | tr -dc '0-9'; }
-
-# expect_failed NAME CLIENT OUT RC WANT_EXIT NEEDLE...: the pull that wrote
-# OUT must have failed (not timed out), its error must contain every NEEDLE,
-# and `breakwater classify --reason ErrImagePull --message ERROR` must exit
-# WANT_EXIT (0 transient, 1 fatal). The error is recorded in $OUTAGE_ERRORS
-# and left in E_LINE (empty when the pull did not fail).
-E_LINE=""
-expect_failed() {
-	local n=$1 client=$2 out=$3 rc=$4 want=$5 line raw needle missing="" says="" crc verdict
-	shift 5
-	E_LINE=""
-	case $rc in
-	0)
-		fail "$n: fails" "the pull succeeded"
-		return
-		;;
-	124 | 137)
-		fail "$n: fails" "timed out: $(cat "$out.cmd")"
-		tail_of "$out" 8
-		return
-		;;
-	esac
-	pass "$n: fails (exit $rc)"
-	raw=$(raw_line "$client" "$out")
-	line=$(err_line "$client" "$out")
-	E_LINE=$line
-	printf '%s\t%s\n' "$n" "$raw" >>"$OUTAGE_ERRORS"
-	note "$client printed: $raw"
-	for needle in "$@"; do
-		says+="${says:+, }'$needle'"
-		case $line in *"$needle"*) ;; *) missing+=" '$needle'" ;; esac
-	done
-	if [ -z "$missing" ]; then
-		pass "$n: error says $says"
-	else
-		fail "$n: error says $says" "missing$missing"
-		tail_of "$out" 6
-	fi
-	"$TMP/breakwater" classify --reason ErrImagePull --message "$line" >"$out.classify" 2>&1
-	crc=$?
-	printf '%s\tclassify exit %s: %s\n' "$n" "$crc" "$(head -n 1 "$out.classify")" >>"$OUTAGE_ERRORS"
-	note "classify: $(head -n 1 "$out.classify")"
-	case $want in 0) verdict=transient ;; 1) verdict=fatal ;; *) verdict=unknown ;; esac
-	if [ "$crc" = "$want" ]; then
-		pass "$n: breakwater classify rates it $verdict (exit $crc)"
-	else
-		fail "$n: breakwater classify rates it $verdict" "exit $crc, want $want: $(head -n 1 "$out.classify")"
-	fi
-}
-
 # bw_lines LOG [FROM]: Breakwater's request lines as "METHOD URI STATUS CACHE".
 bw_lines() {
 	tail -n "+${2:-1}" "$1" 2>/dev/null | grep '"msg":"request"' |
@@ -184,34 +131,6 @@ bw_errors() {
 	tail -n "+$2" "$1" 2>/dev/null | grep '"msg":"request"' | grep -E '"status":5[0-9][0-9]' |
 		sed -E 's/.*"method":"([^"]*)","path":"([^"]*)","query":"([^"]*)","status":([0-9]+).*"duration_ms":([0-9.]+).*/\1 \2?\3 \4 \5/' |
 		sed -E 's/\? / /'
-}
-
-# o_clear_containerd NAME: remove every image of the e2e namespace and all
-# content, so that the next pull fetches every blob again.
-o_clear_containerd() {
-	local d left
-	[ -n "$CTRD_UP" ] || return 0
-	for d in $(ctr_ images ls -q 2>/dev/null); do ctr_ images rm --sync "$d" >>"$OUT/o-ctr-rm" 2>&1; done
-	for d in $(ctr_ content ls -q 2>/dev/null); do ctr_ content rm "$d" >/dev/null 2>&1; done
-	left=$(ctr_ content ls -q 2>/dev/null | wc -l)
-	if [ "$left" = 0 ]; then
-		pass "$1: containerd store emptied"
-	else
-		fail "$1: containerd store emptied" "$left blobs left in the content store"
-	fi
-}
-
-o_clear_docker() {
-	local ids
-	[ -n "$DOCKER_UP" ] || return 0
-	ids=$(docker_ images -q 2>/dev/null | sort -u)
-	# shellcheck disable=SC2086
-	[ -z "$ids" ] || docker_ rmi -f $ids >"$OUT/o-docker-rmi" 2>&1
-	if [ -z "$(docker_ images -q 2>/dev/null)" ]; then
-		pass "$1: docker store emptied"
-	else
-		fail "$1: docker store emptied" "images left: $(docker_ images --format '{{.Repository}}:{{.Tag}}' | tr '\n' ' ')"
-	fi
 }
 
 # o_ctr_pull NAME HOSTSDIR REF DIGEST: ctr images pull --hosts-dir HOSTSDIR

@@ -13,8 +13,10 @@
 #   E2E_BREAKWATER_ARGS   extra arguments for `breakwater serve` (round 1 and 2)
 #   E2E_OUTAGE=0          skip the outage phase (outage.sh)
 #   E2E_TLS=0             skip the TLS phase (tls.sh)
-#   E2E_ONLY=outage|tls   skip the pull rounds 1 and 2: set up, then that
-#                         phase only (default: everything)
+#   E2E_AUTH=0            skip the auth phase (auth.sh)
+#   E2E_ONLY=outage|tls|auth
+#                         set up, then that phase only: not the pull rounds
+#                         1 and 2 nor the other phases (default: everything)
 set -uo pipefail
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
@@ -25,18 +27,24 @@ TIME_LIMIT=${E2E_TIME_LIMIT:-420}
 PULL_SECS=90
 
 case ${E2E_ONLY:-} in
-"" | outage | tls) ;;
+"" | outage | tls | auth) ;;
 *)
-	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything), outage or tls, not '$E2E_ONLY'" >&2
+	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything), outage, tls or auth, not '$E2E_ONLY'" >&2
 	echo "0 passed, 1 failed"
 	exit 1
 	;;
 esac
-if { [ "${E2E_ONLY:-}" = outage ] && [ "${E2E_OUTAGE:-1}" = 0 ]; } || { [ "${E2E_ONLY:-}" = tls ] && [ "${E2E_TLS:-1}" = 0 ]; }; then
+if [ -n "${E2E_ONLY:-}" ] && v=E2E_${E2E_ONLY^^} && [ "${!v:-1}" = 0 ]; then
 	echo "test/e2e/run.sh: E2E_ONLY=$E2E_ONLY with E2E_${E2E_ONLY^^}=0 leaves nothing to run" >&2
 	echo "0 passed, 1 failed"
 	exit 1
 fi
+# run_phase NAME: whether the phase NAME (outage, tls, auth) runs.
+run_phase() {
+	local off
+	off=E2E_${1^^}
+	[ "${!off:-1}" != 0 ] && { [ -z "${E2E_ONLY:-}" ] || [ "$E2E_ONLY" = "$1" ]; }
+}
 
 if [ "$(id -u)" != 0 ]; then
 	echo "test/e2e/run.sh: must run as root (it starts containerd and dockerd)" >&2
@@ -63,7 +71,7 @@ print_logs() {
 	local f
 	for f in mirror upstream containerd dockerd mirror-outage mirror-breaker mirror-defaults mirror-recovery \
 		faultproxy faultproxy-breaker faultproxy-defaults faultproxy-recovery \
-		mirror-tls mirror-tls-503 mirror-mtls faultproxy-tls; do
+		mirror-tls mirror-tls-503 mirror-mtls faultproxy-tls mirror-auth; do
 		[ -f "$LOGS/$f.log" ] || continue
 		echo "== $f log ($LOGS/$f.log)"
 		# without the start-up chatter of containerd and dockerd
@@ -486,6 +494,34 @@ clear_containerd() {
 	fi
 }
 
+# o_clear_containerd NAME: remove every image of the e2e namespace and all
+# content, so that the next pull fetches every blob again.
+o_clear_containerd() {
+	local d left
+	[ -n "$CTRD_UP" ] || return 0
+	for d in $(ctr_ images ls -q 2>/dev/null); do ctr_ images rm --sync "$d" >>"$OUT/o-ctr-rm" 2>&1; done
+	for d in $(ctr_ content ls -q 2>/dev/null); do ctr_ content rm "$d" >/dev/null 2>&1; done
+	left=$(ctr_ content ls -q 2>/dev/null | wc -l)
+	if [ "$left" = 0 ]; then
+		pass "$1: containerd store emptied"
+	else
+		fail "$1: containerd store emptied" "$left blobs left in the content store"
+	fi
+}
+
+o_clear_docker() {
+	local ids
+	[ -n "$DOCKER_UP" ] || return 0
+	ids=$(docker_ images -q 2>/dev/null | sort -u)
+	# shellcheck disable=SC2086
+	[ -z "$ids" ] || docker_ rmi -f $ids >"$OUT/o-docker-rmi" 2>&1
+	if [ -z "$(docker_ images -q 2>/dev/null)" ]; then
+		pass "$1: docker store emptied"
+	else
+		fail "$1: docker store emptied" "images left: $(docker_ images --format '{{.Repository}}:{{.Tag}}' | tr '\n' ' ')"
+	fi
+}
+
 # pull_docker_mirror ROUND: docker pull docker.io/... through registry-mirrors
 pull_docker_mirror() {
 	local n="dockerd[$1]" mark out=$OUT/docker-pull-$1 rc ds nl
@@ -653,16 +689,23 @@ fi # E2E_ONLY
 
 # ---- 7. the outage phase ---------------------------------------------------
 
-if [ "${E2E_OUTAGE:-1}" != 0 ] && [ "${E2E_ONLY:-outage}" = outage ]; then
+if run_phase outage; then
 	# shellcheck source=outage.sh
 	. "$HERE/outage.sh"
 fi
 
 # ---- 8. the TLS phase ------------------------------------------------------
 
-if [ "${E2E_TLS:-1}" != 0 ] && [ "${E2E_ONLY:-tls}" = tls ]; then
+if run_phase tls; then
 	# shellcheck source=tls.sh
 	. "$HERE/tls.sh"
+fi
+
+# ---- 9. the auth phase -----------------------------------------------------
+
+if run_phase auth; then
+	# shellcheck source=auth.sh
+	. "$HERE/auth.sh"
 fi
 
 E2E_DONE=1

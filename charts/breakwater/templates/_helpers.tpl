@@ -91,37 +91,6 @@ the ConfigMap's read-only volume, where no mount point can be made.
 {{- define "breakwater.tlsDir" -}}/etc/breakwater-tls{{- end }}
 {{- define "breakwater.clientCADir" -}}/etc/breakwater-client-ca{{- end }}
 
-{{/*
-config.yaml: values.config, with config.tls set to the mounted Secret's
-files when tls.enabled. Checks the TLS values first.
-*/}}
-{{- define "breakwater.config" -}}
-{{- $config := deepCopy .Values.config }}
-{{- $tls := .Values.tls }}
-{{- if $tls.clientCA.enabled }}
-{{- if not $tls.enabled }}
-{{- fail "tls.clientCA.enabled: mutual TLS needs tls.enabled" }}
-{{- end }}
-{{- end }}
-{{- if $tls.enabled }}
-{{- if not $tls.secretName }}
-{{- fail "tls.secretName: required with tls.enabled (a Secret with tls.crt and tls.key, as cert-manager writes it)" }}
-{{- end }}
-{{- if $config.tls }}
-{{- fail "config.tls: leave it unset with tls.enabled, which sets it to the mounted Secret's files" }}
-{{- end }}
-{{- $files := dict "cert_file" (printf "%s/tls.crt" (include "breakwater.tlsDir" .)) "key_file" (printf "%s/tls.key" (include "breakwater.tlsDir" .)) }}
-{{- if $tls.clientCA.enabled }}
-{{- $caDir := include "breakwater.tlsDir" . }}
-{{- if $tls.clientCA.secretName }}
-{{- $caDir = include "breakwater.clientCADir" . }}
-{{- end }}
-{{- $_ := set $files "client_ca_file" (printf "%s/ca.crt" $caDir) }}
-{{- end }}
-{{- $_ := set $config "tls" $files }}
-{{- end }}
-{{- toYaml $config }}
-{{- end }}
 
 {{/*
 The registry URL containerd knows a host by (hosts.toml's server): Docker
@@ -165,4 +134,75 @@ httpGet:
   scheme: HTTPS
   {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* Where the htpasswd file is mounted, and the chart's Secret for it. */}}
+{{- define "breakwater.htpasswdDir" -}}/etc/breakwater-auth{{- end }}
+{{- define "breakwater.htpasswdSecret" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else }}
+{{- printf "%s-htpasswd" (include "breakwater.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the release has an htpasswd file (auth.existingSecret or auth.htpasswd). */}}
+{{- define "breakwater.authEnabled" -}}
+{{- if or .Values.auth.existingSecret .Values.auth.htpasswd }}true{{ end }}
+{{- end }}
+
+{{/*
+Breakwater's config.yaml: values.config, with config.tls set to the mounted
+TLS Secret's files when tls.enabled and auth.htpasswd pointing at the
+mounted htpasswd file when the release has one. What Breakwater would refuse
+at start about those blocks is refused here, at install.
+*/}}
+{{- define "breakwater.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $tls := .Values.tls }}
+{{- if $tls.clientCA.enabled }}
+{{- if not $tls.enabled }}
+{{- fail "tls.clientCA.enabled: mutual TLS needs tls.enabled" }}
+{{- end }}
+{{- end }}
+{{- if $tls.enabled }}
+{{- if not $tls.secretName }}
+{{- fail "tls.secretName: required with tls.enabled (a Secret with tls.crt and tls.key, as cert-manager writes it)" }}
+{{- end }}
+{{- if $config.tls }}
+{{- fail "config.tls: leave it unset with tls.enabled, which sets it to the mounted Secret's files" }}
+{{- end }}
+{{- $files := dict "cert_file" (printf "%s/tls.crt" (include "breakwater.tlsDir" .)) "key_file" (printf "%s/tls.key" (include "breakwater.tlsDir" .)) }}
+{{- if $tls.clientCA.enabled }}
+{{- $caDir := include "breakwater.tlsDir" . }}
+{{- if $tls.clientCA.secretName }}
+{{- $caDir = include "breakwater.clientCADir" . }}
+{{- end }}
+{{- $_ := set $files "client_ca_file" (printf "%s/ca.crt" $caDir) }}
+{{- end }}
+{{- $_ := set $config "tls" $files }}
+{{- end }}
+{{- $auth := default (dict) $config.auth }}
+{{- if and .Values.auth.existingSecret .Values.auth.htpasswd }}
+{{- fail "auth.existingSecret and auth.htpasswd: set one of them" }}
+{{- end }}
+{{- if include "breakwater.authEnabled" . }}
+{{- if $auth.htpasswd }}
+{{- fail (printf "config.auth.htpasswd %q: leave it unset with auth.existingSecret or auth.htpasswd; the chart points it at the mounted file" (toString $auth.htpasswd)) }}
+{{- end }}
+{{- if not $auth.access }}
+{{- fail "config.auth.access: required with auth.existingSecret or auth.htpasswd: with an htpasswd file and no access list nobody may pull anything (README.md, \"Client authentication\")" }}
+{{- end }}
+{{- $_ := set $auth "htpasswd" (printf "%s/htpasswd" (include "breakwater.htpasswdDir" .)) }}
+{{- $_ := set $config "auth" $auth }}
+{{- else if and (or $auth.access $auth.groups) (not $auth.htpasswd) }}
+{{- fail "config.auth.access or config.auth.groups without an htpasswd file: set auth.existingSecret or auth.htpasswd (without one Breakwater is open to everyone)" }}
+{{- end }}
+{{- range $i, $line := splitList "\n" (toString .Values.auth.htpasswd) }}
+{{- $l := trim $line }}
+{{- if and $l (not (hasPrefix "#" $l)) (not (regexMatch "^[^:\\s]+:\\$2[aby]\\$[0-9]{2}\\$[./A-Za-z0-9]{53}$" $l)) }}
+{{- fail (printf "auth.htpasswd: line %d: not a user:bcrypt-hash line (only bcrypt is accepted: create it with htpasswd -B)" (add1 $i)) }}
+{{- end }}
+{{- end }}
+{{- toYaml $config }}
 {{- end }}

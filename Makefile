@@ -6,13 +6,28 @@ GO        ?= go
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: run build test check unit fuzz e2e k6 bench tools
+# The release is the VERSION file; the commit says which build of it.
+VERSION  := $(shell cat VERSION)
+REVISION := $(shell rev=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD || rev=$$rev-dirty; } && echo $$rev)
+LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
+
+# make image: an OCI image layout in IMAGE_OUT, pushed to IMAGE_PUSH if set.
+IMAGE_OUT       ?= dist/image
+IMAGE_PUSH      ?=
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+
+.PHONY: run build image test check unit fuzz e2e k6 bench tools
 
 run:
 	$(GO) run ./cmd/breakwater serve --config config.yaml
 
 build:
-	$(GO) build -o bin/breakwater ./cmd/breakwater
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/breakwater ./cmd/breakwater
+
+# No Docker daemon: see build/image and docs/image.md.
+image:
+	$(GO) run ./build/image --out '$(IMAGE_OUT)' --version '$(VERSION)' --revision '$(REVISION)' \
+		--platforms '$(IMAGE_PLATFORMS)' $(if $(IMAGE_PUSH),--push '$(IMAGE_PUSH)')
 
 test: check unit fuzz e2e k6
 

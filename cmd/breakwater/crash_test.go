@@ -18,11 +18,20 @@ import (
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 )
 
-// buildBinary compiles breakwater once per test run.
+// Stamped into the binary buildBinary builds, as make build stamps a
+// release's.
+const (
+	testVersion  = "0.0.0-test"
+	testRevision = "feedfacecafe"
+)
+
+// buildBinary compiles breakwater for one test, stamped with testVersion
+// and testRevision.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "breakwater")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd := exec.Command("go", "build", "-o", bin,
+		"-ldflags", "-X main.version="+testVersion+" -X main.revision="+testRevision, ".")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}

@@ -15,31 +15,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 )
-
-// version is set at build time with -ldflags "-X main.version=v1.2.3";
-// otherwise it comes from the module's build information.
-var version = ""
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v := bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += "+" + s.Value[:12]
-			}
-		}
-		if v != "" && v != "(devel)" {
-			return v
-		}
-	}
-	return "dev"
-}
 
 const usage = `Breakwater: a pull-through mirror for OCI container registries.
 
@@ -111,7 +88,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "version: unexpected arguments: %s\n", strings.Join(args[1:], " "))
 			return 2
 		}
-		fmt.Fprintf(stdout, "breakwater %s\n", buildVersion())
+		fmt.Fprintf(stdout, "breakwater %s\n", stamp())
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

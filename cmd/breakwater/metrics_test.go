@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,6 +110,7 @@ func TestMetricsAndStatus(t *testing.T) {
 		{"breakwater_cache_unwritable", nil, 0},
 		{"breakwater_cache_quarantined_total", nil, 0},
 		{"breakwater_cache_unverified", nil, 0},
+		{"breakwater_build_info", []string{"version", buildVersion(), "goversion", runtime.Version()}, 1},
 	}
 	for _, c := range checks {
 		if got := metricValue(t, m, c.name, c.labels...); got != c.want {
@@ -175,4 +179,26 @@ func waitForIdle(t *testing.T, get func(string) (int, string)) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("fetches still under way after 10s")
+}
+
+// TestStampedVersion: the version and revision a build stamps are what
+// `breakwater version` prints and what breakwater_build_info says.
+func TestStampedVersion(t *testing.T) {
+	bin := buildBinary(t)
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	want := fmt.Sprintf("breakwater %s (revision %s, %s)\n", testVersion, testRevision, runtime.Version())
+	if err != nil || string(out) != want {
+		t.Fatalf("breakwater version: %v %q, want %q", err, out, want)
+	}
+	up := testupstream.Start(t)
+	_, addr := startBinary(t, bin, t.TempDir(), up.URL)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := metricValue(t, string(body), "breakwater_build_info", "version", testVersion, "revision", testRevision, "goversion", runtime.Version()); got != 1 {
+		t.Errorf("breakwater_build_info = %v, want 1", got)
+	}
 }

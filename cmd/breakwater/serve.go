@@ -217,7 +217,7 @@ func serveWith(ctx context.Context, o serveOptions) error {
 	log.Info("cache opened", "dir", store.Root(), "blobs", scan.Blobs, "manifests", scan.Manifests,
 		"bytes", scan.Bytes, "dangling_records_removed", scan.Removed, "scan", scan.Duration.String(),
 		"max_size", limits.MaxSize)
-	tel, err := newTelemetry(ctx, buildVersion())
+	tel, err := newTelemetry(ctx, buildVersion(), buildRevision())
 	if err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func serveWith(ctx context.Context, o serveOptions) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		TLSNextProto:      http1Only(),
 	}
-	log.Info("breakwater serving", "version", buildVersion(), "listen", ln.Addr().String(),
+	log.Info("breakwater serving", "version", buildVersion(), "revision", buildRevision(), "listen", ln.Addr().String(),
 		"cache", store.Root(), "upstreams", upstreamNames(cfg), "default_upstream", cfg.DefaultUpstream,
 		"tag_ttl", cfg.Cache.TagTTL.D().String(), "traces_exported", tel.exported)
 	if o.ready != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,10 +31,17 @@ type telemetry struct {
 	exported bool
 }
 
-func newTelemetry(ctx context.Context, version string) (*telemetry, error) {
+func newTelemetry(ctx context.Context, version, revision string) (*telemetry, error) {
 	res := resource.NewSchemaless(semconv.ServiceName("breakwater"), semconv.ServiceVersion(version))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The usual Prometheus idiom, so that dashboards can join any series
+	// on the version a replica runs.
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "breakwater_build_info",
+		Help: "Always 1; its labels say what Breakwater was built as.",
+	}, []string{"version", "revision", "goversion"})
+	buildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo)
 	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/breakwater-registry/breakwater/internal/imagebuild"
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+)
+
+// TestRefusedBeforeBuilding: a wrong output directory or platform fails at
+// once, before minutes of compiling, and the directory keeps its files.
+func TestRefusedBeforeBuilding(t *testing.T) {
+	notOurs := t.TempDir()
+	keep := filepath.Join(notOurs, "keep")
+	if err := os.WriteFile(keep, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"a directory of other files", []string{"--out", notOurs}, 1, "holds no OCI image layout"},
+		{"a platform that is not linux", []string{"--out", t.TempDir(), "--platforms", "windows/amd64"}, 1, "--platforms"},
+		{"a bad reference to push", []string{"--out", t.TempDir(), "--push", "Not A Ref"}, 1, "--push"},
+		{"a bad timestamp", []string{"--created", "yesterday"}, 2, "--created"},
+		{"an argument", []string{"extra"}, 2, "unexpected arguments"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tc.args, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tc.code, tc.want)
+			}
+			if strings.Contains(stdout.String(), "building") {
+				t.Errorf("built before refusing: %s", stdout.String())
+			}
+		})
+	}
+	if b, err := os.ReadFile(keep); err != nil || string(b) != "mine" {
+		t.Fatalf("the refused directory's file: %q %v", b, err)
+	}
+}
+
+// TestBuildAndPush builds the real image for this machine's platform,
+// writes the layout and pushes it to a registry, then runs the binary
+// taken out of the image's layer: it says the version it was stamped with.
+func TestBuildAndPush(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles Breakwater")
+	}
+	up := testupstream.Start(t)
+	out := filepath.Join(t.TempDir(), "image")
+	push := up.Host + "/breakwater:9.9.9"
+	platform := "linux/" + runtime.GOARCH
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{
+		"--out", out, "--push", push, "--platforms", platform,
+		"--version", "9.9.9", "--revision", "0123456789ab", "--created", "1700000000",
+		"--package", "../../cmd/breakwater", "--config", "../../config.yaml",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout.String(), stderr.String())
+	}
+
+	root, err := layout.ImageIndexFromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := root.IndexManifest()
+	if err != nil || len(rm.Manifests) != 1 {
+		t.Fatalf("index.json: %v %v", rm, err)
+	}
+	if got := rm.Manifests[0].Annotations["io.containerd.image.name"]; got != "ghcr.io/breakwater-registry/breakwater:9.9.9" {
+		t.Errorf("the layout names the image %q", got)
+	}
+	ref, err := name.ParseReference(push)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := remote.Index(ref)
+	if err != nil {
+		t.Fatalf("the pushed index: %v", err)
+	}
+	if d, _ := pushed.Digest(); d != rm.Manifests[0].Digest {
+		t.Errorf("pushed %s, the layout holds %s", d, rm.Manifests[0].Digest)
+	}
+
+	idx, err := root.ImageIndex(rm.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) != 1 || im.Manifests[0].Platform.String() != platform {
+		t.Fatalf("image index: %+v %v", im, err)
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	bin := filepath.Join(t.TempDir(), "breakwater")
+	if err := extract(rc, strings.TrimPrefix(imagebuild.Binary, "/"), bin); err != nil {
+		t.Fatal(err)
+	}
+	got, err := exec.Command(bin, "version").CombinedOutput()
+	want := fmt.Sprintf("breakwater 9.9.9 (revision 0123456789ab, %s)\n", runtime.Version())
+	if err != nil || string(got) != want {
+		t.Fatalf("the image's binary says %q (%v), want %q", got, err, want)
+	}
+	// Static: no dynamic loader, so it runs on an empty base.
+	if ldd, err := exec.Command("ldd", bin).CombinedOutput(); err == nil && !strings.Contains(string(ldd), "not a dynamic executable") {
+		t.Errorf("the image's binary is dynamically linked:\n%s", ldd)
+	}
+}
+
+// extract writes the tar entry name to path, executable.
+func extract(r io.Reader, name, path string) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s not in the layer", name)
+		}
+		if err != nil {
+			return err
+		}
+		if h.Name != name {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(path, b, 0o755)
+	}
+}

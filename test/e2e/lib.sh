@@ -68,6 +68,20 @@ fast_resilience() {
 # shellcheck disable=SC2034 # appended to by the phases, read by run.sh
 E2E_RM_AFTER=()
 
+# E2E_CTR_TASKS: containers a phase ran with ctr run; their shims outlive
+# containerd, so remove_ctr_tasks (the phase, and run.sh at exit) kills and
+# removes them.
+E2E_CTR_TASKS=()
+remove_ctr_tasks() {
+	local c
+	for c in "${E2E_CTR_TASKS[@]}"; do
+		ctr_ task kill -s SIGKILL "$c" >/dev/null 2>&1
+		ctr_ task delete -f "$c" >/dev/null 2>&1
+		ctr_ containers rm "$c" >/dev/null 2>&1
+	done
+	E2E_CTR_TASKS=()
+}
+
 # start_bg NAME LOG CMD...: start CMD as the leader of a new session (so that
 # it and any children it forks can be stopped together), remember its pid.
 E2E_BG_NAMES=()

@@ -8,13 +8,14 @@
 # Environment:
 #   E2E_MIRROR=registry   develop against a distribution pull-through cache
 #                         instead of Breakwater (default: breakwater)
-#   E2E_TIME_LIMIT=420    seconds the whole run may take
+#   E2E_TIME_LIMIT=600    seconds the whole run may take
 #   E2E_KEEP=1            keep the temp dir (logs, stores) after the run
 #   E2E_BREAKWATER_ARGS   extra arguments for `breakwater serve` (round 1 and 2)
 #   E2E_OUTAGE=0          skip the outage phase (outage.sh)
 #   E2E_TLS=0             skip the TLS phase (tls.sh)
 #   E2E_AUTH=0            skip the auth phase (auth.sh)
-#   E2E_ONLY=outage|tls|auth
+#   E2E_IMAGE=0           skip the image phase (image.sh)
+#   E2E_ONLY=outage|tls|auth|image
 #                         set up, then that phase only: not the pull rounds
 #                         1 and 2 nor the other phases (default: everything)
 set -uo pipefail
@@ -23,13 +24,13 @@ export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 MIRROR_KIND=${E2E_MIRROR:-breakwater}
-TIME_LIMIT=${E2E_TIME_LIMIT:-420}
+TIME_LIMIT=${E2E_TIME_LIMIT:-600}
 PULL_SECS=90
 
 case ${E2E_ONLY:-} in
-"" | outage | tls | auth) ;;
+"" | outage | tls | auth | image) ;;
 *)
-	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything), outage, tls or auth, not '$E2E_ONLY'" >&2
+	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything), outage, tls, auth or image, not '$E2E_ONLY'" >&2
 	echo "0 passed, 1 failed"
 	exit 1
 	;;
@@ -39,7 +40,7 @@ if [ -n "${E2E_ONLY:-}" ] && v=E2E_${E2E_ONLY^^} && [ "${!v:-1}" = 0 ]; then
 	echo "0 passed, 1 failed"
 	exit 1
 fi
-# run_phase NAME: whether the phase NAME (outage, tls, auth) runs.
+# run_phase NAME: whether the phase NAME (outage, tls, auth, image) runs.
 run_phase() {
 	local off
 	off=E2E_${1^^}
@@ -71,7 +72,7 @@ print_logs() {
 	local f
 	for f in mirror upstream containerd dockerd mirror-outage mirror-breaker mirror-defaults mirror-recovery \
 		faultproxy faultproxy-breaker faultproxy-defaults faultproxy-recovery \
-		mirror-tls mirror-tls-503 mirror-mtls faultproxy-tls mirror-auth; do
+		mirror-tls mirror-tls-503 mirror-mtls faultproxy-tls mirror-auth mirror-image; do
 		[ -f "$LOGS/$f.log" ] || continue
 		echo "== $f log ($LOGS/$f.log)"
 		# without the start-up chatter of containerd and dockerd
@@ -88,7 +89,9 @@ cleanup() {
 		kill -TERM "$E2E_CUR" 2>/dev/null
 	fi
 	[ "$E2E_FAILED" -gt 0 ] && print_logs
-	# dockerd first (it uses containerd), then the rest, newest first.
+	# containers first (their shims outlive containerd), then dockerd (it
+	# uses containerd), then the rest, newest first.
+	remove_ctr_tasks
 	stop_bg dockerd 15
 	for ((n = ${#E2E_BG_NAMES[@]} - 1; n >= 0; n--)); do
 		stop_bg "${E2E_BG_NAMES[n]}" 10
@@ -706,6 +709,13 @@ fi
 if run_phase auth; then
 	# shellcheck source=auth.sh
 	. "$HERE/auth.sh"
+fi
+
+# ---- 10. the image phase ---------------------------------------------------
+
+if run_phase image; then
+	# shellcheck source=image.sh
+	. "$HERE/image.sh"
 fi
 
 E2E_DONE=1

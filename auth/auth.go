@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -18,8 +19,10 @@ import (
 type Credentials struct {
 	Username string
 	Password string
-	// PasswordFile is read when the authenticator is built: at start and at
-	// each configuration reload; trailing newlines are dropped.
+	// PasswordFile is read when the authenticator is built, and again
+	// whenever the file changes, so that a rotated Secret (which the
+	// kubelet swaps in place) is used without a reload; trailing newlines
+	// are dropped.
 	PasswordFile string
 	// DockerConfig resolves credentials from the Docker config file
 	// ($DOCKER_CONFIG/config.json or ~/.docker/config.json).
@@ -47,20 +50,63 @@ func For(host string, c Credentials) (authn.Authenticator, error) {
 			return nil, fmt.Errorf("credentials for %s from the Docker config: %w", host, err)
 		}
 		return a, nil
-	case c.Username != "":
-		password := c.Password
-		if c.PasswordFile != "" {
-			b, err := os.ReadFile(c.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("credentials for %s: password_file: %w", host, err)
-			}
-			password = strings.TrimRight(string(b), "\r\n")
+	case c.Username != "" && c.PasswordFile != "":
+		a := &passwordFileAuth{username: c.Username, path: c.PasswordFile}
+		if err := a.load(); err != nil {
+			return nil, fmt.Errorf("credentials for %s: password_file: %w", host, err)
 		}
-		if password == "" {
+		return a, nil
+	case c.Username != "":
+		if c.Password == "" {
 			return nil, fmt.Errorf("credentials for %s: %w", host, errors.New("username without a password"))
 		}
-		return authn.FromConfig(authn.AuthConfig{Username: c.Username, Password: password}), nil
+		return authn.FromConfig(authn.AuthConfig{Username: c.Username, Password: c.Password}), nil
 	default:
 		return authn.Anonymous, nil
 	}
+}
+
+// passwordFileAuth is a username and the password in a file, re-read when
+// the file changes. A file that cannot be read or is empty leaves the
+// last good password in use: a Secret half way through an update must not
+// turn credentials into none.
+type passwordFileAuth struct {
+	username, path string
+
+	mu       sync.Mutex
+	seen     os.FileInfo
+	password string
+}
+
+// load reads the file; the password is kept only if it is not empty.
+func (a *passwordFileAuth) load() error {
+	fi, err := os.Stat(a.path)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(a.path)
+	if err != nil {
+		return err
+	}
+	password := strings.TrimRight(string(b), "\r\n")
+	if password == "" {
+		return fmt.Errorf("%s is empty", a.path)
+	}
+	a.seen, a.password = fi, password
+	return nil
+}
+
+func (a *passwordFileAuth) Authorization() (*authn.AuthConfig, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// The kubelet updates a Secret volume by swapping a symlink, which
+	// Stat follows: a new file, another inode and modification time.
+	if fi, err := os.Stat(a.path); err == nil && !sameFile(fi, a.seen) {
+		_ = a.load()
+	}
+	return &authn.AuthConfig{Username: a.username, Password: a.password}, nil
+}
+
+func sameFile(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size()
 }

@@ -49,7 +49,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&upstreams, "upstream", "HOST=URL: reach registry HOST at URL (repeatable; overrides the file)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time allowed for each image")
 	asJSON := fs.Bool("json", false, "print one JSON object per image")
-	const usage = `usage: breakwater check [--config FILE | --mirror URL] [--json] IMAGE...
+	var login mirrorLogin
+	login.register(fs)
+	const usage = `usage: breakwater check [--config FILE | --mirror URL [--user USER [--password-file FILE]]] [--json] IMAGE...
 
 Resolves each image before pods need it.
 Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid (fatal);
@@ -73,7 +75,16 @@ Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid
 		return 3
 	}
 	ck := &checker{cfg: cfg, clients: map[string]*upstream.Client{}}
+	base := context.Background()
+	if *mirror == "" && (login.user != "" || login.passwordFile != "") {
+		fmt.Fprintln(stderr, "check: --user and --password-file apply to --mirror only; an upstream's credentials come from --config")
+		return 3
+	}
 	if *mirror != "" {
+		if base, err = login.context(base, *mirror); err != nil {
+			fmt.Fprintf(stderr, "check: %v\n", err)
+			return 3
+		}
 		mc := warm.MirrorConfig(*mirror)
 		mc.UserAgent = checkUserAgent
 		if ck.mirror, err = upstream.New(mc); err != nil {
@@ -84,7 +95,7 @@ Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid
 
 	worst := 0
 	for _, image := range fs.Args() {
-		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		ctx, cancel := context.WithTimeout(base, *timeout)
 		res := ck.check(ctx, image)
 		cancel()
 		if *asJSON {

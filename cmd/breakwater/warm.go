@@ -19,7 +19,7 @@ import (
 	"github.com/breakwater-registry/breakwater/warm"
 )
 
-const warmUsage = `usage: breakwater warm [--mirror URL] [--file LIST] [--platform os/arch[/variant]]... [--concurrency N] [--timeout DURATION] [--json] IMAGE...
+const warmUsage = `usage: breakwater warm [--mirror URL] [--user USER [--password-file FILE]] [--file LIST] [--platform os/arch[/variant]]... [--concurrency N] [--timeout DURATION] [--json] IMAGE...
 
 Pulls the images into a running Breakwater's cache.
 Exit status: 0 every image warmed; 1 some image failed; 2 bad usage.`
@@ -36,6 +36,8 @@ func runWarm(args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.Int("concurrency", warm.DefaultConcurrency, "blobs of one image fetched in parallel")
 	timeout := fs.Duration("timeout", 0, "time allowed for each image (0: no limit)")
 	asJSON := fs.Bool("json", false, "print one JSON object per image and a summary object")
+	var login mirrorLogin
+	login.register(fs)
 	fs.Usage = func() { printHelp(stderr, fs, warmUsage) }
 	if wantsHelp(args) {
 		printHelp(stdout, fs, warmUsage)
@@ -87,6 +89,10 @@ func runWarm(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if ctx, err = login.context(ctx, *mirror); err != nil {
+		fmt.Fprintf(stderr, "warm: %v\n", err)
+		return 2
+	}
 
 	p := newWarmPrinter(stdout, warmIsTerminal(stdout) && !*asJSON, *asJSON)
 	o := warm.Options{Mirror: client, Platforms: plats, Concurrency: *concurrency, Progress: p.event}

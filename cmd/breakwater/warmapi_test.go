@@ -166,26 +166,7 @@ func TestWarmAPIWithAuth(t *testing.T) {
 	up.PushImage(t, "library/warmed:v1", img)
 	up.PushImage(t, "acme/other:v1", img)
 
-	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := loadConfig("", "127.0.0.1:0", filepath.Join(dir, "cache"), "1h", []string{"docker.io=" + up.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Warm.APIEnabled = true
-	cfg.Auth = config.Auth{Htpasswd: htpasswd, Realm: "bw", Access: []config.AccessEntry{
-		{Users: []string{"alice"}, Repositories: []string{"docker.io/library/"}},
-	}}
-	var logs testlog.Buffer
-	addr, stop := startServeLoop(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
-	t.Cleanup(func() { _ = stop() })
+	addr, logs := serveWithAuth(t, up, true)
 
 	post := func(user, body string) (int, http.Header, string) {
 		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/_breakwater/v1/warm", strings.NewReader(body))
@@ -225,4 +206,32 @@ func TestWarmAPIWithAuth(t *testing.T) {
 		!strings.Contains(logs.String(), `"user":"alice"`) {
 		t.Errorf("no pull through Breakwater as alice in the log:\n%s", logs.String())
 	}
+}
+
+// serveWithAuth runs the serve loop in front of up with client
+// authentication on: alice (password alice-pw) may pull docker.io/library/
+// only. It returns the address and the log.
+func serveWithAuth(t *testing.T, up *testupstream.Upstream, warmAPI bool) (string, *testlog.Buffer) {
+	t.Helper()
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig("", "127.0.0.1:0", filepath.Join(dir, "cache"), "1h", []string{"docker.io=" + up.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Warm.APIEnabled = warmAPI
+	cfg.Auth = config.Auth{Htpasswd: htpasswd, Realm: "bw", Access: []config.AccessEntry{
+		{Users: []string{"alice"}, Repositories: []string{"docker.io/library/"}},
+	}}
+	logs := &testlog.Buffer{}
+	addr, stop := startServeLoop(t, cfg, slog.New(slog.NewJSONHandler(logs, nil)), nil)
+	t.Cleanup(func() { _ = stop() })
+	return addr, logs
 }

@@ -318,6 +318,24 @@ if bg_alive mirror-auth; then
 		expect_eq "auth[skopeo]: ops gets acme/e2e-private's digest" "$D_PRIVATE" "$(tail -n 1 "$OUT/a-skopeo-ops")" "digest"
 	fi
 
+	echo "== auth[cli]: breakwater check and warm --mirror log in as --user"
+	if run_client "$OUT/a-check-anon" 30 "$TMP/breakwater" check --mirror "http://$BWA" library/e2e:v1; then
+		fail "auth[cli]: check --mirror without --user" "exit 0: $(tail -n 1 "$OUT/a-check-anon")"
+	else
+		rc=$?
+		expect_eq "auth[cli]: check --mirror without --user says denied (exit 1)" "1 denied" "$rc $(awk 'NR == 1 { print $1 }' "$OUT/a-check-anon")" "exit status and verdict"
+	fi
+	printf '%s\n' "$ALICE_PW" >"$AUTH_DIR/alice-password"
+	if a_ok "auth[cli]: breakwater check --mirror --user alice --password-file ... library/e2e:v1" "$OUT/a-check-alice" \
+		"$TMP/breakwater" check --mirror "http://$BWA" --user alice --password-file "$AUTH_DIR/alice-password" library/e2e:v1; then
+		expect_eq "auth[cli]: check says exists with the upstream's digest" "exists $D_E2E" "$(awk 'NR == 1 { print $1, $3 }' "$OUT/a-check-alice")" "verdict and digest"
+	fi
+	run_client "$OUT/a-check-private" 30 "$TMP/breakwater" check --mirror "http://$BWA" --user alice --password-file "$AUTH_DIR/alice-password" acme/e2e-private:v1
+	expect_eq "auth[cli]: check acme/e2e-private:v1 as alice says denied (exit 1)" "1 denied" "$? $(awk 'NR == 1 { print $1 }' "$OUT/a-check-private")" "exit status and verdict"
+	# The password in the environment, not on the command line.
+	BREAKWATER_PASSWORD=$ALICE_PW a_ok "auth[cli]: BREAKWATER_PASSWORD=... breakwater warm --mirror --user alice library/e2e:v1" \
+		"$OUT/a-warm-alice" "$TMP/breakwater" warm --mirror "http://$BWA" --user alice library/e2e:v1
+
 	echo "== auth[log]: who pulled is in the log, passwords are not"
 	users=$(grep '"msg":"request"' "$BWA_LOG" | grep -o '"user":"[^"]*"' | sort | uniq -c | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
 	# grep -c, not -q: under pipefail a grep -q that stops reading early

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -27,15 +28,18 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/breakwater-registry/breakwater/access"
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/internal/imagebuild"
 )
 
 const (
@@ -164,12 +168,14 @@ type prometheusRule struct {
 type rendered struct {
 	statefulSets    []appsv1.StatefulSet
 	deployments     []appsv1.Deployment
+	daemonSets      []appsv1.DaemonSet
 	services        []corev1.Service
 	configMaps      []corev1.ConfigMap
 	secrets         []corev1.Secret
 	pvcs            []corev1.PersistentVolumeClaim
 	serviceAccounts []corev1.ServiceAccount
 	pdbs            []policyv1.PodDisruptionBudget
+	networkPolicies []networkingv1.NetworkPolicy
 	serviceMonitors []serviceMonitor
 	prometheusRules []prometheusRule
 }
@@ -177,12 +183,14 @@ type rendered struct {
 var apiVersions = map[string]string{
 	"StatefulSet":           "apps/v1",
 	"Deployment":            "apps/v1",
+	"DaemonSet":             "apps/v1",
 	"Service":               "v1",
 	"ConfigMap":             "v1",
 	"Secret":                "v1",
 	"PersistentVolumeClaim": "v1",
 	"ServiceAccount":        "v1",
 	"PodDisruptionBudget":   "policy/v1",
+	"NetworkPolicy":         "networking.k8s.io/v1",
 	"ServiceMonitor":        "monitoring.coreos.com/v1",
 	"PrometheusRule":        "monitoring.coreos.com/v1",
 }
@@ -269,6 +277,9 @@ func decodeAll(t *testing.T, manifest string) rendered {
 		case "Deployment":
 			r.deployments = append(r.deployments, appsv1.Deployment{})
 			target = &r.deployments[len(r.deployments)-1]
+		case "DaemonSet":
+			r.daemonSets = append(r.daemonSets, appsv1.DaemonSet{})
+			target = &r.daemonSets[len(r.daemonSets)-1]
 		case "Service":
 			r.services = append(r.services, corev1.Service{})
 			target = &r.services[len(r.services)-1]
@@ -287,6 +298,9 @@ func decodeAll(t *testing.T, manifest string) rendered {
 		case "PodDisruptionBudget":
 			r.pdbs = append(r.pdbs, policyv1.PodDisruptionBudget{})
 			target = &r.pdbs[len(r.pdbs)-1]
+		case "NetworkPolicy":
+			r.networkPolicies = append(r.networkPolicies, networkingv1.NetworkPolicy{})
+			target = &r.networkPolicies[len(r.networkPolicies)-1]
 		case "ServiceMonitor":
 			r.serviceMonitors = append(r.serviceMonitors, serviceMonitor{})
 			target = &r.serviceMonitors[len(r.serviceMonitors)-1]
@@ -394,6 +408,10 @@ func TestLint(t *testing.T) {
 		"defaults":   nil,
 		"monitoring": monitoringValues,
 		"auth":       {"-f", writeValues(t, "auth:\n  htpasswd: |\n    "+htpasswdLine+"\n"+accessValues)},
+		"node config, network policy, upstream credentials": append([]string{
+			"--set", "nodeConfig.enabled=true", "--set", "service.clusterIP=10.96.0.50",
+			"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom[0].ipBlock.cidr=10.0.0.0/16",
+		}, credentialValues...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}, values...)
@@ -418,6 +436,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if len(r.secrets) != 0 {
 		t.Errorf("%d Secrets rendered without auth values", len(r.secrets))
+	}
+	if len(r.networkPolicies)+len(r.daemonSets) != 0 {
+		t.Errorf("%d NetworkPolicies and %d DaemonSets rendered though not enabled", len(r.networkPolicies), len(r.daemonSets))
 	}
 	if len(r.serviceAccounts) != 1 || len(r.pdbs) != 1 {
 		t.Errorf("want one ServiceAccount and one PodDisruptionBudget, got %d and %d", len(r.serviceAccounts), len(r.pdbs))
@@ -749,6 +770,15 @@ func TestSchemaRefusesUnknownValues(t *testing.T) {
 		"auth.existingSecert=htpasswd",
 		"config.auth.relam=x",
 		`config.auth.realm=a"b`,
+		// Upstream credentials, the NetworkPolicy, the hosts.toml DaemonSet.
+		`upstreamCredentials.docker\.io.passwordkey=token`,
+		`upstreamCredentials.docker\.io.existingSecret=Not_A_Secret`,
+		`upstreamCredentials.docker\.io.password=hunter2`,
+		"networkPolicy.enable=true",
+		"networkPolicy.egres=x",
+		"nodeConfig.hostpath=/etc/containerd/certs.d",
+		"nodeConfig.hostPath=etc/containerd/certs.d",
+		"nodeConfig.pauseImage.tga=3.10",
 	} {
 		t.Run(set, func(t *testing.T) {
 			key := set[:strings.IndexByte(set, '=')]
@@ -921,6 +951,10 @@ data:
 		"client authentication": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "auth.existingSecret=users",
 			"--set", "config.auth.access[0].authenticated=true", "--set", "config.auth.access[0].repositories={*}",
 		}, "http://10.96.0.50:5000", false, defaultServers, "", true},
+		"the hosts.toml DaemonSet": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "nodeConfig.enabled=true"},
+			"http://10.96.0.50:5000", false, defaultServers, "", false},
+		"the hosts.toml DaemonSet with TLS": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "nodeConfig.enabled=true",
+			"--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls"}, "https://10.96.0.50:5000", false, defaultServers, caLine, false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			notes := decodeAll(t, template(t, dir, tc.values...)).configMap(t, "notes").Data["NOTES.txt"]
@@ -935,6 +969,13 @@ data:
 			}
 			if !strings.Contains(notes, "[host] table is required") || !strings.Contains(notes, "ns=") {
 				t.Error("NOTES do not say the [host] table is required or how ?ns= routes")
+			}
+			nodeConfig := slices.Contains(tc.values, "nodeConfig.enabled=true")
+			if got := strings.Contains(notes, "the DaemonSet "+fullname+"-node-config writes these files"); got != nodeConfig {
+				t.Errorf("NOTES tell of the hosts.toml DaemonSet: %v, want %v", got, nodeConfig)
+			}
+			if got := strings.Contains(notes, "It writes no ca or client lines"); got != (nodeConfig && tc.hostExtra != "") {
+				t.Errorf("NOTES warn the DaemonSet writes no ca line: %v, want %v", got, nodeConfig && tc.hostExtra != "")
 			}
 			if got := strings.Contains(notes, "WARNING"); got != tc.warning {
 				t.Errorf("DNS warning shown: %v, want %v", got, tc.warning)
@@ -1337,6 +1378,554 @@ func TestAuthRefused(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error does not say %q:\n%v", tc.want, err)
 			}
+		})
+	}
+}
+
+// refused runs helm template with values and wants it to fail saying want.
+func refused(t *testing.T, want string, values ...string) {
+	t.Helper()
+	args := append([]string{"template", release, chartDir, "--kube-version", kubeVersion}, values...)
+	out, err := runHelm(t, args...)
+	if err == nil {
+		t.Fatalf("rendered:\n%.300s", out)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error does not say %q:\n%v", want, err)
+	}
+}
+
+// The image the chart runs by default is the one make image builds and
+// names (build/image's --repository, tagged with VERSION), and the pods
+// run as that image's user.
+func TestDefaultImageIsMakeImages(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "VERSION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := strings.TrimSpace(string(b))
+	var chart struct {
+		Version    string `json:"version"`
+		AppVersion string `json:"appVersion"`
+	}
+	b, err = os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	if err == nil {
+		err = yaml.Unmarshal(b, &chart)
+	}
+	if err != nil {
+		t.Fatalf("Chart.yaml: %v", err)
+	}
+	if chart.AppVersion != version {
+		t.Errorf("Chart.yaml appVersion %q, VERSION %q: keep them in step (the default image tag is the appVersion)", chart.AppVersion, version)
+	}
+
+	const repository = "ghcr.io/breakwater-registry/breakwater"
+	src, err := os.ReadFile(filepath.Join("..", "build", "image", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(src, []byte(`"repository", "`+repository+`"`)) {
+		t.Errorf("build/image no longer names the image %s by default: the chart's image.repository must follow", repository)
+	}
+
+	r := decodeAll(t, template(t, chartDir, "--set", "nodeConfig.enabled=true", "--set", "service.clusterIP=10.96.0.50"))
+	sts := r.statefulSet(t)
+	want := repository + ":" + version
+	if got := container(t, sts).Image; got != want {
+		t.Errorf("default image %q, want %q (what make image builds)", got, want)
+	}
+	ds := nodeConfigDaemonSet(t, r)
+	if got := ds.Spec.Template.Spec.InitContainers[0].Image; got != want {
+		t.Errorf("the hosts.toml writer runs %q, want Breakwater's image %q", got, want)
+	}
+	psc := sts.Spec.Template.Spec.SecurityContext
+	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != imagebuild.UID || psc.RunAsGroup == nil || *psc.RunAsGroup != imagebuild.UID {
+		t.Errorf("pod securityContext %+v: want runAsUser and runAsGroup %d, the image's user", psc, imagebuild.UID)
+	}
+}
+
+// The kubelet kills a pod terminationGracePeriodSeconds after SIGTERM;
+// Breakwater drains for up to config.drain_timeout. The chart refuses a
+// grace period that is not longer, deciding as Go's duration parser does.
+func TestGracePeriodOutlastsDrain(t *testing.T) {
+	for _, tc := range []struct {
+		grace int
+		drain string // "" leaves the chart's default
+	}{
+		{45, ""}, // the defaults
+		{30, ""},
+		{31, "30s"},
+		{30, "30s"},
+		{60, "1m"},
+		{61, "1m"},
+		{90, "90s"},
+		{90, "1m30s"},
+		{91, "1m30s"},
+		{2, "1500ms"},
+		{1, "1500ms"},
+		{3724, "1h2m3.5s"},
+		{3723, "1h2m3.5s"},
+		{90, "1.5m"},
+	} {
+		name := fmt.Sprintf("%d over %s", tc.grace, cmpOr(tc.drain, "the default"))
+		t.Run(name, func(t *testing.T) {
+			values := []string{"--set", fmt.Sprintf("terminationGracePeriodSeconds=%d", tc.grace)}
+			drain := 30 * time.Second
+			if tc.drain != "" {
+				values = append(values, "--set", "config.drain_timeout="+tc.drain)
+				var err error
+				if drain, err = time.ParseDuration(tc.drain); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if float64(tc.grace) > drain.Seconds() {
+				r := decodeAll(t, template(t, chartDir, values...))
+				if got := r.breakwaterConfig(t).DrainTimeout.D(); got != drain {
+					t.Errorf("drain_timeout %s, want %s", got, drain)
+				}
+				if got := r.statefulSet(t).Spec.Template.Spec.TerminationGracePeriodSeconds; got == nil || *got != int64(tc.grace) {
+					t.Errorf("terminationGracePeriodSeconds %v, want %d", got, tc.grace)
+				}
+				return
+			}
+			refused(t, fmt.Sprintf("terminationGracePeriodSeconds %d: must be greater than config.drain_timeout (%s)", tc.grace, cmpOr(tc.drain, "30s")), values...)
+		})
+	}
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// credentialValues gives docker.io a username and a Secret's password.
+var credentialValues = []string{
+	"--set", `upstreamCredentials.docker\.io.username=me`,
+	"--set", `upstreamCredentials.docker\.io.existingSecret=dockerhub`,
+}
+
+// upstreamCredentials mounts each Secret's key read-only, as a directory
+// of its own (never a subPath, which the kubelet does not update), and
+// points the upstream's password_file at it; Breakwater's parser accepts
+// the result.
+func TestUpstreamCredentials(t *testing.T) {
+	const long = "registry-with-a-rather-long-name-for-this-test.internal.example.com"
+	type cred struct{ username, secret, key string }
+	for name, tc := range map[string]struct {
+		values string
+		want   map[string]cred // by upstream host
+	}{
+		"docker.io and the default key": {
+			values: "upstreamCredentials:\n  docker.io:\n    username: me\n    existingSecret: dockerhub\n",
+			want:   map[string]cred{"docker.io": {"me", "dockerhub", "password"}},
+		},
+		"a host with a port and a key of its own": {
+			values: "config:\n  upstreams:\n    registry.example.com:5000:\n      url: https://registry.example.com:5000\n" +
+				"upstreamCredentials:\n  registry.example.com:5000:\n    username: robot\n    existingSecret: registry-robot\n    passwordKey: token\n",
+			want: map[string]cred{"registry.example.com:5000": {"robot", "registry-robot", "token"}},
+		},
+		"long host names truncated apart": {
+			values: "config:\n  upstreams:\n    " + long + ":\n      url: https://" + long + "\n    " + long + ":5000:\n      url: https://" + long + ":5000\n" +
+				"upstreamCredentials:\n  " + long + ":\n    username: a\n    existingSecret: a\n  " + long + ":5000:\n    username: b\n    existingSecret: b\n",
+			want: map[string]cred{long: {"a", "a", "password"}, long + ":5000": {"b", "b", "password"}},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := decodeAll(t, template(t, chartDir, "-f", writeValues(t, tc.values)))
+			cfg := r.breakwaterConfig(t)
+			sts := r.statefulSet(t)
+			c := container(t, sts)
+			volumes := map[string]corev1.Volume{}
+			for _, v := range sts.Spec.Template.Spec.Volumes {
+				volumes[v.Name] = v
+			}
+			seen := map[string]bool{}
+			for host, want := range tc.want {
+				u := cfg.Upstreams[host]
+				if u.Username != want.username || u.Password != "" || u.PasswordFile == "" {
+					t.Errorf("%s: config %+v: want username %s and a password_file", host, u, want.username)
+					continue
+				}
+				if filepath.Base(u.PasswordFile) != "password" || !strings.HasPrefix(u.PasswordFile, "/etc/breakwater-upstreams/") {
+					t.Errorf("%s: password_file %s, want /etc/breakwater-upstreams/<host>/password", host, u.PasswordFile)
+				}
+				var mount *corev1.VolumeMount
+				for i, m := range c.VolumeMounts {
+					if m.MountPath == filepath.Dir(u.PasswordFile) {
+						mount = &c.VolumeMounts[i]
+					}
+				}
+				if mount == nil || !mount.ReadOnly || mount.SubPath != "" || mount.SubPathExpr != "" {
+					t.Errorf("%s: mount %+v: want %s mounted read-only as a directory, no subPath", host, mount, filepath.Dir(u.PasswordFile))
+					continue
+				}
+				if errs := validation.IsDNS1123Label(mount.Name); len(errs) > 0 {
+					t.Errorf("%s: volume name %q: %v", host, mount.Name, errs)
+				}
+				if seen[mount.Name] {
+					t.Errorf("%s: volume name %q used twice", host, mount.Name)
+				}
+				seen[mount.Name] = true
+				v := volumes[mount.Name].Secret
+				if v == nil || v.SecretName != want.secret || len(v.Items) != 1 || v.Items[0].Key != want.key || v.Items[0].Path != "password" {
+					t.Errorf("%s: volume %+v: want Secret %s's key %s as password", host, volumes[mount.Name].VolumeSource, want.secret, want.key)
+				} else if v.DefaultMode == nil || *v.DefaultMode != 0o440 {
+					t.Errorf("%s: volume mode %v, want 0440 (the pod's fsGroup reads it)", host, v.DefaultMode)
+				}
+			}
+			for host, u := range cfg.Upstreams {
+				if _, ok := tc.want[host]; !ok && (u.Username != "" || u.PasswordFile != "") {
+					t.Errorf("%s has credentials it was not given: %+v", host, u)
+				}
+			}
+			// A rotated Secret changes nothing in the pod template: the
+			// file is updated in place and re-read, no rollout.
+			if got := keys(sts.Spec.Template.Annotations); !reflect.DeepEqual(got, []string{"checksum/config"}) {
+				t.Errorf("pod annotations %v: want checksum/config only", got)
+			}
+		})
+	}
+}
+
+// Whatever would give an upstream two sources of credentials, or none, the
+// chart refuses, naming the value.
+func TestUpstreamCredentialsRefused(t *testing.T) {
+	for name, tc := range map[string]struct {
+		values []string
+		want   string
+	}{
+		"not an upstream": {[]string{"--set", `upstreamCredentials.registry\.example\.com.username=me`, "--set", `upstreamCredentials.registry\.example\.com.existingSecret=s`},
+			`upstreamCredentials.registry.example.com: "registry.example.com" is not an upstream of config.upstreams (docker.io, ghcr.io, quay.io, registry.k8s.io)`},
+		"a dropped upstream": {append([]string{"--set", `config.upstreams.docker\.io=null`, "--set", "config.default_upstream=ghcr.io"}, credentialValues...),
+			`upstreamCredentials.docker.io: "docker.io" is not an upstream of config.upstreams`},
+		"no username": {[]string{"--set", `upstreamCredentials.docker\.io.existingSecret=s`},
+			"upstreamCredentials.docker.io.username: required"},
+		"no Secret": {[]string{"--set", `upstreamCredentials.docker\.io.username=me`},
+			"upstreamCredentials.docker.io.existingSecret: required"},
+	} {
+		t.Run(name, func(t *testing.T) { refused(t, tc.want, tc.values...) })
+	}
+	for _, set := range []string{
+		"username=other",
+		"password=hunter2",
+		"password_file=/elsewhere",
+		"docker_config=true",
+		"credential_helper=ecr-login",
+	} {
+		key := set[:strings.IndexByte(set, '=')]
+		t.Run("config.upstreams.docker.io."+key+" as well", func(t *testing.T) {
+			refused(t, "upstreamCredentials.docker.io: config.upstreams.docker.io."+key+" is set as well",
+				append([]string{"--set", `config.upstreams.docker\.io.` + set}, credentialValues...)...)
+		})
+	}
+}
+
+// networkPolicy.enabled renders a NetworkPolicy over the Breakwater pods
+// (and no others) letting in Breakwater's port only, from the given peers
+// or from anywhere, and restricting egress only when rules are given.
+func TestNetworkPolicy(t *testing.T) {
+	nodes := networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/16"}}
+	monitoring := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}
+	dns := networkingv1.NetworkPolicyEgressRule{Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromInt32(53)), Protocol: ptr(corev1.ProtocolUDP)}}}
+	for name, tc := range map[string]struct {
+		values string
+		port   int32
+		from   []networkingv1.NetworkPolicyPeer
+		egress []networkingv1.NetworkPolicyEgressRule
+	}{
+		"from anywhere to the port only": {values: "", port: 5000},
+		"another listen port":            {values: "config:\n  listen: \":8080\"\n", port: 8080},
+		"from the nodes and Prometheus": {
+			values: "networkPolicy:\n  ingressFrom:\n    - ipBlock:\n        cidr: 10.0.0.0/16\n    - namespaceSelector:\n        matchLabels:\n          kubernetes.io/metadata.name: monitoring\n",
+			port:   5000, from: []networkingv1.NetworkPolicyPeer{nodes, monitoring},
+		},
+		"egress restricted": {
+			values: "networkPolicy:\n  egress:\n    - ports:\n        - port: 53\n          protocol: UDP\n",
+			port:   5000, egress: []networkingv1.NetworkPolicyEgressRule{dns},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := decodeAll(t, template(t, chartDir, "-f", writeValues(t, "networkPolicy:\n  enabled: true\n"), "-f", writeValues(t, tc.values),
+				"--set", "nodeConfig.enabled=true", "--set", "service.clusterIP=10.96.0.50"))
+			if len(r.networkPolicies) != 1 {
+				t.Fatalf("want one NetworkPolicy, got %d", len(r.networkPolicies))
+			}
+			np := r.networkPolicies[0]
+			sts := r.statefulSet(t)
+			if !matches(t, &np.Spec.PodSelector, sts.Spec.Template.Labels) {
+				t.Errorf("podSelector %+v does not select the Breakwater pods %v", np.Spec.PodSelector, sts.Spec.Template.Labels)
+			}
+			if ds := nodeConfigDaemonSet(t, r); matches(t, &np.Spec.PodSelector, ds.Spec.Template.Labels) {
+				t.Errorf("podSelector %+v selects the hosts.toml DaemonSet's pods too", np.Spec.PodSelector)
+			}
+			if c := container(t, sts); c.Ports[0].ContainerPort != tc.port {
+				t.Fatalf("container port %d, want %d", c.Ports[0].ContainerPort, tc.port)
+			}
+			wantTypes := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+			if tc.egress != nil {
+				wantTypes = append(wantTypes, networkingv1.PolicyTypeEgress)
+			}
+			if !reflect.DeepEqual(np.Spec.PolicyTypes, wantTypes) {
+				t.Errorf("policyTypes %v, want %v (no egress rules: egress left alone)", np.Spec.PolicyTypes, wantTypes)
+			}
+			wantIngress := []networkingv1.NetworkPolicyIngressRule{{
+				Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromInt32(tc.port)), Protocol: ptr(corev1.ProtocolTCP)}},
+				From:  tc.from,
+			}}
+			if !reflect.DeepEqual(np.Spec.Ingress, wantIngress) {
+				t.Errorf("ingress %+v, want %+v", np.Spec.Ingress, wantIngress)
+			}
+			if !reflect.DeepEqual(np.Spec.Egress, tc.egress) {
+				t.Errorf("egress %+v, want %+v", np.Spec.Egress, tc.egress)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// nodeConfigDaemonSet returns the release's only DaemonSet, the hosts.toml
+// writer, checking its selector picks its own pods and not Breakwater's.
+func nodeConfigDaemonSet(t *testing.T, r rendered) appsv1.DaemonSet {
+	t.Helper()
+	if len(r.daemonSets) != 1 {
+		t.Fatalf("want one DaemonSet with nodeConfig.enabled, got %d", len(r.daemonSets))
+	}
+	ds := r.daemonSets[0]
+	if !matches(t, ds.Spec.Selector, ds.Spec.Template.Labels) {
+		t.Errorf("DaemonSet selector %+v does not match its pods %v", ds.Spec.Selector, ds.Spec.Template.Labels)
+	}
+	if len(ds.Spec.Template.Spec.InitContainers) != 1 || len(ds.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("DaemonSet: want one init container and one container, got %+v and %+v", ds.Spec.Template.Spec.InitContainers, ds.Spec.Template.Spec.Containers)
+	}
+	return ds
+}
+
+// breakwaterBinary builds cmd/breakwater into the test's temporary
+// directory, to run the DaemonSet's command line as the init container
+// would.
+func breakwaterBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "breakwater")
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join("..", "cmd", "breakwater")).CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/breakwater: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// nodeConfig.enabled renders a DaemonSet whose init container is
+// Breakwater's own `containerd-config`, writing into the node's directory;
+// here it runs, with the ConfigMap it mounts and a temporary directory for
+// the node's, and must write the hosts.toml of every upstream pointing at
+// the mirror address NOTES.txt prints.
+func TestNodeConfig(t *testing.T) {
+	breakwater := breakwaterBinary(t)
+	for name, tc := range map[string]struct {
+		values      []string
+		mirror      string
+		hostPath    string
+		tolerations []corev1.Toleration
+		pause       string
+	}{
+		"defaults and a fixed cluster IP": {
+			values: []string{"--set", "service.clusterIP=10.96.0.50"},
+			mirror: "http://10.96.0.50:5000", hostPath: "/etc/containerd/certs.d",
+			tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			pause:       "registry.k8s.io/pause:3.10",
+		},
+		"k3s and a node port on one node pool with a pinned pause": {
+			values: []string{"--set", "containerd.mirrorURL=http://127.0.0.1:30500", "--set", "service.type=NodePort", "--set", "service.nodePort=30500",
+				"--set", "nodeConfig.hostPath=/var/lib/rancher/k3s/agent/etc/containerd/certs.d",
+				"--set", "nodeConfig.tolerations[0].key=pool", "--set", "nodeConfig.tolerations[0].operator=Equal",
+				"--set", "nodeConfig.tolerations[0].value=ci", "--set", "nodeConfig.tolerations[0].effect=NoSchedule",
+				"--set", "nodeConfig.pauseImage.digest=sha256:" + strings.Repeat("cd", 32),
+				"--set", `config.upstreams.registry\.local:5001.url=http://registry.local:5001`},
+			mirror: "http://127.0.0.1:30500", hostPath: "/var/lib/rancher/k3s/agent/etc/containerd/certs.d",
+			tolerations: []corev1.Toleration{{Key: "pool", Operator: corev1.TolerationOpEqual, Value: "ci", Effect: corev1.TaintEffectNoSchedule}},
+			pause:       "registry.k8s.io/pause@sha256:" + strings.Repeat("cd", 32),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := decodeAll(t, template(t, chartDir, append([]string{"--set", "nodeConfig.enabled=true"}, tc.values...)...))
+			ds := nodeConfigDaemonSet(t, r)
+			sts := r.statefulSet(t)
+			spec := ds.Spec.Template.Spec
+			writer, pause := spec.InitContainers[0], spec.Containers[0]
+
+			// The DaemonSet's pods are not Breakwater's: the Service, the
+			// headless Service and the PDB must not pick them up.
+			podLabels := ds.Spec.Template.Labels
+			if matches(t, sts.Spec.Selector, podLabels) || matches(t, ds.Spec.Selector, sts.Spec.Template.Labels) {
+				t.Errorf("the StatefulSet's and the DaemonSet's selectors overlap: %v, %v", sts.Spec.Selector, ds.Spec.Selector)
+			}
+			for _, svc := range r.services {
+				if labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels)) {
+					t.Errorf("Service %s selects the DaemonSet's pods", svc.Name)
+				}
+			}
+			for _, pdb := range r.pdbs {
+				if matches(t, pdb.Spec.Selector, podLabels) {
+					t.Errorf("PDB %s covers the DaemonSet's pods", pdb.Name)
+				}
+			}
+
+			// Least privilege: root in the writer only, for the node's
+			// root-owned directory, with no capability; pause non-root.
+			if spec.HostNetwork || spec.HostPID || spec.HostIPC || spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+				t.Errorf("pod spec: want no host namespaces and no service account token, got %+v", spec)
+			}
+			for _, c := range []corev1.Container{writer, pause} {
+				sc := c.SecurityContext
+				if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+					(sc.Privileged != nil && *sc.Privileged) || sc.Capabilities == nil || !reflect.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+					t.Errorf("container %s securityContext %+v: want read-only root, no privilege escalation, all capabilities dropped", c.Name, sc)
+				}
+			}
+			if sc := writer.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+				t.Errorf("writer securityContext %+v: want runAsUser 0 (the node's directory is root's)", sc)
+			}
+			if sc := pause.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
+				t.Errorf("pause securityContext %+v: want it non-root", sc)
+			}
+			if pause.Image != tc.pause || len(pause.Command)+len(pause.Args) != 0 {
+				t.Errorf("pause container %s %q %q, want %s as it is", pause.Image, pause.Command, pause.Args, tc.pause)
+			}
+
+			// Scheduling: everywhere the values say, on Linux.
+			if !reflect.DeepEqual(spec.Tolerations, tc.tolerations) {
+				t.Errorf("tolerations %+v, want %+v", spec.Tolerations, tc.tolerations)
+			}
+			if !reflect.DeepEqual(spec.NodeSelector, map[string]string{"kubernetes.io/os": "linux"}) {
+				t.Errorf("nodeSelector %v, want kubernetes.io/os: linux", spec.NodeSelector)
+			}
+
+			// One hostPath volume, the configured directory, mounted where
+			// --dir points; the writer's other mount is the ConfigMap.
+			volumes := map[string]corev1.Volume{}
+			for _, v := range spec.Volumes {
+				volumes[v.Name] = v
+				if v.HostPath != nil && (v.HostPath.Path != tc.hostPath || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate) {
+					t.Errorf("hostPath volume %s %+v: want %s, DirectoryOrCreate", v.Name, v.HostPath, tc.hostPath)
+				}
+			}
+			if len(pause.VolumeMounts) != 0 {
+				t.Errorf("pause mounts %+v, want none", pause.VolumeMounts)
+			}
+			root := t.TempDir()
+			var dir string
+			for _, m := range writer.VolumeMounts {
+				v := volumes[m.Name]
+				switch {
+				case v.HostPath != nil:
+					dir = m.MountPath
+					if m.ReadOnly || m.SubPath != "" {
+						t.Errorf("hostPath mount %+v: want it writable, whole", m)
+					}
+				case v.ConfigMap != nil:
+					cm := r.configMap(t, v.ConfigMap.Name)
+					if err := os.MkdirAll(filepath.Join(root, m.MountPath), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					for k, data := range cm.Data {
+						if err := os.WriteFile(filepath.Join(root, m.MountPath, k), []byte(data), 0o644); err != nil {
+							t.Fatal(err)
+						}
+					}
+				default:
+					t.Errorf("writer mount %+v: neither the ConfigMap nor the node's directory", m)
+				}
+			}
+			if dir == "" {
+				t.Fatalf("the writer does not mount the hostPath: %+v", writer.VolumeMounts)
+			}
+
+			args := writer.Args
+			if len(writer.Command) != 0 || len(args) == 0 || args[0] != "containerd-config" {
+				t.Fatalf("writer command %q args %q: want the image's entrypoint with containerd-config", writer.Command, args)
+			}
+			flags := map[string]string{}
+			for i := 1; i+1 < len(args); i += 2 {
+				flags[args[i]] = args[i+1]
+			}
+			if flags["--mirror"] != tc.mirror || flags["--dir"] != dir || len(args) != 7 {
+				t.Errorf("writer args %q: want --mirror %s --config <ConfigMap> --dir %s", args, tc.mirror, dir)
+			}
+
+			// Run the command line, the paths moved under root.
+			run := make([]string, len(args))
+			for i, a := range args {
+				if strings.HasPrefix(a, "/") {
+					a = filepath.Join(root, a)
+				}
+				run[i] = a
+			}
+			cmd := exec.Command(breakwater, run...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("breakwater %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			cfg := r.breakwaterConfig(t)
+			for host, up := range cfg.Upstreams {
+				b, err := os.ReadFile(filepath.Join(root, dir, host, "hosts.toml"))
+				if err != nil {
+					t.Errorf("%s: %v", host, err)
+					continue
+				}
+				server := "https://" + host
+				switch {
+				case host == "docker.io":
+					server = "https://registry-1.docker.io"
+				case strings.HasPrefix(up.URL, "http://"):
+					server = up.URL
+				}
+				for _, want := range []string{fmt.Sprintf("server = %q\n", server), fmt.Sprintf("[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", tc.mirror)} {
+					if !strings.Contains(string(b), want) {
+						t.Errorf("%s/hosts.toml lacks %q:\n%s", host, want, b)
+					}
+				}
+			}
+			if entries, _ := os.ReadDir(filepath.Join(root, dir)); len(entries) != len(cfg.Upstreams) {
+				t.Errorf("%d entries in the node's directory, want one per upstream (%d)", len(entries), len(cfg.Upstreams))
+			}
+		})
+	}
+
+	t.Run("the ConfigMap has no credentials and new upstreams roll the pods", func(t *testing.T) {
+		base := []string{"--set", "nodeConfig.enabled=true", "--set", "service.clusterIP=10.96.0.50"}
+		r := decodeAll(t, template(t, chartDir, append(base, credentialValues...)...))
+		ds := nodeConfigDaemonSet(t, r)
+		cm := r.configMap(t, ds.Spec.Template.Spec.Volumes[0].ConfigMap.Name)
+		cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
+		if err != nil {
+			t.Fatalf("Breakwater refuses the DaemonSet's config.yaml: %v", err)
+		}
+		bw := r.breakwaterConfig(t)
+		for host, u := range bw.Upstreams {
+			if got := cfg.Upstreams[host]; got.URL != u.URL || got.Username != "" || got.PasswordFile != "" {
+				t.Errorf("%s in the DaemonSet's config: %+v, want its url only (%s)", host, got, u.URL)
+			}
+		}
+		if len(cfg.Upstreams) != len(bw.Upstreams) {
+			t.Errorf("the DaemonSet's config has %d upstreams, Breakwater's %d", len(cfg.Upstreams), len(bw.Upstreams))
+		}
+		sum := ds.Spec.Template.Annotations["checksum/node-config"]
+		other := nodeConfigDaemonSet(t, decodeAll(t, template(t, chartDir, append(base, "--set", `config.upstreams.quay\.io=null`)...)))
+		if sum == "" || other.Spec.Template.Annotations["checksum/node-config"] == sum {
+			t.Error("dropping an upstream does not change checksum/node-config: the writer would not run again")
+		}
+	})
+
+	for name, tc := range map[string]struct {
+		values []string
+		want   string
+	}{
+		"the Service's DNS name": {nil, "nodeConfig.enabled: set service.clusterIP or containerd.mirrorURL"},
+		"a hostPath that is not clean": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "nodeConfig.hostPath=/etc/containerd/../certs.d"},
+			`nodeConfig.hostPath "/etc/containerd/../certs.d": want a clean absolute path`},
+	} {
+		t.Run("refused: "+name, func(t *testing.T) {
+			refused(t, tc.want, append([]string{"--set", "nodeConfig.enabled=true"}, tc.values...)...)
 		})
 	}
 }

@@ -146,6 +146,83 @@ httpGet:
 {{- end }}
 {{- end }}
 
+{{/*
+Where upstreamCredentials.<host>'s Secret is mounted: a directory of its
+own per upstream (a port's colon becomes "_"), holding the Secret's key as
+the file "password". A whole directory and not a subPath, which the kubelet
+never updates: a rotated Secret reaches the file, and Breakwater re-reads
+password_file whenever it changes.
+*/}}
+{{- define "breakwater.upstreamCredentialsDir" -}}
+{{- printf "/etc/breakwater-upstreams/%s" (replace ":" "_" (toString .)) }}
+{{- end }}
+
+{{/*
+The pod volume of upstreamCredentials' entry number .i (in host order): a
+DNS label of at most 63 characters, "upstream-<i>-<host, dots and colon as
+dashes>"; the index keeps names apart that truncation would make equal.
+Takes (dict "i" I "host" H).
+*/}}
+{{- define "breakwater.upstreamCredentialsVolume" -}}
+{{- $name := printf "upstream-%d-%s" .i (regexReplaceAll "[^a-z0-9-]+" (lower .host) "-") | trunc 63 }}
+{{- regexReplaceAll "-+$" $name "" }}
+{{- end }}
+
+{{/*
+A Go duration (30s, 1m30s, 500ms) in seconds, as a float: what
+terminationGracePeriodSeconds is compared with. The schema has already
+refused anything that is not a duration.
+*/}}
+{{- define "breakwater.durationSeconds" -}}
+{{- $unit := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" . }}
+{{- $total = addf $total (mulf (float64 $num) (get $unit (trimPrefix $num .))) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+The hosts.toml DaemonSet (nodeConfig.enabled): its name, and its pods'
+labels, which must not match the StatefulSet's selector (so the Service,
+the PodDisruptionBudget and the NetworkPolicy leave them alone).
+*/}}
+{{- define "breakwater.nodeConfigName" -}}
+{{- printf "%s-node-config" (include "breakwater.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "breakwater.nodeConfigSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-node-config" (include "breakwater.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-config
+{{- end }}
+
+{{- define "breakwater.pauseImage" -}}
+{{- $i := .Values.nodeConfig.pauseImage }}
+{{- if $i.digest }}
+{{- printf "%s@%s" $i.repository $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $i.repository (toString $i.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The configuration `breakwater containerd-config` reads in the DaemonSet:
+the upstreams' hosts and URLs (all hosts.toml needs), nothing else. No
+credentials, no htpasswd path: nothing on the nodes but what they need.
+*/}}
+{{- define "breakwater.nodeConfig" -}}
+{{- $upstreams := dict }}
+{{- range $host, $up := .Values.config.upstreams }}
+{{- $_ := set $upstreams $host (dict "url" $up.url) }}
+{{- end }}
+{{- $config := dict "upstreams" $upstreams }}
+{{- with .Values.config.default_upstream }}
+{{- $_ := set $config "default_upstream" . }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
 {{/* "true" when the release has an htpasswd file (auth.existingSecret or auth.htpasswd). */}}
 {{- define "breakwater.authEnabled" -}}
 {{- if or .Values.auth.existingSecret .Values.auth.htpasswd }}true{{ end }}
@@ -153,9 +230,11 @@ httpGet:
 
 {{/*
 Breakwater's config.yaml: values.config, with config.tls set to the mounted
-TLS Secret's files when tls.enabled and auth.htpasswd pointing at the
-mounted htpasswd file when the release has one. What Breakwater would refuse
-at start about those blocks is refused here, at install.
+TLS Secret's files when tls.enabled, auth.htpasswd pointing at the mounted
+htpasswd file when the release has one, and each upstream of
+upstreamCredentials given its username and a password_file in its mounted
+Secret. What Breakwater would refuse at start about those blocks is refused
+here, at install; so is a grace period that would cut the drain short.
 */}}
 {{- define "breakwater.config" -}}
 {{- $config := deepCopy .Values.config }}
@@ -197,6 +276,36 @@ at start about those blocks is refused here, at install.
 {{- $_ := set $config "auth" $auth }}
 {{- else if and (or $auth.access $auth.groups) (not $auth.htpasswd) }}
 {{- fail "config.auth.access or config.auth.groups without an htpasswd file: set auth.existingSecret or auth.htpasswd (without one Breakwater is open to everyone)" }}
+{{- end }}
+{{- $upstreams := default (dict) $config.upstreams }}
+{{- range $host := keys .Values.upstreamCredentials | sortAlpha }}
+{{- $cred := default (dict) (index $.Values.upstreamCredentials $host) }}
+{{- if not (hasKey $upstreams $host) }}
+{{- fail (printf "upstreamCredentials.%s: %q is not an upstream of config.upstreams (%s); add it there with its url" $host $host (keys $upstreams | sortAlpha | join ", ")) }}
+{{- end }}
+{{- if not $cred.username }}
+{{- fail (printf "upstreamCredentials.%s.username: required (the user the password in existingSecret belongs to)" $host) }}
+{{- end }}
+{{- if not $cred.existingSecret }}
+{{- fail (printf "upstreamCredentials.%s.existingSecret: required (the Secret holding the password, under passwordKey)" $host) }}
+{{- end }}
+{{- $up := default (dict) (index $upstreams $host) }}
+{{- range $key := list "username" "password" "password_file" "docker_config" "credential_helper" }}
+{{- if index $up $key }}
+{{- fail (printf "upstreamCredentials.%s: config.upstreams.%s.%s is set as well; leave the upstream's credentials to upstreamCredentials, which sets username and password_file" $host $host $key) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $up "username" (toString $cred.username) }}
+{{- $_ := set $up "password_file" (printf "%s/password" (include "breakwater.upstreamCredentialsDir" $host)) }}
+{{- $_ := set $upstreams $host $up }}
+{{- end }}
+{{- /*
+The kubelet sends SIGTERM, waits terminationGracePeriodSeconds, then
+kills: a drain that may last as long as the grace period is cut short.
+*/}}
+{{- $drain := toString (default "30s" $config.drain_timeout) }}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 (include "breakwater.durationSeconds" $drain)) }}
+{{- fail (printf "terminationGracePeriodSeconds %v: must be greater than config.drain_timeout (%s), or the kubelet kills Breakwater before its drain ends" .Values.terminationGracePeriodSeconds $drain) }}
 {{- end }}
 {{- range $i, $line := splitList "\n" (toString .Values.auth.htpasswd) }}
 {{- $l := trim $line }}

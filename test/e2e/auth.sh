@@ -205,14 +205,14 @@ if bg_alive mirror-auth; then
 
 	echo "== auth[containerd]: ctr images pull --user"
 	if [ -n "$CTRD_UP" ]; then
-		o_clear_containerd "auth[containerd]"
+		empty_containerd "auth[containerd]"
 		upm=$(log_mark "$LOGS/upstream.log")
 		if a_ok "auth[containerd]: ctr images pull --user alice:... --hosts-dir $E2E_REF" "$OUT/a-ctr-alice" \
 			"${CTR[@]}" images pull --user "alice:$ALICE_PW" --hosts-dir "$HOSTSA" "$E2E_REF"; then
 			d=$(ctr_ images ls "name==$E2E_REF" 2>/dev/null | awk 'NR > 1 { print $3 }')
 			expect_eq "auth[containerd]: image digest is upstream's" "$D_E2E" "$d" "digest"
 		fi
-		o_clear_containerd "auth[containerd] again"
+		empty_containerd "auth[containerd] again"
 		a_fail "auth[containerd]: without --user" ctr 1 "401 Unauthorized" -- \
 			"${CTR[@]}" images pull --hosts-dir "$HOSTSA" "$E2E_REF"
 		a_fail "auth[containerd]: --user with a wrong password" ctr 1 "401 Unauthorized" -- \
@@ -234,7 +234,7 @@ if bg_alive mirror-auth; then
 
 	echo "== auth[docker]: docker login, docker pull $BWA/..."
 	if [ -n "$DOCKER_UP" ]; then
-		o_clear_docker "auth[docker]"
+		empty_docker "auth[docker]"
 		# dockerd sends no request without credentials once /v2/ asked for
 		# Basic ones, even for what is granted to anonymous clients.
 		a_fail "auth[docker]: docker pull without login (of what anonymous clients may pull)" docker 1 "no basic auth credentials" -- \

@@ -128,7 +128,7 @@ img_pull() {
 		return 1
 	fi
 	# Nothing in the content store: every blob must come through.
-	o_clear_containerd "image"
+	empty_containerd "image"
 	mark=$(log_mark "$BWI_LOG")
 	run_client "$out" "$PULL_SECS" "${CTR[@]}" images pull --hosts-dir "$HOSTSI" "$E2E_REF"
 	rc=$?

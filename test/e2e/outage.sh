@@ -466,8 +466,8 @@ PODMAN_D=("${PODMAN[@]/#CONTAINERS_REGISTRIES_CONF=*/CONTAINERS_REGISTRIES_CONF=
 
 echo "== outage[pass]: each client pulls $E2E_REF through mirror-outage, which caches it"
 fp_mode pass
-o_clear_containerd "outage[pass]"
-o_clear_docker "outage[pass]"
+empty_containerd "outage[pass]"
+empty_docker "outage[pass]"
 fpm=$(log_mark "$FP_LOG")
 o_pull_ok "outage[pass]"
 if http_lines "$FP_LOG" "$fpm" | grep -Eq '^GET /v2/library/e2e/blobs/sha256:[0-9a-f]{64}[^ ]* 200$'; then
@@ -495,8 +495,8 @@ outage_round() {
 		fail "$n: mirror-outage asked the upstream" "the fault proxy logged no request in mode $mode"
 	fi
 
-	o_clear_containerd "$n"
-	o_clear_docker "$n"
+	empty_containerd "$n"
+	empty_docker "$n"
 	bwm=$(log_mark "$BW2_LOG")
 	o_pull_ok "$n cached"
 	# Every client's tag request was served from the cache after the
@@ -717,7 +717,7 @@ if fp_set "$FPRC" "set=429&retry_after=15"; then
 		printf '%s\t%s failed after %ss\n' "outage[429-long] $client" "$client" "$O_SECS" >>"$OUTAGE_ERRORS"
 	done
 	# a cached tag is served, its blobs from the cache
-	o_clear_containerd "outage[429-long]"
+	empty_containerd "outage[429-long]"
 	bwm2=$(log_mark "$BWR_LOG")
 	o_ctr_pull "outage[429-long] cached" "$HOSTSR" docker.io/library/e2e-recover:v1 "$D_RECOVER"
 	stale=$(bw_lines "$BWR_LOG" "$bwm2" | awk '$2 ~ /^\/v2\/library\/e2e-recover\/manifests\/v1(\?|$)/ && $3 == 200 && $4 == "stale"' | wc -l)

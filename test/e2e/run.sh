@@ -484,22 +484,9 @@ pull_containerd() {
 		'^GET /v2/library/e2e/blobs/sha256:[0-9a-f]{64}\?([^ ]*&)?ns=docker\.io(&[^ ]*)? 200$' "a blob GET with ns=docker.io answered 200"
 }
 
-clear_containerd() {
-	local d left
-	[ -n "$CTRD_UP" ] || return 0
-	ctr_ images rm --sync "$E2E_REF" >"$OUT/ctr-rm" 2>&1
-	for d in $(ctr_ content ls -q 2>/dev/null); do ctr_ content rm "$d" >/dev/null 2>&1; done
-	left=$(ctr_ content ls -q 2>/dev/null | wc -l)
-	if [ "$left" = 0 ]; then
-		pass "containerd: store emptied (images rm --sync, content rm)"
-	else
-		fail "containerd: store emptied" "$left blobs left in the content store"
-	fi
-}
-
-# o_clear_containerd NAME: remove every image of the e2e namespace and all
+# empty_containerd NAME: remove every image of the e2e namespace and all
 # content, so that the next pull fetches every blob again.
-o_clear_containerd() {
+empty_containerd() {
 	local d left
 	[ -n "$CTRD_UP" ] || return 0
 	for d in $(ctr_ images ls -q 2>/dev/null); do ctr_ images rm --sync "$d" >>"$OUT/o-ctr-rm" 2>&1; done
@@ -512,7 +499,8 @@ o_clear_containerd() {
 	fi
 }
 
-o_clear_docker() {
+# empty_docker NAME: remove every image of dockerd's store.
+empty_docker() {
 	local ids
 	[ -n "$DOCKER_UP" ] || return 0
 	ids=$(docker_ images -q 2>/dev/null | sort -u)
@@ -574,16 +562,6 @@ pull_docker_direct() {
 		fail "$n: RepoDigests has the upstream digest" "want $BW/library/e2e-docker@$D_DOCKER, RepoDigests: ${ds//$'\n'/ }"
 	fi
 	mirror_saw "$n: blobs via mirror" "$mark" '^GET /v2/library/e2e-docker/blobs/sha256:[0-9a-f]{64} 200$' "a blob GET for library/e2e-docker answered 200"
-}
-
-clear_docker() {
-	[ -n "$DOCKER_UP" ] || return 0
-	docker_ rmi "$E2E_REF" "$BW/library/e2e-docker:v1" >"$OUT/docker-rmi" 2>&1
-	if [ -z "$(docker_ images -q 2>/dev/null)" ]; then
-		pass "dockerd: store emptied (docker rmi)"
-	else
-		fail "dockerd: store emptied" "images left: $(docker_ images --format '{{.Repository}}:{{.Tag}}' | tr '\n' ' ')"
-	fi
 }
 
 pull_podman() {
@@ -667,10 +645,10 @@ note "upstream manifest requests so far: $(http_lines "$LOGS/upstream.log" | awk
 echo "== round 2: empty each client's store and pull again; nothing may come from upstream"
 BASE=$(upstream_blob_gets "$LOGS/upstream.log")
 note "upstream blob GETs so far: $BASE"
-clear_containerd
+empty_containerd "containerd[2]"
 pull_containerd 2
 upstream_quiet "containerd[2]: nothing fetched from upstream" "$BASE"
-clear_docker
+empty_docker "dockerd[2]"
 pull_docker_mirror 2
 upstream_quiet "dockerd[2]: nothing fetched from upstream" "$BASE"
 pull_docker_direct 2

@@ -420,8 +420,15 @@ fi
 tls_saw "tls[skopeo]: blobs came over TLS" "$BWT_LOG" "$mark" \
 	'^GET /v2/library/e2e-tls-skopeo/blobs/sha256:[0-9a-f]{64} 200$' "a blob GET of library/e2e-tls-skopeo answered 200"
 
-# podman: the docker.io mirror is mirror-tls, without `insecure`.
-sed -e "s/^location = \"$BW\"$/location = \"$BWT\"/" -e '/^insecure = true$/d' "$PM/registries.conf" >"$PM/registries-tls.conf"
+# podman: the docker.io mirror is mirror-tls, as `breakwater registries-conf`
+# writes it for an https:// mirror (no `insecure`).
+echo 'unqualified-search-registries = []' >"$PM/registries-tls.conf"
+if "$TMP/breakwater" registries-conf --mirror "https://$BWT" >>"$PM/registries-tls.conf" 2>"$OUT/registries-conf-tls" &&
+	grep -q "^location = \"$BWT/docker.io\"" "$PM/registries-tls.conf" && ! grep -q '^insecure = true' "$PM/registries-tls.conf"; then
+	pass "tls[podman]: breakwater registries-conf --mirror https://$BWT names mirror-tls, not insecure"
+else
+	fail "tls[podman]: breakwater registries-conf --mirror https://$BWT" "$(cat "$OUT/registries-conf-tls" "$PM/registries-tls.conf")"
+fi
 PODMAN_T=("${PODMAN[@]/#CONTAINERS_REGISTRIES_CONF=*/CONTAINERS_REGISTRIES_CONF=$PM/registries-tls.conf}")
 ref=docker.io/library/e2e-tls-podman:v1
 mark=$(log_mark "$BWT_LOG")
@@ -433,7 +440,7 @@ fi
 d=$(timeout -k 5 60 "${PODMAN_T[@]}" image inspect --format '{{.Digest}}' "$ref" 2>/dev/null)
 expect_eq "tls[podman]: image digest is upstream's" "$(tls_digest e2e-tls-podman)" "$d" "digest"
 tls_saw "tls[podman]: manifest and blobs came through the mirror over TLS" "$BWT_LOG" "$mark" \
-	'^GET /v2/library/e2e-tls-podman/blobs/sha256:[0-9a-f]{64} 200$' "a blob GET of library/e2e-tls-podman answered 200"
+	'^GET /v2/docker\.io/library/e2e-tls-podman/blobs/sha256:[0-9a-f]{64} 200$' "a blob GET of docker.io/library/e2e-tls-podman answered 200"
 
 # ---- rotation, as cert-manager and the kubelet do it ----------------------------
 

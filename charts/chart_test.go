@@ -1013,7 +1013,7 @@ func TestSchemaMatchesConfig(t *testing.T) {
 	compareSchema(t, schema, "config", props["config"], reflect.TypeFor[config.Config]())
 }
 
-var keyRE = regexp.MustCompile(`^[a-z_]+$`)
+var keyRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
 // resolve follows a node's "$ref" into the schema's definitions, so that a
 // block defined once (resilience, globally and per upstream) is compared
@@ -1042,6 +1042,10 @@ func compareSchema(t *testing.T, root map[string]any, path string, node any, typ
 	if !ok {
 		t.Errorf("schema %s: missing", path)
 		return
+	}
+	// An optional block or value is its pointee in YAML.
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
 	}
 	types := map[string]bool{}
 	switch v := n["type"].(type) {

@@ -31,6 +31,9 @@ type Config struct {
 	// TLS, when it names a certificate, makes Listen speak TLS.
 	TLS   TLS   `yaml:"tls"`
 	Cache Cache `yaml:"cache"`
+	// Storage is an object store replicas share besides each one's
+	// cache.dir; without it the cache directory is all there is.
+	Storage Storage `yaml:"storage"`
 	// DefaultUpstream serves requests that name no registry (dockerd's
 	// registry-mirrors, podman's mirrors). It must be a key of Upstreams.
 	DefaultUpstream string `yaml:"default_upstream"`
@@ -205,6 +208,104 @@ type Cache struct {
 	// of the blobs not verified since start, so that their first pull
 	// does not pay for it; 0 turns the scrub off (first opens still hash).
 	ScrubRate Size `yaml:"scrub_rate"`
+}
+
+// Storage is an object store that every replica of a fleet shares, in the
+// shape of distribution's storage block so that a distribution user can
+// copy theirs. Verified content is written to it once cached, and content
+// the local cache lacks is read from it before any upstream is asked.
+type Storage struct {
+	S3 *S3 `yaml:"s3"`
+	// Redirect answers a blob GET the local cache lacks, but the object
+	// store has, with a redirect to a presigned URL, as distribution does:
+	// the bytes then flow from the store to the client directly.
+	Redirect bool `yaml:"redirect"`
+}
+
+// S3 are the parameters of distribution's s3 storage driver, by its names.
+type S3 struct {
+	Bucket string `yaml:"bucket"`
+	Region string `yaml:"region"`
+	// RegionEndpoint is the endpoint of an S3-compatible server (MinIO,
+	// Ceph, R2): https://minio.example:9000.
+	RegionEndpoint string `yaml:"regionendpoint"`
+	// AccessKey and SecretKey; without them the AWS default chain applies
+	// (AWS_ACCESS_KEY_ID, a web identity, the instance's role).
+	AccessKey string `yaml:"accesskey"`
+	SecretKey string `yaml:"secretkey"`
+	// SecretKeyFile is read at start and at each reload instead of
+	// SecretKey, so that the key stays out of the configuration file.
+	SecretKeyFile string `yaml:"secretkey_file"`
+	// Secure is HTTPS towards the endpoint (default true).
+	Secure         *bool  `yaml:"secure"`
+	SkipVerify     bool   `yaml:"skipverify"`
+	ForcePathStyle bool   `yaml:"forcepathstyle"`
+	RootDirectory  string `yaml:"rootdirectory"`
+	StorageClass   string `yaml:"storageclass"`
+	Encrypt        bool   `yaml:"encrypt"`
+	KeyID          string `yaml:"keyid"`
+	ChunkSize      Size   `yaml:"chunksize"`
+}
+
+// DriverParameters are the s3 block as distribution's driver takes them.
+func (s S3) DriverParameters() (map[string]any, error) {
+	p := map[string]any{
+		"bucket":         s.Bucket,
+		"region":         s.Region,
+		"forcepathstyle": s.ForcePathStyle,
+		"skipverify":     s.SkipVerify,
+		"encrypt":        s.Encrypt,
+		"secure":         s.Secure == nil || *s.Secure,
+	}
+	for k, v := range map[string]string{"regionendpoint": s.RegionEndpoint, "accesskey": s.AccessKey,
+		"secretkey": s.SecretKey, "rootdirectory": s.RootDirectory, "storageclass": s.StorageClass, "keyid": s.KeyID} {
+		if v != "" {
+			p[k] = v
+		}
+	}
+	if s.SecretKeyFile != "" {
+		b, err := os.ReadFile(s.SecretKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.s3.secretkey_file: %w", err)
+		}
+		p["secretkey"] = strings.TrimRight(string(b), "\r\n")
+	}
+	if s.ChunkSize > 0 {
+		p["chunksize"] = int64(s.ChunkSize)
+	}
+	return p, nil
+}
+
+func (s Storage) problems() problems {
+	var ps problems
+	if s.S3 == nil {
+		if s.Redirect {
+			ps.add("storage.redirect", "needs an object store (storage.s3)")
+		}
+		return ps
+	}
+	c := s.S3
+	if c.Bucket == "" {
+		ps.add("storage.s3.bucket", "required")
+	}
+	if c.Region == "" && c.RegionEndpoint == "" {
+		ps.add("storage.s3.region", "required (or storage.s3.regionendpoint for an S3-compatible server)")
+	}
+	if c.RegionEndpoint != "" {
+		if u, err := url.Parse(c.RegionEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ps.add("storage.s3.regionendpoint", "%q: want http(s)://host[:port]", c.RegionEndpoint)
+		}
+	}
+	if c.SecretKey != "" && c.SecretKeyFile != "" {
+		ps.add("storage.s3.secretkey_file", "set secretkey or secretkey_file, not both")
+	}
+	if (c.AccessKey == "") != (c.SecretKey == "" && c.SecretKeyFile == "") {
+		ps.add("storage.s3.accesskey", "accesskey and secretkey (or secretkey_file) come together; leave both unset for the AWS default credentials")
+	}
+	if c.ChunkSize != 0 && c.ChunkSize < 5<<20 {
+		ps.add("storage.s3.chunksize", "%d: S3 parts are at least 5 MiB", c.ChunkSize)
+	}
+	return ps
 }
 
 // Size is a byte count written as "200GiB", "512MiB", "10GB" or "1024".
@@ -459,6 +560,7 @@ func (c *Config) problems(lines map[string]int) problems {
 		ps.add("listen", "%q is not host:port: %v", c.Listen, err)
 	}
 	ps = append(ps, c.TLS.problems()...)
+	ps = append(ps, c.Storage.problems()...)
 	if c.Cache.Dir == "" {
 		ps.add("cache.dir", "must not be empty")
 	}

@@ -434,6 +434,52 @@ func TestBundledConfigTLSExample(t *testing.T) {
 	}
 }
 
+// The commented-out storage example in config.yaml is one Breakwater takes
+// when uncommented, and its parameters are the driver's.
+func TestBundledConfigStorageExample(t *testing.T) {
+	dir := t.TempDir()
+	example := strings.ReplaceAll(string(uncommentedExample(t, "", "storage")), "/etc/breakwater-s3/secretkey", filepath.Join(dir, "secretkey"))
+	if err := os.WriteFile(filepath.Join(dir, "secretkey"), []byte("s3cr3t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse([]byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Storage.S3 == nil || cfg.Storage.Redirect {
+		t.Fatalf("the example uncommented: storage %+v", cfg.Storage)
+	}
+	got, err := cfg.Storage.S3.DriverParameters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"bucket": "breakwater", "region": "us-east-1", "regionendpoint": "https://minio.internal:9000",
+		"accesskey": "breakwater", "secretkey": "s3cr3t", "forcepathstyle": true, "secure": true, "skipverify": false, "encrypt": false}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("driver parameters %v, want %v", got, want)
+	}
+}
+
+func TestStorageErrors(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"no bucket", "storage:\n  s3:\n    region: eu-west-1\n", "storage.s3.bucket: required"},
+		{"no region", "storage:\n  s3:\n    bucket: b\n", "storage.s3.region: required"},
+		{"a bad endpoint", "storage:\n  s3:\n    bucket: b\n    regionendpoint: minio:9000\n", `storage.s3.regionendpoint: "minio:9000": want http(s)://host[:port]`},
+		{"a key without its secret", "storage:\n  s3:\n    bucket: b\n    region: r\n    accesskey: a\n", "storage.s3.accesskey: accesskey and secretkey"},
+		{"both secrets", "storage:\n  s3:\n    bucket: b\n    region: r\n    accesskey: a\n    secretkey: s\n    secretkey_file: f\n", "storage.s3.secretkey_file: set secretkey or secretkey_file, not both"},
+		{"small parts", "storage:\n  s3:\n    bucket: b\n    region: r\n    chunksize: 1MiB\n", "storage.s3.chunksize: 1048576: S3 parts are at least 5 MiB"},
+		{"a misspelt key", "storage:\n  s3:\n    bucket: b\n    regoin: r\n", "line 4: storage.s3.regoin: unknown key"},
+		{"redirect without a store", "storage:\n  redirect: true\n", "storage.redirect: needs an object store (storage.s3)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.text))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
 // uncommentedExample is the bundled config.yaml with the commented-out
 // block of key, indented by indent, uncommented.
 func uncommentedExample(t *testing.T, indent, key string) []byte {

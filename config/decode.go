@@ -115,6 +115,15 @@ func (d *decoder) decodeNode(n *yaml.Node, v reflect.Value, path string) error {
 		return nil
 	}
 	switch v.Kind() {
+	case reflect.Pointer:
+		// A block or value that may be absent: set, it is allocated and
+		// decoded like the value itself.
+		p := reflect.New(v.Type().Elem())
+		if err := d.decodeNode(n, p.Elem(), path); err != nil {
+			return err
+		}
+		v.Set(p)
+		return nil
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			return where("want a mapping of keys")

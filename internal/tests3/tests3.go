@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/awserr"
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/s3"
@@ -135,12 +136,26 @@ func (s *Server) createBucket() error {
 	if err != nil {
 		return fmt.Errorf("S3 session: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := s3.New(sess).CreateBucketWithContext(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)}); err != nil {
-		return fmt.Errorf("create bucket %s: %w", s.Bucket, err)
+	// Seen once: ready, and the first CreateBucket never answered (30 s)
+	// on a loaded machine. Short tries, again until a minute is up.
+	client := s3.New(sess)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := client.CreateBucketWithContext(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		var aerr awserr.Error
+		if errors.As(err, &aerr) && aerr.Code() == s3.ErrCodeBucketAlreadyOwnedByYou {
+			return nil // an earlier try went through after all
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("create bucket %s: %w", s.Bucket, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return nil
 }
 
 // environWithout returns the environment without the variables whose names

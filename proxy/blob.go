@@ -20,6 +20,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	if served, err := s.serveCachedBlob(w, r, t, repo); served {
 		return err
 	}
+	if s.sharedRedirect && r.Method == http.MethodGet {
+		if served := s.redirectToShared(w, r, t, repo); served {
+			return nil
+		}
+	}
 	// A fetch started for another repository is joined only with the
 	// upstream's yes for this one; if that fetch is then refused
 	// (missing, denied), the refusal was for the other name, and this
@@ -42,7 +47,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 // HEAD asked upstream, a blob that appeared in the cache, a pass-through.
 func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo, own bool) (*blobFetch, error) {
 	inflight := s.blobs.inflightFor(fetchKey{t.upstream.Name(), t.dgst})
-	if inflight != nil && inflight.repo != t.repo && !own && !s.store.BlobLinked(repo, t.dgst) {
+	if inflight != nil && inflight.repo != t.repo && !own && !s.linked(r.Context(), t, repo) {
 		// Joining a fetch started for another repository: the same rule
 		// as for cached content.
 		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
@@ -149,7 +154,7 @@ func (s *Server) serveCachedBlob(w http.ResponseWriter, r *http.Request, t *targ
 		return false, nil
 	}
 	defer blob.Close()
-	if !s.store.BlobLinked(repo, t.dgst) {
+	if !s.linked(r.Context(), t, repo) {
 		// Stored for another repository: serve it for this one only if
 		// the upstream says this repository has it too.
 		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
@@ -182,6 +187,7 @@ func (s *Server) confirmBlob(ctx context.Context, t *target, repo storage.Repo) 
 		return upstreamError(t.upstream, err, kindBlob)
 	}
 	resp.Body.Close()
+	s.blobs.shareLinkLater(t.upstream, repo, t.dgst)
 	if err := s.store.LinkBlob(repo, t.dgst); err != nil {
 		if !cannotCache(err) {
 			return fmt.Errorf("link %s to %s: %w", t.dgst, repo, err)
@@ -200,6 +206,7 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t *target, rep
 		return upstreamError(t.upstream, err, kindBlob)
 	}
 	resp.Body.Close()
+	s.blobs.shareLinkLater(t.upstream, repo, t.dgst)
 	if err := s.store.LinkBlob(repo, t.dgst); err != nil {
 		s.log.Warn("link blob", "repo", repo, "digest", t.dgst, "err", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
 )
@@ -39,6 +40,10 @@ type blobFetches struct {
 	// base ends every fetch when the server closes; running counts them.
 	base    context.Context
 	running *sync.WaitGroup
+	// shared, when set, is read before the upstream and written after
+	// each fetch, uploads at a time.
+	shared  *objstore.Store
+	uploads chan struct{}
 
 	mu       sync.Mutex
 	inflight map[fetchKey]*blobFetch
@@ -79,7 +84,8 @@ func (b *blobFetches) count() int {
 }
 
 func newBlobFetches(base context.Context, running *sync.WaitGroup, store *storage.Store, log *slog.Logger, timeout time.Duration, maxBlob int64) *blobFetches {
-	return &blobFetches{base: base, running: running, store: store, log: log, timeout: timeout, maxBlob: maxBlob, inflight: map[fetchKey]*blobFetch{}}
+	return &blobFetches{base: base, running: running, store: store, log: log, timeout: timeout, maxBlob: maxBlob,
+		inflight: map[fetchKey]*blobFetch{}, uploads: make(chan struct{}, maxUploads)}
 }
 
 // inflightFor returns the fetch under way for key, if any.
@@ -148,12 +154,14 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 	defer in.Abort() // a no-op once committed
 
 	size := int64(-1)
+	fromShared := false
 	for stalled := 0; ; {
 		offset := in.Size()
-		body, total, err := b.open(ctx, up, repo, f.key.dgst, offset)
+		body, total, shared, err := b.open(ctx, up, repo, f.key.dgst, offset)
 		if err != nil {
 			return err
 		}
+		fromShared = fromShared || shared
 		if total > b.maxBlob {
 			body.Close()
 			return b.tooLarge(up, f.key.dgst, fmt.Sprintf("declared %d bytes, more", total))
@@ -183,7 +191,11 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		}
 		before := in.Size()
 		cause := copyWithStallTimeout(body, in, f, up.Policy().Retry.AttemptTimeout, b.maxBlob-offset)
-		b.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.Name())))
+		if shared {
+			b.tel.sharedFetched.Add(ctx, in.Size()-before)
+		} else {
+			b.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.Name())))
+		}
 		body.Close()
 		if cause == nil {
 			break
@@ -220,12 +232,28 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		err = in.Commit()
 	}
 	if errors.Is(err, storage.ErrDigestMismatch) {
+		if fromShared {
+			// Only verified bytes are written there; these changed
+			// since. Gone, the next fetch asks the upstream.
+			b.log.Error("shared store: a blob does not match its digest; deleted", "digest", f.key.dgst)
+			b.sharedFailed("verify", f.key.dgst, storage.ErrDigestMismatch)
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedTimeout)
+			if err := b.shared.DeleteBlob(dctx, f.key.dgst); err != nil {
+				b.sharedFailed("delete", f.key.dgst, err)
+			}
+			cancel()
+			return &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
+				Message: fmt.Sprintf("the shared store's copy of %s does not match it; it was deleted, and the next pull asks upstream %s", f.key.dgst, up.Name())}
+		}
 		return digestMismatch(up, f.key.dgst)
 	}
 	if err != nil {
 		return err
 	}
 	f.commit()
+	if !fromShared {
+		b.share(up, repo, f.key.dgst)
+	}
 	return nil
 }
 
@@ -244,9 +272,20 @@ func digestMismatch(up *registry, dgst digest.Digest) error {
 		Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.Name(), dgst)}
 }
 
-// open GETs the blob from offset on and returns a body positioned there and
-// the blob's total size (-1 when the upstream did not say).
-func (b *blobFetches) open(ctx context.Context, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+// open returns a body of the blob positioned at offset and the blob's total
+// size (-1 when the upstream did not say): from the shared store when it
+// has the blob for repo (shared is true then), else from the upstream.
+func (b *blobFetches) open(ctx context.Context, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (body io.ReadCloser, total int64, shared bool, err error) {
+	if rc, size, ok := b.sharedSource(ctx, up, repo, dgst, offset); ok {
+		return rc, size, true, nil
+	}
+	body, total, err = b.openUpstream(ctx, up, repo, dgst, offset)
+	return body, total, false, err
+}
+
+// openUpstream GETs the blob from offset on and returns a body positioned
+// there and the blob's total size (-1 when the upstream did not say).
+func (b *blobFetches) openUpstream(ctx context.Context, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
 	var rng string
 	if offset > 0 {
 		rng = fmt.Sprintf("bytes=%d-", offset)

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
@@ -63,6 +64,10 @@ type mirrorOpts struct {
 	log io.Writer
 	// warm serves the warm API.
 	warm http.Handler
+	// shared is the object store the mirror shares with others;
+	// sharedRedirect sends clients to its presigned URLs.
+	shared         *objstore.Store
+	sharedRedirect bool
 }
 
 // fastPolicy keeps tests quick while exercising every retry path. Its
@@ -121,6 +126,8 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 		Version:           "test",
 		Access:            o.access,
 		WarmHandler:       o.warm,
+		Shared:            o.shared,
+		SharedRedirect:    o.sharedRedirect,
 	})
 	if err != nil {
 		t.Fatal(err)

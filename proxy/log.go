@@ -21,8 +21,9 @@ const (
 	cacheMiss      = "miss"
 	cacheCoalesced = "coalesced"
 	cacheRevalid   = "revalidated"
-	cacheStale     = "stale" // served past its TTL: upstream unavailable or sparing its rate limit
-	cachePass      = "pass"  // not cacheable, proxied
+	cacheStale     = "stale"    // served past its TTL: upstream unavailable or sparing its rate limit
+	cachePass      = "pass"     // not cacheable, proxied
+	cacheRedirect  = "redirect" // sent to the shared store's presigned URL
 )
 
 // requestInfo collects what handlers learn about a request for its log line.

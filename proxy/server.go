@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
 )
@@ -77,6 +78,13 @@ type Options struct {
 	// Access, when set, authenticates clients and decides what each may
 	// pull; nil leaves Breakwater open to whoever reaches it.
 	Access Access
+	// Shared, when set, is the object store a fleet's replicas share: a
+	// blob the cache lacks is read there before the upstream is asked,
+	// and every blob fetched is written there.
+	Shared *objstore.Store
+	// SharedRedirect answers a GET of a blob the cache lacks but Shared
+	// has with a redirect to a presigned URL, when Shared can make one.
+	SharedRedirect bool
 }
 
 // DefaultMaxBlobSize bounds a blob when Options.MaxBlobSize is not set:
@@ -96,6 +104,7 @@ type registry struct {
 // and its upstreams.
 type Server struct {
 	store           *storage.Store
+	sharedRedirect  bool
 	log             *slog.Logger
 	upstreams       map[string]*registry
 	aliases         map[string]string
@@ -155,6 +164,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.manifests.init()
 	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout, opts.MaxBlobSize)
+	s.blobs.shared = opts.Shared
+	s.sharedRedirect = opts.SharedRedirect && opts.Shared != nil
 	upTel, err := upstream.NewTelemetry(opts.MeterProvider, opts.TracerProvider)
 	if err != nil {
 		cancel()

@@ -25,6 +25,12 @@ type telemetry struct {
 	reqDuration  metric.Float64Histogram
 	bytesServed  metric.Int64Counter
 	bytesFetched metric.Int64Counter
+	// sharedFetched, sharedUploads and sharedErrors are the shared
+	// object store's: bytes read from it, blobs written to it, and
+	// questions it failed to answer (by op).
+	sharedFetched metric.Int64Counter
+	sharedUploads metric.Int64Counter
+	sharedErrors  metric.Int64Counter
 
 	// Counted here as well for the status page's hit ratio.
 	pulls, hits atomic.Int64
@@ -61,6 +67,12 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 	t.bytesServed, e = m.Int64Counter("breakwater.served", metric.WithUnit("By"), metric.WithDescription("Bytes sent to clients."))
 	must(e)
 	t.bytesFetched, e = m.Int64Counter("breakwater.fetched", metric.WithUnit("By"), metric.WithDescription("Blob bytes fetched from upstreams."))
+	must(e)
+	t.sharedFetched, e = m.Int64Counter("breakwater.shared.fetched", metric.WithUnit("By"), metric.WithDescription("Blob bytes read from the shared object store instead of an upstream."))
+	must(e)
+	t.sharedUploads, e = m.Int64Counter("breakwater.shared.uploads", metric.WithDescription("Blobs written to the shared object store."))
+	must(e)
+	t.sharedErrors, e = m.Int64Counter("breakwater.shared.errors", metric.WithDescription("Questions to the shared object store that failed, by op; the upstream was asked instead."))
 	must(e)
 
 	cacheSize, e := m.Int64ObservableGauge("breakwater.cache.size", metric.WithUnit("By"), metric.WithDescription("Bytes of verified content in the cache."))

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"reflect"
 	"sort"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/breakwater-registry/breakwater/auth"
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
@@ -233,9 +235,14 @@ func serveWith(ctx context.Context, o serveOptions) error {
 		return err
 	}
 	defer stopTLS()
+	shared, err := openShared(ctx, cfg.Storage, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	gens := &generations{log: log}
 	build := func(cfg config.Config) (*proxy.Server, error) {
-		return newProxy(cfg, store, tel, log, gens)
+		return newProxy(cfg, store, shared, tel, log, gens)
 	}
 	srv, err := build(cfg)
 	if err != nil {
@@ -289,7 +296,7 @@ func serveWith(ctx context.Context, o serveOptions) error {
 // newProxy builds the pull side for one configuration, on the process's
 // store and telemetry. The warm API asks the result through gens, in
 // process, so it works whatever the listen address.
-func newProxy(cfg config.Config, store *storage.Store, tel *telemetry, log *slog.Logger, gens *generations) (*proxy.Server, error) {
+func newProxy(cfg config.Config, store *storage.Store, shared *objstore.Store, tel *telemetry, log *slog.Logger, gens *generations) (*proxy.Server, error) {
 	ups, err := upstreamConfigs(cfg)
 	if err != nil {
 		return nil, err
@@ -326,6 +333,8 @@ func newProxy(cfg config.Config, store *storage.Store, tel *telemetry, log *slog
 		Logger:            log,
 		Version:           buildVersion(),
 		Access:            acc,
+		Shared:            shared,
+		SharedRedirect:    cfg.Storage.Redirect,
 	})
 }
 
@@ -379,6 +388,7 @@ func restartOnly(a, b config.Config) []string {
 	check("cache.low_watermark", a.Cache.LowWatermark == b.Cache.LowWatermark)
 	check("cache.scrub_rate", a.Cache.ScrubRate == b.Cache.ScrubRate)
 	check("log.format", a.Log.Format == b.Log.Format)
+	check("storage", reflect.DeepEqual(a.Storage, b.Storage))
 	return keys
 }
 
@@ -393,6 +403,7 @@ func keepRestartOnly(next, cur config.Config) config.Config {
 	next.Cache.LowWatermark = cur.Cache.LowWatermark
 	next.Cache.ScrubRate = cur.Cache.ScrubRate
 	next.Log.Format = cur.Log.Format
+	next.Storage = cur.Storage
 	return next
 }
 

@@ -1,0 +1,218 @@
+// Package objstore is the object store the replicas of a fleet share, behind
+// one of distribution's storage drivers (s3 here; gcs and azure are
+// compiled in). It holds only what a replica has verified: blobs by digest,
+// and which repository each blob was confirmed for, so that a replica that
+// never saw a blob can serve it — for that repository only — without asking
+// the upstream.
+//
+// Layout under the driver's root:
+//
+//	/blobs/<alg>/<hex[:2]>/<hex>                   verified content
+//	/uploads/<random>                              an upload under way
+//	/repos/<upstream>/<name>/_links/<alg>/<hex>    blob confirmed for the repository
+//
+// A blob appears at its path only complete: it is written to uploads/ and
+// moved, and a driver's move is atomic (a rename, or S3's copy).
+package objstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	"github.com/opencontainers/go-digest"
+
+	// The drivers a configuration may name.
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/azure"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/gcs"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
+)
+
+// ErrNotFound reports that the store holds no such blob or link.
+var ErrNotFound = errors.New("not in the object store")
+
+// Store is content-addressed storage in one object store.
+type Store struct {
+	driver storagedriver.StorageDriver
+}
+
+// Open creates the driver name ("s3", "gcs", "azure", "filesystem") with
+// distribution's parameters for it.
+func Open(ctx context.Context, name string, params map[string]any) (*Store, error) {
+	d, err := factory.Create(ctx, name, params)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", name, err)
+	}
+	return &Store{driver: d}, nil
+}
+
+// Name is the driver's name, for logs.
+func (s *Store) Name() string { return s.driver.Name() }
+
+// Check asks the store something cheap, so that a wrong bucket or key is
+// found at start rather than at the first pull.
+func (s *Store) Check(ctx context.Context) error {
+	_, err := s.driver.Stat(ctx, "/blobs")
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("object store %s: %w", s.driver.Name(), err)
+	}
+	return nil
+}
+
+func blobPath(dgst digest.Digest) (string, error) {
+	if err := dgst.Validate(); err != nil {
+		return "", fmt.Errorf("blob %q: %w", dgst, err)
+	}
+	h := dgst.Encoded()
+	return fmt.Sprintf("/blobs/%s/%s/%s", dgst.Algorithm(), h[:2], h), nil
+}
+
+// linkPath is where the store says repo of upstream may serve dgst.
+// Upstream names are hosts, perhaps with a port, which a driver's path
+// does not allow: the colon becomes an underscore, which no host name has.
+func linkPath(upstream, repo string, dgst digest.Digest) (string, error) {
+	if err := dgst.Validate(); err != nil {
+		return "", fmt.Errorf("blob %q: %w", dgst, err)
+	}
+	p := fmt.Sprintf("/repos/%s/%s/_links/%s/%s", strings.ReplaceAll(upstream, ":", "_"), repo, dgst.Algorithm(), dgst.Encoded())
+	if !storagedriver.PathRegexp.MatchString(p) || strings.Contains(p, "/../") || strings.Contains(p, "/./") {
+		return "", fmt.Errorf("repository %s/%s: not a name the object store can hold", upstream, repo)
+	}
+	return p, nil
+}
+
+// StatBlob returns the blob's size, or ErrNotFound.
+func (s *Store) StatBlob(ctx context.Context, dgst digest.Digest) (int64, error) {
+	p, err := blobPath(dgst)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := s.driver.Stat(ctx, p)
+	if err != nil {
+		if isNotFound(err) {
+			return 0, ErrNotFound
+		}
+		return 0, fmt.Errorf("stat %s: %w", dgst, err)
+	}
+	return fi.Size(), nil
+}
+
+// Reader reads the blob from offset on.
+func (s *Store) Reader(ctx context.Context, dgst digest.Digest, offset int64) (io.ReadCloser, error) {
+	p, err := blobPath(dgst)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := s.driver.Reader(ctx, p, offset)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("read %s: %w", dgst, err)
+	}
+	return rc, nil
+}
+
+// PutBlob uploads content the caller has verified to be dgst. It goes to
+// uploads/ first and is moved into place whole.
+func (s *Store) PutBlob(ctx context.Context, dgst digest.Digest, content io.Reader) error {
+	p, err := blobPath(dgst)
+	if err != nil {
+		return err
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	tmp := "/uploads/" + hex.EncodeToString(b[:])
+	w, err := s.driver.Writer(ctx, tmp, false)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", dgst, err)
+	}
+	if _, err := io.Copy(w, content); err != nil {
+		_ = w.Cancel(ctx)
+		w.Close()
+		return fmt.Errorf("upload %s: %w", dgst, err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		_ = w.Cancel(ctx)
+		w.Close()
+		return fmt.Errorf("upload %s: commit: %w", dgst, err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("upload %s: %w", dgst, err)
+	}
+	if err := s.driver.Move(ctx, tmp, p); err != nil {
+		_ = s.driver.Delete(ctx, tmp)
+		return fmt.Errorf("upload %s: move into place: %w", dgst, err)
+	}
+	return nil
+}
+
+// DeleteBlob removes a blob found corrupt, so that the next fetch goes to
+// the upstream.
+func (s *Store) DeleteBlob(ctx context.Context, dgst digest.Digest) error {
+	p, err := blobPath(dgst)
+	if err != nil {
+		return err
+	}
+	if err := s.driver.Delete(ctx, p); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", dgst, err)
+	}
+	return nil
+}
+
+// Link records that the upstream said yes to repo for dgst.
+func (s *Store) Link(ctx context.Context, upstream, repo string, dgst digest.Digest) error {
+	p, err := linkPath(upstream, repo, dgst)
+	if err != nil {
+		return err
+	}
+	if err := s.driver.PutContent(ctx, p, []byte(dgst.String())); err != nil {
+		return fmt.Errorf("link %s to %s/%s: %w", dgst, upstream, repo, err)
+	}
+	return nil
+}
+
+// Linked reports whether the upstream said yes to repo for dgst, to this
+// replica or another.
+func (s *Store) Linked(ctx context.Context, upstream, repo string, dgst digest.Digest) (bool, error) {
+	p, err := linkPath(upstream, repo, dgst)
+	if err != nil {
+		return false, err
+	}
+	if _, err := s.driver.Stat(ctx, p); err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("link %s to %s/%s: %w", dgst, upstream, repo, err)
+	}
+	return true, nil
+}
+
+// URL is a presigned URL of the blob for r's method, or "" when the driver
+// cannot make one (the filesystem driver).
+func (s *Store) URL(r *http.Request, dgst digest.Digest) (string, error) {
+	p, err := blobPath(dgst)
+	if err != nil {
+		return "", err
+	}
+	u, err := s.driver.RedirectURL(r, p)
+	if err != nil {
+		return "", fmt.Errorf("presign %s: %w", dgst, err)
+	}
+	return u, nil
+}
+
+func isNotFound(err error) bool {
+	var nf storagedriver.PathNotFoundError
+	return errors.As(err, &nf)
+}

@@ -1,0 +1,176 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/internal/tests3"
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/objstore"
+)
+
+// sharedStore is a bucket of a real S3 server (MinIO), through
+// distribution's s3 driver.
+func sharedStore(t *testing.T) *objstore.Store {
+	t.Helper()
+	srv := tests3.Start(t)
+	obj, err := objstore.Open(context.Background(), "s3", srv.DriverParameters())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+// waitShared waits until the shared store has the blob and its link for
+// library/app: the upload runs after the fetch, in the background.
+func waitShared(t *testing.T, obj *objstore.Store, dgst string) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := obj.StatBlob(ctx, digest.Digest(dgst))
+		linked, lerr := obj.Linked(ctx, "docker.io", "library/app", digest.Digest(dgst))
+		if err == nil && lerr == nil && linked {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not in the shared store 30s after its fetch: %v, linked %v (%v)", dgst, err, linked, lerr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSharedStore: replicas sharing an object store fetch each blob from
+// the upstream once between them; what one fetched another serves for the
+// same repository with the upstream down, never for another repository,
+// never corrupt, and by redirect when asked to.
+func TestSharedStore(t *testing.T) {
+	obj := sharedStore(t)
+	up := testupstream.Start(t)
+	img := randomImage(t, 200_000, 2, types.DockerManifestSchema2)
+	up.PushImage(t, "library/app:v1", img)
+	var blobs []string
+	for _, l := range layersOf(t, img) {
+		blobs = append(blobs, digestOf(t, l))
+	}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs = append(blobs, cfg.String())
+
+	pull := func(m *mirror, repo string) {
+		t.Helper()
+		for _, d := range blobs {
+			resp, body := m.get("/v2/" + repo + "/blobs/" + d)
+			if resp.StatusCode != http.StatusOK || sha256Hex(body) != d {
+				t.Fatalf("GET %s blob %s: %d, content %s", repo, d, resp.StatusCode, sha256Hex(body))
+			}
+		}
+	}
+
+	a := newMirror(t, up.URL, mirrorOpts{shared: obj})
+	pull(a, "library/app")
+	if n := len(up.Requests(http.MethodGet, "/blobs/")); n != len(blobs) {
+		t.Fatalf("replica a: %d upstream blob GETs, want %d", n, len(blobs))
+	}
+	for _, d := range blobs {
+		waitShared(t, obj, d)
+	}
+
+	t.Run("another replica fetches nothing from the upstream", func(t *testing.T) {
+		up.Reset()
+		b := newMirror(t, up.URL, mirrorOpts{shared: obj})
+		pull(b, "library/app")
+		if n := len(up.Requests("", "/blobs/")); n != 0 {
+			t.Errorf("replica b: %d upstream blob requests, want none", n)
+		}
+	})
+
+	t.Run("with the upstream down", func(t *testing.T) {
+		up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return true
+		})
+		defer up.SetHook(nil)
+		c := newMirror(t, up.URL, mirrorOpts{shared: obj})
+		pull(c, "library/app")
+	})
+
+	t.Run("never for another repository", func(t *testing.T) {
+		up.Reset()
+		d := newMirror(t, up.URL, mirrorOpts{shared: obj})
+		resp, body := d.get("/v2/library/other/blobs/" + blobs[0])
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("library/other, which the upstream lacks, got library/app's blob from the shared store")
+		}
+		if resp.StatusCode != http.StatusNotFound || errorCode(body) != "BLOB_UNKNOWN" {
+			t.Errorf("library/other: %d %s, want 404 BLOB_UNKNOWN", resp.StatusCode, body)
+		}
+		if n := len(up.Requests("", "/v2/library/other/blobs/")); n == 0 {
+			t.Error("the upstream was not asked for library/other")
+		}
+	})
+
+	t.Run("by redirect", func(t *testing.T) {
+		up.Reset()
+		e := newMirror(t, up.URL, mirrorOpts{shared: obj, sharedRedirect: true})
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noFollow.Get(e.srv.URL + "/v2/library/app/blobs/" + blobs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusTemporaryRedirect || !strings.Contains(loc, "X-Amz-Signature=") {
+			t.Fatalf("%s, Location %q; want 307 to a presigned URL", resp.Status, loc)
+		}
+		// A client that follows it gets the blob from the store.
+		pull(e, "library/app")
+		if n := len(up.Requests("", "/blobs/")); n != 0 {
+			t.Errorf("%d upstream blob requests while redirecting, want none", n)
+		}
+	})
+
+	t.Run("a corrupt copy is never served, and deleted", func(t *testing.T) {
+		ctx := context.Background()
+		victim := digest.Digest(blobs[0])
+		size, err := obj.StatBlob(ctx, victim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := obj.PutBlob(ctx, victim, bytes.NewReader(make([]byte, size))); err != nil {
+			t.Fatal(err)
+		}
+		up.Reset()
+		f := newMirror(t, up.URL, mirrorOpts{shared: obj})
+		resp, err := f.client.Get(f.srv.URL + "/v2/library/app/blobs/" + victim.String())
+		if err == nil {
+			body, rerr := readAll(resp)
+			if rerr == nil && resp.StatusCode == http.StatusOK {
+				t.Fatalf("a corrupt shared copy was served complete: %d bytes, content %s", len(body), sha256Hex(body))
+			}
+		}
+		if _, err := obj.StatBlob(ctx, victim); err != objstore.ErrNotFound {
+			t.Errorf("the corrupt copy is still in the shared store: %v", err)
+		}
+		// The next pull asks the upstream and shares the right bytes.
+		pull(f, "library/app")
+		if n := len(up.Requests(http.MethodGet, "/blobs/"+victim.String())); n != 1 {
+			t.Errorf("%d upstream GETs of the blob after its copy was deleted, want 1", n)
+		}
+	})
+}
+
+func readAll(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}

@@ -10,6 +10,8 @@
 //	/blobs/<alg>/<hex[:2]>/<hex>                   verified content
 //	/uploads/<random>                              an upload under way
 //	/repos/<upstream>/<name>/_links/<alg>/<hex>    blob confirmed for the repository
+//	/repos/<upstream>/<name>/_manifests/<alg>/<hex> manifest record (JSON)
+//	/repos/<upstream>/<name>/_tags/<tag>/<variant>  tag record (JSON)
 //
 // A blob appears at its path only complete: it is written to uploads/ and
 // moved, and a driver's move is atomic (a rename, or S3's copy).
@@ -75,18 +77,40 @@ func blobPath(dgst digest.Digest) (string, error) {
 	return fmt.Sprintf("/blobs/%s/%s/%s", dgst.Algorithm(), h[:2], h), nil
 }
 
+// repoPath is a path under a repository's directory. Upstream names are
+// hosts, perhaps with a port, which a driver's path does not allow: the
+// colon becomes an underscore, which no host name has. Every segment must
+// be a name, so nothing addresses a path outside the repository's.
+func repoPath(upstream, repo string, parts ...string) (string, error) {
+	bad := fmt.Errorf("repository %s/%s: not a name the object store can hold", upstream, repo)
+	names := strings.Split(repo, "/")
+	for _, seg := range names {
+		// No repository name's component starts with "_" (the OCI's
+		// grammar): the record kinds cannot be named by one.
+		if strings.HasPrefix(seg, "_") {
+			return "", bad
+		}
+	}
+	segs := append([]string{"repos", strings.ReplaceAll(upstream, ":", "_")}, names...)
+	segs = append(segs, parts...)
+	for _, seg := range segs {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", bad
+		}
+	}
+	p := "/" + strings.Join(segs, "/")
+	if !storagedriver.PathRegexp.MatchString(p) {
+		return "", bad
+	}
+	return p, nil
+}
+
 // linkPath is where the store says repo of upstream may serve dgst.
-// Upstream names are hosts, perhaps with a port, which a driver's path
-// does not allow: the colon becomes an underscore, which no host name has.
 func linkPath(upstream, repo string, dgst digest.Digest) (string, error) {
 	if err := dgst.Validate(); err != nil {
 		return "", fmt.Errorf("blob %q: %w", dgst, err)
 	}
-	p := fmt.Sprintf("/repos/%s/%s/_links/%s/%s", strings.ReplaceAll(upstream, ":", "_"), repo, dgst.Algorithm(), dgst.Encoded())
-	if !storagedriver.PathRegexp.MatchString(p) || strings.Contains(p, "/../") || strings.Contains(p, "/./") {
-		return "", fmt.Errorf("repository %s/%s: not a name the object store can hold", upstream, repo)
-	}
-	return p, nil
+	return repoPath(upstream, repo, "_links", dgst.Algorithm().String(), dgst.Encoded())
 }
 
 // StatBlob returns the blob's size, or ErrNotFound.
@@ -196,6 +220,49 @@ func (s *Store) Linked(ctx context.Context, upstream, repo string, dgst digest.D
 		return false, fmt.Errorf("link %s to %s/%s: %w", dgst, upstream, repo, err)
 	}
 	return true, nil
+}
+
+// Record kinds: a repository's manifest records (by digest, "<alg>/<hex>")
+// and tag records (by "<tag>/<variant>"), small JSON its callers define.
+const (
+	Manifests = "_manifests"
+	Tags      = "_tags"
+)
+
+// PutRecord writes a record of repo: kind is Manifests or Tags, key its
+// name under it.
+func (s *Store) PutRecord(ctx context.Context, upstream, repo, kind, key string, b []byte) error {
+	p, err := recordPath(upstream, repo, kind, key)
+	if err != nil {
+		return err
+	}
+	if err := s.driver.PutContent(ctx, p, b); err != nil {
+		return fmt.Errorf("record %s of %s/%s: %w", key, upstream, repo, err)
+	}
+	return nil
+}
+
+// GetRecord reads a record PutRecord wrote, or ErrNotFound.
+func (s *Store) GetRecord(ctx context.Context, upstream, repo, kind, key string) ([]byte, error) {
+	p, err := recordPath(upstream, repo, kind, key)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.driver.GetContent(ctx, p)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("record %s of %s/%s: %w", key, upstream, repo, err)
+	}
+	return b, nil
+}
+
+func recordPath(upstream, repo, kind, key string) (string, error) {
+	if kind != Manifests && kind != Tags {
+		return "", fmt.Errorf("record kind %q", kind)
+	}
+	return repoPath(upstream, repo, append([]string{kind}, strings.Split(key, "/")...)...)
 }
 
 // URL is a presigned URL of the blob for r's method, or "" when the driver

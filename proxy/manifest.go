@@ -89,6 +89,7 @@ func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, er
 		if err := s.storeManifest(repo, m); err != nil {
 			return nil, err
 		}
+		s.blobs.shareManifest(repo, m)
 		m.cache = cacheMiss
 		return m, nil
 	})
@@ -106,7 +107,18 @@ func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, er
 func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) (*manifest, error) {
 	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
 	variant := acceptVariant(accept)
-	if rec, err := s.store.GetTag(repo, t.ref, variant); err == nil {
+	rec, err := s.store.GetTag(repo, t.ref, variant)
+	if s.blobs.shared != nil && (err != nil || time.Since(rec.CheckedAt) >= s.tagTTL) {
+		// Another replica may have asked the upstream since: its record
+		// counts as this one's, so the fleet asks once per TTL.
+		if srec, ok := s.sharedTag(ctx, repo, t.ref, variant); ok && (err != nil || srec.CheckedAt.After(rec.CheckedAt)) {
+			if perr := s.store.PutTag(repo, t.ref, variant, srec); perr != nil {
+				s.log.Warn("record tag", "repo", repo.String(), "tag", t.ref, "err", perr)
+			}
+			rec, err = srec, nil
+		}
+	}
+	if err == nil {
 		fresh := time.Since(rec.CheckedAt) < s.tagTTL
 		if fresh || s.sparingRateLimit(t.upstream) {
 			if m, err := s.cachedManifest(repo, rec.Digest); err == nil {
@@ -148,6 +160,7 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		if err := s.storeManifest(repo, m); err != nil {
 			return nil, err
 		}
+		s.blobs.shareManifest(repo, m)
 		s.recordTag(repo, t.ref, variant, m)
 		m.cache = cacheMiss
 		return m, nil
@@ -200,6 +213,7 @@ func (s *Server) sparingRateLimit(up *registry) bool {
 
 func (s *Server) recordTag(repo storage.Repo, tag, variant string, m *manifest) {
 	rec := storage.TagRecord{Digest: m.dgst, MediaType: m.contentType, Size: int64(len(m.body)), CheckedAt: time.Now()}
+	s.blobs.shareTag(repo, tag, variant, rec)
 	if err := s.store.PutTag(repo, tag, variant, rec); err != nil {
 		// The manifest is served all the same; the tag is asked again
 		// next time.
@@ -280,6 +294,15 @@ func acceptable(mediaType string, accept []string) bool {
 // cachedManifest returns a manifest repo is known to serve, if its bytes are
 // in the cache.
 func (s *Server) cachedManifest(repo storage.Repo, dgst digest.Digest) (*manifest, error) {
+	m, err := s.localManifest(repo, dgst)
+	if err != nil && s.blobs.shared != nil {
+		return s.sharedManifest(repo, dgst)
+	}
+	return m, err
+}
+
+// localManifest is cachedManifest from this replica's cache only.
+func (s *Server) localManifest(repo storage.Repo, dgst digest.Digest) (*manifest, error) {
 	rec, err := s.store.GetManifest(repo, dgst)
 	if err != nil {
 		return nil, err

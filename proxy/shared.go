@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -173,4 +176,119 @@ func (s *Server) redirectToShared(w http.ResponseWriter, r *http.Request, t *tar
 	setBlobHeaders(w.Header(), t)
 	http.Redirect(w, r, u, http.StatusTemporaryRedirect)
 	return true
+}
+
+// shareManifest writes a manifest just verified, and its record for repo,
+// to the shared store in the background.
+func (b *blobFetches) shareManifest(repo storage.Repo, m *manifest) {
+	if b.shared == nil {
+		return
+	}
+	rec, err := json.Marshal(storage.ManifestRecord{MediaType: m.contentType, Size: int64(len(m.body))})
+	if err != nil {
+		return
+	}
+	b.running.Add(1)
+	go func() {
+		defer b.running.Done()
+		ctx, cancel := context.WithTimeout(b.base, time.Minute)
+		defer cancel()
+		if _, err := b.shared.StatBlob(ctx, m.dgst); err != nil {
+			if err := b.shared.PutBlob(ctx, m.dgst, bytes.NewReader(m.body)); err != nil {
+				b.sharedFailed("put", m.dgst, err)
+				return
+			}
+		}
+		key := m.dgst.Algorithm().String() + "/" + m.dgst.Encoded()
+		if err := b.shared.PutRecord(ctx, repo.Upstream, repo.Name, objstore.Manifests, key, rec); err != nil {
+			b.sharedFailed("record", m.dgst, err)
+		}
+	}()
+}
+
+// shareTag writes a tag record to the shared store in the background, so
+// that the fleet asks the upstream about a tag once per tag TTL.
+func (b *blobFetches) shareTag(repo storage.Repo, tag, variant string, rec storage.TagRecord) {
+	if b.shared == nil {
+		return
+	}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	b.running.Add(1)
+	go func() {
+		defer b.running.Done()
+		ctx, cancel := context.WithTimeout(b.base, sharedTimeout)
+		defer cancel()
+		if err := b.shared.PutRecord(ctx, repo.Upstream, repo.Name, objstore.Tags, tag+"/"+variant, body); err != nil {
+			b.sharedFailed("record", rec.Digest, err)
+		}
+	}()
+}
+
+// sharedManifest returns a manifest repo serves from the shared store,
+// verified against its digest, and caches it; an error when the store
+// lacks it or fails.
+func (s *Server) sharedManifest(repo storage.Repo, dgst digest.Digest) (*manifest, error) {
+	shared := s.blobs.shared
+	ctx, cancel := context.WithTimeout(s.base, sharedTimeout)
+	defer cancel()
+	b, err := shared.GetRecord(ctx, repo.Upstream, repo.Name, objstore.Manifests, dgst.Algorithm().String()+"/"+dgst.Encoded())
+	if err != nil {
+		if !errors.Is(err, objstore.ErrNotFound) {
+			s.blobs.sharedFailed("record", dgst, err)
+		}
+		return nil, err
+	}
+	var rec storage.ManifestRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		s.blobs.sharedFailed("record", dgst, err)
+		return nil, err
+	}
+	rc, err := shared.Reader(ctx, dgst, 0)
+	if err != nil {
+		if !errors.Is(err, objstore.ErrNotFound) {
+			s.blobs.sharedFailed("read", dgst, err)
+		}
+		return nil, err
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, maxManifestSize+1))
+	if err != nil {
+		s.blobs.sharedFailed("read", dgst, err)
+		return nil, err
+	}
+	if len(body) > maxManifestSize || dgst.Algorithm().FromBytes(body) != dgst {
+		s.log.Error("shared store: a manifest does not match its digest; deleted", "digest", dgst)
+		s.blobs.sharedFailed("verify", dgst, storage.ErrDigestMismatch)
+		if err := shared.DeleteBlob(ctx, dgst); err != nil {
+			s.blobs.sharedFailed("delete", dgst, err)
+		}
+		return nil, storage.ErrDigestMismatch
+	}
+	m := &manifest{dgst: dgst, contentType: rec.MediaType, body: body}
+	if err := s.storeManifest(repo, m); err != nil {
+		s.log.Warn("cache manifest from the shared store", "repo", repo.String(), "digest", dgst, "err", err)
+	}
+	return m, nil
+}
+
+// sharedTag returns the shared store's record of a tag, if it has one.
+func (s *Server) sharedTag(ctx context.Context, repo storage.Repo, tag, variant string) (storage.TagRecord, bool) {
+	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	b, err := s.blobs.shared.GetRecord(ctx, repo.Upstream, repo.Name, objstore.Tags, tag+"/"+variant)
+	if err != nil {
+		if !errors.Is(err, objstore.ErrNotFound) {
+			s.blobs.sharedFailed("record", "", err)
+		}
+		return storage.TagRecord{}, false
+	}
+	var rec storage.TagRecord
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Digest.Validate() != nil {
+		s.blobs.sharedFailed("record", "", fmt.Errorf("tag %s of %s: %w", tag, repo, err))
+		return storage.TagRecord{}, false
+	}
+	return rec, true
 }

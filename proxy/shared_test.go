@@ -48,10 +48,11 @@ func waitShared(t *testing.T, obj *objstore.Store, dgst string) {
 	}
 }
 
-// TestSharedStore: replicas sharing an object store fetch each blob from
-// the upstream once between them; what one fetched another serves for the
-// same repository with the upstream down, never for another repository,
-// never corrupt, and by redirect when asked to.
+// TestSharedStore: replicas sharing an object store fetch each blob and
+// resolve each tag with the upstream once between them; what one fetched
+// another serves for the same repository, by tag and by digest, with the
+// upstream down, never for another repository, never corrupt, and by
+// redirect when asked to.
 func TestSharedStore(t *testing.T) {
 	obj := sharedStore(t)
 	up := testupstream.Start(t)
@@ -77,7 +78,25 @@ func TestSharedStore(t *testing.T) {
 		}
 	}
 
-	a := newMirror(t, up.URL, mirrorOpts{shared: obj})
+	manifestDigest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pullManifests gets the manifest by tag and by digest.
+	pullManifests := func(m *mirror) {
+		t.Helper()
+		for _, ref := range []string{"v1", manifestDigest.String()} {
+			resp, body := m.get("/v2/library/app/manifests/" + ref)
+			if resp.StatusCode != http.StatusOK || sha256Hex(body) != manifestDigest.String() {
+				t.Fatalf("GET manifest %s: %d, content %s", ref, resp.StatusCode, sha256Hex(body))
+			}
+		}
+	}
+	// Tags are trusted for a minute, fleet-wide.
+	fleet := mirrorOpts{shared: obj, tagTTL: time.Minute}
+
+	a := newMirror(t, up.URL, fleet)
+	pullManifests(a)
 	pull(a, "library/app")
 	if n := len(up.Requests(http.MethodGet, "/blobs/")); n != len(blobs) {
 		t.Fatalf("replica a: %d upstream blob GETs, want %d", n, len(blobs))
@@ -85,13 +104,27 @@ func TestSharedStore(t *testing.T) {
 	for _, d := range blobs {
 		waitShared(t, obj, d)
 	}
+	// The tag's record is written in the background too: until another
+	// replica resolves the tag without the upstream.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		up.Reset()
+		pullManifests(newMirror(t, up.URL, fleet))
+		if n := len(up.Requests("", "/manifests/")); n == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("30 s after replica a resolved the tag, another replica still asks the upstream (%d manifest requests)", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	t.Run("another replica fetches nothing from the upstream", func(t *testing.T) {
 		up.Reset()
-		b := newMirror(t, up.URL, mirrorOpts{shared: obj})
+		b := newMirror(t, up.URL, fleet)
+		pullManifests(b)
 		pull(b, "library/app")
-		if n := len(up.Requests("", "/blobs/")); n != 0 {
-			t.Errorf("replica b: %d upstream blob requests, want none", n)
+		if n := len(up.Requests("", "/v2/library/")); n != 0 {
+			t.Errorf("replica b: %d upstream requests, want none", n)
 		}
 	})
 
@@ -101,7 +134,8 @@ func TestSharedStore(t *testing.T) {
 			return true
 		})
 		defer up.SetHook(nil)
-		c := newMirror(t, up.URL, mirrorOpts{shared: obj})
+		c := newMirror(t, up.URL, fleet)
+		pullManifests(c)
 		pull(c, "library/app")
 	})
 
@@ -117,6 +151,10 @@ func TestSharedStore(t *testing.T) {
 		}
 		if n := len(up.Requests("", "/v2/library/other/blobs/")); n == 0 {
 			t.Error("the upstream was not asked for library/other")
+		}
+		resp, body = d.get("/v2/library/other/manifests/" + manifestDigest.String())
+		if resp.StatusCode != http.StatusNotFound || errorCode(body) != "MANIFEST_UNKNOWN" {
+			t.Errorf("library/other's manifest by library/app's digest: %d %s, want 404 MANIFEST_UNKNOWN", resp.StatusCode, body)
 		}
 	})
 
@@ -166,6 +204,32 @@ func TestSharedStore(t *testing.T) {
 		pull(f, "library/app")
 		if n := len(up.Requests(http.MethodGet, "/blobs/"+victim.String())); n != 1 {
 			t.Errorf("%d upstream GETs of the blob after its copy was deleted, want 1", n)
+		}
+	})
+
+	t.Run("a corrupt manifest copy is never served", func(t *testing.T) {
+		ctx := context.Background()
+		size, err := obj.StatBlob(ctx, digest.Digest(manifestDigest.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := obj.PutBlob(ctx, digest.Digest(manifestDigest.String()), bytes.NewReader(make([]byte, size))); err != nil {
+			t.Fatal(err)
+		}
+		up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return true
+		})
+		defer up.SetHook(nil)
+		g := newMirror(t, up.URL, fleet)
+		for _, ref := range []string{"v1", manifestDigest.String()} {
+			resp, body := g.get("/v2/library/app/manifests/" + ref)
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("GET manifest %s: 200 with content %s from a corrupt shared copy", ref, sha256Hex(body))
+			}
+		}
+		if _, err := obj.StatBlob(ctx, digest.Digest(manifestDigest.String())); err != objstore.ErrNotFound {
+			t.Errorf("the corrupt manifest copy is still in the shared store: %v", err)
 		}
 	})
 }

@@ -34,6 +34,10 @@ type Config struct {
 	// Storage is an object store replicas share besides each one's
 	// cache.dir; without it the cache directory is all there is.
 	Storage Storage `yaml:"storage"`
+	// Redis coordinates the replicas of a fleet; Cluster says how they
+	// reach each other. Both or neither.
+	Redis   Redis   `yaml:"redis"`
+	Cluster Cluster `yaml:"cluster"`
 	// DefaultUpstream serves requests that name no registry (dockerd's
 	// registry-mirrors, podman's mirrors). It must be a key of Upstreams.
 	DefaultUpstream string `yaml:"default_upstream"`
@@ -220,6 +224,63 @@ type Storage struct {
 	// store has, with a redirect to a presigned URL, as distribution does:
 	// the bytes then flow from the store to the client directly.
 	Redirect bool `yaml:"redirect"`
+}
+
+// Redis is the server a fleet's replicas coordinate through: a lease per
+// blob fetch, so that one replica fetches from the upstream and the others
+// stream from it.
+type Redis struct {
+	// Addr is host:port; empty: no fleet.
+	Addr         string `yaml:"addr"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	DB           int    `yaml:"db"`
+	// TLS speaks TLS to Redis, verified against the system's CAs or
+	// CAFile.
+	TLS    bool   `yaml:"tls"`
+	CAFile string `yaml:"ca_file"`
+}
+
+// Cluster is how the replicas of a fleet reach each other.
+type Cluster struct {
+	// Advertise is the URL other replicas reach this one at, e.g. the
+	// pod's http://$(POD_IP):5000; --advertise on the command line.
+	Advertise string `yaml:"advertise"`
+	// SecretFile holds the secret the replicas share; only a request
+	// with it gets an answer from the peer endpoint.
+	SecretFile string `yaml:"secret_file"`
+}
+
+func (c *Config) fleetProblems() problems {
+	var ps problems
+	r, cl := c.Redis, c.Cluster
+	if r.Addr == "" {
+		if cl.Advertise != "" || cl.SecretFile != "" {
+			ps.add("redis.addr", "required with cluster.advertise or cluster.secret_file: the replicas coordinate through Redis")
+		}
+		return ps
+	}
+	if _, _, err := net.SplitHostPort(r.Addr); err != nil {
+		ps.add("redis.addr", "%q is not host:port: %v", r.Addr, err)
+	}
+	if r.Password != "" && r.PasswordFile != "" {
+		ps.add("redis.password_file", "set password or password_file, not both")
+	}
+	if r.DB < 0 {
+		ps.add("redis.db", "%d: want 0 or more", r.DB)
+	}
+	if r.CAFile != "" && !r.TLS {
+		ps.add("redis.ca_file", "needs redis.tls: true")
+	}
+	// An empty advertise may come from serve's --advertise, which serve
+	// checks.
+	if u, err := url.Parse(cl.Advertise); cl.Advertise != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/")) {
+		ps.add("cluster.advertise", "%q: want http(s)://host:port", cl.Advertise)
+	}
+	if cl.SecretFile == "" {
+		ps.add("cluster.secret_file", "required with redis.addr: the secret the replicas share")
+	}
+	return ps
 }
 
 // S3 are the parameters of distribution's s3 storage driver, by its names.
@@ -561,6 +622,7 @@ func (c *Config) problems(lines map[string]int) problems {
 	}
 	ps = append(ps, c.TLS.problems()...)
 	ps = append(ps, c.Storage.problems()...)
+	ps = append(ps, c.fleetProblems()...)
 	if c.Cache.Dir == "" {
 		ps.add("cache.dir", "must not be empty")
 	}

@@ -480,6 +480,28 @@ func TestStorageErrors(t *testing.T) {
 	}
 }
 
+func TestFleetErrors(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"a cluster without Redis", "cluster:\n  advertise: http://10.0.0.5:5000\n", "redis.addr: required with cluster.advertise or cluster.secret_file"},
+		{"a bad address", "redis:\n  addr: redis\ncluster:\n  secret_file: s\n", `line 2: redis.addr: "redis" is not host:port`},
+		{"no secret", "redis:\n  addr: r:6379\n", "cluster.secret_file: required with redis.addr"},
+		{"both passwords", "redis:\n  addr: r:6379\n  password: p\n  password_file: f\ncluster:\n  secret_file: s\n", "redis.password_file: set password or password_file, not both"},
+		{"a CA without TLS", "redis:\n  addr: r:6379\n  ca_file: ca.pem\ncluster:\n  secret_file: s\n", "redis.ca_file: needs redis.tls: true"},
+		{"an advertise that is no URL", "redis:\n  addr: r:6379\ncluster:\n  advertise: 10.0.0.5:5000\n  secret_file: s\n", `cluster.advertise: "10.0.0.5:5000": want http(s)://host:port`},
+		{"an advertise with a path", "redis:\n  addr: r:6379\ncluster:\n  advertise: http://h:5000/x\n  secret_file: s\n", `want http(s)://host:port`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.text))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := Parse([]byte("redis:\n  addr: r:6379\n  tls: true\ncluster:\n  advertise: https://10.0.0.5:5000\n  secret_file: s\n")); err != nil {
+		t.Errorf("a valid fleet block refused: %v", err)
+	}
+}
+
 // uncommentedExample is the bundled config.yaml with the commented-out
 // block of key, indented by indent, uncommented.
 func uncommentedExample(t *testing.T, indent, key string) []byte {

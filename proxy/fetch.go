@@ -44,6 +44,9 @@ type blobFetches struct {
 	// each fetch, uploads at a time.
 	shared  *objstore.Store
 	uploads chan struct{}
+	// fleet, when set, leases each fetch fleet-wide; the replicas that
+	// do not hold a fetch's lease stream it from the one that does.
+	fleet *fleet
 
 	mu       sync.Mutex
 	inflight map[fetchKey]*blobFetch
@@ -155,13 +158,15 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 
 	size := int64(-1)
 	fromShared := false
+	role := b.claim(ctx, f.key)
+	defer func() { role.lease.Release() }()
 	for stalled := 0; ; {
 		offset := in.Size()
-		body, total, shared, err := b.open(ctx, up, repo, f.key.dgst, offset)
+		body, total, src, err := b.open(ctx, &role, up, repo, f.key.dgst, offset)
 		if err != nil {
 			return err
 		}
-		fromShared = fromShared || shared
+		fromShared = fromShared || src == sourceShared
 		if total > b.maxBlob {
 			body.Close()
 			return b.tooLarge(up, f.key.dgst, fmt.Sprintf("declared %d bytes, more", total))
@@ -191,9 +196,12 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		}
 		before := in.Size()
 		cause := copyWithStallTimeout(body, in, f, up.Policy().Retry.AttemptTimeout, b.maxBlob-offset)
-		if shared {
+		switch src {
+		case sourceShared:
 			b.tel.sharedFetched.Add(ctx, in.Size()-before)
-		} else {
+		case sourcePeer:
+			b.tel.peerFetched.Add(ctx, in.Size()-before)
+		default:
 			b.tel.bytesFetched.Add(ctx, in.Size()-before, metric.WithAttributes(attribute.String("upstream", up.Name())))
 		}
 		body.Close()
@@ -251,6 +259,9 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 		return err
 	}
 	f.commit()
+	// Late replicas ask this one, which has the blob now, rather than
+	// the upstream.
+	role.lease.Finish(finishedLeaseTTL)
 	if !fromShared {
 		b.share(up, repo, f.key.dgst)
 	}
@@ -272,15 +283,38 @@ func digestMismatch(up *registry, dgst digest.Digest) error {
 		Message: fmt.Sprintf("upstream %s sent content that does not match %s; nothing was cached", up.Name(), dgst)}
 }
 
+// source is where a fetch's bytes came from.
+type source int
+
+const (
+	sourceUpstream source = iota
+	sourceShared          // the fleet's object store
+	sourcePeer            // the replica that holds the fetch's lease
+)
+
 // open returns a body of the blob positioned at offset and the blob's total
 // size (-1 when the upstream did not say): from the shared store when it
-// has the blob for repo (shared is true then), else from the upstream.
-func (b *blobFetches) open(ctx context.Context, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (body io.ReadCloser, total int64, shared bool, err error) {
+// has the blob for repo, else from the replica that holds the fetch's lease
+// when another does, else from the upstream.
+func (b *blobFetches) open(ctx context.Context, role *fetchRole, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, source, error) {
 	if rc, size, ok := b.sharedSource(ctx, up, repo, dgst, offset); ok {
-		return rc, size, true, nil
+		return rc, size, sourceShared, nil
 	}
-	body, total, err = b.openUpstream(ctx, up, repo, dgst, offset)
-	return body, total, false, err
+	if role.owner != "" {
+		rc, total, err := b.fromPeer(ctx, role, up, repo, dgst, offset)
+		if err == nil {
+			return rc, total, sourcePeer, nil
+		}
+		if !errors.Is(err, errPeer) {
+			return nil, 0, sourcePeer, err
+		}
+		// The owner may have finished, its blob in the shared store.
+		if rc, size, ok := b.sharedSource(ctx, up, repo, dgst, offset); ok {
+			return rc, size, sourceShared, nil
+		}
+	}
+	body, total, err := b.openUpstream(ctx, up, repo, dgst, offset)
+	return body, total, sourceUpstream, err
 }
 
 // openUpstream GETs the blob from offset on and returns a body positioned

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/breakwater-registry/breakwater/coord"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/proxy"
@@ -68,7 +70,13 @@ type mirrorOpts struct {
 	// sharedRedirect sends clients to its presigned URLs.
 	shared         *objstore.Store
 	sharedRedirect bool
+	// redis, when set, makes the mirror a replica of the fleet
+	// coordinated through that Redis.
+	redis string
 }
+
+// testPeerSecret is the secret the test fleets' replicas share.
+const testPeerSecret = "fleet-secret-for-tests"
 
 // fastPolicy keeps tests quick while exercising every retry path. Its
 // breaker never opens: tests of retries must not trip it, and the
@@ -114,6 +122,17 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 	if o.log != nil {
 		logger = slog.New(slog.NewJSONHandler(o.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
+	// A replica's address is its listener's, known before it serves.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fl *coord.Fleet
+	if o.redis != "" {
+		if fl, err = coord.New(coord.Options{Addr: o.redis, Self: "http://" + ln.Addr().String(), LeaseTTL: 2 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	srv, err := proxy.New(proxy.Options{
 		Store:             store,
 		Upstreams:         ups,
@@ -128,17 +147,25 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 		WarmHandler:       o.warm,
 		Shared:            o.shared,
 		SharedRedirect:    o.sharedRedirect,
+		Fleet:             fl,
+		PeerSecret:        testPeerSecret,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewUnstartedServer(srv)
+	hs.Listener.Close()
+	hs.Listener = ln
+	hs.Start()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			hs.Close()
 			srv.Close()
 			store.Close()
+			if fl != nil {
+				fl.Close()
+			}
 		})
 	}
 	t.Cleanup(stop)

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/breakwater-registry/breakwater/coord"
 	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
@@ -85,6 +86,11 @@ type Options struct {
 	// SharedRedirect answers a GET of a blob the cache lacks but Shared
 	// has with a redirect to a presigned URL, when Shared can make one.
 	SharedRedirect bool
+	// Fleet, when set, leases every blob fetch fleet-wide through Redis:
+	// one replica fetches from the upstream, the others stream from it
+	// over the peer endpoint, authenticated with PeerSecret.
+	Fleet      *coord.Fleet
+	PeerSecret string
 }
 
 // DefaultMaxBlobSize bounds a blob when Options.MaxBlobSize is not set:
@@ -165,6 +171,13 @@ func New(opts Options) (*Server, error) {
 	s.manifests.init()
 	s.blobs = newBlobFetches(base, &s.background, opts.Store, log, opts.FetchTimeout, opts.MaxBlobSize)
 	s.blobs.shared = opts.Shared
+	if opts.Fleet != nil {
+		if opts.PeerSecret == "" {
+			cancel()
+			return nil, errors.New("a fleet needs the secret its replicas share")
+		}
+		s.blobs.fleet = newFleet(opts.Fleet, opts.PeerSecret)
+	}
 	s.sharedRedirect = opts.SharedRedirect && opts.Shared != nil
 	upTel, err := upstream.NewTelemetry(opts.MeterProvider, opts.TracerProvider)
 	if err != nil {
@@ -263,6 +276,7 @@ func (s *Server) routes() chi.Router {
 		s.handleStatus(w, r)
 	})
 	r.Post("/_breakwater/v1/warm", s.handleWarm)
+	r.Get(peerPath+"{upstream}/{digest}", s.handlePeerBlob)
 	if s.metrics != nil {
 		r.Handle("/metrics", s.metrics)
 	}

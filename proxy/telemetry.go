@@ -31,6 +31,13 @@ type telemetry struct {
 	sharedFetched metric.Int64Counter
 	sharedUploads metric.Int64Counter
 	sharedErrors  metric.Int64Counter
+	// peerFetched, fleetFollowed and fleetAlone are the fleet's: bytes
+	// streamed from the replica that held a fetch's lease, fetches that
+	// followed one, and fetches made alone although in a fleet (Redis
+	// unreachable, an owner that did not stream).
+	peerFetched   metric.Int64Counter
+	fleetFollowed metric.Int64Counter
+	fleetAlone    metric.Int64Counter
 
 	// Counted here as well for the status page's hit ratio.
 	pulls, hits atomic.Int64
@@ -71,6 +78,12 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 	t.sharedFetched, e = m.Int64Counter("breakwater.shared.fetched", metric.WithUnit("By"), metric.WithDescription("Blob bytes read from the shared object store instead of an upstream."))
 	must(e)
 	t.sharedUploads, e = m.Int64Counter("breakwater.shared.uploads", metric.WithDescription("Blobs written to the shared object store."))
+	must(e)
+	t.peerFetched, e = m.Int64Counter("breakwater.fleet.peer_fetched", metric.WithUnit("By"), metric.WithDescription("Blob bytes streamed from the replica that held the fetch's lease."))
+	must(e)
+	t.fleetFollowed, e = m.Int64Counter("breakwater.fleet.followed", metric.WithDescription("Blob fetches streamed from another replica instead of an upstream."))
+	must(e)
+	t.fleetAlone, e = m.Int64Counter("breakwater.fleet.alone", metric.WithDescription("Blob fetches made alone although in a fleet: Redis unreachable, or the lease's owner not streaming. Each may duplicate another replica's upstream fetch."))
 	must(e)
 	t.sharedErrors, e = m.Int64Counter("breakwater.shared.errors", metric.WithDescription("Questions to the shared object store that failed, by op; the upstream was asked instead."))
 	must(e)

@@ -41,9 +41,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	cacheDir := fs.String("cache-dir", "", "cache directory, overrides cache.dir")
 	tagTTL := fs.String("tag-ttl", "", "how long a tag is trusted before revalidation, overrides cache.tag_ttl (e.g. 5m, 0s)")
 	debugListen := fs.String("debug-listen", "", "serve net/http/pprof on this separate address, e.g. 127.0.0.1:6060 (default: off; keep it on loopback)")
+	advertise := fs.String("advertise", "", "the URL the fleet's other replicas reach this one at, overrides cluster.advertise (e.g. http://$(POD_IP):5000)")
 	var upstreams repeated
 	fs.Var(&upstreams, "upstream", "HOST=URL: reach registry HOST at URL, e.g. docker.io=http://127.0.0.1:5001 (repeatable; overrides the file)")
-	const usage = `usage: breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION] [--debug-listen ADDR]
+	const usage = `usage: breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION] [--debug-listen ADDR] [--advertise URL]
 
 Runs the mirror. SIGHUP re-reads --config; SIGTERM drains and exits 0.
 Exit status: 0 stopped by a signal; 1 failed while running; 2 bad usage or configuration.`
@@ -61,7 +62,11 @@ Exit status: 0 stopped by a signal; 1 failed while running; 2 bad usage or confi
 	}
 
 	load := func() (config.Config, error) {
-		return loadConfig(*configPath, *listen, *cacheDir, *tagTTL, upstreams)
+		return loadConfig(*configPath, *listen, *cacheDir, *tagTTL, upstreams, func(c *config.Config) {
+			if *advertise != "" {
+				c.Cluster.Advertise = *advertise
+			}
+		})
 	}
 	cfg, err := load()
 	if err != nil {
@@ -107,7 +112,7 @@ Exit status: 0 stopped by a signal; 1 failed while running; 2 bad usage or confi
 }
 
 // loadConfig reads the file (or the defaults) and applies the flags over it.
-func loadConfig(path, listen, cacheDir, tagTTL string, upstreams []string) (config.Config, error) {
+func loadConfig(path, listen, cacheDir, tagTTL string, upstreams []string, overrides ...func(*config.Config)) (config.Config, error) {
 	cfg := config.Default()
 	if path != "" {
 		var err error
@@ -132,6 +137,9 @@ func loadConfig(path, listen, cacheDir, tagTTL string, upstreams []string) (conf
 		if err := cfg.SetUpstream(u); err != nil {
 			return cfg, err
 		}
+	}
+	for _, o := range overrides {
+		o(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
@@ -240,9 +248,17 @@ func serveWith(ctx context.Context, o serveOptions) error {
 		ln.Close()
 		return err
 	}
+	fl, err := openFleet(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if fl != nil {
+		defer fl.coord.Close()
+	}
 	gens := &generations{log: log}
 	build := func(cfg config.Config) (*proxy.Server, error) {
-		return newProxy(cfg, store, shared, tel, log, gens)
+		return newProxy(cfg, store, shared, fl, tel, log, gens)
 	}
 	srv, err := build(cfg)
 	if err != nil {
@@ -296,7 +312,7 @@ func serveWith(ctx context.Context, o serveOptions) error {
 // newProxy builds the pull side for one configuration, on the process's
 // store and telemetry. The warm API asks the result through gens, in
 // process, so it works whatever the listen address.
-func newProxy(cfg config.Config, store *storage.Store, shared *objstore.Store, tel *telemetry, log *slog.Logger, gens *generations) (*proxy.Server, error) {
+func newProxy(cfg config.Config, store *storage.Store, shared *objstore.Store, fl *fleetMember, tel *telemetry, log *slog.Logger, gens *generations) (*proxy.Server, error) {
 	ups, err := upstreamConfigs(cfg)
 	if err != nil {
 		return nil, err
@@ -335,6 +351,8 @@ func newProxy(cfg config.Config, store *storage.Store, shared *objstore.Store, t
 		Access:            acc,
 		Shared:            shared,
 		SharedRedirect:    cfg.Storage.Redirect,
+		Fleet:             fl.fleet(),
+		PeerSecret:        fl.peerSecret(),
 	})
 }
 
@@ -389,6 +407,8 @@ func restartOnly(a, b config.Config) []string {
 	check("cache.scrub_rate", a.Cache.ScrubRate == b.Cache.ScrubRate)
 	check("log.format", a.Log.Format == b.Log.Format)
 	check("storage", reflect.DeepEqual(a.Storage, b.Storage))
+	check("redis", a.Redis == b.Redis)
+	check("cluster", a.Cluster == b.Cluster)
 	return keys
 }
 
@@ -404,6 +424,8 @@ func keepRestartOnly(next, cur config.Config) config.Config {
 	next.Cache.ScrubRate = cur.Cache.ScrubRate
 	next.Log.Format = cur.Log.Format
 	next.Storage = cur.Storage
+	next.Redis = cur.Redis
+	next.Cluster = cur.Cluster
 	return next
 }
 

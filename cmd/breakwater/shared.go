@@ -2,10 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/coord"
 	"github.com/breakwater-registry/breakwater/objstore"
 )
 
@@ -32,4 +39,88 @@ func openShared(ctx context.Context, st config.Storage, log *slog.Logger) (*objs
 		log.Info("shared store", "driver", obj.Name(), "bucket", st.S3.Bucket, "redirect", st.Redirect)
 	}
 	return obj, nil
+}
+
+// fleetMember is this replica's place in a fleet: its coordination through
+// Redis and the secret the replicas share.
+type fleetMember struct {
+	coord  *coord.Fleet
+	secret string
+}
+
+func (m *fleetMember) fleet() *coord.Fleet {
+	if m == nil {
+		return nil
+	}
+	return m.coord
+}
+
+func (m *fleetMember) peerSecret() string {
+	if m == nil {
+		return ""
+	}
+	return m.secret
+}
+
+// openFleet joins the fleet cfg names, nil without redis.addr. Redis that
+// does not answer is not fatal: each fetch then happens alone.
+func openFleet(cfg config.Config, log *slog.Logger) (*fleetMember, error) {
+	r := cfg.Redis
+	if r.Addr == "" {
+		return nil, nil
+	}
+	if cfg.Cluster.Advertise == "" {
+		return nil, errors.New("cluster.advertise (or --advertise): required with redis.addr: the URL the other replicas reach this one at")
+	}
+	secret, err := readSecret(cfg.Cluster.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_file: %w", err)
+	}
+	password := r.Password
+	if r.PasswordFile != "" {
+		if password, err = readSecret(r.PasswordFile); err != nil {
+			return nil, fmt.Errorf("redis.password_file: %w", err)
+		}
+	}
+	var tc *tls.Config
+	if r.TLS {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		if r.CAFile != "" {
+			pem, err := os.ReadFile(r.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("redis.ca_file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("redis.ca_file %s: no PEM certificate in it", r.CAFile)
+			}
+		}
+	}
+	c, err := coord.New(coord.Options{Addr: r.Addr, Password: password, DB: r.DB, TLS: tc,
+		Self: strings.TrimSuffix(cfg.Cluster.Advertise, "/"), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx); err != nil {
+		log.Warn("fleet: Redis not answering at start; each fetch happens alone until it does", "addr", r.Addr, "err", err)
+	} else {
+		log.Info("fleet", "redis", r.Addr, "advertise", cfg.Cluster.Advertise)
+	}
+	return &fleetMember{coord: c, secret: secret}, nil
+}
+
+// readSecret reads a secret from a file, without trailing newlines; an
+// empty one is refused.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
 }

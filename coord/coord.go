@@ -1,0 +1,203 @@
+// Package coord coordinates the replicas of a fleet through Redis: a lease
+// per fetch, so that one replica fetches from the upstream and the others
+// stream from it, and the lease's holder is found by its address.
+//
+// A lease lives in Redis as "<token> <address>" under its key, with an
+// expiry the holder renews while it works; a holder that dies stops
+// renewing, and the lease is free again after its TTL. Redis that cannot be
+// asked is never fatal: Acquire says so, and the caller acts alone.
+package coord
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultLeaseTTL is how long a lease outlives its holder's last renewal.
+const DefaultLeaseTTL = 10 * time.Second
+
+// Options configures a Fleet.
+type Options struct {
+	Addr     string
+	Password string
+	DB       int
+	// TLS, when set, speaks TLS to Redis.
+	TLS *tls.Config
+	// Self is this replica's address as the others reach it
+	// (cluster.advertise), e.g. http://10.0.0.5:5000.
+	Self string
+	// LeaseTTL is DefaultLeaseTTL when 0.
+	LeaseTTL time.Duration
+	// Prefix is put before every key; "bw:" when empty.
+	Prefix string
+	Logger *slog.Logger
+}
+
+// Fleet is one replica's view of the fleet.
+type Fleet struct {
+	rdb    *redis.Client
+	self   string
+	ttl    time.Duration
+	prefix string
+	log    *slog.Logger
+}
+
+// New connects lazily: nothing is asked of Redis until a lease is.
+func New(o Options) (*Fleet, error) {
+	if o.Addr == "" {
+		return nil, errors.New("coord: no Redis address")
+	}
+	if o.Self == "" {
+		return nil, errors.New("coord: no address of this replica (cluster.advertise)")
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.Prefix == "" {
+		o.Prefix = "bw:"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	rdb := redis.NewClient(&redis.Options{
+		Addr: o.Addr, Password: o.Password, DB: o.DB, TLSConfig: o.TLS,
+		// A Redis that does not answer costs a pull little: the caller
+		// then fetches alone.
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: 1,
+	})
+	return &Fleet{rdb: rdb, self: o.Self, ttl: o.LeaseTTL, prefix: o.Prefix, log: o.Logger}, nil
+}
+
+// Self is this replica's address.
+func (f *Fleet) Self() string { return f.self }
+
+// Close closes the connections to Redis.
+func (f *Fleet) Close() error { return f.rdb.Close() }
+
+// Ping asks Redis whether it answers, for the status page.
+func (f *Fleet) Ping(ctx context.Context) error { return f.rdb.Ping(ctx).Err() }
+
+// Lease is a key this replica holds fleet-wide until Release.
+type Lease struct {
+	f        *Fleet
+	key, val string
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+}
+
+// renewScript extends the lease only while it is still this holder's.
+var renewScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pexpire", KEYS[1], ARGV[2]) else return 0 end`)
+
+// releaseScript deletes the lease only while it is still this holder's.
+var releaseScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+
+// Acquire takes the lease on key for this replica and keeps it alive until
+// Release. When another replica holds it, the lease is nil and owner is
+// that replica's address. An error means Redis could not be asked.
+func (f *Fleet) Acquire(ctx context.Context, key string) (l *Lease, owner string, err error) {
+	full := f.prefix + key
+	val := rand.Text() + " " + f.self
+	for try := 0; try < 2; try++ {
+		ok, err := f.rdb.SetNX(ctx, full, val, f.ttl).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("lease %s: %w", key, err)
+		}
+		if ok {
+			l := &Lease{f: f, key: full, val: val, stop: make(chan struct{}), done: make(chan struct{})}
+			go l.keep()
+			return l, "", nil
+		}
+		cur, err := f.rdb.Get(ctx, full).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // released between the two questions
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("lease %s: %w", key, err)
+		}
+		_, addr, _ := strings.Cut(cur, " ")
+		if addr != f.self {
+			return nil, addr, nil
+		}
+		// Held under this replica's own address by an earlier process
+		// (a restart): nothing of it is left to stream from.
+		if err := releaseScript.Run(ctx, f.rdb, []string{full}, cur).Err(); err != nil {
+			return nil, "", fmt.Errorf("lease %s: %w", key, err)
+		}
+	}
+	return nil, "", fmt.Errorf("lease %s: changing hands too fast", key)
+}
+
+// keep renews the lease every third of its TTL until Release.
+func (l *Lease) keep() {
+	defer close(l.done)
+	t := time.NewTicker(l.f.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), l.f.ttl/3)
+			n, err := renewScript.Run(ctx, l.f.rdb, []string{l.key}, l.val, l.f.ttl.Milliseconds()).Int()
+			cancel()
+			if err != nil {
+				l.f.log.Warn("fleet: lease not renewed", "key", l.key, "err", err)
+			} else if n == 0 {
+				l.f.log.Warn("fleet: lease lost to another replica", "key", l.key)
+				return
+			}
+		}
+	}
+}
+
+// finishScript leaves the lease to expire after ARGV[2] ms, while it is
+// still this holder's.
+var finishScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pexpire", KEYS[1], ARGV[2]) else return 0 end`)
+
+// Finish ends the work but keeps the lease for keep, unrenewed: replicas
+// that come late learn from it who has the result, and ask that replica
+// rather than the upstream. A replica that can no longer serve it (it
+// died, it evicted the result) is taken over as after Release.
+func (l *Lease) Finish(keep time.Duration) {
+	if l == nil {
+		return
+	}
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := finishScript.Run(ctx, l.f.rdb, []string{l.key}, l.val, keep.Milliseconds()).Err(); err != nil {
+			l.f.log.Warn("fleet: lease not kept", "key", l.key, "err", err)
+		}
+	})
+}
+
+// Release gives the lease up. It is safe to call on a nil Lease and more
+// than once.
+func (l *Lease) Release() {
+	if l == nil {
+		return
+	}
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := releaseScript.Run(ctx, l.f.rdb, []string{l.key}, l.val).Err(); err != nil {
+			// It expires on its own.
+			l.f.log.Warn("fleet: lease not released", "key", l.key, "err", err)
+		}
+	})
+}

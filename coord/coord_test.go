@@ -1,0 +1,142 @@
+package coord_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/breakwater-registry/breakwater/coord"
+	"github.com/breakwater-registry/breakwater/internal/testredis"
+)
+
+func fleet(t *testing.T, addr, password, self string, ttl time.Duration) *coord.Fleet {
+	t.Helper()
+	f, err := coord.New(coord.Options{Addr: addr, Password: password, Self: self, LeaseTTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// TestLease: one replica at a time holds a lease, the others learn its
+// address; it lives while renewed, is free once released, and expires
+// after its TTL when its holder stops renewing (dies).
+func TestLease(t *testing.T) {
+	srv := testredis.StartWithPassword(t, "s3cret")
+	ctx := context.Background()
+	const ttl = 600 * time.Millisecond
+	a := fleet(t, srv.Addr, "s3cret", "http://a:5000", ttl)
+	b := fleet(t, srv.Addr, "s3cret", "http://b:5000", ttl)
+
+	la, owner, err := a.Acquire(ctx, "blob:x")
+	if err != nil || la == nil || owner != "" {
+		t.Fatalf("a: lease %v, owner %q, %v; want the lease", la, owner, err)
+	}
+	// Held past several TTLs: a renews it.
+	time.Sleep(3 * ttl)
+	lb, owner, err := b.Acquire(ctx, "blob:x")
+	if err != nil || lb != nil || owner != "http://a:5000" {
+		t.Fatalf("b while a holds it: lease %v, owner %q, %v; want a's address", lb, owner, err)
+	}
+	la.Release()
+	la.Release() // twice is harmless
+	lb, owner, err = b.Acquire(ctx, "blob:x")
+	if err != nil || lb == nil || owner != "" {
+		t.Fatalf("b after a released: lease %v, owner %q, %v; want the lease", lb, owner, err)
+	}
+	// b dies without releasing: its renewals stop with its connection.
+	b.Close()
+	deadline := time.Now().Add(5 * ttl)
+	for {
+		la, owner, err = a.Acquire(ctx, "blob:x")
+		if err == nil && la != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a, %v after b died: lease %v, owner %q, %v", 5*ttl, la, owner, err)
+		}
+		time.Sleep(ttl / 10)
+	}
+	la.Release()
+	var nilLease *coord.Lease
+	nilLease.Release() // a nil lease (acting alone) releases nothing
+}
+
+// TestLeaseOfEarlierSelf: a lease left under this replica's own address by
+// an earlier process is taken over at once: nothing of it is left to stream.
+func TestLeaseOfEarlierSelf(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := context.Background()
+	before := fleet(t, srv.Addr, "", "http://a:5000", time.Minute)
+	if l, _, err := before.Acquire(ctx, "blob:y"); err != nil || l == nil {
+		t.Fatalf("%v %v", l, err)
+	}
+	before.Close() // killed: the lease stays for a minute
+	after := fleet(t, srv.Addr, "", "http://a:5000", time.Minute)
+	l, owner, err := after.Acquire(ctx, "blob:y")
+	if err != nil || l == nil || owner != "" {
+		t.Fatalf("the restarted replica: lease %v, owner %q, %v; want the lease", l, owner, err)
+	}
+	l.Release()
+}
+
+// TestRedisDown: Acquire says Redis cannot be asked, quickly, and works
+// again once Redis is back.
+func TestRedisDown(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := context.Background()
+	f := fleet(t, srv.Addr, "", "http://a:5000", time.Second)
+	srv.Kill()
+	start := time.Now()
+	if l, _, err := f.Acquire(ctx, "blob:z"); err == nil {
+		l.Release()
+		t.Fatal("Acquire with Redis down: no error")
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("Acquire with Redis down took %v", took)
+	}
+	srv.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, _, err := f.Acquire(ctx, "blob:z")
+		if err == nil && l != nil {
+			l.Release()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Acquire after Redis restarted: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFinish: a finished lease still names its holder for a while, then
+// is free.
+func TestFinish(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := context.Background()
+	a := fleet(t, srv.Addr, "", "http://a:5000", time.Minute)
+	b := fleet(t, srv.Addr, "", "http://b:5000", time.Minute)
+	l, _, err := a.Acquire(ctx, "blob:done")
+	if err != nil || l == nil {
+		t.Fatalf("%v %v", l, err)
+	}
+	l.Finish(500 * time.Millisecond)
+	l.Release() // after Finish, nothing more happens
+	if lb, owner, err := b.Acquire(ctx, "blob:done"); err != nil || lb != nil || owner != "http://a:5000" {
+		t.Fatalf("b just after a finished: lease %v, owner %q, %v; want a's address", lb, owner, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lb, _, err := b.Acquire(ctx, "blob:done")
+		if err == nil && lb != nil {
+			lb.Release()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the finished lease never expired: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

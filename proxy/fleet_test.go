@@ -1,0 +1,221 @@
+package proxy_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/breakwater-registry/breakwater/internal/testredis"
+	"github.com/breakwater-registry/breakwater/internal/testupstream"
+)
+
+// fleetImage pushes a cold image of layers layers to the upstream as
+// library/herd:v1 and returns its blobs' digests, config included.
+func fleetImage(t *testing.T, up *testupstream.Upstream, layers int64) []string {
+	t.Helper()
+	img := randomImage(t, 512<<10, layers, types.OCIManifestSchema1)
+	up.PushImage(t, "library/herd:v1", img)
+	var blobs []string
+	for _, l := range layersOf(t, img) {
+		blobs = append(blobs, digestOf(t, l))
+	}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(blobs, cfg.String())
+}
+
+// pullHerd pulls the image's manifest by tag and every blob through m,
+// checking each digest; it returns the first failure.
+func pullHerd(m *mirror, blobs []string) error {
+	resp, err := m.client.Get(m.srv.URL + "/v2/library/herd/manifests/v1")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("manifest: %s", resp.Status)
+	}
+	for _, d := range blobs {
+		resp, err := m.client.Get(m.srv.URL + "/v2/library/herd/blobs/" + d)
+		if err != nil {
+			return fmt.Errorf("blob %s: %w", d, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("blob %s: %w", d, err)
+		}
+		if resp.StatusCode != http.StatusOK || sha256Hex(body) != d {
+			return fmt.Errorf("blob %s: %s, content %s", d, resp.Status, sha256Hex(body))
+		}
+	}
+	return nil
+}
+
+// slowBlobs makes the upstream wait before it answers a blob GET, so that
+// a herd's fetches overlap on every replica.
+func slowBlobs(up *testupstream.Upstream, wait time.Duration) {
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			time.Sleep(wait)
+		}
+		return false
+	})
+}
+
+func blobGETs(up *testupstream.Upstream, dgst string) int {
+	return len(up.Requests(http.MethodGet, "/blobs/"+dgst))
+}
+
+// TestFleetOneFetchPerBlob: 30 clients spread over 3 replicas coordinated
+// through a real Redis pull one cold image: the upstream sees one GET per
+// blob for the whole fleet, and every digest is right. A fourth replica
+// that comes later streams every blob from the replicas that have them.
+func TestFleetOneFetchPerBlob(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	blobs := fleetImage(t, up, 4)
+	slowBlobs(up, 300*time.Millisecond)
+	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
+	replicas := []*mirror{newMirror(t, up.URL, opts), newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)}
+
+	const clients = 30
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pullHerd(replicas[i%len(replicas)], blobs); err != nil {
+				errs <- fmt.Errorf("client %d (replica %d): %w", i, i%len(replicas), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, d := range blobs {
+		if n := blobGETs(up, d); n != 1 {
+			t.Errorf("blob %s: %d upstream GETs for the fleet, want 1", d, n)
+		}
+	}
+
+	late := newMirror(t, up.URL, opts)
+	if err := pullHerd(late, blobs); err != nil {
+		t.Fatalf("a replica that came later: %v", err)
+	}
+	for _, d := range blobs {
+		if n := blobGETs(up, d); n != 1 {
+			t.Errorf("blob %s: %d upstream GETs after a late replica pulled, want still 1", d, n)
+		}
+	}
+}
+
+// TestFleetOwnerGone: the replica that owns a fetch goes away in the
+// middle of the blob; the clients of the other replica still get verified
+// bytes, which that replica takes over from the upstream.
+func TestFleetOwnerGone(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
+	owner := newMirror(t, up.URL, opts)
+	other := newMirror(t, up.URL, opts)
+	content, dgst := pushLinkedLayer(t, up, owner, "library/herd", 1<<20)
+	other.get("/v2/library/herd/manifests/v1")
+	release := make(chan struct{})
+	slowBlob(up, dgst, content, release) // half the body, then waits
+
+	ownerDone := make(chan struct{})
+	go func() {
+		defer close(ownerDone)
+		resp, err := owner.client.Get(owner.srv.URL + "/v2/library/herd/blobs/" + dgst)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	// The owner's fetch is under way (it holds half the blob) before the
+	// other replica's client asks.
+	deadline := time.Now().Add(10 * time.Second)
+	for blobGETs(up, dgst) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the owner never asked the upstream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	result := make(chan error, 1)
+	go func() {
+		resp, err := other.client.Get(other.srv.URL + "/v2/library/herd/blobs/" + dgst)
+		if err != nil {
+			result <- err
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && (resp.StatusCode != http.StatusOK || sha256Hex(body) != dgst) {
+			err = fmt.Errorf("%s, content %s", resp.Status, sha256Hex(body))
+		}
+		result <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the other replica follows the owner
+	owner.close()                      // and the owner goes away
+	close(release)
+	<-ownerDone
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatalf("the other replica's client: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the other replica's client got no answer within 30 s")
+	}
+}
+
+// TestFleetRedisDown: with Redis gone in the middle of a run, pulls keep
+// working: each replica fetches alone.
+func TestFleetRedisDown(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	blobs := fleetImage(t, up, 2)
+	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
+	a, b := newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)
+	rds.Kill()
+	for i, m := range []*mirror{a, b} {
+		if err := pullHerd(m, blobs); err != nil {
+			t.Fatalf("replica %d with Redis down: %v", i, err)
+		}
+	}
+}
+
+// TestPeerEndpointNeedsTheSecret: the peer endpoint answers only a request
+// with the fleet's secret.
+func TestPeerEndpointNeedsTheSecret(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{redis: rds.Addr, tagTTL: time.Minute})
+	_, dgst := pushLinkedLayer(t, up, m, "library/herd", 1024)
+	if resp, _ := m.get("/v2/library/herd/blobs/" + dgst); resp.StatusCode != http.StatusOK {
+		t.Fatalf("pull: %s", resp.Status)
+	}
+	path := "/_breakwater/v1/peer/blobs/docker.io/" + dgst
+	for _, auth := range []string{"", "Bearer wrong", "Basic " + testPeerSecret, "Bearer " + testPeerSecret + "x"} {
+		resp, body := m.do(http.MethodGet, path, http.Header{"Authorization": {auth}})
+		if resp.StatusCode != http.StatusForbidden || errorCode(body) != "DENIED" {
+			t.Errorf("Authorization %q: %s %s, want 403 DENIED", auth, resp.Status, body)
+		}
+	}
+	resp, body := m.do(http.MethodGet, path, http.Header{"Authorization": {"Bearer " + testPeerSecret}})
+	if resp.StatusCode != http.StatusOK || sha256Hex(body) != dgst {
+		t.Errorf("with the secret: %s, content %s", resp.Status, sha256Hex(body))
+	}
+}

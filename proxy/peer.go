@@ -1,0 +1,248 @@
+package proxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/breakwater-registry/breakwater/coord"
+	"github.com/breakwater-registry/breakwater/storage"
+)
+
+// peerPath is the internal endpoint replicas stream blobs from each other
+// through; only a request with the fleet's secret gets an answer.
+const peerPath = "/_breakwater/v1/peer/blobs/"
+
+// peerTimeout bounds a peer's answer's headers; the body then flows as the
+// owner's fetch does, each read bounded by the stall timeout.
+const peerTimeout = 5 * time.Second
+
+// finishedLeaseTTL is how long a finished fetch's lease still names the
+// replica that has the blob.
+const finishedLeaseTTL = 10 * time.Minute
+
+// fleet is what a replica needs of the others: the leases, the secret
+// they share, and a client to stream from them.
+type fleet struct {
+	coord  *coord.Fleet
+	secret string
+	client *http.Client
+}
+
+// fetchRole is what this replica is for one fetch: its lease's holder, a
+// follower of the replica at owner, or alone (no fleet, or Redis down).
+type fetchRole struct {
+	lease *coord.Lease
+	owner string
+}
+
+// newFleet is the fleet of c, whose replicas share secret.
+func newFleet(c *coord.Fleet, secret string) *fleet {
+	return &fleet{coord: c, secret: secret, client: &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: peerTimeout}).DialContext,
+		MaxIdleConnsPerHost: 16,
+		// Blobs are compressed already.
+		DisableCompression: true,
+	}}}
+}
+
+func leaseKey(key fetchKey) string { return "blob:" + key.upstream + ":" + key.dgst.String() }
+
+// claim takes the fetch's lease, or learns who holds it. Redis that cannot
+// be asked leaves the replica alone: it fetches, and the duplicate is
+// counted.
+func (b *blobFetches) claim(ctx context.Context, key fetchKey) fetchRole {
+	if b.fleet == nil {
+		return fetchRole{}
+	}
+	lctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	lease, owner, err := b.fleet.coord.Acquire(lctx, leaseKey(key))
+	if err != nil {
+		b.log.Warn("fleet: Redis unreachable; fetching alone", "digest", key.dgst, "err", err)
+		b.tel.fleetAlone.Add(ctx, 1)
+		return fetchRole{}
+	}
+	return fetchRole{lease: lease, owner: owner}
+}
+
+// peerSource streams the blob from offset on from the replica at owner,
+// which is fetching it or has it. repo must have the upstream's yes for
+// the blob first: the owner's fetch may be for another repository.
+func (b *blobFetches) peerSource(ctx context.Context, owner string, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if err := b.confirmForPeer(ctx, up, repo, dgst); err != nil {
+		return nil, 0, err
+	}
+	u := strings.TrimSuffix(owner, "/") + peerPath + url.PathEscape(up.Name()) + "/" + dgst.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("peer %s: %w", owner, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+b.fleet.secret)
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	// The owner answers once its own upstream request has headers, which
+	// may take that upstream's whole retry deadline; the body then flows
+	// as the owner's fetch does, under this fetch's stall timeout.
+	rctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(up.Policy().Retry.Deadline+peerTimeout, cancel)
+	resp, err := b.fleet.client.Do(req.WithContext(rctx))
+	timer.Stop()
+	if err != nil {
+		cancel()
+		return nil, 0, fmt.Errorf("peer %s: %w", owner, err)
+	}
+	body := &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	switch {
+	case resp.StatusCode == http.StatusOK && offset == 0:
+		return body, resp.ContentLength, nil
+	case resp.StatusCode == http.StatusPartialContent && offset > 0:
+		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if ok && start == offset {
+			return body, total, nil
+		}
+	}
+	body.Close()
+	return nil, 0, fmt.Errorf("peer %s answered %s", owner, resp.Status)
+}
+
+// cancelOnClose ends a request's context with its body.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// confirmForPeer makes sure the upstream said yes to repo for the blob,
+// to this replica or (through the shared store) another, asking it with a
+// HEAD when neither knows.
+func (b *blobFetches) confirmForPeer(ctx context.Context, up *registry, repo storage.Repo, dgst digest.Digest) error {
+	if b.store.BlobLinked(repo, dgst) {
+		return nil
+	}
+	if b.shared != nil {
+		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+		ok, err := b.shared.Linked(sctx, up.Name(), repo.Name, dgst)
+		cancel()
+		if err == nil && ok {
+			return nil
+		}
+	}
+	resp, err := up.HeadBlob(ctx, repo.Name, dgst)
+	if err != nil {
+		return upstreamError(up, err, kindBlob)
+	}
+	resp.Body.Close()
+	b.shareLinkLater(up, repo, dgst)
+	return nil
+}
+
+// handlePeerBlob serves another replica a blob from the cache or from the
+// fetch under way, as it arrives, with the last byte held back until the
+// whole blob is verified, as for any client. Range "bytes=N-" resumes.
+func (s *Server) handlePeerBlob(w http.ResponseWriter, r *http.Request) {
+	if s.blobs.fleet == nil || !peerAuthorized(r, s.blobs.fleet.secret) {
+		writeError(w, r, errorf(http.StatusForbidden, CodeDenied, "not a replica of this fleet"))
+		return
+	}
+	up, err := s.upstreamFor(chi.URLParam(r, "upstream"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	dgst, err := digest.Parse(chi.URLParam(r, "digest"))
+	if err != nil {
+		writeError(w, r, errorf(http.StatusBadRequest, CodeDigestInvalid, "%v", err))
+		return
+	}
+	t := &target{upstream: up, dgst: dgst, kind: kindBlob}
+	if blob, err := s.store.OpenBlob(dgst); err == nil {
+		defer blob.Close()
+		noteCache(r, cacheHit)
+		if err := serveContent(w, r, t, blob.File, blob.Size); err != nil {
+			writeError(w, r, err)
+		}
+		return
+	}
+	f := s.blobs.inflightFor(fetchKey{up.Name(), dgst})
+	if f == nil {
+		writeError(w, r, errorf(http.StatusNotFound, CodeBlobUnknown, "no fetch of %s here", dgst))
+		return
+	}
+	noteCache(r, cacheCoalesced)
+	ctx := r.Context()
+	if err := f.waitHeaders(ctx); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	rd, err := f.reader(ctx, s.store)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	defer rd.Close()
+	size, err := rd.knownSize()
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := serveContent(&followingWriter{ResponseWriter: w, rd: rd}, r, t, rd, size); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if rd.err != nil {
+		noteError(r, rd.err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func peerAuthorized(r *http.Request, secret string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && secret != "" && subtle.ConstantTimeCompare([]byte(got), []byte(secret)) == 1
+}
+
+// errPeer marks a peer that could not stream: the fetch takes over or
+// fetches alone.
+var errPeer = errors.New("peer could not stream")
+
+// fromPeer opens the blob from the lease's owner; when the owner cannot
+// stream (it died, or finished and its blob is in the shared store), the
+// lease is claimed again, and the caller goes on as owner or alone.
+func (b *blobFetches) fromPeer(ctx context.Context, role *fetchRole, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	rc, total, err := b.peerSource(ctx, role.owner, up, repo, dgst, offset)
+	if err == nil {
+		b.tel.fleetFollowed.Add(ctx, 1)
+		return rc, total, nil
+	}
+	var e *Error
+	if errors.As(err, &e) && isRefusal(err) {
+		return nil, 0, err // the upstream said no to this repository
+	}
+	b.log.Info("fleet: the fetch's owner cannot stream; taking over", "owner", role.owner, "digest", dgst, "cause", err)
+	*role = b.claim(ctx, fetchKey{up.Name(), dgst})
+	if role.owner != "" {
+		// Still held, by a replica that does not stream: rather than
+		// wait for its lease to expire, fetch alone, and count it.
+		b.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("why", "owner not streaming")))
+		role.owner = ""
+	}
+	return nil, 0, errPeer
+}

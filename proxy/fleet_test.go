@@ -60,15 +60,20 @@ func pullHerd(m *mirror, blobs []string) error {
 	return nil
 }
 
-// slowBlobs makes the upstream wait before it answers a blob GET, so that
-// a herd's fetches overlap on every replica.
-func slowBlobs(up *testupstream.Upstream, wait time.Duration) {
+// slowUpstream makes the upstream wait before it answers a GET, so that a
+// herd's fetches and tag resolutions overlap on every replica.
+func slowUpstream(up *testupstream.Upstream, wait time.Duration) {
 	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/library/") {
 			time.Sleep(wait)
 		}
 		return false
 	})
+}
+
+// manifestResolutions counts the upstream's answers to the tag.
+func manifestResolutions(up *testupstream.Upstream) int {
+	return len(up.Requests("", "/library/herd/manifests/v1"))
 }
 
 func blobGETs(up *testupstream.Upstream, dgst string) int {
@@ -77,13 +82,14 @@ func blobGETs(up *testupstream.Upstream, dgst string) int {
 
 // TestFleetOneFetchPerBlob: 30 clients spread over 3 replicas coordinated
 // through a real Redis pull one cold image: the upstream sees one GET per
-// blob for the whole fleet, and every digest is right. A fourth replica
-// that comes later streams every blob from the replicas that have them.
+// blob and one resolution of the tag for the whole fleet, and every digest
+// is right. A fourth replica that comes later streams every blob from the
+// replicas that have them.
 func TestFleetOneFetchPerBlob(t *testing.T) {
 	rds := testredis.Start(t)
 	up := testupstream.Start(t)
 	blobs := fleetImage(t, up, 4)
-	slowBlobs(up, 300*time.Millisecond)
+	slowUpstream(up, 300*time.Millisecond)
 	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
 	replicas := []*mirror{newMirror(t, up.URL, opts), newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)}
 
@@ -108,6 +114,9 @@ func TestFleetOneFetchPerBlob(t *testing.T) {
 		if n := blobGETs(up, d); n != 1 {
 			t.Errorf("blob %s: %d upstream GETs for the fleet, want 1", d, n)
 		}
+	}
+	if n := manifestResolutions(up); n != 1 {
+		t.Errorf("%d upstream requests for the tag from the fleet, want 1", n)
 	}
 
 	late := newMirror(t, up.URL, opts)

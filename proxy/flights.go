@@ -86,3 +86,10 @@ func (fl *flight) result(shared bool) (*manifest, error) {
 	}
 	return &m, nil
 }
+
+// lookup returns the fetch under way for key, nil if none is.
+func (f *flights) lookup(key string) *flight {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.flying[key]
+}

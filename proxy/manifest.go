@@ -134,8 +134,15 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 	if len(upAccept) == 0 {
 		upAccept = defaultAccept
 	}
-	key := "t\x00" + repo.String() + "\x00" + t.ref + "\x00" + variant
+	key := tagFlightKey(repo, t.ref, variant)
 	fl, shared := s.manifests.join(key, s.base, &s.background, func(ctx context.Context, onDelay upstream.CallOption) (*manifest, error) {
+		// In a fleet one replica resolves the tag with the upstream;
+		// the others take its answer.
+		lease, peer := s.tagFromFleet(ctx, t, repo, variant, upAccept)
+		defer lease.Release()
+		if peer != nil {
+			return peer, nil
+		}
 		known, err := s.store.TagRecords(repo, t.ref)
 		if err != nil {
 			return nil, err
@@ -186,6 +193,11 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// tagFlightKey names the resolution of one tag for one Accept set.
+func tagFlightKey(repo storage.Repo, tag, variant string) string {
+	return "t\x00" + repo.String() + "\x00" + tag + "\x00" + variant
 }
 
 // serveStale logs why a cached tag is served past its TTL.

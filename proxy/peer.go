@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,10 @@ import (
 // peerPath is the internal endpoint replicas stream blobs from each other
 // through; only a request with the fleet's secret gets an answer.
 const peerPath = "/_breakwater/v1/peer/blobs/"
+
+// peerManifestPath is where a replica asks the one resolving a tag for its
+// answer.
+const peerManifestPath = "/_breakwater/v1/peer/manifest"
 
 // peerTimeout bounds a peer's answer's headers; the body then flows as the
 // owner's fetch does, each read bounded by the stall timeout.
@@ -245,4 +250,113 @@ func (b *blobFetches) fromPeer(ctx context.Context, role *fetchRole, up *registr
 		role.owner = ""
 	}
 	return nil, 0, errPeer
+}
+
+// tagFromFleet takes the lease on resolving a tag, or, when another
+// replica holds it, that replica's answer, verified and cached as if from
+// the upstream. A nil manifest means this replica resolves the tag itself,
+// holding the returned lease (nil when alone) until it has.
+func (s *Server) tagFromFleet(ctx context.Context, t *target, repo storage.Repo, variant string, accept []string) (*coord.Lease, *manifest) {
+	fl := s.blobs.fleet
+	if fl == nil {
+		return nil, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	lease, owner, err := fl.coord.Acquire(lctx, "tag:"+repo.String()+":"+t.ref+":"+variant)
+	cancel()
+	if err != nil {
+		s.log.Warn("fleet: Redis unreachable; resolving the tag alone", "repo", repo.String(), "tag", t.ref, "err", err)
+		s.blobs.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "tag")))
+		return nil, nil
+	}
+	if owner == "" {
+		return lease, nil
+	}
+	m, err := s.manifestFromPeer(ctx, owner, t, repo, variant, accept)
+	if err != nil {
+		s.log.Info("fleet: the replica resolving the tag did not answer; resolving it alone", "owner", owner, "repo", repo.String(), "tag", t.ref, "cause", err)
+		s.blobs.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "tag")))
+		return nil, nil
+	}
+	if err := s.storeManifest(repo, m); err != nil {
+		s.log.Warn("cache manifest from a peer", "repo", repo.String(), "digest", m.dgst, "err", err)
+	}
+	s.recordTag(repo, t.ref, variant, m)
+	s.blobs.tel.fleetFollowed.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "tag")))
+	m.cache = cacheCoalesced
+	return nil, m
+}
+
+// manifestFromPeer asks the replica at owner for its answer to a tag, and
+// checks that the body is the manifest its digest names.
+func (s *Server) manifestFromPeer(ctx context.Context, owner string, t *target, repo storage.Repo, variant string, accept []string) (*manifest, error) {
+	q := url.Values{"upstream": {repo.Upstream}, "repo": {repo.Name}, "tag": {t.ref}, "variant": {variant}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(owner, "/")+peerManifestPath+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.blobs.fleet.secret)
+	rctx, cancel := context.WithTimeout(ctx, t.upstream.Policy().Retry.Deadline+peerTimeout)
+	defer cancel()
+	resp, err := s.blobs.fleet.client.Do(req.WithContext(rctx))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("answered %s", resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	dgst, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil || len(body) > maxManifestSize || dgst.Algorithm().FromBytes(body) != dgst {
+		return nil, fmt.Errorf("a manifest that does not match its digest %q", resp.Header.Get("Docker-Content-Digest"))
+	}
+	ct := resp.Header.Get("Content-Type")
+	if !acceptable(ct, accept) {
+		return nil, fmt.Errorf("a manifest of type %s, not one the client accepts", ct)
+	}
+	return &manifest{dgst: dgst, contentType: ct, body: body}, nil
+}
+
+// handlePeerManifest answers another replica with this one's resolution of
+// a tag: the flight under way, or the record it just left.
+func (s *Server) handlePeerManifest(w http.ResponseWriter, r *http.Request) {
+	if s.blobs.fleet == nil || !peerAuthorized(r, s.blobs.fleet.secret) {
+		writeError(w, r, errorf(http.StatusForbidden, CodeDenied, "not a replica of this fleet"))
+		return
+	}
+	q := r.URL.Query()
+	up, err := s.upstreamFor(q.Get("upstream"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	repo := storage.Repo{Upstream: up.Name(), Name: q.Get("repo")}
+	tag, variant := q.Get("tag"), q.Get("variant")
+	var m *manifest
+	if fl := s.manifests.lookup(tagFlightKey(repo, tag, variant)); fl != nil {
+		if m, err = fl.wait(r.Context(), true); err != nil {
+			writeError(w, r, err)
+			return
+		}
+	} else {
+		rec, err := s.store.GetTag(repo, tag, variant)
+		if err != nil || time.Since(rec.CheckedAt) >= s.tagTTL {
+			writeError(w, r, errorf(http.StatusNotFound, CodeManifestUnknown, "no fresh resolution of %s:%s here", repo, tag))
+			return
+		}
+		if m, err = s.localManifest(repo, rec.Digest); err != nil {
+			writeError(w, r, errorf(http.StatusNotFound, CodeManifestUnknown, "no fresh resolution of %s:%s here", repo, tag))
+			return
+		}
+	}
+	noteCache(r, cacheCoalesced)
+	h := w.Header()
+	h.Set("Content-Type", m.contentType)
+	h.Set("Docker-Content-Digest", m.dgst.String())
+	h.Set("Content-Length", strconv.Itoa(len(m.body)))
+	_, _ = w.Write(m.body)
 }

@@ -277,6 +277,7 @@ func (s *Server) routes() chi.Router {
 	})
 	r.Post("/_breakwater/v1/warm", s.handleWarm)
 	r.Get(peerPath+"{upstream}/{digest}", s.handlePeerBlob)
+	r.Get(peerManifestPath, s.handlePeerManifest)
 	if s.metrics != nil {
 		r.Handle("/metrics", s.metrics)
 	}

@@ -82,8 +82,18 @@ func linkPath(upstream, repo string, dgst digest.Digest) (string, error) {
 	if err := dgst.Validate(); err != nil {
 		return "", fmt.Errorf("blob %q: %w", dgst, err)
 	}
+	// One name, one place. An upstream with a slash or an underscore would
+	// share another's links (docker.io/library's app is docker.io's
+	// library/app; host_5000 is host:5000), and a component that does not
+	// start with a letter or a digit could be "..", or "_links", which puts
+	// it under another repository's links: a driver's Stat of that
+	// repository's link then finds a directory, and answers as for a link.
+	named := upstream != "" && !strings.ContainsAny(upstream, "/_")
+	for _, c := range strings.Split(upstream+"/"+repo, "/") {
+		named = named && c != "" && ('a' <= c[0] && c[0] <= 'z' || 'A' <= c[0] && c[0] <= 'Z' || '0' <= c[0] && c[0] <= '9')
+	}
 	p := fmt.Sprintf("/repos/%s/%s/_links/%s/%s", strings.ReplaceAll(upstream, ":", "_"), repo, dgst.Algorithm(), dgst.Encoded())
-	if !storagedriver.PathRegexp.MatchString(p) || strings.Contains(p, "/../") || strings.Contains(p, "/./") {
+	if !named || !storagedriver.PathRegexp.MatchString(p) || strings.Contains(p, "/../") || strings.Contains(p, "/./") {
 		return "", fmt.Errorf("repository %s/%s: not a name the object store can hold", upstream, repo)
 	}
 	return p, nil

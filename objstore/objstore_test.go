@@ -177,6 +177,7 @@ func TestBlob(t *testing.T) {
 				{"docker.io", "library/app"},
 				{"127.0.0.1:5000", "team/app"},
 				{"registry.example.com:5000", "a/b/c.d_e-f"},
+				{"localhost", "a__b/c---d/0"}, // all the distribution grammar allows
 			} {
 				if ok, err := s.Linked(ctx, l.upstream, l.repo, dgst); err != nil || ok {
 					t.Fatalf("Linked(%s, %s) before Link: %v, %v; want false", l.upstream, l.repo, ok, err)
@@ -283,8 +284,8 @@ func TestBlob(t *testing.T) {
 }
 
 // TestRefusals: a digest that is not one, and a repository or upstream
-// name that would put a link outside its repository's place under /repos,
-// are refused before the driver
+// name that would put a link outside its repository's place under /repos
+// (or share one with another repository), are refused before the driver
 // is asked; nothing is written anywhere.
 func TestRefusals(t *testing.T) {
 	_, good := content(t, 1)
@@ -327,6 +328,11 @@ func TestRefusals(t *testing.T) {
 		{"docker.io/", "x"},
 		{"/docker.io", "x"},
 		{"a b", "x"},
+		// Not escapes, but names that would share a link with another
+		// repository's, or with one of its blobs'.
+		{"docker.io/library", "app"},       // docker.io's library/app
+		{"host_5000", "app"},               // host:5000's app
+		{"docker.io", "app/_links/sha256"}, // under app's links
 	}
 
 	backends(t, func(t *testing.T, b *backend) {
@@ -369,6 +375,40 @@ func TestRefusals(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLinksAreTheirRepositorysOnly: a link written for one repository
+// never makes another linked, whatever the names: a driver's Stat of a
+// path under which another link lies answers as for a directory, not
+// "not found".
+func TestLinksAreTheirRepositorysOnly(t *testing.T) {
+	_, dgst := content(t, 1)
+	_, other := content(t, 2)
+	backends(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		s := b.store
+		for _, c := range []struct {
+			link, ask struct{ upstream, repo string }
+			dgst      digest.Digest
+		}{
+			// A repository whose name continues another's link path.
+			{link: pair("docker.io", "app/_links/sha256/"+dgst.Encoded()+"/x"), ask: pair("docker.io", "app"), dgst: other},
+			// An upstream with a slash, the upstream and a repository.
+			{link: pair("docker.io/library", "app"), ask: pair("docker.io", "library/app"), dgst: dgst},
+			// An underscore, which a port's colon becomes.
+			{link: pair("host_5000", "app"), ask: pair("host:5000", "app"), dgst: dgst},
+		} {
+			_ = s.Link(ctx, c.link.upstream, c.link.repo, c.dgst) // refused or not
+			if ok, err := s.Linked(ctx, c.ask.upstream, c.ask.repo, dgst); ok {
+				t.Errorf("after Link(%q, %q, %s), Linked(%q, %q, %s): %v, %v; want false",
+					c.link.upstream, c.link.repo, c.dgst.Encoded()[:8], c.ask.upstream, c.ask.repo, dgst.Encoded()[:8], ok, err)
+			}
+		}
+	})
+}
+
+func pair(upstream, repo string) struct{ upstream, repo string } {
+	return struct{ upstream, repo string }{upstream, repo}
 }
 
 // failingReader yields n bytes, then err.

@@ -540,3 +540,42 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// TestKeysFromTheEnvironment: without accesskey and secretkey the s3
+// driver takes the keys from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+// which is how the chart's sharedStorage.existingSecret gives them.
+func TestKeysFromTheEnvironment(t *testing.T) {
+	srv := tests3.Start(t)
+	ctx := context.Background()
+	// Nothing of the developer's: no profile, no shared files.
+	for _, k := range []string{"AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"} {
+		t.Setenv(k, "")
+	}
+	dir := t.TempDir()
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+	params := srv.DriverParameters()
+	delete(params, "accesskey")
+	delete(params, "secretkey")
+	for _, c := range []struct {
+		id, secret string
+		ok         bool
+	}{
+		{srv.AccessKey, srv.SecretKey, true},
+		{srv.AccessKey, "wrong", false},
+	} {
+		t.Setenv("AWS_ACCESS_KEY_ID", c.id)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", c.secret)
+		s, err := objstore.Open(ctx, "s3", params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob, dgst := content(t, 1000)
+		err = s.PutBlob(ctx, dgst, bytes.NewReader(blob))
+		if (err == nil) != c.ok || (s.Check(ctx) == nil) != c.ok {
+			t.Errorf("secret key %q from the environment: PutBlob %v, Check %v; want success %v", c.secret, err, s.Check(ctx), c.ok)
+		}
+	}
+}

@@ -412,6 +412,7 @@ func TestLint(t *testing.T) {
 			"--set", "nodeConfig.enabled=true", "--set", "service.clusterIP=10.96.0.50",
 			"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom[0].ipBlock.cidr=10.0.0.0/16",
 		}, credentialValues...),
+		"shared storage": sharedStorageValues,
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}, values...)
@@ -779,6 +780,12 @@ func TestSchemaRefusesUnknownValues(t *testing.T) {
 		"nodeConfig.hostpath=/etc/containerd/certs.d",
 		"nodeConfig.hostPath=etc/containerd/certs.d",
 		"nodeConfig.pauseImage.tga=3.10",
+		// The shared store's keys.
+		"sharedStorage.existingsecret=breakwater-s3",
+		"sharedStorage.existingSecret=Not_A_Secret",
+		"sharedStorage.secretkey=hunter2",
+		"sharedStorage.accessKeyKey=has space",
+		"config.storage.s3.secretKey=hunter2",
 	} {
 		t.Run(set, func(t *testing.T) {
 			key := set[:strings.IndexByte(set, '=')]
@@ -1930,6 +1937,125 @@ func TestNodeConfig(t *testing.T) {
 	} {
 		t.Run("refused: "+name, func(t *testing.T) {
 			refused(t, tc.want, append([]string{"--set", "nodeConfig.enabled=true"}, tc.values...)...)
+		})
+	}
+}
+
+// sharedStorageValues: a shared bucket on an S3-compatible server, its
+// keys in the Secret breakwater-s3.
+var sharedStorageValues = []string{
+	"--set", "sharedStorage.existingSecret=breakwater-s3",
+	"--set", "config.storage.s3.bucket=breakwater",
+	"--set", "config.storage.s3.regionendpoint=https://minio.internal:9000",
+	"--set", "config.storage.s3.forcepathstyle=true",
+}
+
+// sharedStorageEnv returns the container's variables that are named
+// AWS_*, by name, and fails on a name given twice.
+func sharedStorageEnv(t *testing.T, c corev1.Container) map[string]corev1.EnvVar {
+	t.Helper()
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		if !strings.HasPrefix(e.Name, "AWS_") {
+			continue
+		}
+		if _, dup := env[e.Name]; dup {
+			t.Errorf("env %s set twice", e.Name)
+		}
+		env[e.Name] = e
+	}
+	return env
+}
+
+// sharedStorage.existingSecret sets AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY from the Secret's keys, which distribution's s3
+// driver reads when config.storage.s3 has no keys of its own; the
+// rendered config has the bucket and no keys, and Breakwater's parser
+// accepts it. Without it no AWS_ variable is set.
+func TestSharedStorage(t *testing.T) {
+	for name, tc := range map[string]struct {
+		values           []string
+		secret, id, key  string // want; "" for no variables
+		bucket, endpoint string // want in config.storage.s3; "" for none
+	}{
+		"the Secret's default keys": {
+			values: sharedStorageValues,
+			secret: "breakwater-s3", id: "accesskey", key: "secretkey",
+			bucket: "breakwater", endpoint: "https://minio.internal:9000",
+		},
+		"keys of its own": {
+			values: append([]string{"--set", "sharedStorage.accessKeyKey=AWS_ACCESS_KEY_ID", "--set-string", "sharedStorage.secretKeyKey=0"}, sharedStorageValues...),
+			secret: "breakwater-s3", id: "AWS_ACCESS_KEY_ID", key: "0",
+			bucket: "breakwater", endpoint: "https://minio.internal:9000",
+		},
+		"no Secret: the keys in config, or the AWS default chain": {
+			values: []string{"--set", "config.storage.s3.bucket=breakwater", "--set", "config.storage.s3.region=eu-west-1"},
+			bucket: "breakwater",
+		},
+		"defaults": {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := decodeAll(t, template(t, chartDir, tc.values...))
+			cfg := r.breakwaterConfig(t)
+			env := sharedStorageEnv(t, container(t, r.statefulSet(t)))
+			if tc.secret == "" {
+				if len(env) != 0 {
+					t.Errorf("env %v, want no AWS_ variables", env)
+				}
+			} else {
+				for name, key := range map[string]string{"AWS_ACCESS_KEY_ID": tc.id, "AWS_SECRET_ACCESS_KEY": tc.key} {
+					e, ok := env[name]
+					if !ok {
+						t.Errorf("no env %s", name)
+						continue
+					}
+					if ref := e.ValueFrom; e.Value != "" || ref == nil || ref.SecretKeyRef == nil ||
+						ref.SecretKeyRef.Name != tc.secret || ref.SecretKeyRef.Key != key || ref.SecretKeyRef.Optional != nil {
+						t.Errorf("env %s: %+v, want Secret %s's key %s (not optional)", name, e, tc.secret, key)
+					}
+				}
+				if len(env) != 2 {
+					t.Errorf("AWS_ env %v: want the two keys only", keys(env))
+				}
+			}
+			s3 := cfg.Storage.S3
+			if tc.bucket == "" {
+				if s3 != nil {
+					t.Errorf("config storage.s3 %+v, want none", s3)
+				}
+				return
+			}
+			if s3 == nil || s3.Bucket != tc.bucket || s3.RegionEndpoint != tc.endpoint {
+				t.Fatalf("config storage.s3 %+v, want bucket %s, regionendpoint %q", s3, tc.bucket, tc.endpoint)
+			}
+			if s3.AccessKey != "" || s3.SecretKey != "" || s3.SecretKeyFile != "" {
+				t.Errorf("config storage.s3 has keys %+v: the driver would not read the environment", s3)
+			}
+			params, err := s3.DriverParameters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"accesskey", "secretkey"} {
+				if _, ok := params[k]; ok {
+					t.Errorf("driver parameter %s given: the driver would not read the environment", k)
+				}
+			}
+		})
+	}
+}
+
+// Without a store to give the keys to, or with keys in config.storage.s3
+// too, sharedStorage.existingSecret is refused, naming the value.
+func TestSharedStorageRefused(t *testing.T) {
+	refused(t, "sharedStorage.existingSecret: needs config.storage.s3, the bucket the replicas share (docs/fleet.md)",
+		"--set", "sharedStorage.existingSecret=breakwater-s3")
+	refused(t, "sharedStorage.existingSecret: needs config.storage.s3",
+		"--set", "sharedStorage.existingSecret=breakwater-s3", "--set", "config.storage.redirect=false")
+	for _, set := range []string{"accesskey=AKIA", "secretkey=hunter2", "secretkey_file=/etc/s3/secretkey"} {
+		key := set[:strings.IndexByte(set, '=')]
+		t.Run("config.storage.s3."+key+" as well", func(t *testing.T) {
+			refused(t, "sharedStorage.existingSecret: config.storage.s3."+key+" is set as well; leave the keys to sharedStorage",
+				append([]string{"--set", "config.storage.s3." + set}, sharedStorageValues...)...)
 		})
 	}
 }

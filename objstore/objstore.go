@@ -77,28 +77,30 @@ func blobPath(dgst digest.Digest) (string, error) {
 	return fmt.Sprintf("/blobs/%s/%s/%s", dgst.Algorithm(), h[:2], h), nil
 }
 
-// repoPath is a path under a repository's directory. Upstream names are
-// hosts, perhaps with a port, which a driver's path does not allow: the
-// colon becomes an underscore, which no host name has. Every segment must
-// be a name, so nothing addresses a path outside the repository's.
+// repoPath is a path under a repository's directory: one name, one place.
+// An upstream with a slash or an underscore would share another's records
+// (docker.io/library's app is docker.io's library/app; host_5000 is
+// host:5000, whose colon a driver's path does not allow and becomes an
+// underscore), and a component that does not start with a letter or a
+// digit could be "..", or "_links", which puts it under another
+// repository's records: a driver's Stat of such a path finds a directory,
+// and answers as for a record.
 func repoPath(upstream, repo string, parts ...string) (string, error) {
 	bad := fmt.Errorf("repository %s/%s: not a name the object store can hold", upstream, repo)
-	names := strings.Split(repo, "/")
-	for _, seg := range names {
-		// No repository name's component starts with "_" (the OCI's
-		// grammar): the record kinds cannot be named by one.
-		if strings.HasPrefix(seg, "_") {
+	if upstream == "" || strings.ContainsAny(upstream, "/_") {
+		return "", bad
+	}
+	for _, c := range strings.Split(upstream+"/"+repo, "/") {
+		if c == "" || !('a' <= c[0] && c[0] <= 'z' || 'A' <= c[0] && c[0] <= 'Z' || '0' <= c[0] && c[0] <= '9') {
 			return "", bad
 		}
 	}
-	segs := append([]string{"repos", strings.ReplaceAll(upstream, ":", "_")}, names...)
-	segs = append(segs, parts...)
-	for _, seg := range segs {
-		if seg == "" || seg == "." || seg == ".." {
+	for _, c := range parts {
+		if c == "" || c == "." || c == ".." {
 			return "", bad
 		}
 	}
-	p := "/" + strings.Join(segs, "/")
+	p := "/repos/" + strings.ReplaceAll(upstream, ":", "_") + "/" + repo + "/" + strings.Join(parts, "/")
 	if !storagedriver.PathRegexp.MatchString(p) {
 		return "", bad
 	}

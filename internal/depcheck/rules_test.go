@@ -11,7 +11,8 @@ const module = "github.com/breakwater-registry/breakwater"
 // upstream client knows nothing of the proxy that uses it; access, which
 // decides who may pull what, knows nothing of HTTP (so that config can use
 // it), of the proxy, the cache or the upstreams; the binary links none of
-// the helpers that start real servers for tests.
+// the helpers that start real servers for tests; the object store the
+// replicas of a fleet share knows nothing of the cache or the proxy.
 func TestLayering(t *testing.T) {
 	rules := []struct {
 		pkg    string
@@ -29,6 +30,9 @@ func TestLayering(t *testing.T) {
 		{module + "/internal/tlsserver", "it has one job, the listener's TLS configuration", []string{module + "/..."}},
 		{module + "/access", "who may pull what, whoever asks: it knows nothing of the proxy, the cache or the upstreams", []string{
 			"net/http", module + "/proxy", module + "/storage", module + "/upstream", module + "/cmd/...",
+		}},
+		{module + "/objstore", "the object store knows nothing of the cache or the proxy", []string{
+			module + "/proxy", module + "/storage", module + "/upstream", module + "/cmd/...",
 		}},
 		{module + "/cmd/breakwater", "the helpers that start test servers are for tests, not the binary", []string{
 			"testing", module + "/internal/testproc", module + "/internal/tests3", module + "/internal/testredis",

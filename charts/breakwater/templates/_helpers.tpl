@@ -234,7 +234,8 @@ TLS Secret's files when tls.enabled, auth.htpasswd pointing at the mounted
 htpasswd file when the release has one, and each upstream of
 upstreamCredentials given its username and a password_file in its mounted
 Secret. What Breakwater would refuse at start about those blocks is refused
-here, at install; so is a grace period that would cut the drain short.
+here, at install; so are keys in config.storage.s3 beside sharedStorage's
+Secret, and a grace period that would cut the drain short.
 */}}
 {{- define "breakwater.config" -}}
 {{- $config := deepCopy .Values.config }}
@@ -298,6 +299,22 @@ here, at install; so is a grace period that would cut the drain short.
 {{- $_ := set $up "username" (toString $cred.username) }}
 {{- $_ := set $up "password_file" (printf "%s/password" (include "breakwater.upstreamCredentialsDir" $host)) }}
 {{- $_ := set $upstreams $host $up }}
+{{- end }}
+{{- /*
+sharedStorage.existingSecret gives the s3 driver its keys through the
+environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY): for a store of
+config.storage.s3, and as its only keys.
+*/}}
+{{- if .Values.sharedStorage.existingSecret }}
+{{- $s3 := (default (dict) $config.storage).s3 }}
+{{- if not $s3 }}
+{{- fail "sharedStorage.existingSecret: needs config.storage.s3, the bucket the replicas share (docs/fleet.md), e.g. config.storage.s3.bucket and .region (or .regionendpoint)" }}
+{{- end }}
+{{- range $key := list "accesskey" "secretkey" "secretkey_file" }}
+{{- if index $s3 $key }}
+{{- fail (printf "sharedStorage.existingSecret: config.storage.s3.%s is set as well; leave the keys to sharedStorage, which sets AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the Secret" $key) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- /*
 The kubelet sends SIGTERM, waits terminationGracePeriodSeconds, then

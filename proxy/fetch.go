@@ -47,6 +47,9 @@ type blobFetches struct {
 	// fleet, when set, leases each fetch fleet-wide; the replicas that
 	// do not hold a fetch's lease stream it from the one that does.
 	fleet *fleet
+	// sharedHealth and redisHealth say whether the shared store and Redis
+	// answered when last asked.
+	sharedHealth, redisHealth health
 
 	mu       sync.Mutex
 	inflight map[fetchKey]*blobFetch

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/breakwater-registry/breakwater/internal/testredis"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/proxy"
 )
 
 // fleetImage pushes a cold image of layers layers to the upstream as
@@ -203,6 +205,32 @@ func TestFleetRedisDown(t *testing.T) {
 		if err := pullHerd(m, blobs); err != nil {
 			t.Fatalf("replica %d with Redis down: %v", i, err)
 		}
+	}
+	// Degraded, and saying so: ready, the status page names the cause.
+	resp, body := a.get("/readyz")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "Redis failing, fetching alone") {
+		t.Errorf("/readyz with Redis down: %s %q", resp.Status, body)
+	}
+	var st proxy.Status
+	if resp, body := a.get("/_breakwater/v1/status"); resp.StatusCode != http.StatusOK || json.Unmarshal(body, &st) != nil ||
+		st.Fleet == nil || st.Fleet.Redis != "failing" || !strings.Contains(st.Fleet.RedisError, "connection refused") {
+		t.Errorf("status with Redis down: %s %s", resp.Status, body)
+	}
+	// Back by itself once Redis is.
+	rds.Restart()
+	if err := pullHerd(a, blobs); err != nil {
+		t.Fatal(err)
+	}
+	up.Reset()
+	c := newMirror(t, up.URL, opts)
+	if err := pullHerd(c, blobs); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := c.get("/_breakwater/v1/status"); json.Unmarshal(body, &st) != nil || st.Fleet == nil || st.Fleet.Redis != "ok" {
+		t.Errorf("status after Redis came back: %s %s", resp.Status, body)
+	}
+	if resp, body := c.get("/readyz"); resp.StatusCode != http.StatusOK || string(body) != "ready\n" {
+		t.Errorf("/readyz after Redis came back: %s %q", resp.Status, body)
 	}
 }
 

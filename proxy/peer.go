@@ -76,10 +76,12 @@ func (b *blobFetches) claim(ctx context.Context, key fetchKey) fetchRole {
 	defer cancel()
 	lease, owner, err := b.fleet.coord.Acquire(lctx, leaseKey(key))
 	if err != nil {
+		b.redisHealth.fail(err)
 		b.log.Warn("fleet: Redis unreachable; fetching alone", "digest", key.dgst, "err", err)
 		b.tel.fleetAlone.Add(ctx, 1)
 		return fetchRole{}
 	}
+	b.redisHealth.ok()
 	return fetchRole{lease: lease, owner: owner}
 }
 
@@ -265,10 +267,12 @@ func (s *Server) tagFromFleet(ctx context.Context, t *target, repo storage.Repo,
 	lease, owner, err := fl.coord.Acquire(lctx, "tag:"+repo.String()+":"+t.ref+":"+variant)
 	cancel()
 	if err != nil {
+		s.blobs.redisHealth.fail(err)
 		s.log.Warn("fleet: Redis unreachable; resolving the tag alone", "repo", repo.String(), "tag", t.ref, "err", err)
 		s.blobs.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "tag")))
 		return nil, nil
 	}
+	s.blobs.redisHealth.ok()
 	if owner == "" {
 		return lease, nil
 	}

@@ -387,5 +387,18 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
 		return
 	}
-	_, _ = w.Write([]byte("ready\n"))
+	msg := "ready"
+	// Degraded, not down: a failing shared store or Redis costs the
+	// fleet duplicate fetches, not this replica its pulls.
+	if s.blobs.shared != nil {
+		if st, cause := s.blobs.sharedHealth.state(); st != "ok" {
+			msg += "; shared store failing, asking the upstreams instead: " + cause
+		}
+	}
+	if s.blobs.fleet != nil {
+		if st, cause := s.blobs.redisHealth.state(); st != "ok" {
+			msg += "; Redis failing, fetching alone: " + cause
+		}
+	}
+	_, _ = w.Write([]byte(msg + "\n"))
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -43,6 +44,7 @@ func (b *blobFetches) sharedSource(ctx context.Context, up *registry, repo stora
 		b.sharedFailed("link", dgst, err)
 		return nil, 0, false
 	}
+	b.sharedHealth.ok()
 	if !linked {
 		return nil, 0, false
 	}
@@ -62,7 +64,37 @@ func (b *blobFetches) sharedSource(ctx context.Context, up *registry, repo stora
 	return rc, size, true
 }
 
+// health is whether a shared part of the fleet answered last time it was
+// asked, and if not, why.
+type health struct {
+	mu  sync.Mutex
+	err string
+}
+
+func (h *health) ok() {
+	h.mu.Lock()
+	h.err = ""
+	h.mu.Unlock()
+}
+
+func (h *health) fail(err error) {
+	h.mu.Lock()
+	h.err = err.Error()
+	h.mu.Unlock()
+}
+
+// state is ok or failing with the last error; ok before the first question.
+func (h *health) state() (string, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != "" {
+		return "failing", h.err
+	}
+	return "ok", ""
+}
+
 func (b *blobFetches) sharedFailed(op string, dgst digest.Digest, err error) {
+	b.sharedHealth.fail(fmt.Errorf("%s: %w", op, err))
 	b.log.Warn("shared store", "op", op, "digest", dgst, "err", err)
 	b.tel.sharedErrors.Add(context.Background(), 1, metric.WithAttributes(attribute.String("op", op)))
 }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/breakwater-registry/breakwater/internal/tests3"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/objstore"
+	"github.com/breakwater-registry/breakwater/proxy"
 )
 
 // sharedStore is a bucket of a real S3 server (MinIO), through
@@ -237,4 +239,37 @@ func TestSharedStore(t *testing.T) {
 func readAll(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	return io.ReadAll(resp.Body)
+}
+
+// TestSharedStoreDown: a shared store that does not answer costs pulls
+// nothing but time: they come from the upstream, and /readyz and the
+// status page say the store is failing.
+func TestSharedStoreDown(t *testing.T) {
+	dead := testupstream.FreeAddr(t) // nothing listens there
+	obj, err := objstore.Open(context.Background(), "s3", map[string]any{
+		"bucket": "b", "region": "us-east-1", "regionendpoint": "http://" + dead,
+		"accesskey": "a", "secretkey": "s", "secure": false, "forcepathstyle": true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := testupstream.Start(t)
+	img := randomImage(t, 10_000, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "library/app:v1", img)
+	m := newMirror(t, up.URL, mirrorOpts{shared: obj, tagTTL: time.Minute})
+	if resp, body := m.get("/v2/library/app/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest: %s %s", resp.Status, body)
+	}
+	d := digestOf(t, layersOf(t, img)[0])
+	if resp, body := m.get("/v2/library/app/blobs/" + d); resp.StatusCode != http.StatusOK || sha256Hex(body) != d {
+		t.Fatalf("blob: %s, content %s", resp.Status, sha256Hex(body))
+	}
+	resp, body := m.get("/readyz")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "shared store failing") {
+		t.Errorf("/readyz: %s %q", resp.Status, body)
+	}
+	var st proxy.Status
+	if _, body := m.get("/_breakwater/v1/status"); json.Unmarshal(body, &st) != nil || st.Fleet == nil || st.Fleet.SharedStore != "failing" || st.Fleet.SharedStoreError == "" {
+		t.Errorf("status: %s", body)
+	}
 }

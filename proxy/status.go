@@ -26,6 +26,23 @@ type Status struct {
 	Uptime    string           `json:"uptime"`
 	Cache     CacheStatus      `json:"cache"`
 	Upstreams []UpstreamStatus `json:"upstreams"`
+	// Fleet is set when this replica shares a store or coordinates
+	// through Redis.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
+}
+
+// FleetStatus says whether the fleet's shared parts answer. Either failing
+// degrades, never stops, serving: the upstream is asked instead, or each
+// replica fetches alone.
+type FleetStatus struct {
+	// Self is the address the other replicas reach this one at.
+	Self string `json:"self,omitempty"`
+	// Redis and SharedStore are ok, failing, or "" when not configured;
+	// the errors are the last failure's, while failing.
+	Redis            string `json:"redis,omitempty"`
+	RedisError       string `json:"redisError,omitempty"`
+	SharedStore      string `json:"sharedStore,omitempty"`
+	SharedStoreError string `json:"sharedStoreError,omitempty"`
 }
 
 // CacheStatus summarises the cache.
@@ -96,6 +113,17 @@ func (s *Server) Status() Status {
 		})
 	}
 	sort.Slice(st.Upstreams, func(i, j int) bool { return st.Upstreams[i].Name < st.Upstreams[j].Name })
+	if s.blobs.fleet != nil || s.blobs.shared != nil {
+		f := &FleetStatus{}
+		if s.blobs.fleet != nil {
+			f.Self = s.blobs.fleet.coord.Self()
+			f.Redis, f.RedisError = s.blobs.redisHealth.state()
+		}
+		if s.blobs.shared != nil {
+			f.SharedStore, f.SharedStoreError = s.blobs.sharedHealth.state()
+		}
+		st.Fleet = f
+	}
 	return st
 }
 
@@ -137,6 +165,12 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 <tr><th>fetches under way</th><td>{{.Cache.Inflight}}</td></tr>
 <tr><th>disk</th><td>{{if .Cache.DiskFull}}<span class="open">FULL: streaming without caching</span>{{else if eq .Cache.State "unwritable"}}<span class="open">NOT WRITABLE: streaming without caching</span>{{else if not .Cache.Writable}}<span class="open">NOT WRITABLE</span>{{else}}ok{{end}} ({{.Cache.Dir}}){{if .Cache.StateCause}}: {{.Cache.StateCause}}{{end}}</td></tr>
 </table>
+{{with .Fleet}}<h2>Fleet</h2>
+<table>
+{{if .Self}}<tr><th>this replica</th><td>{{.Self}}</td></tr>{{end}}
+{{if .Redis}}<tr><th>Redis</th><td>{{if eq .Redis "ok"}}ok{{else}}<span class="open">FAILING: each replica fetches alone</span> ({{.RedisError}}){{end}}</td></tr>{{end}}
+{{if .SharedStore}}<tr><th>shared store</th><td>{{if eq .SharedStore "ok"}}ok{{else}}<span class="open">FAILING: asking the upstreams instead</span> ({{.SharedStoreError}}){{end}}</td></tr>{{end}}
+</table>{{end}}
 <h2>Upstreams</h2>
 <table><tr><th>registry</th><th>URL</th><th>circuit</th><th>rate limit</th><th>pulls left</th><th>last error</th></tr>
 {{range .Upstreams}}<tr><td>{{.Name}}</td><td>{{.URL}}</td><td class="{{.Breaker}}">{{.Breaker}}{{if .BreakerRetryAfter}} (probe in {{.BreakerRetryAfter}}s){{end}}</td><td>{{if .RateLimited}}<span class="open">holding: retry in {{.RateLimitRetryAfter}}s</span>{{else}}—{{end}}</td><td>{{if ge .RateLimitRemaining 0}}{{.RateLimitRemaining}}{{else}}—{{end}}</td><td>{{.LastError}}</td></tr>

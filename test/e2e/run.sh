@@ -15,7 +15,8 @@
 #   E2E_TLS=0             skip the TLS phase (tls.sh)
 #   E2E_AUTH=0            skip the auth phase (auth.sh)
 #   E2E_IMAGE=0           skip the image phase (image.sh)
-#   E2E_ONLY=outage|tls|auth|image
+#   E2E_FLEET=0           skip the fleet phase (fleet.sh)
+#   E2E_ONLY=outage|tls|auth|image|fleet
 #                         set up, then that phase only: not the pull rounds
 #                         1 and 2 nor the other phases (default: everything)
 set -uo pipefail
@@ -28,9 +29,9 @@ TIME_LIMIT=${E2E_TIME_LIMIT:-600}
 PULL_SECS=90
 
 case ${E2E_ONLY:-} in
-"" | outage | tls | auth | image) ;;
+"" | outage | tls | auth | image | fleet) ;;
 *)
-	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything), outage, tls, auth or image, not '$E2E_ONLY'" >&2
+	echo "test/e2e/run.sh: E2E_ONLY must be empty (everything), outage, tls, auth, image or fleet, not '$E2E_ONLY'" >&2
 	echo "0 passed, 1 failed"
 	exit 1
 	;;
@@ -40,7 +41,7 @@ if [ -n "${E2E_ONLY:-}" ] && v=E2E_${E2E_ONLY^^} && [ "${!v:-1}" = 0 ]; then
 	echo "0 passed, 1 failed"
 	exit 1
 fi
-# run_phase NAME: whether the phase NAME (outage, tls, auth, image) runs.
+# run_phase NAME: whether the phase NAME (outage, tls, auth, image, fleet) runs.
 run_phase() {
 	local off
 	off=E2E_${1^^}
@@ -72,7 +73,8 @@ print_logs() {
 	local f
 	for f in mirror upstream containerd dockerd mirror-outage mirror-breaker mirror-defaults mirror-recovery \
 		faultproxy faultproxy-breaker faultproxy-defaults faultproxy-recovery \
-		mirror-tls mirror-tls-503 mirror-mtls faultproxy-tls mirror-auth mirror-image; do
+		mirror-tls mirror-tls-503 mirror-mtls faultproxy-tls mirror-auth mirror-image \
+		minio mirror-fleet-1 mirror-fleet-2 mirror-fleet-3 mirror-fleet-3-restarted; do
 		[ -f "$LOGS/$f.log" ] || continue
 		echo "== $f log ($LOGS/$f.log)"
 		# without the start-up chatter of containerd and dockerd
@@ -694,6 +696,13 @@ fi
 if run_phase image; then
 	# shellcheck source=image.sh
 	. "$HERE/image.sh"
+fi
+
+# ---- 11. the fleet phase ---------------------------------------------------
+
+if run_phase fleet; then
+	# shellcheck source=fleet.sh
+	. "$HERE/fleet.sh"
 fi
 
 E2E_DONE=1

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/internal/testcerts"
+	"github.com/breakwater-registry/breakwater/internal/testlog"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 )
 
@@ -45,7 +45,7 @@ func TestServeTLSKeepsTheReasonPhrase(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs testlog.Buffer
 	addr, stop := startServeLoop(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
 	defer stop()
 
@@ -137,7 +137,7 @@ func TestServeLogsTLSOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs testlog.Buffer
 	_, stop := startServeLoop(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
 	if err := stop(); err != nil {
 		t.Fatal(err)

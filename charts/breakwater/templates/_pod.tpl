@@ -1,8 +1,12 @@
 {{/*
-The pod template of the Breakwater workload: the StatefulSet's, with a
-cache volume per replica.
+The pod template of the Breakwater workload: the StatefulSet's, whose
+replicas keep their caches on a volume each (or an emptyDir without
+persistence), or in a fleet the Deployment's, whose replicas keep theirs in
+an emptyDir, advertise their pod's address to each other and mount the
+peer secret and Redis's password.
 */}}
 {{- define "breakwater.podTemplate" -}}
+{{- $fleet := include "breakwater.fleet" . }}
 {{- $cacheDir := toString .Values.config.cache.dir }}
 {{- if not (isAbs $cacheDir) }}
 {{- fail (printf "config.cache.dir %q: must be an absolute path (the cache volume is mounted there)" $cacheDir) }}
@@ -41,13 +45,25 @@ spec:
     - name: breakwater
       image: {{ include "breakwater.image" . | quote }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
+      {{- if $fleet }}
+      # The URL the fleet's other replicas reach this one at: its pod's
+      # address (POD_IP below), which the kubelet puts in for $(POD_IP).
+      args: ["serve", "--config", "/etc/breakwater/config.yaml", "--advertise", {{ include "breakwater.advertiseURL" . | quote }}]
+      {{- else }}
       args: ["serve", "--config", "/etc/breakwater/config.yaml"]
+      {{- end }}
       env:
         # Lets the Go runtime collect garbage before the memory limit bites.
         - name: GOMEMLIMIT
           valueFrom:
             resourceFieldRef:
               resource: limits.memory
+        {{- if $fleet }}
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        {{- end }}
         {{- with .Values.sharedStorage }}
         {{- if .existingSecret }}
         # The shared store's S3 keys (sharedStorage), which the s3
@@ -124,6 +140,19 @@ spec:
           mountPath: {{ include "breakwater.upstreamCredentialsDir" $host }}
           readOnly: true
         {{- end }}
+        {{- if $fleet }}
+        # The secret the fleet's replicas share (and Redis's password):
+        # directories, not subPaths (which never see a rotated Secret).
+        # Breakwater reads them at start: a rotation takes a restart.
+        - name: cluster-secret
+          mountPath: {{ include "breakwater.clusterSecretDir" . }}
+          readOnly: true
+        {{- if .Values.fleet.redisPasswordSecret }}
+        - name: redis-password
+          mountPath: {{ include "breakwater.redisPasswordDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- end }}
         # The root file system is read-only; Go and TLS libraries may
         # still want a scratch directory.
         - name: tmp
@@ -171,7 +200,33 @@ spec:
         # 0440: readable by the pod's fsGroup, not by others.
         defaultMode: 288
     {{- end }}
-    {{- if not .Values.persistence.enabled }}
+    {{- if $fleet }}
+    - name: cluster-secret
+      secret:
+        secretName: {{ include "breakwater.clusterSecret" . }}
+        items:
+          - key: {{ if .Values.fleet.existingSecret }}{{ .Values.fleet.existingSecretKey }}{{ else }}secret{{ end }}
+            path: secret
+        # 0440: readable by the pod's fsGroup, not by others.
+        defaultMode: 288
+    {{- if .Values.fleet.redisPasswordSecret }}
+    - name: redis-password
+      secret:
+        secretName: {{ .Values.fleet.redisPasswordSecret }}
+        items:
+          - key: {{ .Values.fleet.redisPasswordKey }}
+            path: password
+        defaultMode: 288
+    {{- end }}
+    # A fleet's local cache: what lasts is in the shared bucket.
+    - name: cache
+      {{- with .Values.fleet.cacheSizeLimit }}
+      emptyDir:
+        sizeLimit: {{ . | quote }}
+      {{- else }}
+      emptyDir: {}
+      {{- end }}
+    {{- else if not .Values.persistence.enabled }}
     - name: cache
       emptyDir: {}
     {{- end }}
@@ -190,8 +245,23 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.topologySpreadConstraints }}
+  {{- if .Values.topologySpreadConstraints }}
   topologySpreadConstraints:
-    {{- toYaml . | nindent 4 }}
+    {{- toYaml .Values.topologySpreadConstraints | nindent 4 }}
+  {{- else if $fleet }}
+  # A fleet spreads over zones, then nodes, as far as the scheduler can
+  # (never leaving a pod pending for it); topologySpreadConstraints replace
+  # these. Counted per ReplicaSet (pod-template-hash), so that a rollout's
+  # old pods do not skew the new ones.
+  topologySpreadConstraints:
+    {{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+    - maxSkew: 1
+      topologyKey: {{ $key }}
+      whenUnsatisfiable: ScheduleAnyway
+      labelSelector:
+        matchLabels:
+          {{- include "breakwater.selectorLabels" $ | nindent 10 }}
+      matchLabelKeys: ["pod-template-hash"]
+    {{- end }}
   {{- end }}
 {{- end }}

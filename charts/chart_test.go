@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -413,6 +415,7 @@ func TestLint(t *testing.T) {
 			"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom[0].ipBlock.cidr=10.0.0.0/16",
 		}, credentialValues...),
 		"shared storage": sharedStorageValues,
+		"fleet":          {"-f", writeValues(t, fleetValues), "--set", "networkPolicy.enabled=true", "--set", "fleet.existingSecret=peer-secret"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}, values...)
@@ -786,6 +789,14 @@ func TestSchemaRefusesUnknownValues(t *testing.T) {
 		"sharedStorage.secretkey=hunter2",
 		"sharedStorage.accessKeyKey=has space",
 		"config.storage.s3.secretKey=hunter2",
+		// A fleet.
+		"fleet.cachesizelimit=10Gi",
+		"fleet.cacheSizeLimit=50 GB",
+		"fleet.existingSecret=Not_A_Secret",
+		"fleet.redisPasswordKey=has space",
+		"fleet.enabled=true",
+		"config.cluster.advertize=http://x:5000",
+		"config.redis.adr=redis:6379",
 	} {
 		t.Run(set, func(t *testing.T) {
 			key := set[:strings.IndexByte(set, '=')]
@@ -921,6 +932,7 @@ data:
 	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes-probe.yaml"), []byte(probe), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	fleetFile := writeValues(t, fleetValues)
 	defaultServers := map[string]string{
 		"docker.io":       "https://registry-1.docker.io",
 		"ghcr.io":         "https://ghcr.io",
@@ -962,9 +974,21 @@ data:
 			"http://10.96.0.50:5000", false, defaultServers, "", false},
 		"the hosts.toml DaemonSet with TLS": {[]string{"--set", "service.clusterIP=10.96.0.50", "--set", "nodeConfig.enabled=true",
 			"--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls"}, "https://10.96.0.50:5000", false, defaultServers, caLine, false},
+		"a fleet": {[]string{"-f", fleetFile, "--set", "service.clusterIP=10.96.0.50"}, "http://10.96.0.50:5000", false, defaultServers, "", false},
 	} {
 		t.Run(name, func(t *testing.T) {
-			notes := decodeAll(t, template(t, dir, tc.values...)).configMap(t, "notes").Data["NOTES.txt"]
+			r := decodeAll(t, template(t, dir, tc.values...))
+			notes := r.configMap(t, "notes").Data["NOTES.txt"]
+			// The logs are the workload's, and a fleet is told of.
+			fleet := len(r.deployments) == 1
+			workload := map[bool]string{false: "statefulset/", true: "deployment/"}[fleet]
+			if !strings.Contains(notes, "logs "+workload+fullname) {
+				t.Errorf("NOTES do not show the logs of %s%s", workload, fullname)
+			}
+			if got := strings.Contains(notes, "A fleet: 3 replica(s) in the Deployment "+fullname) &&
+				strings.Contains(notes, "advertises http://$(POD_IP):5000") && strings.Contains(notes, "the Secret "+fullname+"-cluster"); got != fleet {
+				t.Errorf("NOTES tell of the fleet: %v, want %v\n%s", got, fleet, notes)
+			}
 			if got := strings.Count(notes, "# file: "); got != len(tc.servers) {
 				t.Errorf("%d hosts.toml files in NOTES, want %d", got, len(tc.servers))
 			}
@@ -2056,6 +2080,490 @@ func TestSharedStorageRefused(t *testing.T) {
 		t.Run("config.storage.s3."+key+" as well", func(t *testing.T) {
 			refused(t, "sharedStorage.existingSecret: config.storage.s3."+key+" is set as well; leave the keys to sharedStorage",
 				append([]string{"--set", "config.storage.s3." + set}, sharedStorageValues...)...)
+		})
+	}
+}
+
+// fleetValues: a fleet of three sharing a bucket (its keys in the Secret
+// breakwater-s3) and coordinating through Redis, whose password is in the
+// Secret breakwater-redis.
+const fleetValues = `
+replicaCount: 3
+sharedStorage:
+  existingSecret: breakwater-s3
+fleet:
+  redisPasswordSecret: breakwater-redis
+config:
+  storage:
+    s3:
+      bucket: breakwater
+      region: us-east-1
+      regionendpoint: https://minio.internal:9000
+      forcepathstyle: true
+  redis:
+    addr: redis.breakwater.svc.cluster.local:6379
+`
+
+func (r rendered) deployment(t *testing.T) appsv1.Deployment {
+	t.Helper()
+	if len(r.deployments) != 1 || len(r.statefulSets) != 0 {
+		t.Fatalf("want exactly one Deployment and no StatefulSet, got %d and %d", len(r.deployments), len(r.statefulSets))
+	}
+	return r.deployments[0]
+}
+
+// podContainer returns a pod template's only container, Breakwater.
+func podContainer(t *testing.T, pod corev1.PodTemplateSpec) corev1.Container {
+	t.Helper()
+	cs := pod.Spec.Containers
+	if len(cs) != 1 || cs[0].Name != "breakwater" {
+		t.Fatalf("want one container named breakwater, got %+v", cs)
+	}
+	return cs[0]
+}
+
+// secretMount returns the volume and the container's mount of the
+// directory holding file, failing unless it is a read-only directory mount
+// (no subPath: the kubelet never updates one) of one key of a Secret,
+// readable by the pod's fsGroup only.
+func secretMount(t *testing.T, pod corev1.PodTemplateSpec, file string) (corev1.VolumeMount, *corev1.SecretVolumeSource) {
+	t.Helper()
+	c := podContainer(t, pod)
+	var mount *corev1.VolumeMount
+	for i, m := range c.VolumeMounts {
+		if m.MountPath == filepath.Dir(file) {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	if mount == nil || !mount.ReadOnly || mount.SubPath != "" || mount.SubPathExpr != "" {
+		t.Fatalf("%s: mount %+v: want %s mounted read-only as a directory, no subPath", file, mount, filepath.Dir(file))
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Name != mount.Name {
+			continue
+		}
+		s := v.Secret
+		if s == nil || len(s.Items) != 1 || s.Items[0].Path != filepath.Base(file) {
+			t.Fatalf("%s: volume %s %+v: want one key of a Secret as %s", file, v.Name, v.VolumeSource, filepath.Base(file))
+		}
+		if s.DefaultMode == nil || *s.DefaultMode != 0o440 {
+			t.Errorf("%s: volume mode %v, want 0440 (the pod's fsGroup reads it)", file, s.DefaultMode)
+		}
+		return *mount, s
+	}
+	t.Fatalf("%s: mount %s has no volume", file, mount.Name)
+	return corev1.VolumeMount{}, nil
+}
+
+// advertised checks the container passes --advertise with its pod's
+// address, from the downward API, and Breakwater's port, and returns the
+// URL as a pod at 10.0.0.5 would run it.
+func advertised(t *testing.T, c corev1.Container) *url.URL {
+	t.Helper()
+	base := []string{"serve", "--config", "/etc/breakwater/config.yaml"}
+	if len(c.Args) != 5 || !reflect.DeepEqual(c.Args[:3], base) || c.Args[3] != "--advertise" {
+		t.Fatalf("args %q, want %q and --advertise URL", c.Args, base)
+	}
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	// The kubelet expands $(NAME) in the arguments from the container's
+	// variables: each must be one.
+	for _, m := range regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`).FindAllStringSubmatch(c.Args[4], -1) {
+		if _, ok := env[m[1]]; !ok {
+			t.Errorf("--advertise %s: $(%s) is no variable of the container", c.Args[4], m[1])
+		}
+	}
+	ip := env["POD_IP"]
+	if ip.Value != "" || ip.ValueFrom == nil || ip.ValueFrom.FieldRef == nil || ip.ValueFrom.FieldRef.FieldPath != "status.podIP" {
+		t.Errorf("env POD_IP %+v: want the downward API's status.podIP", ip)
+	}
+	if !strings.Contains(c.Args[4], "$(POD_IP)") {
+		t.Errorf("--advertise %s: want the pod's address, $(POD_IP)", c.Args[4])
+	}
+	u, err := url.Parse(strings.ReplaceAll(c.Args[4], "$(POD_IP)", "10.0.0.5"))
+	if err != nil {
+		t.Fatalf("--advertise %s: %v", c.Args[4], err)
+	}
+	if u.Hostname() != "10.0.0.5" || u.Port() != fmt.Sprint(c.Ports[0].ContainerPort) {
+		t.Errorf("--advertise %s: want the pod's address and the container port %d", c.Args[4], c.Ports[0].ContainerPort)
+	}
+	return u
+}
+
+// With config.storage.s3 and config.redis.addr the chart runs a fleet: a
+// Deployment without PVCs, each cache an emptyDir, each pod advertising
+// its own address, the peer secret and Redis's password mounted from
+// Secrets, a headless Service of the ready replicas, the PDB over the
+// pods, and topology spread by default; Breakwater's parser accepts the
+// configuration with that address.
+func TestFleet(t *testing.T) {
+	values := writeValues(t, fleetValues)
+	r := decodeAll(t, template(t, chartDir, append([]string{"-f", values}, monitoringValues...)...))
+	if len(r.pvcs) != 0 {
+		t.Errorf("%d PersistentVolumeClaims in a fleet", len(r.pvcs))
+	}
+	d := r.deployment(t)
+	pod := d.Spec.Template
+	podLabels := pod.Labels
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 || !matches(t, d.Spec.Selector, podLabels) {
+		t.Errorf("Deployment replicas %v selector %+v: want 3 over its pods %v", d.Spec.Replicas, d.Spec.Selector, podLabels)
+	}
+	if s := d.Spec.Strategy; s.Type != appsv1.RollingUpdateDeploymentStrategyType || s.RollingUpdate == nil ||
+		s.RollingUpdate.MaxUnavailable == nil || s.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("strategy %+v: want a rolling update that keeps every replica until its successor is ready", s)
+	}
+
+	cfg := r.breakwaterConfig(t)
+	if cfg.Redis.Addr != "redis.breakwater.svc.cluster.local:6379" || cfg.Redis.Password != "" ||
+		cfg.Redis.PasswordFile != "/etc/breakwater-redis/password" {
+		t.Errorf("config redis %+v: want the values' addr and the mounted password_file", cfg.Redis)
+	}
+	if cfg.Cluster.SecretFile != "/etc/breakwater-cluster/secret" || cfg.Cluster.Advertise != "" {
+		t.Errorf("config cluster %+v: want the mounted secret_file and no advertise (the flag's)", cfg.Cluster)
+	}
+	if s3 := cfg.Storage.S3; s3 == nil || s3.Bucket != "breakwater" || s3.AccessKey != "" || s3.SecretKey != "" {
+		t.Errorf("config storage.s3 %+v: want the bucket, its keys from the environment", s3)
+	}
+
+	c := podContainer(t, pod)
+	u := advertised(t, c)
+	if u.Scheme != "http" {
+		t.Errorf("advertised %s: want http without TLS", u)
+	}
+	withAddr := cfg
+	withAddr.Cluster.Advertise = u.String()
+	if err := withAddr.Validate(); err != nil {
+		t.Errorf("Breakwater refuses the configuration with --advertise %s: %v", u, err)
+	}
+	if env := sharedStorageEnv(t, c); len(env) != 2 {
+		t.Errorf("AWS_ env %v: want the S3 keys from sharedStorage", keys(env))
+	}
+
+	// The peer secret: the chart's own Secret; Redis's password: the user's.
+	_, peer := secretMount(t, pod, cfg.Cluster.SecretFile)
+	if peer.SecretName != fullname+"-cluster" || peer.Items[0].Key != "secret" {
+		t.Errorf("peer secret volume %+v: want Secret %s-cluster's key secret", peer, fullname)
+	}
+	_, pw := secretMount(t, pod, cfg.Redis.PasswordFile)
+	if pw.SecretName != "breakwater-redis" || pw.Items[0].Key != "password" {
+		t.Errorf("Redis password volume %+v: want Secret breakwater-redis's key password", pw)
+	}
+	if len(r.secrets) != 1 || r.secrets[0].Name != fullname+"-cluster" {
+		t.Fatalf("Secrets %+v: want the generated %s-cluster only", r.secrets, fullname)
+	}
+	// helm template cannot look the Secret up: its value is new on every
+	// render, and only its shape is checked.
+	if s := r.secrets[0].Data["secret"]; len(s) < 32 {
+		t.Errorf("generated peer secret of %d bytes, want 32 or more", len(s))
+	}
+
+	// The cache: an emptyDir under a sizeLimit above max_size; no claim.
+	var cache *corev1.Volume
+	for i, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil || v.Ephemeral != nil {
+			t.Errorf("volume %s is a claim in a fleet", v.Name)
+		}
+		if v.Name == "cache" {
+			cache = &pod.Spec.Volumes[i]
+		}
+	}
+	if cache == nil || cache.EmptyDir == nil || cache.EmptyDir.SizeLimit == nil || cache.EmptyDir.SizeLimit.String() != "50Gi" {
+		t.Fatalf("cache volume %+v: want an emptyDir of 50Gi", cache)
+	}
+	if int64(cfg.Cache.MaxSize) <= 0 || int64(cfg.Cache.MaxSize) >= cache.EmptyDir.SizeLimit.Value() {
+		t.Errorf("cache.max_size %d must be set and below the emptyDir's %s", cfg.Cache.MaxSize, cache.EmptyDir.SizeLimit)
+	}
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		mounted = mounted || (m.Name == "cache" && m.MountPath == cfg.Cache.Dir && !m.ReadOnly)
+	}
+	if !mounted {
+		t.Errorf("mounts %+v: want the cache writable at cache.dir %s", c.VolumeMounts, cfg.Cache.Dir)
+	}
+
+	// The Services: the main one, and the peers' headless one in place of
+	// the StatefulSet's; neither scraped twice.
+	for _, s := range r.services {
+		if s.Name == fullname+"-headless" {
+			t.Errorf("the StatefulSet's governing Service %s rendered in a fleet", s.Name)
+		}
+	}
+	svc := r.service(t, fullname)
+	if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels)) {
+		t.Errorf("Service %s selector %v does not select the pods %v", svc.Name, svc.Spec.Selector, podLabels)
+	}
+	peers := r.service(t, fullname+"-peers")
+	if peers.Spec.ClusterIP != corev1.ClusterIPNone || peers.Spec.PublishNotReadyAddresses ||
+		!labels.SelectorFromSet(peers.Spec.Selector).Matches(labels.Set(podLabels)) ||
+		len(peers.Spec.Ports) != 1 || peers.Spec.Ports[0].TargetPort.String() != "http" {
+		t.Errorf("peers Service spec %+v: want headless, ready pods only, over the pods' http port", peers.Spec)
+	}
+	sm := r.serviceMonitors[0]
+	if !matches(t, &sm.Spec.Selector, svc.Labels) || matches(t, &sm.Spec.Selector, peers.Labels) {
+		t.Errorf("ServiceMonitor selector %+v: want the main Service only", sm.Spec.Selector)
+	}
+
+	if len(r.pdbs) != 1 || !matches(t, r.pdbs[0].Spec.Selector, podLabels) {
+		t.Errorf("PDBs %+v: want one over the fleet's pods", r.pdbs)
+	}
+	spread := pod.Spec.TopologySpreadConstraints
+	if len(spread) != 2 {
+		t.Fatalf("topologySpreadConstraints %+v: want zone and hostname", spread)
+	}
+	for i, key := range []string{"topology.kubernetes.io/zone", "kubernetes.io/hostname"} {
+		s := spread[i]
+		if s.TopologyKey != key || s.MaxSkew != 1 || s.WhenUnsatisfiable != corev1.ScheduleAnyway || !matches(t, s.LabelSelector, podLabels) {
+			t.Errorf("topologySpreadConstraints[%d] %+v: want %s, maxSkew 1, ScheduleAnyway, over the pods", i, s, key)
+		}
+	}
+
+	// The pod template does not change with the generated secret: a render
+	// without the Secret to look up rolls no pods.
+	again := decodeAll(t, template(t, chartDir, append([]string{"-f", values}, monitoringValues...)...)).deployment(t)
+	if !reflect.DeepEqual(again.Spec, d.Spec) {
+		t.Error("the Deployment differs between two renders: every helm template would roll the pods")
+	}
+	if got := keys(pod.Annotations); !reflect.DeepEqual(got, []string{"checksum/config"}) {
+		t.Errorf("pod annotations %v: want checksum/config only", got)
+	}
+}
+
+func TestFleetVariants(t *testing.T) {
+	values := writeValues(t, fleetValues)
+	fleet := func(t *testing.T, more ...string) rendered {
+		t.Helper()
+		return decodeAll(t, template(t, chartDir, append([]string{"-f", values}, more...)...))
+	}
+	t.Run("a peer secret of the user's", func(t *testing.T) {
+		r := fleet(t, "--set", "fleet.existingSecret=peer-secret", "--set", "fleet.existingSecretKey=token")
+		if len(r.secrets) != 0 {
+			t.Errorf("Secrets %+v rendered beside fleet.existingSecret", r.secrets)
+		}
+		cfg := r.breakwaterConfig(t)
+		if _, s := secretMount(t, r.deployment(t).Spec.Template, cfg.Cluster.SecretFile); s.SecretName != "peer-secret" || s.Items[0].Key != "token" {
+			t.Errorf("peer secret volume %+v: want Secret peer-secret's key token", s)
+		}
+	})
+	t.Run("TLS and another port", func(t *testing.T) {
+		r := fleet(t, "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls", "--set", "config.listen=:8443")
+		c := podContainer(t, r.deployment(t).Spec.Template)
+		if u := advertised(t, c); u.Scheme != "https" || u.Port() != "8443" {
+			t.Errorf("advertised %s: want https on 8443", u)
+		}
+	})
+	t.Run("spread of the user's", func(t *testing.T) {
+		r := fleet(t, "--set", "topologySpreadConstraints[0].maxSkew=2", "--set", "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+			"--set", "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule")
+		spread := r.deployment(t).Spec.Template.Spec.TopologySpreadConstraints
+		if len(spread) != 1 || spread[0].MaxSkew != 2 || spread[0].WhenUnsatisfiable != corev1.DoNotSchedule {
+			t.Errorf("topologySpreadConstraints %+v: want the values' only", spread)
+		}
+	})
+	t.Run("no sizeLimit, one replica, Redis's password inline", func(t *testing.T) {
+		r := fleet(t, "--set", "fleet.cacheSizeLimit=", "--set", "replicaCount=1",
+			"--set", "fleet.redisPasswordSecret=", "--set", "config.redis.password=hunter2")
+		d := r.deployment(t)
+		if *d.Spec.Replicas != 1 {
+			t.Errorf("replicas %d, want 1: still a fleet", *d.Spec.Replicas)
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == "cache" && (v.EmptyDir == nil || v.EmptyDir.SizeLimit != nil) {
+				t.Errorf("cache volume %+v: want an emptyDir without sizeLimit", v.VolumeSource)
+			}
+			if v.Name == "redis-password" {
+				t.Error("a Redis password volume without fleet.redisPasswordSecret")
+			}
+		}
+		if cfg := r.breakwaterConfig(t); cfg.Redis.Password != "hunter2" || cfg.Redis.PasswordFile != "" {
+			t.Errorf("config redis %+v: want the values' password", cfg.Redis)
+		}
+	})
+	t.Run("network policy", func(t *testing.T) {
+		for name, tc := range map[string]struct {
+			values       string
+			peersAllowed bool // in ingress from and egress to
+		}{
+			"from anywhere and egress open": {"", false},
+			"from the nodes and egress restricted": {"networkPolicy:\n  ingressFrom:\n    - ipBlock:\n        cidr: 10.0.0.0/16\n" +
+				"  egress:\n    - ports:\n        - port: 53\n          protocol: UDP\n", true},
+		} {
+			t.Run(name, func(t *testing.T) {
+				r := fleet(t, "--set", "networkPolicy.enabled=true", "-f", writeValues(t, tc.values))
+				np := r.networkPolicies[0]
+				podLabels := r.deployment(t).Spec.Template.Labels
+				if len(np.Spec.Ingress) != 1 {
+					t.Fatalf("ingress %+v: want one rule", np.Spec.Ingress)
+				}
+				from := np.Spec.Ingress[0].From
+				if !tc.peersAllowed {
+					if from != nil || np.Spec.Egress != nil {
+						t.Errorf("ingress from %+v, egress %+v: want neither restricted", from, np.Spec.Egress)
+					}
+					return
+				}
+				if len(from) != 2 || from[1].PodSelector == nil || !matches(t, from[1].PodSelector, podLabels) {
+					t.Errorf("ingress from %+v: want the values' peer and the fleet's pods", from)
+				}
+				eg := np.Spec.Egress
+				if len(eg) != 2 || len(eg[1].To) != 1 || eg[1].To[0].PodSelector == nil || !matches(t, eg[1].To[0].PodSelector, podLabels) ||
+					len(eg[1].Ports) != 1 || eg[1].Ports[0].Port.IntValue() != 5000 {
+					t.Errorf("egress %+v: want the values' rule and the fleet's pods on 5000", eg)
+				}
+			})
+		}
+	})
+}
+
+// Without both a bucket and Redis there is no fleet: replicas of their
+// own, as before, with no trace of the fleet's wiring, whatever the
+// fleet values say.
+func TestNotFleet(t *testing.T) {
+	defaults := decodeAll(t, template(t, chartDir)).statefulSet(t)
+	for name, values := range map[string][]string{
+		"defaults":                {},
+		"three replicas":          {"--set", "replicaCount=3"},
+		"a bucket without Redis":  sharedStorageValues,
+		"fleet values, no fleet":  {"--set", "fleet.cacheSizeLimit=1Gi", "--set", "fleet.existingSecretKey=k", "--set", "fleet.redisPasswordKey=k"},
+		"Redis's config, no addr": {"--set", "config.redis.db=2"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := decodeAll(t, template(t, chartDir, values...))
+			sts := r.statefulSet(t)
+			if len(sts.Spec.VolumeClaimTemplates) != 1 {
+				t.Errorf("volumeClaimTemplates %+v: want the cache's", sts.Spec.VolumeClaimTemplates)
+			}
+			c := container(t, sts)
+			if want := []string{"serve", "--config", "/etc/breakwater/config.yaml"}; !reflect.DeepEqual(c.Args, want) {
+				t.Errorf("args %q, want %q", c.Args, want)
+			}
+			for _, e := range c.Env {
+				if e.Name == "POD_IP" {
+					t.Error("env POD_IP outside a fleet")
+				}
+			}
+			for _, v := range sts.Spec.Template.Spec.Volumes {
+				if v.Name == "cluster-secret" || v.Name == "redis-password" {
+					t.Errorf("volume %s outside a fleet", v.Name)
+				}
+			}
+			if sts.Spec.Template.Spec.TopologySpreadConstraints != nil {
+				t.Errorf("topologySpreadConstraints %+v outside a fleet", sts.Spec.Template.Spec.TopologySpreadConstraints)
+			}
+			r.service(t, fullname+"-headless")
+			for _, s := range r.services {
+				if s.Name == fullname+"-peers" {
+					t.Error("the peers Service outside a fleet")
+				}
+			}
+			for _, s := range r.secrets {
+				if s.Name == fullname+"-cluster" {
+					t.Error("a peer secret outside a fleet")
+				}
+			}
+			if cfg := r.breakwaterConfig(t); cfg.Cluster != (config.Cluster{}) {
+				t.Errorf("config cluster %+v outside a fleet", cfg.Cluster)
+			}
+			if name == "fleet values, no fleet" && !reflect.DeepEqual(sts, defaults) {
+				t.Error("fleet values change the StatefulSet outside a fleet")
+			}
+		})
+	}
+}
+
+// What the chart sets in a fleet the user may not, and what would make a
+// fleet of half its parts, the chart refuses, naming the value.
+func TestFleetRefused(t *testing.T) {
+	values := writeValues(t, fleetValues)
+	for name, tc := range map[string]struct {
+		values []string
+		want   string
+	}{
+		"Redis without a bucket": {[]string{"--set", "config.redis.addr=redis:6379"},
+			`config.redis.addr "redis:6379": needs config.storage.s3 as well: the chart runs a fleet (a Deployment whose replicas keep their caches in emptyDirs) only around a bucket its replicas share (charts/README.md, "Running a fleet")`},
+		"an advertised address of the user's": {[]string{"-f", values, "--set", "config.cluster.advertise=http://10.0.0.5:5000"},
+			`config.cluster.advertise "http://10.0.0.5:5000": leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart passes each pod its own address, --advertise http://$(POD_IP):5000`},
+		"an advertised address, no fleet": {[]string{"--set", "config.cluster.advertise=http://10.0.0.5:5000"},
+			`config.cluster.advertise "http://10.0.0.5:5000": leave it unset`},
+		"a secret file of the user's": {[]string{"-f", values, "--set", "config.cluster.secret_file=/etc/peer/secret"},
+			`config.cluster.secret_file "/etc/peer/secret": leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart mounts the peer secret (fleet.existingSecret, or a Secret it generates) and points secret_file at it`},
+		"a peer Secret without a fleet": {[]string{"--set", "fleet.existingSecret=peer"},
+			`fleet.existingSecret: needs a fleet, config.storage.s3 and config.redis.addr (charts/README.md, "Running a fleet")`},
+		"a Redis password Secret without a fleet": {append([]string{"--set", "fleet.redisPasswordSecret=redis"}, sharedStorageValues...),
+			`fleet.redisPasswordSecret: needs a fleet, config.storage.s3 and config.redis.addr`},
+		"Redis's password inline as well": {[]string{"-f", values, "--set", "config.redis.password=hunter2"},
+			"fleet.redisPasswordSecret: config.redis.password is set as well; leave the password to fleet.redisPasswordSecret, which sets redis.password_file"},
+		"Redis's password file as well": {[]string{"-f", values, "--set", "config.redis.password_file=/etc/redis/password"},
+			"fleet.redisPasswordSecret: config.redis.password_file is set as well"},
+		"a cache larger than its emptyDir": {[]string{"-f", values, "--set", "fleet.cacheSizeLimit=40Gi"},
+			"config.cache.max_size 45GiB: must be set and below fleet.cacheSizeLimit (40Gi): each replica's cache is an emptyDir of that sizeLimit, which the kubelet evicts the pod for outgrowing"},
+	} {
+		t.Run(name, func(t *testing.T) { refused(t, tc.want, tc.values...) })
+	}
+}
+
+// The kubelet evicts a pod whose emptyDir outgrows its sizeLimit; eviction
+// keeps Breakwater's cache under config.cache.max_size. The chart refuses
+// a max_size that is not below the limit, deciding as config.ParseSize and
+// Kubernetes' quantities do (K, M, G, T are powers of 1024 in one, of 1000
+// in the other).
+func TestFleetCacheSizeLimit(t *testing.T) {
+	values := writeValues(t, fleetValues)
+	for _, tc := range []struct {
+		maxSize any // a string, or a number in the values file
+		limit   string
+	}{
+		{"45GiB", "50Gi"},
+		{"45GiB", "40Gi"},
+		{"50GiB", "50Gi"},
+		{"53687091199", "50Gi"},
+		{"50GB", "50Gi"},
+		{"60GB", "55Gi"},
+		{"1.5T", "1.6Ti"},
+		{"1T", "1Ti"},
+		{"900M", "1G"},
+		{"960M", "1G"}, // 960 MiB is more than 1e9 bytes
+		{"1T", "1099511627775"},
+		{"1K", "1020"},
+		{"100MB", "0.1G"},
+		{"99 MB", "0.1G"},
+		{"0", "50Gi"},
+		{999, "1k"},
+		{1000, "1k"},
+		{int64(48318382080), "48318382081"},
+		{"2TiB", "2.5Ti"},
+		{"1TB", "1T"},
+	} {
+		t.Run(fmt.Sprintf("%v under %s", tc.maxSize, tc.limit), func(t *testing.T) {
+			var size int64
+			var yamlSize string
+			switch v := tc.maxSize.(type) {
+			case string:
+				var err error
+				if size, err = config.ParseSize(v); err != nil {
+					t.Fatal(err)
+				}
+				yamlSize = fmt.Sprintf("%q", v)
+			default:
+				size = reflect.ValueOf(v).Int()
+				yamlSize = fmt.Sprint(v)
+			}
+			limit := resource.MustParse(tc.limit)
+			more := writeValues(t, fmt.Sprintf("fleet:\n  cacheSizeLimit: %q\nconfig:\n  cache:\n    max_size: %s\n", tc.limit, yamlSize))
+			if size > 0 && size < limit.Value() {
+				r := decodeAll(t, template(t, chartDir, "-f", values, "-f", more))
+				if got := int64(r.breakwaterConfig(t).Cache.MaxSize); got != size {
+					t.Errorf("max_size %d, want %d", got, size)
+				}
+				for _, v := range r.deployment(t).Spec.Template.Spec.Volumes {
+					if v.Name == "cache" && (v.EmptyDir == nil || v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.Cmp(limit) != 0) {
+						t.Errorf("cache volume %+v: want an emptyDir of %s", v.VolumeSource, tc.limit)
+					}
+				}
+				return
+			}
+			refused(t, fmt.Sprintf("config.cache.max_size %v: must be set and below fleet.cacheSizeLimit (%s)", tc.maxSize, tc.limit), "-f", values, "-f", more)
 		})
 	}
 }

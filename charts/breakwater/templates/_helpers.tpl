@@ -229,6 +229,71 @@ credentials, no htpasswd path: nothing on the nodes but what they need.
 {{- end }}
 
 {{/*
+"true" in fleet mode: config.storage.s3 and config.redis.addr both set
+(docs/fleet.md; charts/README.md, "Running a fleet"). The replicas then run
+as a Deployment, their caches in emptyDirs (the bucket is the store that
+lasts), each advertising its pod's address to the others, with the secret
+they share and Redis's password from Secrets. replicaCount does not count:
+scaling a fleet to one replica and back must not swap its kind of workload.
+*/}}
+{{- define "breakwater.fleet" -}}
+{{- $c := .Values.config }}
+{{- if and (default (dict) $c.storage).s3 (default (dict) $c.redis).addr }}true{{ end }}
+{{- end }}
+
+{{/*
+In a fleet: where the peer secret and Redis's password are mounted (each a
+directory: a subPath never sees a rotated Secret), the Secret holding the
+peer secret (fleet.existingSecret, or the chart's), and the headless
+Service listing the ready replicas. Names keep within 63 characters
+without ever becoming the release's own name.
+*/}}
+{{- define "breakwater.clusterSecretDir" -}}/etc/breakwater-cluster{{- end }}
+{{- define "breakwater.redisPasswordDir" -}}/etc/breakwater-redis{{- end }}
+{{- define "breakwater.clusterSecret" -}}
+{{- if .Values.fleet.existingSecret }}
+{{- .Values.fleet.existingSecret }}
+{{- else }}
+{{- printf "%s-cluster" (include "breakwater.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+{{- define "breakwater.peersService" -}}
+{{- printf "%s-peers" (include "breakwater.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The URL a fleet's replica advertises to the others: its pod's address
+(POD_IP, from the downward API; the kubelet expands $(POD_IP) in the
+arguments) and Breakwater's port, https with tls.enabled.
+*/}}
+{{- define "breakwater.advertiseURL" -}}
+{{- printf "%s://$(POD_IP):%s" (include "breakwater.scheme" .) (include "breakwater.containerPort" .) }}
+{{- end }}
+
+{{/*
+Bytes in a Kubernetes quantity (fleet.cacheSizeLimit: 50Gi, 500M), and in
+one of Breakwater's sizes (config.cache.max_size: 45GiB, 10GB, 512M, a
+number), as config.ParseSize reads it: K, M, G, T are powers of 1024 there.
+The schema has already refused anything else.
+*/}}
+{{- define "breakwater.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $unit := dict "" 1.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "P" 1000000000000000.0 "E" 1000000000000000000.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- mulf (float64 $num) (get $unit (trimPrefix $num $q)) }}
+{{- end }}
+{{- define "breakwater.sizeBytes" -}}
+{{- if kindIs "string" . }}
+{{- $s := trim . }}
+{{- $num := regexFind "^[0-9.]+" $s }}
+{{- $unit := dict "" 1.0 "B" 1.0 "KB" 1000.0 "MB" 1000000.0 "GB" 1000000000.0 "TB" 1000000000000.0 "KiB" 1024.0 "MiB" 1048576.0 "GiB" 1073741824.0 "TiB" 1099511627776.0 "K" 1024.0 "M" 1048576.0 "G" 1073741824.0 "T" 1099511627776.0 }}
+{{- mulf (float64 $num) (get $unit (trim (trimPrefix $num $s))) }}
+{{- else }}
+{{- float64 (default 0 .) }}
+{{- end }}
+{{- end }}
+
+{{/*
 Breakwater's config.yaml: values.config, with config.tls set to the mounted
 TLS Secret's files when tls.enabled, auth.htpasswd pointing at the mounted
 htpasswd file when the release has one, and each upstream of
@@ -313,6 +378,56 @@ config.storage.s3, and as its only keys.
 {{- range $key := list "accesskey" "secretkey" "secretkey_file" }}
 {{- if index $s3 $key }}
 {{- fail (printf "sharedStorage.existingSecret: config.storage.s3.%s is set as well; leave the keys to sharedStorage, which sets AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the Secret" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /*
+A fleet (config.storage.s3 and config.redis.addr): the chart passes each
+pod its own address (--advertise) and points cluster.secret_file at the
+mounted peer secret, and redis.password_file at fleet.redisPasswordSecret's
+password; the user sets neither. Redis without a shared store is no fleet
+the chart runs; fleet Secrets without a fleet have nothing to go to. And
+an emptyDir cache must hold config.cache.max_size: the kubelet evicts a
+pod whose emptyDir outgrows its sizeLimit.
+*/}}
+{{- $fleet := include "breakwater.fleet" . }}
+{{- $redis := default (dict) $config.redis }}
+{{- $cluster := default (dict) $config.cluster }}
+{{- if and $redis.addr (not $fleet) }}
+{{- fail (printf "config.redis.addr %q: needs config.storage.s3 as well: the chart runs a fleet (a Deployment whose replicas keep their caches in emptyDirs) only around a bucket its replicas share (charts/README.md, \"Running a fleet\")" (toString $redis.addr)) }}
+{{- end }}
+{{- with $cluster.advertise }}
+{{- fail (printf "config.cluster.advertise %q: leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart passes each pod its own address, --advertise %s" (toString .) (include "breakwater.advertiseURL" $)) }}
+{{- end }}
+{{- with $cluster.secret_file }}
+{{- fail (printf "config.cluster.secret_file %q: leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart mounts the peer secret (fleet.existingSecret, or a Secret it generates) and points secret_file at it" (toString .)) }}
+{{- end }}
+{{- if not $fleet }}
+{{- range $key := list "existingSecret" "redisPasswordSecret" }}
+{{- if index $.Values.fleet $key }}
+{{- fail (printf "fleet.%s: needs a fleet, config.storage.s3 and config.redis.addr (charts/README.md, \"Running a fleet\")" $key) }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- $_ := set $config "cluster" (dict "secret_file" (printf "%s/secret" (include "breakwater.clusterSecretDir" .))) }}
+{{- if .Values.fleet.redisPasswordSecret }}
+{{- range $key := list "password" "password_file" }}
+{{- if index $redis $key }}
+{{- fail (printf "fleet.redisPasswordSecret: config.redis.%s is set as well; leave the password to fleet.redisPasswordSecret, which sets redis.password_file" $key) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $redis "password_file" (printf "%s/password" (include "breakwater.redisPasswordDir" .)) }}
+{{- $_ := set $config "redis" $redis }}
+{{- end }}
+{{- with .Values.fleet.cacheSizeLimit }}
+{{- $limit := include "breakwater.quantityBytes" . | float64 }}
+{{- $max := default (dict) $config.cache | dig "max_size" 0 }}
+{{- $maxBytes := include "breakwater.sizeBytes" $max | float64 }}
+{{- if or (le $maxBytes 0.0) (ge $maxBytes $limit) }}
+{{- if not (kindIs "string" $max) }}
+{{- $max = printf "%.0f" (float64 $max) }}
+{{- end }}
+{{- fail (printf "config.cache.max_size %v: must be set and below fleet.cacheSizeLimit (%s): each replica's cache is an emptyDir of that sizeLimit, which the kubelet evicts the pod for outgrowing, and eviction keeps the cache under max_size" $max (toString .)) }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -170,23 +170,19 @@ var finishScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] the
 // rather than the upstream. A replica that can no longer serve it (it
 // died, it evicted the result) is taken over as after Release.
 func (l *Lease) Finish(keep time.Duration) {
-	if l == nil {
-		return
-	}
-	l.once.Do(func() {
-		close(l.stop)
-		<-l.done
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := finishScript.Run(ctx, l.f.rdb, []string{l.key}, l.val, keep.Milliseconds()).Err(); err != nil {
-			l.f.log.Warn("fleet: lease not kept", "key", l.key, "err", err)
-		}
-	})
+	l.end(finishScript, "kept", keep.Milliseconds())
 }
 
 // Release gives the lease up. It is safe to call on a nil Lease and more
 // than once.
 func (l *Lease) Release() {
+	// A lease not released expires on its own.
+	l.end(releaseScript, "released")
+}
+
+// end stops the renewals and runs script on the lease, once, whichever of
+// Finish and Release comes first.
+func (l *Lease) end(script *redis.Script, what string, args ...any) {
 	if l == nil {
 		return
 	}
@@ -195,9 +191,8 @@ func (l *Lease) Release() {
 		<-l.done
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if err := releaseScript.Run(ctx, l.f.rdb, []string{l.key}, l.val).Err(); err != nil {
-			// It expires on its own.
-			l.f.log.Warn("fleet: lease not released", "key", l.key, "err", err)
+		if err := script.Run(ctx, l.f.rdb, []string{l.key}, append([]any{l.val}, args...)...).Err(); err != nil {
+			l.f.log.Warn("fleet: lease not "+what, "key", l.key, "err", err)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/breakwater-registry/breakwater/internal/testredis"
@@ -23,6 +24,12 @@ func fleetImage(t *testing.T, up *testupstream.Upstream, layers int64) []string 
 	t.Helper()
 	img := randomImage(t, 512<<10, layers, types.OCIManifestSchema1)
 	up.PushImage(t, "library/herd:v1", img)
+	return blobsOf(t, img)
+}
+
+// blobsOf is the digests of img's layers and config.
+func blobsOf(t *testing.T, img v1.Image) []string {
+	t.Helper()
 	var blobs []string
 	for _, l := range layersOf(t, img) {
 		blobs = append(blobs, digestOf(t, l))

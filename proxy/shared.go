@@ -105,16 +105,13 @@ func (b *blobFetches) share(up *registry, repo storage.Repo, dgst digest.Digest)
 	if b.shared == nil {
 		return
 	}
-	b.running.Add(1)
-	go func() {
-		defer b.running.Done()
+	b.later(0, func(ctx context.Context) {
 		select {
 		case b.uploads <- struct{}{}:
-		case <-b.base.Done():
+		case <-ctx.Done():
 			return
 		}
 		defer func() { <-b.uploads }()
-		ctx := b.base
 		if _, err := b.shared.StatBlob(ctx, dgst); err != nil {
 			blob, err := b.store.OpenBlob(dgst)
 			if err != nil {
@@ -129,6 +126,22 @@ func (b *blobFetches) share(up *registry, repo storage.Repo, dgst digest.Digest)
 			b.tel.sharedUploads.Add(ctx, 1)
 		}
 		b.shareLink(ctx, up, repo, dgst)
+	})
+}
+
+// later runs work in the background under the server's lifetime, bounded
+// by timeout when it is not 0; the server's Close waits for it.
+func (b *blobFetches) later(timeout time.Duration, work func(ctx context.Context)) {
+	b.running.Add(1)
+	go func() {
+		defer b.running.Done()
+		ctx := b.base
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		work(ctx)
 	}()
 }
 
@@ -150,13 +163,7 @@ func (b *blobFetches) shareLinkLater(up *registry, repo storage.Repo, dgst diges
 	if b.shared == nil {
 		return
 	}
-	b.running.Add(1)
-	go func() {
-		defer b.running.Done()
-		ctx, cancel := context.WithTimeout(b.base, sharedTimeout)
-		defer cancel()
-		b.shareLink(ctx, up, repo, dgst)
-	}()
+	b.later(sharedTimeout, func(ctx context.Context) { b.shareLink(ctx, up, repo, dgst) })
 }
 
 // linked reports whether repo may serve the blob without asking the
@@ -220,11 +227,7 @@ func (b *blobFetches) shareManifest(repo storage.Repo, m *manifest) {
 	if err != nil {
 		return
 	}
-	b.running.Add(1)
-	go func() {
-		defer b.running.Done()
-		ctx, cancel := context.WithTimeout(b.base, time.Minute)
-		defer cancel()
+	b.later(time.Minute, func(ctx context.Context) {
 		if _, err := b.shared.StatBlob(ctx, m.dgst); err != nil {
 			if err := b.shared.PutBlob(ctx, m.dgst, bytes.NewReader(m.body)); err != nil {
 				b.sharedFailed("put", m.dgst, err)
@@ -235,7 +238,7 @@ func (b *blobFetches) shareManifest(repo storage.Repo, m *manifest) {
 		if err := b.shared.PutRecord(ctx, repo.Upstream, repo.Name, objstore.Manifests, key, rec); err != nil {
 			b.sharedFailed("record", m.dgst, err)
 		}
-	}()
+	})
 }
 
 // shareTag writes a tag record to the shared store in the background, so
@@ -248,15 +251,11 @@ func (b *blobFetches) shareTag(repo storage.Repo, tag, variant string, rec stora
 	if err != nil {
 		return
 	}
-	b.running.Add(1)
-	go func() {
-		defer b.running.Done()
-		ctx, cancel := context.WithTimeout(b.base, sharedTimeout)
-		defer cancel()
+	b.later(sharedTimeout, func(ctx context.Context) {
 		if err := b.shared.PutRecord(ctx, repo.Upstream, repo.Name, objstore.Tags, tag+"/"+variant, body); err != nil {
 			b.sharedFailed("record", rec.Digest, err)
 		}
-	}()
+	})
 }
 
 // sharedManifest returns a manifest repo serves from the shared store,

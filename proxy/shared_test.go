@@ -60,15 +60,7 @@ func TestSharedStore(t *testing.T) {
 	up := testupstream.Start(t)
 	img := randomImage(t, 200_000, 2, types.DockerManifestSchema2)
 	up.PushImage(t, "library/app:v1", img)
-	var blobs []string
-	for _, l := range layersOf(t, img) {
-		blobs = append(blobs, digestOf(t, l))
-	}
-	cfg, err := img.ConfigName()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blobs = append(blobs, cfg.String())
+	blobs := blobsOf(t, img)
 
 	pull := func(m *mirror, repo string) {
 		t.Helper()

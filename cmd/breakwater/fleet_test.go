@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/internal/testproc"
@@ -102,5 +104,137 @@ func TestServeFleet(t *testing.T) {
 	}
 	if n := len(up.Requests(http.MethodGet, "/blobs/"+ld.String())); n != 1 {
 		t.Errorf("%d upstream GETs of the layer for two replicas, want 1", n)
+	}
+}
+
+// TestFleetKillOwner kills with SIGKILL the replica process that owns a
+// fetch, in the middle of the blob: the client of the other replica, which
+// was streaming it from the owner, still gets every byte, verified. Its
+// lease outlives the owner for its TTL, so the other replica fetches the
+// rest alone, resuming from the upstream where the owner's stream stopped.
+func TestFleetKillOwner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	img, err := random.Image(4<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PushImage(t, "library/fleet:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	rc, _ := layers[0].Compressed()
+	content, _ := io.ReadAll(rc)
+	rc.Close()
+
+	release := make(chan struct{})
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String()) || r.Header.Get("Range") != "" {
+			return false // a resume with Range is answered in full by the registry
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(content)))
+		_, _ = w.Write(content[:len(content)/2])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return true
+		}
+		_, _ = w.Write(content[len(content)/2:])
+		return true
+	})
+
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(name string) (*exec.Cmd, string) {
+		addr := testproc.FreeAddr(t)
+		cfg := filepath.Join(dir, name+".yaml")
+		yaml := fmt.Sprintf("resilience:\n  retry:\n    deadline: 5s\nredis:\n  addr: %s\ncluster:\n  secret_file: %s\n", rds.Addr, secret)
+		if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "serve", "--config", cfg, "--listen", addr, "--advertise", "http://"+addr,
+			"--cache-dir", filepath.Join(dir, name), "--upstream", "docker.io="+up.URL, "--tag-ttl", "1h")
+		if testing.Verbose() {
+			cmd.Stderr = os.Stderr
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+				resp.Body.Close()
+				return cmd, addr
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not start", name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	ownerCmd, owner := start("owner")
+	_, other := start("other")
+	for _, addr := range []string{owner, other} {
+		resp, err := http.Get("http://" + addr + "/v2/library/fleet/manifests/v1")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("manifest through %s: %v %v", addr, resp, err)
+		}
+		resp.Body.Close()
+	}
+
+	go func() {
+		if resp, err := http.Get("http://" + owner + "/v2/library/fleet/blobs/" + ld.String()); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(up.Requests(http.MethodGet, "/blobs/"+ld.String())) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the owner never asked the upstream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	result := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + other + "/v2/library/fleet/blobs/" + ld.String())
+		if err != nil {
+			result <- err
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && (resp.StatusCode != http.StatusOK || digest.FromBytes(body).String() != ld.String()) {
+			err = fmt.Errorf("%s, %d bytes, content %s", resp.Status, len(body), digest.FromBytes(body))
+		}
+		result <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // the other replica streams from the owner
+	if err := ownerCmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatalf("the other replica's client: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the other replica's client got no answer within 60 s")
+	}
+	var resumed bool
+	for _, r := range up.Requests(http.MethodGet, "/blobs/"+ld.String()) {
+		resumed = resumed || strings.HasPrefix(r.Header.Get("Range"), "bytes=")
+	}
+	if !resumed {
+		t.Error("the other replica did not resume from the upstream with a Range")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -195,4 +196,82 @@ func (l *Lease) end(script *redis.Script, what string, args ...any) {
 			l.f.log.Warn("fleet: lease not "+what, "key", l.key, "err", err)
 		}
 	})
+}
+
+// holdsChannel carries the rate-limit holds replicas hear of.
+const holdsChannel = "holds"
+
+// Hold is an upstream's rate limit one replica met: the fleet holds with
+// it, so that the upstream hears from the fleet once it allows, not once
+// per replica.
+type Hold struct {
+	Upstream string
+	Until    time.Time
+	Cause    string
+}
+
+// PublishHold tells the fleet of a hold, and keeps it in Redis until it
+// ends for replicas that start meanwhile.
+func (f *Fleet) PublishHold(ctx context.Context, h Hold) error {
+	left := time.Until(h.Until)
+	if left <= 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("%s %d %s", h.Upstream, h.Until.UnixMilli(), h.Cause)
+	pipe := f.rdb.TxPipeline()
+	pipe.Set(ctx, f.prefix+"hold:"+h.Upstream, msg, left)
+	pipe.Publish(ctx, f.prefix+holdsChannel, msg)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("publish the hold on %s: %w", h.Upstream, err)
+	}
+	return nil
+}
+
+// Holds returns the holds in force now, for a replica that starts.
+func (f *Fleet) Holds(ctx context.Context, upstreams []string) ([]Hold, error) {
+	var out []Hold
+	for _, u := range upstreams {
+		msg, err := f.rdb.Get(ctx, f.prefix+"hold:"+u).Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("holds: %w", err)
+		}
+		if h, ok := parseHold(msg); ok {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// WatchHolds calls fn with every hold a replica publishes, this one's
+// included, until ctx ends; it reconnects to Redis by itself.
+func (f *Fleet) WatchHolds(ctx context.Context, fn func(Hold)) {
+	ps := f.rdb.Subscribe(ctx, f.prefix+holdsChannel)
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			if h, ok := parseHold(m.Payload); ok {
+				fn(h)
+			}
+		}
+	}
+}
+
+func parseHold(msg string) (Hold, bool) {
+	up, rest, ok1 := strings.Cut(msg, " ")
+	ms, cause, ok2 := strings.Cut(rest, " ")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if !ok1 || !ok2 || err != nil || up == "" {
+		return Hold{}, false
+	}
+	return Hold{Upstream: up, Until: time.UnixMilli(n), Cause: cause}, true
 }

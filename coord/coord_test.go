@@ -140,3 +140,45 @@ func TestFinish(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestHolds: a hold one replica publishes reaches the others while they
+// watch, and a replica that starts during it finds it in Redis.
+func TestHolds(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := fleet(t, srv.Addr, "", "http://a:5000", time.Minute)
+	b := fleet(t, srv.Addr, "", "http://b:5000", time.Minute)
+	heard := make(chan coord.Hold, 1)
+	go b.WatchHolds(ctx, func(h coord.Hold) { heard <- h })
+	want := coord.Hold{Upstream: "docker.io", Until: time.Now().Add(5 * time.Second).Truncate(time.Millisecond), Cause: "answered 429 Too Many Requests"}
+	// The subscription is asynchronous: publish until it is heard.
+	deadline := time.Now().Add(5 * time.Second)
+	var got coord.Hold
+	for got.Upstream == "" {
+		if err := a.PublishHold(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got = <-heard:
+		case <-time.After(50 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("the hold never reached the watching replica")
+			}
+		}
+	}
+	if got.Upstream != want.Upstream || !got.Until.Equal(want.Until) || got.Cause != want.Cause {
+		t.Errorf("heard %+v, want %+v", got, want)
+	}
+	c := fleet(t, srv.Addr, "", "http://c:5000", time.Minute)
+	holds, err := c.Holds(ctx, []string{"docker.io", "ghcr.io"})
+	if err != nil || len(holds) != 1 || !holds[0].Until.Equal(want.Until) {
+		t.Fatalf("a replica that starts during the hold: %+v, %v", holds, err)
+	}
+	if err := a.PublishHold(ctx, coord.Hold{Upstream: "quay.io", Until: time.Now().Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if holds, _ := c.Holds(ctx, []string{"quay.io"}); len(holds) != 0 {
+		t.Errorf("a hold already over was kept: %+v", holds)
+	}
+}

@@ -263,3 +263,54 @@ func TestPeerEndpointNeedsTheSecret(t *testing.T) {
 		t.Errorf("with the secret: %s, content %s", resp.Status, sha256Hex(body))
 	}
 }
+
+// TestFleetRateLimitShared: a 429 one replica meets holds the whole fleet:
+// another replica, asked for something else, sends the upstream nothing
+// and answers with the same cause, the seconds left in its Retry-After.
+func TestFleetRateLimitShared(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
+	a, b := newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			w.Header().Set("Retry-After", "30")
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limited"}]}`, http.StatusTooManyRequests)
+			return true
+		}
+		return false
+	})
+	const want = "429 Too Many Requests"
+	if resp, _ := a.get("/v2/library/one/manifests/v1"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Status, want) {
+		t.Fatalf("replica a: %s, want 503 naming %s", resp.Status, want)
+	}
+	// The hold reaches b through Redis's pub/sub, soon after.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st proxy.Status
+		_, body := b.get("/_breakwater/v1/status")
+		if json.Unmarshal(body, &st) == nil && len(st.Upstreams) == 1 && st.Upstreams[0].RateLimited {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica b never held with a: %s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	up.Reset()
+	resp, _ := b.get("/v2/library/two/manifests/v1")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Status, want) || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("replica b: %s (Retry-After %q), want 503 naming %s", resp.Status, resp.Header.Get("Retry-After"), want)
+	}
+	if n := len(up.Requests("", "/v2/")); n != 0 {
+		t.Errorf("replica b sent the rate-limited upstream %d requests", n)
+	}
+	// A replica that starts during the hold holds too.
+	c := newMirror(t, up.URL, opts)
+	if resp, _ := c.get("/v2/library/three/manifests/v1"); !strings.Contains(resp.Status, want) {
+		t.Errorf("a replica started during the hold: %s", resp.Status)
+	}
+	if n := len(up.Requests("", "/manifests/")); n != 0 {
+		t.Errorf("replicas held by the fleet sent %d manifest requests", n)
+	}
+}

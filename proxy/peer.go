@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -363,4 +364,56 @@ func (s *Server) handlePeerManifest(w http.ResponseWriter, r *http.Request) {
 	h.Set("Docker-Content-Digest", m.dgst.String())
 	h.Set("Content-Length", strconv.Itoa(len(m.body)))
 	_, _ = w.Write(m.body)
+}
+
+// publishHold is an upstream client's OnRateLimit in a fleet: the hold goes
+// to Redis, so that every replica holds with it; nil outside a fleet.
+func (f *fleet) publishHold(base context.Context, upstream string, log *slog.Logger) func(time.Time, string) {
+	if f == nil {
+		return nil
+	}
+	return func(until time.Time, cause string) {
+		// The gate must not wait for Redis.
+		go func() {
+			ctx, cancel := context.WithTimeout(base, peerTimeout)
+			defer cancel()
+			if err := f.coord.PublishHold(ctx, coord.Hold{Upstream: upstream, Until: until, Cause: cause}); err != nil {
+				log.Warn("fleet: the rate limit not shared", "upstream", upstream, "err", err)
+			}
+		}()
+	}
+}
+
+// holdWithFleet applies the holds other replicas met, those in force now
+// and those to come, to this replica's upstream clients.
+func (s *Server) holdWithFleet() {
+	fl := s.blobs.fleet
+	if fl == nil {
+		return
+	}
+	apply := func(h coord.Hold) {
+		if up := s.upstreams[h.Upstream]; up != nil {
+			up.HoldRateLimit(h.Until, h.Cause)
+		}
+	}
+	names := make([]string, 0, len(s.upstreams))
+	for n := range s.upstreams {
+		names = append(names, n)
+	}
+	// Before the first request: a replica that starts during a hold must
+	// not be the one that breaks it. Redis down costs the start a second.
+	ctx, cancel := context.WithTimeout(s.base, time.Second)
+	holds, err := fl.coord.Holds(ctx, names)
+	cancel()
+	if err != nil {
+		s.log.Warn("fleet: the rate limits in force not read", "err", err)
+	}
+	for _, h := range holds {
+		apply(h)
+	}
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		fl.coord.WatchHolds(s.base, apply)
+	}()
 }

@@ -193,13 +193,14 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, c := range opts.Upstreams {
 		client, err := upstream.New(upstream.Config{
-			Name:      c.Name,
-			URL:       c.URL,
-			Auth:      c.Auth,
-			Policy:    c.Policy,
-			UserAgent: "breakwater/" + opts.Version,
-			Logger:    log,
-			Telemetry: upTel,
+			Name:        c.Name,
+			URL:         c.URL,
+			Auth:        c.Auth,
+			Policy:      c.Policy,
+			UserAgent:   "breakwater/" + opts.Version,
+			Logger:      log,
+			Telemetry:   upTel,
+			OnRateLimit: s.blobs.fleet.publishHold(base, c.Name, log),
 		})
 		if err != nil {
 			return fail(err)
@@ -223,6 +224,7 @@ func New(opts Options) (*Server, error) {
 	// The blob fetches count the bytes they fetch from upstreams.
 	s.blobs.tel = tel
 	s.router = s.routes()
+	s.holdWithFleet()
 	return s, nil
 }
 

@@ -67,6 +67,12 @@ type Config struct {
 	// client's own: a Breakwater asking itself uses one that goes
 	// straight to its handler.
 	Transport http.RoundTripper
+	// OnRateLimit, when set, is told whenever the upstream's answer holds
+	// the client back (a 429, or no pulls left): until when and why, so
+	// that other clients of the same upstream (a fleet's replicas) can
+	// hold with it through HoldRateLimit. It is called without locks held
+	// and must not block.
+	OnRateLimit func(until time.Time, cause string)
 }
 
 // Client is the client towards one registry. It is safe for concurrent
@@ -172,6 +178,7 @@ func New(c Config) (*Client, error) {
 		cl.inner = newBaseTransport(cl.policy.Retry.AttemptTimeout)
 	}
 	cl.gate = newGate(c.Name, cl.policy, cl.clock, cl.rnd, cl.log)
+	cl.gate.onLimit = c.OnRateLimit
 	cl.limits.remaining.Store(-1)
 	if n := cl.policy.MaxConcurrent; n > 0 {
 		cl.slots = make(chan struct{}, n)

@@ -593,3 +593,55 @@ func TestRetriesPacedPerUpstream(t *testing.T) {
 	}
 	t.Logf("%d tries refused; last request done %v after recovery", refused, time.Unix(0, lastDone.Load()).Sub(end))
 }
+
+// TestRateLimitShared: a 429 one client meets is told to OnRateLimit with
+// its end and cause; another client of the same upstream, held with them
+// by HoldRateLimit, sends nothing until then and answers as the first did.
+func TestRateLimitShared(t *testing.T) {
+	clk := newAutoClock()
+	up := seededUpstream(t)
+	p := testPolicy()
+	p.Retry.Deadline = 10 * time.Second
+	type told struct {
+		until time.Time
+		cause string
+	}
+	heard := make(chan told, 4)
+	first, err := New(Config{Name: "docker.io", URL: up.URL, Policy: p, Clock: clk, Rand: func() float64 { return 0.999 },
+		OnRateLimit: func(until time.Time, cause string) { heard <- told{until, cause} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := clk.Now()
+	outage(up, clk, "/manifests/", start.Add(time.Hour), 429, "Retry-After", "15")
+	if _, err := getManifest(first); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("first: %v, want rate limited", err)
+	}
+	var h told
+	select {
+	case h = <-heard:
+	default:
+		t.Fatal("OnRateLimit was not told of the 429")
+	}
+	if !h.until.Equal(start.Add(15*time.Second)) || h.cause != "answered 429 Too Many Requests" {
+		t.Fatalf("OnRateLimit(%v, %q), want %v and the cause", h.until.Sub(start), h.cause, 15*time.Second)
+	}
+
+	other := seededUpstream(t) // the same registry, as another replica reaches it
+	second := newTestClient(t, other.URL, clk, p)
+	second.HoldRateLimit(h.until, h.cause)
+	_, err = getManifest(second)
+	e, _ := AsError(err)
+	if e == nil || !errors.Is(err, ErrRateLimited) || e.RetryAfter != 15*time.Second || !strings.Contains(e.Cause, "429 Too Many Requests") {
+		t.Fatalf("second, held: %v, want rate limited with retry after 15s", err)
+	}
+	if n := other.Count("", "/v2/"); n != 0 {
+		t.Errorf("the held client sent %d requests", n)
+	}
+	// A shorter hold changes nothing; after the hold the client asks again.
+	second.HoldRateLimit(start.Add(time.Second), h.cause)
+	clk.Advance(16 * time.Second)
+	if _, err := getManifest(second); err != nil {
+		t.Fatalf("second, after the hold: %v", err)
+	}
+}

@@ -76,6 +76,9 @@ type gate struct {
 	// changed is closed and replaced whenever a hold changes or the
 	// upstream comes back.
 	changed chan struct{}
+	// onLimit is told of every rate-limit hold the upstream's answers set
+	// (Config.OnRateLimit).
+	onLimit func(until time.Time, cause string)
 }
 
 // hold is one reason to keep requests back.
@@ -203,6 +206,12 @@ func (g *gate) refusalLocked(h *hold, left time.Duration) *Error {
 // upstream asked to be left alone (a 429's Retry-After, or Docker Hub's
 // window once no pulls are left), already capped.
 func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duration) {
+	var told func()
+	defer func() {
+		if told != nil {
+			told()
+		}
+	}()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.clock.Now()
@@ -236,6 +245,10 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 			}
 			g.limit = hold{active: true, until: until, cause: limitCause(cause)}
 			changed = true
+			if g.onLimit != nil {
+				h := g.limit
+				told = func() { g.onLimit(h.until, h.cause) }
+			}
 		}
 	case g.limit.active && t.limit:
 		// The probe after the hold was not refused: the limit is over.
@@ -270,6 +283,23 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 	if changed {
 		g.notifyLocked()
 	}
+}
+
+// holdLimit holds the client back until until, as if the upstream had
+// answered it with cause: another client of the same upstream (a fleet's
+// replica) met the limit. A hold already longer stays.
+func (g *gate) holdLimit(until time.Time, cause string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !until.After(g.clock.Now()) || (g.limit.active && !until.After(g.limit.until)) {
+		return
+	}
+	if !g.limit.active {
+		g.log.Warn("upstream rate limited, as another replica heard: nothing is sent to it until the time it gave",
+			"upstream", g.name, "cause", cause, "until", until.Format(time.RFC3339))
+	}
+	g.limit = hold{active: true, until: until, cause: cause}
+	g.notifyLocked()
 }
 
 // pace waits for the next retry slot of a failing upstream. It returns

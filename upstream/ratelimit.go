@@ -67,3 +67,13 @@ func (r *rateLimits) note(c *Client, h http.Header) {
 // RateLimitRemaining returns the pulls left as the upstream last said, or
 // -1 when it never said.
 func (c *Client) RateLimitRemaining() int64 { return c.limits.remaining.Load() }
+
+// HoldRateLimit holds the client back until until, as if the upstream had
+// answered it with cause (e.g. "answered 429 Too Many Requests"): another
+// client of the same upstream met the limit (Config.OnRateLimit). Requests
+// meanwhile wait for until within their deadline or are refused naming
+// cause, and the first after it goes as the probe. A hold that would end
+// sooner than the one in place changes nothing.
+func (c *Client) HoldRateLimit(until time.Time, cause string) {
+	c.gate.holdLimit(until, cause)
+}

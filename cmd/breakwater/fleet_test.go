@@ -238,3 +238,26 @@ func TestFleetKillOwner(t *testing.T) {
 		t.Error("the other replica did not resume from the upstream with a Range")
 	}
 }
+
+func TestBracketIPv6(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://fd00::5:5000":       "http://[fd00::5]:5000",
+		"https://2001:db8::1:443":   "https://[2001:db8::1]:443",
+		"http://[fd00::5]:5000":     "http://[fd00::5]:5000",
+		"http://10.0.0.5:5000":      "http://10.0.0.5:5000",
+		"http://breakwater-0:5000":  "http://breakwater-0:5000",
+		"http://::ffff:10.0.0.5:80": "http://::ffff:10.0.0.5:80", // IPv4-mapped: left for the check
+		"10.0.0.5:5000":             "10.0.0.5:5000",
+	} {
+		if got := bracketIPv6(in); got != want {
+			t.Errorf("bracketIPv6(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// What it makes passes the configuration's check.
+	cfg, err := loadConfig("", "", "", "", nil, func(c *config.Config) {
+		c.Redis.Addr, c.Cluster.SecretFile, c.Cluster.Advertise = "127.0.0.1:6379", "secret", bracketIPv6("http://fd00::5:5000")
+	})
+	if err != nil || cfg.Cluster.Advertise != "http://[fd00::5]:5000" {
+		t.Fatalf("%v %q", err, cfg.Cluster.Advertise)
+	}
+}

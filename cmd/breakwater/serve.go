@@ -64,7 +64,7 @@ Exit status: 0 stopped by a signal; 1 failed while running; 2 bad usage or confi
 	load := func() (config.Config, error) {
 		return loadConfig(*configPath, *listen, *cacheDir, *tagTTL, upstreams, func(c *config.Config) {
 			if *advertise != "" {
-				c.Cluster.Advertise = *advertise
+				c.Cluster.Advertise = bracketIPv6(*advertise)
 			}
 		})
 	}

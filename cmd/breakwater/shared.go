@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -123,4 +124,22 @@ func readSecret(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return s, nil
+}
+
+// bracketIPv6 puts an IPv6 host of an advertise URL in brackets, as a URL
+// needs it: http://$(POD_IP):5000 from the downward API is
+// http://fd00::5:5000 on an IPv6 pod, and no shell in the image can
+// bracket it. The port is what follows the last colon. Anything else is
+// returned as it is, for the configuration's check to judge.
+func bracketIPv6(advertise string) string {
+	scheme, rest, ok := strings.Cut(advertise, "://")
+	if !ok || strings.HasPrefix(rest, "[") || strings.Count(rest, ":") < 2 {
+		return advertise
+	}
+	i := strings.LastIndexByte(rest, ':')
+	host, port := rest[:i], rest[i+1:]
+	if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
+		return advertise
+	}
+	return scheme + "://[" + host + "]:" + port
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
 
@@ -119,16 +120,7 @@ func TestFleetKillOwner(t *testing.T) {
 	bin := buildBinary(t)
 	rds := testredis.Start(t)
 	up := testupstream.Start(t)
-	img, err := random.Image(4<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.PushImage(t, "library/fleet:v1", img)
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
-	rc, _ := layers[0].Compressed()
-	content, _ := io.ReadAll(rc)
-	rc.Close()
+	ld, content := pushOneLayer(t, up, "library/fleet:v1", 4<<20)
 
 	release := make(chan struct{})
 	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
@@ -260,4 +252,33 @@ func TestBracketIPv6(t *testing.T) {
 	if err != nil || cfg.Cluster.Advertise != "http://[fd00::5]:5000" {
 		t.Fatalf("%v %q", err, cfg.Cluster.Advertise)
 	}
+}
+
+// pushOneLayer pushes a random image of one layer of size bytes as ref and
+// returns the layer's digest and compressed bytes.
+func pushOneLayer(t *testing.T, up *testupstream.Upstream, ref string, size int64) (v1.Hash, []byte) {
+	t.Helper()
+	img, err := random.Image(size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PushImage(t, ref, img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	content, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ld, content
 }

@@ -219,15 +219,7 @@ func TestSignals(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	up := testupstream.Start(t)
-	img, err := random.Image(256<<10, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.PushImage(t, "library/app:v1", img)
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
-	lrc, _ := layers[0].Compressed()
-	layer, _ := io.ReadAll(lrc)
+	ld, layer := pushOneLayer(t, up, "library/app:v1", 256<<10)
 
 	cmd, addr, logs := startBinaryLogged(t, bin, t.TempDir(), up.URL, "")
 	base := "http://" + addr
@@ -280,15 +272,7 @@ func TestDrainTimeout(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	up := testupstream.Start(t)
-	img, err := random.Image(256<<10, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.PushImage(t, "library/app:v1", img)
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
-	lrc, _ := layers[0].Compressed()
-	layer, _ := io.ReadAll(lrc)
+	ld, layer := pushOneLayer(t, up, "library/app:v1", 256<<10)
 	cmd, addr, logs := startBinaryLogged(t, bin, t.TempDir(), up.URL, "drain_timeout: 1s\n")
 	started, never := make(chan struct{}), make(chan struct{})
 	up.SetHook(holdBlob(ld.String(), layer, started, never))

@@ -160,7 +160,12 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 	defer in.Abort() // a no-op once committed
 
 	size := int64(-1)
-	fromShared := false
+	// fromShared marks a fetch any of whose bytes came from the shared
+	// store (a mismatch then condemns its copy); fromUpstream one any of
+	// whose bytes came from the upstream, which this replica alone has
+	// and so writes to the store. A follower's bytes came from the owner,
+	// which writes them itself.
+	fromShared, fromUpstream := false, false
 	role := b.claim(ctx, f.key)
 	defer func() { role.lease.Release() }()
 	for stalled := 0; ; {
@@ -170,6 +175,7 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 			return err
 		}
 		fromShared = fromShared || src == sourceShared
+		fromUpstream = fromUpstream || src == sourceUpstream
 		if total > b.maxBlob {
 			body.Close()
 			return b.tooLarge(up, f.key.dgst, fmt.Sprintf("declared %d bytes, more", total))
@@ -265,7 +271,7 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 	// Late replicas ask this one, which has the blob now, rather than
 	// the upstream.
 	role.lease.Finish(finishedLeaseTTL)
-	if !fromShared {
+	if fromUpstream {
 		b.share(up, repo, f.key.dgst)
 	}
 	return nil

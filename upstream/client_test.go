@@ -638,9 +638,19 @@ func TestRateLimitShared(t *testing.T) {
 	if n := other.Count("", "/v2/"); n != 0 {
 		t.Errorf("the held client sent %d requests", n)
 	}
-	// A shorter hold changes nothing; after the hold the client asks again.
+	// A shorter hold changes nothing: two seconds on, the 15 s hold still
+	// refuses, with the seconds left.
 	second.HoldRateLimit(start.Add(time.Second), h.cause)
-	clk.Advance(16 * time.Second)
+	clk.Advance(2 * time.Second)
+	_, err = getManifest(second)
+	if e, _ := AsError(err); e == nil || !errors.Is(err, ErrRateLimited) || e.RetryAfter != 13*time.Second {
+		t.Fatalf("second, after a shorter hold was heard: %v, want rate limited with retry after 13s", err)
+	}
+	if n := other.Count("", "/v2/"); n != 0 {
+		t.Errorf("the held client sent %d requests", n)
+	}
+	// After the hold the client asks again.
+	clk.Advance(14 * time.Second)
 	if _, err := getManifest(second); err != nil {
 		t.Fatalf("second, after the hold: %v", err)
 	}

@@ -154,12 +154,12 @@ func hostsTOML(host, server, mirror string) string {
 }
 
 // writeFileAtomic writes path through a temporary file and a rename, so
-// containerd never reads half a file.
+// containerd, dockerd or podman never reads half a file.
 func writeFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".hosts.toml-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}

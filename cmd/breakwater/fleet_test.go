@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +17,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/opencontainers/go-digest"
 
 	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/internal/testproc"
@@ -106,6 +107,26 @@ func TestServeFleet(t *testing.T) {
 	if n := len(up.Requests(http.MethodGet, "/blobs/"+ld.String())); n != 1 {
 		t.Errorf("%d upstream GETs of the layer for two replicas, want 1", n)
 	}
+	// The follower says so in the metrics the docs name.
+	sum := map[string]float64{}
+	sample := regexp.MustCompile(`^(breakwater_fleet_followed_total|breakwater_fleet_peer_fetched_bytes_total)\{[^}]*\} (\S+)$`)
+	for _, addr := range addrs {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if m := sample.FindStringSubmatch(line); m != nil {
+				v, _ := strconv.ParseFloat(m[2], 64)
+				sum[m[1]] += v
+			}
+		}
+	}
+	if sum["breakwater_fleet_followed_total"] < 1 || sum["breakwater_fleet_peer_fetched_bytes_total"] < 1 {
+		t.Errorf("fleet metrics over both replicas: %v, want a follow and its bytes", sum)
+	}
 }
 
 // TestFleetKillOwner kills with SIGKILL the replica process that owns a
@@ -195,20 +216,7 @@ func TestFleetKillOwner(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	result := make(chan error, 1)
-	go func() {
-		resp, err := http.Get("http://" + other + "/v2/library/fleet/blobs/" + ld.String())
-		if err != nil {
-			result <- err
-			return
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil && (resp.StatusCode != http.StatusOK || digest.FromBytes(body).String() != ld.String()) {
-			err = fmt.Errorf("%s, %d bytes, content %s", resp.Status, len(body), digest.FromBytes(body))
-		}
-		result <- err
-	}()
+	result := pullBlob("http://"+other+"/v2/library/fleet/blobs/"+ld.String(), content)
 	time.Sleep(500 * time.Millisecond) // the other replica streams from the owner
 	if err := ownerCmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -145,20 +145,7 @@ func TestReload(t *testing.T) {
 	})
 
 	// A pull under way, half delivered.
-	inflight := make(chan error, 1)
-	go func() {
-		resp, err := http.Get(base + "/v2/library/app/blobs/" + ld.String())
-		if err != nil {
-			inflight <- err
-			return
-		}
-		defer resp.Body.Close()
-		got, err := io.ReadAll(resp.Body)
-		if err == nil && !bytes.Equal(got, layer) {
-			err = fmt.Errorf("%d bytes, not the layer", len(got))
-		}
-		inflight <- err
-	}()
+	inflight := pullBlob(base+"/v2/library/app/blobs/"+ld.String(), layer)
 	select {
 	case <-started:
 	case <-time.After(10 * time.Second):
@@ -233,20 +220,7 @@ func TestSignals(t *testing.T) {
 
 	started, release := make(chan struct{}), make(chan struct{})
 	up.SetHook(holdBlob(ld.String(), layer, started, release))
-	inflight := make(chan error, 1)
-	go func() {
-		resp, err := http.Get(base + "/v2/library/app/blobs/" + ld.String())
-		if err != nil {
-			inflight <- err
-			return
-		}
-		defer resp.Body.Close()
-		got, err := io.ReadAll(resp.Body)
-		if err == nil && !bytes.Equal(got, layer) {
-			err = fmt.Errorf("%d bytes, not the layer", len(got))
-		}
-		inflight <- err
-	}()
+	inflight := pullBlob(base+"/v2/library/app/blobs/"+ld.String(), layer)
 	<-started
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -349,4 +323,24 @@ func TestCredentialHelperPull(t *testing.T) {
 	if b, _ := os.ReadFile(runs); !strings.Contains(string(b), "https://index.docker.io/v1/") {
 		t.Errorf("the helper was asked about %q", b)
 	}
+}
+
+// pullBlob GETs url in the background; the channel says whether the body
+// was want, complete.
+func pullBlob(url string, want []byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		got, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != http.StatusOK || !bytes.Equal(got, want)) {
+			err = fmt.Errorf("%s, %d bytes, not the blob's %d", resp.Status, len(got), len(want))
+		}
+		done <- err
+	}()
+	return done
 }

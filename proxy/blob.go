@@ -120,6 +120,9 @@ func (s *Server) followFetch(w http.ResponseWriter, r *http.Request, t *target, 
 		}
 		return err
 	}
+	if err := rd.started(); err != nil {
+		return err
+	}
 	if err := serveContent(&followingWriter{ResponseWriter: w, rd: rd}, r, t, rd, size); err != nil {
 		return err
 	}

@@ -168,6 +168,10 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 	fromShared, fromUpstream := false, false
 	role := b.claim(ctx, f.key)
 	defer func() { role.lease.Release() }()
+	// begun: the first answer's headers were announced. Not offset == 0:
+	// a first body cut before its first byte is resumed from 0, and its
+	// headers must not be announced twice.
+	begun := false
 	for stalled := 0; ; {
 		offset := in.Size()
 		body, total, src, err := b.open(ctx, &role, up, repo, f.key.dgst, offset)
@@ -180,7 +184,8 @@ func (b *blobFetches) run(ctx context.Context, up *registry, repo storage.Repo, 
 			body.Close()
 			return b.tooLarge(up, f.key.dgst, fmt.Sprintf("declared %d bytes, more", total))
 		}
-		if offset == 0 {
+		if !begun {
+			begun = true
 			size = total
 			if impossibleSize(f.key.dgst, size) {
 				body.Close()
@@ -735,6 +740,29 @@ func (r *fetchReader) Seek(offset int64, whence int) (int64, error) {
 
 // knownSize returns the blob's size, waiting for the fetch to end when the
 // upstream did not announce it.
+// started waits until the fetch has written its first byte or ended, and
+// returns its failure when it ended without one. Headers go out only
+// then: a fetch that fails before any byte reaches the client is answered
+// with its error, not with a 200 and a cut connection.
+func (r *fetchReader) started() error {
+	for {
+		r.f.mu.Lock()
+		written, done, ferr, changed := r.f.written, r.f.done, r.f.err, r.f.changed
+		r.f.mu.Unlock()
+		switch {
+		case written > 0 || (done && ferr == nil):
+			return nil
+		case done:
+			return ferr
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		}
+	}
+}
+
 func (r *fetchReader) knownSize() (int64, error) {
 	for {
 		r.f.mu.Lock()

@@ -545,3 +545,19 @@ func rawAnswers(up *testupstream.Upstream, pathPart string, answers ...rawReply)
 		return true
 	})
 }
+
+// TestBodyCutBeforeFirstByte: an upstream that declares a body and sends
+// none, again on every resume, is answered with an error the client can
+// read (not a 200 and a cut connection), and the fetch's resume from byte 0
+// does not announce its headers twice (which once crashed the process).
+func TestBodyCutBeforeFirstByte(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{})
+	rawAnswers(up, "/blobs/", rawReply{"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", ""})
+	for i := range 2 {
+		resp, body := m.get("/v2/library/cut/blobs/" + digest.SHA256.FromString("0").String())
+		if resp.StatusCode < 500 || !strings.Contains(string(body), "upstream") {
+			t.Fatalf("try %d: %s %s, want a 5xx naming the upstream", i, resp.Status, body)
+		}
+	}
+}

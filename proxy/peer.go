@@ -208,6 +208,9 @@ func (s *Server) handlePeerBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rd.Close()
 	size, err := rd.knownSize()
+	if err == nil {
+		err = rd.started()
+	}
 	if err != nil {
 		writeError(w, r, err)
 		return

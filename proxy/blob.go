@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) error {
@@ -262,17 +263,53 @@ func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *targ
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
 	setBlobHeaders(h, t)
-	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
 		return nil
 	}
+	// The status goes out with the first byte the client may have: a
+	// body that fails before one (cut off, or a one-byte blob whose only
+	// byte is wrong) is answered with its error, not a 200 and a cut
+	// connection.
+	out := &headerOnWrite{ResponseWriter: w}
 	body := io.LimitReader(resp.Body, s.blobs.maxBlob)
-	if err := copyVerified(w, body, t.dgst.Algorithm().Hash(), t.dgst.Encoded()); err != nil {
+	err = copyVerified(out, body, t.dgst.Algorithm().Hash(), t.dgst.Encoded())
+	switch {
+	case err == nil && !out.wrote:
+		w.WriteHeader(http.StatusOK) // the empty blob
+	case err == nil:
+	case out.wrote:
 		noteError(r, err)
 		panic(http.ErrAbortHandler)
+	case errors.Is(err, errContentMismatch):
+		return digestMismatch(t.upstream, t.dgst)
+	default:
+		h.Del("Content-Length")
+		return unavailable(t.upstream.Name(), "unreachable: body cut off: "+upstream.NetworkCause(err), 0)
 	}
 	return nil
 }
+
+// headerOnWrite sends the 200 status with the first byte written.
+type headerOnWrite struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *headerOnWrite) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !w.wrote {
+		w.wrote = true
+		w.ResponseWriter.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// errContentMismatch is copyVerified's verdict on content whose digest is
+// not the one asked for.
+var errContentMismatch = errors.New("upstream content does not match its digest")
 
 // copyVerified copies src to dst holding back the final byte until the
 // content hashed to wantHex.
@@ -302,7 +339,7 @@ func copyVerified(dst io.Writer, src io.Reader, h hash.Hash, wantHex string) err
 	}
 	got := fmt.Sprintf("%x", h.Sum(nil))
 	if subtle.ConstantTimeCompare([]byte(got), []byte(wantHex)) != 1 {
-		return fmt.Errorf("upstream content does not match %s", wantHex)
+		return fmt.Errorf("%w: got %s, want %s", errContentMismatch, got, wantHex)
 	}
 	_, err := dst.Write(held)
 	return err

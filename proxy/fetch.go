@@ -598,6 +598,15 @@ func (f *blobFetch) reader(ctx context.Context, store *storage.Store) (*fetchRea
 	return &fetchReader{ctx: ctx, f: f, file: blob.File, close: blob.Close}, nil
 }
 
+// servable is how many bytes of the fetch a client may be handed: all
+// written ones once verified, all but the last before. Callers hold f.mu.
+func (f *blobFetch) servable() int64 {
+	if f.verified {
+		return f.written
+	}
+	return f.written - 1
+}
+
 // fetchReader reads a blob while it is being fetched, waiting for bytes
 // that have not arrived yet. It never hands out the final byte before the
 // whole blob has been verified, so a client of a blob whose digest turns
@@ -629,13 +638,9 @@ func (r *fetchReader) Read(p []byte) (int, error) {
 func (r *fetchReader) next(limit int64) (int64, error) {
 	for {
 		r.f.mu.Lock()
-		written, done, ferr, changed, size, verified := r.f.written, r.f.done, r.f.err, r.f.changed, r.f.size, r.f.verified
+		visible, done, ferr, changed, size, verified := r.f.servable(), r.f.done, r.f.err, r.f.changed, r.f.size, r.f.verified
 		r.f.mu.Unlock()
 
-		visible := written
-		if !verified {
-			visible-- // hold back the last byte until verified
-		}
 		if r.pos < visible {
 			return min(limit, visible-r.pos), nil
 		}
@@ -738,19 +743,18 @@ func (r *fetchReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-// knownSize returns the blob's size, waiting for the fetch to end when the
-// upstream did not announce it.
-// started waits until the fetch has written its first byte or ended, and
-// returns its failure when it ended without one. Headers go out only
-// then: a fetch that fails before any byte reaches the client is answered
-// with its error, not with a 200 and a cut connection.
+// started waits until the fetch has a byte a client may be handed, or has
+// ended, and returns its failure when it ended without one. Headers go out
+// only then: a fetch that fails before any byte could reach the client (a
+// one-byte blob's only byte is held back until verified) is answered with
+// its error, not with a 200 and a cut connection.
 func (r *fetchReader) started() error {
 	for {
 		r.f.mu.Lock()
-		written, done, ferr, changed := r.f.written, r.f.done, r.f.err, r.f.changed
+		visible, verified, done, ferr, changed := r.f.servable(), r.f.verified, r.f.done, r.f.err, r.f.changed
 		r.f.mu.Unlock()
 		switch {
-		case written > 0 || (done && ferr == nil):
+		case visible > 0 || verified || (done && ferr == nil):
 			return nil
 		case done:
 			return ferr
@@ -763,6 +767,8 @@ func (r *fetchReader) started() error {
 	}
 }
 
+// knownSize returns the blob's size, waiting for the fetch to end when the
+// upstream did not announce it.
 func (r *fetchReader) knownSize() (int64, error) {
 	for {
 		r.f.mu.Lock()

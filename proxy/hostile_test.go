@@ -464,9 +464,10 @@ func TestAcceptAnything(t *testing.T) {
 }
 
 // TestEmptyBodyForNonEmptyDigest: an upstream answering a blob GET with an
-// empty body leaves no last byte to hold back, so the answer is refused
-// before any header goes out, from the cache's fetch and from pass-through
-// alike; the one digest an empty body has is still served.
+// empty body leaves no last byte to hold back, and a one-byte body nothing
+// but its last byte, so a wrong answer is refused before any header goes
+// out, from the cache's fetch and from pass-through alike; the one digest
+// an empty body has is still served.
 func TestEmptyBodyForNonEmptyDigest(t *testing.T) {
 	zero := digest.SHA256.FromString("0").String()
 	emptyDigest := digest.SHA256.FromBytes(nil).String()
@@ -488,11 +489,16 @@ func TestEmptyBodyForNonEmptyDigest(t *testing.T) {
 		{"fetch, Content-Length 0", nil, zero, []rawReply{{empty, ""}}, http.StatusBadGateway},
 		{"fetch, chunked and empty", nil, zero, []rawReply{{chunked, "0\r\n\r\n"}}, http.StatusBadGateway},
 		{"fetch, the empty blob", nil, emptyDigest, []rawReply{{empty, ""}}, http.StatusOK},
+		// A one-byte blob's only byte is its last, held back until
+		// verified: no header may go out before the verdict.
+		{"fetch, one wrong byte", nil, zero, []rawReply{{honest, "1"}}, http.StatusBadGateway},
+		{"fetch, one byte and more", nil, zero, []rawReply{{honest, "00"}}, http.StatusOK},
 		// The fetch meets a full disk on an honest answer and passes the
 		// blob through; the pass-through's own GET is answered empty.
 		{"pass-through, Content-Length 0", full, zero, []rawReply{{honest, "0"}, {empty, ""}}, http.StatusBadGateway},
 		{"pass-through, honest", full, zero, []rawReply{{honest, "0"}}, http.StatusOK},
 		{"pass-through, the empty blob", full, emptyDigest, []rawReply{{empty, ""}}, http.StatusOK},
+		{"pass-through, one wrong byte", full, zero, []rawReply{{honest, "0"}, {honest, "1"}}, http.StatusBadGateway},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -548,16 +554,32 @@ func rawAnswers(up *testupstream.Upstream, pathPart string, answers ...rawReply)
 
 // TestBodyCutBeforeFirstByte: an upstream that declares a body and sends
 // none, again on every resume, is answered with an error the client can
-// read (not a 200 and a cut connection), and the fetch's resume from byte 0
-// does not announce its headers twice (which once crashed the process).
+// read (not a 200 and a cut connection), from the cache's fetch and from
+// pass-through alike, and the fetch's resume from byte 0 does not announce
+// its headers twice (which once crashed the process).
 func TestBodyCutBeforeFirstByte(t *testing.T) {
-	up := testupstream.Start(t)
-	m := newMirror(t, up.URL, mirrorOpts{})
-	rawAnswers(up, "/blobs/", rawReply{"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", ""})
-	for i := range 2 {
-		resp, body := m.get("/v2/library/cut/blobs/" + digest.SHA256.FromString("0").String())
-		if resp.StatusCode < 500 || !strings.Contains(string(body), "upstream") {
-			t.Fatalf("try %d: %s %s, want a 5xx naming the upstream", i, resp.Status, body)
-		}
+	const declared = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+	cases := []struct {
+		name      string
+		storeOpts []storage.Option
+		answers   []rawReply
+	}{
+		{"fetch", nil, []rawReply{{declared, ""}}},
+		// A disk that is never free enough: the fetch passes the blob
+		// through, whose own GET is cut.
+		{"pass-through", []storage.Option{storage.WithMinFree(1 << 62)}, []rawReply{{declared, "0"}, {declared, ""}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{storeOpts: tc.storeOpts})
+			rawAnswers(up, "/blobs/", tc.answers...)
+			for i := range 2 {
+				resp, body := m.get("/v2/library/cut/blobs/" + digest.SHA256.FromString("0").String())
+				if resp.StatusCode < 500 || !strings.Contains(string(body), "upstream") {
+					t.Fatalf("try %d: %s %s, want a 5xx naming the upstream", i, resp.Status, body)
+				}
+			}
+		})
 	}
 }

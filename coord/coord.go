@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,31 +199,44 @@ func (l *Lease) end(script *redis.Script, what string, args ...any) {
 	})
 }
 
-// holdsChannel carries the rate-limit holds replicas hear of.
+// holdsChannel carries the holds replicas hear of.
 const holdsChannel = "holds"
 
-// Hold is an upstream's rate limit one replica met: the fleet holds with
-// it, so that the upstream hears from the fleet once it allows, not once
-// per replica.
+// HoldKinds are the kinds of hold a fleet shares: the upstream's rate
+// limit and the circuit opened on a down upstream.
+var holdKinds = []string{"ratelimit", "circuit"}
+
+// Hold is a reason one replica holds requests to an upstream back: the
+// fleet holds with it, so that the upstream hears from the fleet once it
+// allows, or once it may be back, not once per replica. A hold whose Until
+// has passed ends it: the replica found the upstream answering again.
 type Hold struct {
+	// Kind is "ratelimit" or "circuit".
+	Kind     string
 	Upstream string
 	Until    time.Time
 	Cause    string
 }
 
+func (h Hold) key() string { return "hold:" + h.Kind + ":" + h.Upstream }
+
 // PublishHold tells the fleet of a hold, and keeps it in Redis until it
-// ends for replicas that start meanwhile.
+// ends for replicas that start meanwhile; a hold already over is told and
+// forgotten.
 func (f *Fleet) PublishHold(ctx context.Context, h Hold) error {
-	left := time.Until(h.Until)
-	if left <= 0 {
-		return nil
+	if !slices.Contains(holdKinds, h.Kind) || h.Upstream == "" || strings.Contains(h.Upstream, " ") {
+		return fmt.Errorf("publish a hold: kind %q of upstream %q is not one the fleet knows", h.Kind, h.Upstream)
 	}
-	msg := fmt.Sprintf("%s %d %s", h.Upstream, h.Until.UnixMilli(), h.Cause)
+	msg := fmt.Sprintf("%s %s %d %s", h.Kind, h.Upstream, h.Until.UnixMilli(), h.Cause)
 	pipe := f.rdb.TxPipeline()
-	pipe.Set(ctx, f.prefix+"hold:"+h.Upstream, msg, left)
+	if left := time.Until(h.Until); left > 0 {
+		pipe.Set(ctx, f.prefix+h.key(), msg, left)
+	} else {
+		pipe.Del(ctx, f.prefix+h.key())
+	}
 	pipe.Publish(ctx, f.prefix+holdsChannel, msg)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("publish the hold on %s: %w", h.Upstream, err)
+		return fmt.Errorf("publish the %s hold on %s: %w", h.Kind, h.Upstream, err)
 	}
 	return nil
 }
@@ -231,15 +245,17 @@ func (f *Fleet) PublishHold(ctx context.Context, h Hold) error {
 func (f *Fleet) Holds(ctx context.Context, upstreams []string) ([]Hold, error) {
 	var out []Hold
 	for _, u := range upstreams {
-		msg, err := f.rdb.Get(ctx, f.prefix+"hold:"+u).Result()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return out, fmt.Errorf("holds: %w", err)
-		}
-		if h, ok := parseHold(msg); ok {
-			out = append(out, h)
+		for _, k := range holdKinds {
+			msg, err := f.rdb.Get(ctx, f.prefix+Hold{Kind: k, Upstream: u}.key()).Result()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				return out, fmt.Errorf("holds: %w", err)
+			}
+			if h, ok := parseHold(msg); ok {
+				out = append(out, h)
+			}
 		}
 	}
 	return out, nil
@@ -267,11 +283,17 @@ func (f *Fleet) WatchHolds(ctx context.Context, fn func(Hold)) {
 }
 
 func parseHold(msg string) (Hold, bool) {
-	up, rest, ok1 := strings.Cut(msg, " ")
-	ms, cause, ok2 := strings.Cut(rest, " ")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	if !ok1 || !ok2 || err != nil || up == "" {
+	f := strings.SplitN(msg, " ", 4)
+	if len(f) < 3 || !slices.Contains(holdKinds, f[0]) || f[1] == "" {
 		return Hold{}, false
 	}
-	return Hold{Upstream: up, Until: time.UnixMilli(n), Cause: cause}, true
+	n, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return Hold{}, false
+	}
+	h := Hold{Kind: f[0], Upstream: f[1], Until: time.UnixMilli(n)}
+	if len(f) == 4 {
+		h.Cause = f[3]
+	}
+	return h, true
 }

@@ -142,21 +142,23 @@ func TestFinish(t *testing.T) {
 }
 
 // TestHolds: a hold one replica publishes reaches the others while they
-// watch, and a replica that starts during it finds it in Redis.
+// watch, and a replica that starts during it finds it in Redis; a hold
+// told as over is heard and no longer found.
 func TestHolds(t *testing.T) {
 	srv := testredis.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a := fleet(t, srv.Addr, "", "http://a:5000", time.Minute)
 	b := fleet(t, srv.Addr, "", "http://b:5000", time.Minute)
-	heard := make(chan coord.Hold, 1)
+	heard := make(chan coord.Hold, 16)
 	go b.WatchHolds(ctx, func(h coord.Hold) { heard <- h })
-	want := coord.Hold{Upstream: "docker.io", Until: time.Now().Add(5 * time.Second).Truncate(time.Millisecond), Cause: "answered 429 Too Many Requests"}
+	until := time.Now().Add(5 * time.Second).Truncate(time.Millisecond)
+	limit := coord.Hold{Kind: "ratelimit", Upstream: "docker.io", Until: until, Cause: "answered 429 Too Many Requests"}
 	// The subscription is asynchronous: publish until it is heard.
 	deadline := time.Now().Add(5 * time.Second)
 	var got coord.Hold
 	for got.Upstream == "" {
-		if err := a.PublishHold(ctx, want); err != nil {
+		if err := a.PublishHold(ctx, limit); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -167,18 +169,55 @@ func TestHolds(t *testing.T) {
 			}
 		}
 	}
-	if got.Upstream != want.Upstream || !got.Until.Equal(want.Until) || got.Cause != want.Cause {
-		t.Errorf("heard %+v, want %+v", got, want)
+	if got != limit {
+		t.Errorf("heard %+v, want %+v", got, limit)
 	}
+	circuit := coord.Hold{Kind: "circuit", Upstream: "docker.io", Until: until, Cause: "circuit open after unreachable: connection refused"}
+	if err := a.PublishHold(ctx, circuit); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextHold(t, heard, "circuit"); got != circuit {
+		t.Errorf("heard %+v, want %+v", got, circuit)
+	}
+
 	c := fleet(t, srv.Addr, "", "http://c:5000", time.Minute)
 	holds, err := c.Holds(ctx, []string{"docker.io", "ghcr.io"})
-	if err != nil || len(holds) != 1 || !holds[0].Until.Equal(want.Until) {
-		t.Fatalf("a replica that starts during the hold: %+v, %v", holds, err)
+	if err != nil || len(holds) != 2 || holds[0] != limit || holds[1] != circuit {
+		t.Fatalf("a replica that starts during the holds: %+v, %v", holds, err)
 	}
-	if err := a.PublishHold(ctx, coord.Hold{Upstream: "quay.io", Until: time.Now().Add(-time.Second)}); err != nil {
+	over := coord.Hold{Kind: "circuit", Upstream: "docker.io"}
+	if err := a.PublishHold(ctx, over); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextHold(t, heard, "circuit"); got.Until.After(time.Now()) {
+		t.Errorf("the circuit's end was heard as %+v", got)
+	}
+	if holds, _ := c.Holds(ctx, []string{"docker.io"}); len(holds) != 1 || holds[0] != limit {
+		t.Errorf("after the circuit's end: %+v, want only the rate limit", holds)
+	}
+	if err := a.PublishHold(ctx, coord.Hold{Kind: "ratelimit", Upstream: "quay.io", Until: time.Now().Add(-time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	if holds, _ := c.Holds(ctx, []string{"quay.io"}); len(holds) != 0 {
 		t.Errorf("a hold already over was kept: %+v", holds)
+	}
+	if err := a.PublishHold(ctx, coord.Hold{Kind: "outage", Upstream: "quay.io", Until: until}); err == nil {
+		t.Error("a hold of an unknown kind was published")
+	}
+}
+
+// nextHold is the next hold of kind heard, within a few seconds.
+func nextHold(t *testing.T, heard <-chan coord.Hold, kind string) coord.Hold {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case h := <-heard:
+			if h.Kind == kind {
+				return h
+			}
+		case <-timeout:
+			t.Fatalf("no %s hold heard", kind)
+		}
 	}
 }

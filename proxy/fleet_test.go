@@ -16,6 +16,7 @@ import (
 	"github.com/breakwater-registry/breakwater/internal/testredis"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // fleetImage pushes a cold image of layers layers to the upstream as
@@ -285,18 +286,7 @@ func TestFleetRateLimitShared(t *testing.T) {
 		t.Fatalf("replica a: %s, want 503 naming %s", resp.Status, want)
 	}
 	// The hold reaches b through Redis's pub/sub, soon after.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var st proxy.Status
-		_, body := b.get("/_breakwater/v1/status")
-		if json.Unmarshal(body, &st) == nil && len(st.Upstreams) == 1 && st.Upstreams[0].RateLimited {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica b never held with a: %s", body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUpstreamStatus(t, b, "held with a", func(u proxy.UpstreamStatus) bool { return u.RateLimited })
 	up.Reset()
 	resp, _ := b.get("/v2/library/two/manifests/v1")
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Status, want) || resp.Header.Get("Retry-After") == "" {
@@ -312,5 +302,60 @@ func TestFleetRateLimitShared(t *testing.T) {
 	}
 	if n := len(up.Requests("", "/manifests/")); n != 0 {
 		t.Errorf("replicas held by the fleet sent %d manifest requests", n)
+	}
+}
+
+// TestFleetCircuitShared: the circuit one replica opens on a down upstream
+// opens every replica's, so that the fleet meets the upstream with one
+// probe, not one per replica, and a held replica refuses with the cause
+// the first one found.
+func TestFleetCircuitShared(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	p := fastPolicy()
+	p.Retry.Attempts = 1
+	p.Breaker = upstream.Breaker{Window: time.Minute, MinRequests: 2, FailurePercent: 50, OpenMin: 10 * time.Second, OpenMax: 20 * time.Second}
+	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute, policy: p}
+	a, b := newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	for i := range 2 {
+		if resp, _ := a.get(fmt.Sprintf("/v2/library/down%d/manifests/v1", i)); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("replica a, request %d: %s, want 503", i, resp.Status)
+		}
+	}
+	waitUpstreamStatus(t, b, "opened its circuit with a's", func(u proxy.UpstreamStatus) bool { return u.Breaker == "open" })
+	// Up again, but b sends nothing before the probe's time, and says why.
+	up.Reset()
+	resp, body := b.get("/v2/library/other/manifests/v1")
+	const cause = "circuit open after 503 Service Unavailable"
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), cause) || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("replica b: %s %s (Retry-After %q), want 503 naming %q", resp.Status, body, resp.Header.Get("Retry-After"), cause)
+	}
+	if n := len(up.Requests("", "/v2/")); n != 0 {
+		t.Errorf("replica b sent the upstream %d requests while the fleet's circuit was open", n)
+	}
+}
+
+// waitUpstreamStatus waits until m's status page says what ok looks for of
+// its one upstream; a fleet's news travels through Redis's pub/sub.
+func waitUpstreamStatus(t *testing.T, m *mirror, what string, ok func(proxy.UpstreamStatus) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st proxy.Status
+		_, body := m.get("/_breakwater/v1/status")
+		if json.Unmarshal(body, &st) == nil && len(st.Upstreams) == 1 && ok(st.Upstreams[0]) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica never %s: %s", what, body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

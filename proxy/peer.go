@@ -21,6 +21,7 @@ import (
 
 	"github.com/breakwater-registry/breakwater/coord"
 	"github.com/breakwater-registry/breakwater/storage"
+	"github.com/breakwater-registry/breakwater/upstream"
 )
 
 // peerPath is the internal endpoint replicas stream blobs from each other
@@ -369,26 +370,28 @@ func (s *Server) handlePeerManifest(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(m.body)
 }
 
-// publishHold is an upstream client's OnRateLimit in a fleet: the hold goes
-// to Redis, so that every replica holds with it; nil outside a fleet.
-func (f *fleet) publishHold(base context.Context, upstream string, log *slog.Logger) func(time.Time, string) {
+// publishHold is an upstream client's OnHold in a fleet: the hold (a rate
+// limit, the circuit opening or closing) goes to Redis, so that every
+// replica holds with it; nil outside a fleet.
+func (f *fleet) publishHold(base context.Context, name string, log *slog.Logger) func(upstream.Hold) {
 	if f == nil {
 		return nil
 	}
-	return func(until time.Time, cause string) {
+	return func(h upstream.Hold) {
 		// The gate must not wait for Redis.
 		go func() {
 			ctx, cancel := context.WithTimeout(base, peerTimeout)
 			defer cancel()
-			if err := f.coord.PublishHold(ctx, coord.Hold{Upstream: upstream, Until: until, Cause: cause}); err != nil {
-				log.Warn("fleet: the rate limit not shared", "upstream", upstream, "err", err)
+			if err := f.coord.PublishHold(ctx, coord.Hold{Kind: string(h.Kind), Upstream: name, Until: h.Until, Cause: h.Cause}); err != nil {
+				log.Warn("fleet: a hold not shared", "upstream", name, "kind", h.Kind, "err", err)
 			}
 		}()
 	}
 }
 
-// holdWithFleet applies the holds other replicas met, those in force now
-// and those to come, to this replica's upstream clients.
+// holdWithFleet applies the holds other replicas found, those in force now
+// and those to come, to this replica's upstream clients: a rate limit, and
+// a circuit opened on a down upstream or closed by a probe answered.
 func (s *Server) holdWithFleet() {
 	fl := s.blobs.fleet
 	if fl == nil {
@@ -396,7 +399,7 @@ func (s *Server) holdWithFleet() {
 	}
 	apply := func(h coord.Hold) {
 		if up := s.upstreams[h.Upstream]; up != nil {
-			up.HoldRateLimit(h.Until, h.Cause)
+			up.Hold(upstream.Hold{Kind: upstream.HoldKind(h.Kind), Until: h.Until, Cause: h.Cause})
 		}
 	}
 	names := make([]string, 0, len(s.upstreams))

@@ -67,12 +67,14 @@ type Config struct {
 	// client's own: a Breakwater asking itself uses one that goes
 	// straight to its handler.
 	Transport http.RoundTripper
-	// OnRateLimit, when set, is told whenever the upstream's answer holds
-	// the client back (a 429, or no pulls left): until when and why, so
-	// that other clients of the same upstream (a fleet's replicas) can
-	// hold with it through HoldRateLimit. It is called without locks held
-	// and must not block.
-	OnRateLimit func(until time.Time, cause string)
+	// OnHold, when set, is told whenever the client starts holding back
+	// on its own findings: the upstream's answer set a rate limit (a 429,
+	// or no pulls left), or the circuit opened or closed. Other clients
+	// of the same upstream (a fleet's replicas) then hold with it through
+	// Client.Hold, so that the fleet obeys a 429 together and meets a down
+	// upstream with one probe, not one per replica. It is called without
+	// locks held and must not block.
+	OnHold func(Hold)
 }
 
 // Client is the client towards one registry. It is safe for concurrent
@@ -178,7 +180,7 @@ func New(c Config) (*Client, error) {
 		cl.inner = newBaseTransport(cl.policy.Retry.AttemptTimeout)
 	}
 	cl.gate = newGate(c.Name, cl.policy, cl.clock, cl.rnd, cl.log)
-	cl.gate.onLimit = c.OnRateLimit
+	cl.gate.onHold = c.OnHold
 	cl.limits.remaining.Store(-1)
 	if n := cl.policy.MaxConcurrent; n > 0 {
 		cl.slots = make(chan struct{}, n)

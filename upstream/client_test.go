@@ -594,21 +594,17 @@ func TestRetriesPacedPerUpstream(t *testing.T) {
 	t.Logf("%d tries refused; last request done %v after recovery", refused, time.Unix(0, lastDone.Load()).Sub(end))
 }
 
-// TestRateLimitShared: a 429 one client meets is told to OnRateLimit with
-// its end and cause; another client of the same upstream, held with them
-// by HoldRateLimit, sends nothing until then and answers as the first did.
+// TestRateLimitShared: a 429 one client meets is told to OnHold with its
+// end and cause; another client of the same upstream, held with them by
+// Hold, sends nothing until then and answers as the first did.
 func TestRateLimitShared(t *testing.T) {
 	clk := newAutoClock()
 	up := seededUpstream(t)
 	p := testPolicy()
 	p.Retry.Deadline = 10 * time.Second
-	type told struct {
-		until time.Time
-		cause string
-	}
-	heard := make(chan told, 4)
+	heard := make(chan Hold, 4)
 	first, err := New(Config{Name: "docker.io", URL: up.URL, Policy: p, Clock: clk, Rand: func() float64 { return 0.999 },
-		OnRateLimit: func(until time.Time, cause string) { heard <- told{until, cause} }})
+		OnHold: func(h Hold) { heard <- h }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,19 +613,19 @@ func TestRateLimitShared(t *testing.T) {
 	if _, err := getManifest(first); !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("first: %v, want rate limited", err)
 	}
-	var h told
+	var h Hold
 	select {
 	case h = <-heard:
 	default:
-		t.Fatal("OnRateLimit was not told of the 429")
+		t.Fatal("OnHold was not told of the 429")
 	}
-	if !h.until.Equal(start.Add(15*time.Second)) || h.cause != "answered 429 Too Many Requests" {
-		t.Fatalf("OnRateLimit(%v, %q), want %v and the cause", h.until.Sub(start), h.cause, 15*time.Second)
+	if h.Kind != HoldRateLimit || !h.Until.Equal(start.Add(15*time.Second)) || h.Cause != "answered 429 Too Many Requests" {
+		t.Fatalf("OnHold(%s, %v, %q), want a rate limit of %v and the cause", h.Kind, h.Until.Sub(start), h.Cause, 15*time.Second)
 	}
 
 	other := seededUpstream(t) // the same registry, as another replica reaches it
 	second := newTestClient(t, other.URL, clk, p)
-	second.HoldRateLimit(h.until, h.cause)
+	second.Hold(h)
 	_, err = getManifest(second)
 	e, _ := AsError(err)
 	if e == nil || !errors.Is(err, ErrRateLimited) || e.RetryAfter != 15*time.Second || !strings.Contains(e.Cause, "429 Too Many Requests") {
@@ -640,7 +636,7 @@ func TestRateLimitShared(t *testing.T) {
 	}
 	// A shorter hold changes nothing: two seconds on, the 15 s hold still
 	// refuses, with the seconds left.
-	second.HoldRateLimit(start.Add(time.Second), h.cause)
+	second.Hold(Hold{Kind: HoldRateLimit, Until: start.Add(time.Second), Cause: h.Cause})
 	clk.Advance(2 * time.Second)
 	_, err = getManifest(second)
 	if e, _ := AsError(err); e == nil || !errors.Is(err, ErrRateLimited) || e.RetryAfter != 13*time.Second {
@@ -653,5 +649,117 @@ func TestRateLimitShared(t *testing.T) {
 	clk.Advance(14 * time.Second)
 	if _, err := getManifest(second); err != nil {
 		t.Fatalf("second, after the hold: %v", err)
+	}
+}
+
+// TestCircuitShared: the circuit one client opens is told to OnHold, and
+// another client of the same upstream that holds with it meets the down
+// upstream with one probe instead of the failures it would take to open
+// its own circuit, refusing with the first client's cause; when the first
+// client's probe is answered, the close it tells ends the second's
+// circuit at once, without waiting for its open time.
+func TestCircuitShared(t *testing.T) {
+	clk := newAutoClock()
+	up := seededUpstream(t)
+	p := DefaultPolicy()
+	p.Breaker.Window = 2 * time.Minute
+	heard := make(chan Hold, 16)
+	first, err := New(Config{Name: "docker.io", URL: up.URL, Policy: p, Clock: clk, Rand: func() float64 { return 0.999 },
+		OnHold: func(h Hold) { heard <- h }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := seededUpstream(t) // the same registry, as another replica reaches it
+	second := newTestClient(t, other.URL, clk, p)
+	for _, u := range []*testupstream.Upstream{up, other} {
+		outage(u, clk, "/manifests/", clk.Now().Add(time.Hour), 503)
+	}
+	for range 5 {
+		_, _ = getManifest(first)
+	}
+	var open Hold
+	select {
+	case open = <-heard:
+	default:
+		t.Fatal("OnHold was not told of the circuit opening")
+	}
+	const cause = "circuit open after 503 Service Unavailable"
+	if open.Kind != HoldCircuit || !open.Until.After(clk.Now()) || open.Cause != cause {
+		t.Fatalf("OnHold(%s, %v from now, %q), want an open circuit with %q", open.Kind, open.Until.Sub(clk.Now()), open.Cause, cause)
+	}
+
+	second.Hold(open)
+	if h := second.Health(); h.Circuit != CircuitOpen {
+		t.Fatalf("second, held: circuit %v", h.Circuit)
+	}
+	_, err = getManifest(second)
+	if e, _ := AsError(err); e == nil || !errors.Is(err, ErrCircuitOpen) || e.Cause != cause {
+		t.Fatalf("second, held: %v, want the circuit open with %q", err, cause)
+	}
+	if n := other.Count("", "/manifests/"); n != 1 {
+		t.Errorf("the held client sent the down upstream %d requests, want its one probe", n)
+	}
+
+	for _, u := range []*testupstream.Upstream{up, other} {
+		u.SetHook(nil)
+	}
+	for len(heard) > 0 {
+		<-heard
+	}
+	if _, err := getManifest(first); err != nil {
+		t.Fatalf("first, after recovery: %v", err)
+	}
+	var closed Hold
+	for len(heard) > 0 {
+		closed = <-heard
+	}
+	if closed.Kind != HoldCircuit || closed.Until.After(clk.Now()) {
+		t.Fatalf("OnHold after the probe was answered: %s until %v, want the circuit closed", closed.Kind, closed.Until)
+	}
+	if h := second.Health(); h.Circuit != CircuitOpen || h.CircuitRetryAfter <= 0 {
+		t.Fatalf("second before it heard: %+v, want still open", h)
+	}
+	second.Hold(closed)
+	start := clk.Now()
+	if _, err := getManifest(second); err != nil {
+		t.Fatalf("second, after the close: %v", err)
+	}
+	if took := clk.Now().Sub(start); took != 0 {
+		t.Errorf("second waited %v after the close was heard", took)
+	}
+}
+
+// TestCircuitSharedContradicted: a client whose own probe finds the
+// upstream answering while it holds with another client's open circuit
+// stops taking that client's word for a while: the fault is that client's
+// alone (a replica's broken route), and must not keep this one from an
+// upstream it reaches.
+func TestCircuitSharedContradicted(t *testing.T) {
+	clk := newAutoClock()
+	up := seededUpstream(t)
+	p := DefaultPolicy()
+	c := newTestClient(t, up.URL, clk, p)
+	open := Hold{Kind: HoldCircuit, Until: clk.Now().Add(p.Breaker.OpenMin), Cause: "circuit open after unreachable: no route to host"}
+	c.Hold(open)
+	if h := c.Health(); h.Circuit != CircuitOpen {
+		t.Fatalf("held: circuit %v", h.Circuit)
+	}
+	// The request waits for the probe, whose answer closes the circuit.
+	if _, err := getManifest(c); err != nil {
+		t.Fatalf("the probe: %v", err)
+	}
+	if n := up.Count("", "/manifests/"); n != 1 {
+		t.Fatalf("%d manifest requests, want the one probe", n)
+	}
+	again := Hold{Kind: HoldCircuit, Until: clk.Now().Add(p.Breaker.OpenMin), Cause: open.Cause}
+	c.Hold(again)
+	if h := c.Health(); h.Circuit != CircuitClosed {
+		t.Fatalf("the same open circuit heard again after this client's probe was answered: circuit %v", h.Circuit)
+	}
+	// Once the while is over, another client's finding counts again.
+	clk.Advance(p.Breaker.OpenMax)
+	c.Hold(Hold{Kind: HoldCircuit, Until: clk.Now().Add(p.Breaker.OpenMin), Cause: open.Cause})
+	if h := c.Health(); h.Circuit != CircuitOpen {
+		t.Fatalf("heard after open_max: circuit %v", h.Circuit)
 	}
 }

@@ -76,9 +76,14 @@ type gate struct {
 	// changed is closed and replaced whenever a hold changes or the
 	// upstream comes back.
 	changed chan struct{}
-	// onLimit is told of every rate-limit hold the upstream's answers set
-	// (Config.OnRateLimit).
-	onLimit func(until time.Time, cause string)
+	// onHold is told of every hold the client's own findings set or end
+	// (Config.OnHold).
+	onHold func(Hold)
+	// heardUntil ignores other clients' open circuits until then: this
+	// client's own probe found the upstream answering while it held with
+	// theirs, so the fault is theirs alone (a replica's broken route),
+	// and must not keep this one from an upstream it reaches.
+	heardUntil time.Time
 }
 
 // hold is one reason to keep requests back.
@@ -87,6 +92,7 @@ type hold struct {
 	until   time.Time
 	probing bool   // a try is out as the probe and nobody else may go
 	cause   string // what the refusal says: "answered 429 Too Many Requests"
+	heard   bool   // set by another client's finding (Client.Hold)
 }
 
 func newGate(name string, p Policy, clock Clock, rnd func() float64, log *slog.Logger) *gate {
@@ -206,12 +212,8 @@ func (g *gate) refusalLocked(h *hold, left time.Duration) *Error {
 // upstream asked to be left alone (a 429's Retry-After, or Docker Hub's
 // window once no pulls are left), already capped.
 func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duration) {
-	var told func()
-	defer func() {
-		if told != nil {
-			told()
-		}
-	}()
+	var told []Hold
+	defer func() { g.tell(told) }()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.clock.Now()
@@ -245,10 +247,7 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 			}
 			g.limit = hold{active: true, until: until, cause: limitCause(cause)}
 			changed = true
-			if g.onLimit != nil {
-				h := g.limit
-				told = func() { g.onLimit(h.until, h.cause) }
-			}
+			told = append(told, Hold{Kind: HoldRateLimit, Until: until, Cause: g.limit.cause})
 		}
 	case g.limit.active && t.limit:
 		// The probe after the hold was not refused: the limit is over.
@@ -267,12 +266,17 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 			g.failedProbes++
 			g.openFor = min(g.openFor*2, g.policy.Breaker.OpenMax)
 			g.openLocked(now)
+			told = append(told, g.circuitHoldLocked())
 		}
 	default:
 		// Any answer, even a 429 or a 500, says the upstream is up.
 		if g.circuit.active {
+			if g.circuit.heard && t.circuit {
+				g.heardUntil = now.Add(g.policy.Breaker.OpenMax)
+			}
 			g.closeLocked()
 			changed = true
+			told = append(told, Hold{Kind: HoldCircuit})
 		}
 		if g.failing {
 			g.failing = false
@@ -283,6 +287,58 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 	if changed {
 		g.notifyLocked()
 	}
+}
+
+// tell passes holds to onHold, outside the gate's lock.
+func (g *gate) tell(holds []Hold) {
+	if g.onHold == nil {
+		return
+	}
+	for _, h := range holds {
+		g.onHold(h)
+	}
+}
+
+// circuitHoldLocked is the open circuit as other clients should hold it.
+func (g *gate) circuitHoldLocked() Hold {
+	return Hold{Kind: HoldCircuit, Until: g.circuit.until, Cause: g.circuit.cause}
+}
+
+// holdCircuit opens the circuit until until, with cause as its refusal, as
+// another client of the same upstream found it down; a hold already over
+// says that client's probe was answered, and closes this circuit too. A
+// probe of this client's own that is out decides for itself.
+func (g *gate) holdCircuit(until time.Time, cause string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.clock.Now()
+	if !until.After(now) {
+		if !g.circuit.active || g.circuit.probing {
+			return
+		}
+		g.log.Info("upstream answering again, as another replica found", "upstream", g.name)
+		g.closeLocked()
+		g.failing = false
+		g.paceN, g.paceAt = 0, time.Time{}
+		g.notifyLocked()
+		return
+	}
+	if g.circuit.active && !until.After(g.circuit.until) {
+		return
+	}
+	if now.Before(g.heardUntil) && !g.circuit.active {
+		g.log.Debug("another replica's open circuit ignored: this one's probe found the upstream answering", "upstream", g.name)
+		return
+	}
+	if !g.circuit.active {
+		g.log.Warn("circuit breaker open, as another replica found: nothing is sent to the upstream until its probe",
+			"upstream", g.name, "cause", cause, "until", until.Format(time.RFC3339Nano))
+		if g.openFor == 0 {
+			g.openFor = g.policy.Breaker.OpenMin
+		}
+	}
+	g.circuit = hold{active: true, until: until, probing: g.circuit.probing, cause: cause, heard: !g.circuit.active || g.circuit.heard}
+	g.notifyLocked()
 }
 
 // holdLimit holds the client back until until, as if the upstream had
@@ -357,6 +413,8 @@ func (g *gate) finish(o outcome) {
 	if o != down && o != answered {
 		return
 	}
+	var told []Hold
+	defer func() { g.tell(told) }()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.clock.Now()
@@ -370,6 +428,7 @@ func (g *gate) finish(o outcome) {
 		g.openFor = b.OpenMin
 		g.openLocked(now)
 		g.notifyLocked()
+		told = append(told, g.circuitHoldLocked())
 	}
 }
 

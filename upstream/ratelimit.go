@@ -68,12 +68,40 @@ func (r *rateLimits) note(c *Client, h http.Header) {
 // -1 when it never said.
 func (c *Client) RateLimitRemaining() int64 { return c.limits.remaining.Load() }
 
-// HoldRateLimit holds the client back until until, as if the upstream had
-// answered it with cause (e.g. "answered 429 Too Many Requests"): another
-// client of the same upstream met the limit (Config.OnRateLimit). Requests
-// meanwhile wait for until within their deadline or are refused naming
-// cause, and the first after it goes as the probe. A hold that would end
-// sooner than the one in place changes nothing.
-func (c *Client) HoldRateLimit(until time.Time, cause string) {
-	c.gate.holdLimit(until, cause)
+// HoldKind is what a Hold keeps back.
+type HoldKind string
+
+const (
+	// HoldRateLimit is the upstream's rate limit: nothing is sent until
+	// the time it gave.
+	HoldRateLimit HoldKind = "ratelimit"
+	// HoldCircuit is the open circuit: the upstream was found down, and
+	// nothing is sent until its probe may go. A HoldCircuit whose Until
+	// has passed says the circuit closed: the upstream answered again.
+	HoldCircuit HoldKind = "circuit"
+)
+
+// Hold is one reason a client holds requests back, as another client of
+// the same upstream found it (Config.OnHold).
+type Hold struct {
+	Kind  HoldKind
+	Until time.Time
+	// Cause is what refusals say meanwhile: "answered 429 Too Many
+	// Requests", "circuit open after unreachable: connection refused".
+	Cause string
+}
+
+// Hold holds the client back as another client of the same upstream found
+// it should (Config.OnHold), as if the upstream had answered this one so.
+// Requests meanwhile wait for Until within their deadline or are refused
+// naming Cause, and the first after it goes as the probe. A hold that
+// would end sooner than the one in place changes nothing; a circuit hold
+// already over closes this client's circuit, unless its probe is out.
+func (c *Client) Hold(h Hold) {
+	switch h.Kind {
+	case HoldRateLimit:
+		c.gate.holdLimit(h.Until, h.Cause)
+	case HoldCircuit:
+		c.gate.holdCircuit(h.Until, h.Cause)
+	}
 }

@@ -224,6 +224,11 @@ type Storage struct {
 	// store has, with a redirect to a presigned URL, as distribution does:
 	// the bytes then flow from the store to the client directly.
 	Redirect bool `yaml:"redirect"`
+	// MaxSize bounds the object store's blobs fleet-wide: past it, the
+	// least recently used (by any replica) are evicted down to 90%, by
+	// one replica at a time. 0: never evicted. Needs redis.addr, where
+	// the fleet keeps the times of use.
+	MaxSize Size `yaml:"max_size"`
 }
 
 // Redis is the server a fleet's replicas coordinate through: a lease per
@@ -254,6 +259,14 @@ type Cluster struct {
 func (c *Config) fleetProblems() problems {
 	var ps problems
 	r, cl := c.Redis, c.Cluster
+	switch {
+	case c.Storage.MaxSize < 0:
+		ps.add("storage.max_size", "%d: want 0 (no bound) or more", c.Storage.MaxSize)
+	case c.Storage.MaxSize > 0 && c.Storage.S3 == nil:
+		ps.add("storage.max_size", "needs an object store (storage.s3)")
+	case c.Storage.MaxSize > 0 && r.Addr == "":
+		ps.add("storage.max_size", "needs redis.addr: the fleet keeps the times of use there")
+	}
 	if r.Addr == "" {
 		if cl.Advertise != "" || cl.SecretFile != "" {
 			ps.add("redis.addr", "required with cluster.advertise or cluster.secret_file: the replicas coordinate through Redis")

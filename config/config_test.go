@@ -488,6 +488,9 @@ func TestFleetErrors(t *testing.T) {
 		{"both passwords", "redis:\n  addr: r:6379\n  password: p\n  password_file: f\ncluster:\n  secret_file: s\n", "redis.password_file: set password or password_file, not both"},
 		{"a CA without TLS", "redis:\n  addr: r:6379\n  ca_file: ca.pem\ncluster:\n  secret_file: s\n", "redis.ca_file: needs redis.tls: true"},
 		{"an advertise that is no URL", "redis:\n  addr: r:6379\ncluster:\n  advertise: 10.0.0.5:5000\n  secret_file: s\n", `cluster.advertise: "10.0.0.5:5000": want http(s)://host:port`},
+		{"a store bound without a store", "storage:\n  max_size: 1TiB\n", "storage.max_size: needs an object store (storage.s3)"},
+		{"a store bound without Redis", "storage:\n  max_size: 1TiB\n  s3:\n    bucket: b\n    region: r\n", "storage.max_size: needs redis.addr"},
+		{"a store bound that is no size", "storage:\n  max_size: lots\n", "storage.max_size"},
 		{"an advertise with a path", "redis:\n  addr: r:6379\ncluster:\n  advertise: http://h:5000/x\n  secret_file: s\n", `want http(s)://host:port`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

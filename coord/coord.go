@@ -83,6 +83,13 @@ func New(o Options) (*Fleet, error) {
 // Self is this replica's address.
 func (f *Fleet) Self() string { return f.self }
 
+// Redis is the connection the fleet's other shared state (the shared
+// store's LRU index) keeps its keys with, under Key's names.
+func (f *Fleet) Redis() *redis.Client { return f.rdb }
+
+// Key is name under the fleet's prefix.
+func (f *Fleet) Key(name string) string { return f.prefix + name }
+
 // Close closes the connections to Redis.
 func (f *Fleet) Close() error { return f.rdb.Close() }
 

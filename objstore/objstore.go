@@ -25,6 +25,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -184,7 +185,7 @@ func (s *Store) PutBlob(ctx context.Context, dgst digest.Digest, content io.Read
 }
 
 // DeleteBlob removes a blob found corrupt, so that the next fetch goes to
-// the upstream.
+// the upstream, or evicted.
 func (s *Store) DeleteBlob(ctx context.Context, dgst digest.Digest) error {
 	p, err := blobPath(dgst)
 	if err != nil {
@@ -192,6 +193,30 @@ func (s *Store) DeleteBlob(ctx context.Context, dgst digest.Digest) error {
 	}
 	if err := s.driver.Delete(ctx, p); err != nil && !isNotFound(err) {
 		return fmt.Errorf("delete %s: %w", dgst, err)
+	}
+	return nil
+}
+
+// WalkBlobs calls fn with every blob in the store, its size and the time it
+// was written, in no particular order, until fn returns an error.
+func (s *Store) WalkBlobs(ctx context.Context, fn func(dgst digest.Digest, size int64, written time.Time) error) error {
+	err := s.driver.Walk(ctx, "/blobs", func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() {
+			return nil
+		}
+		// /blobs/<alg>/<hex[:2]>/<hex>
+		parts := strings.Split(strings.TrimPrefix(fi.Path(), "/"), "/")
+		if len(parts) != 4 {
+			return nil
+		}
+		dgst := digest.NewDigestFromEncoded(digest.Algorithm(parts[1]), parts[3])
+		if dgst.Validate() != nil || !strings.HasPrefix(parts[3], parts[2]) {
+			return nil // not one of ours
+		}
+		return fn(dgst, fi.Size(), fi.ModTime())
+	})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("walk the blobs: %w", err)
 	}
 	return nil
 }

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/aws/credentials"
@@ -578,4 +580,53 @@ func TestKeysFromTheEnvironment(t *testing.T) {
 			t.Errorf("secret key %q from the environment: PutBlob %v, Check %v; want success %v", c.secret, err, s.Check(ctx), c.ok)
 		}
 	}
+}
+
+// TestWalkBlobs: the walk finds every blob with its size and a time of
+// writing, and nothing that is not a blob: an empty store is no error,
+// uploads under way and repository records are not blobs, and neither is
+// a file under blobs/ whose name is no digest of its directory.
+func TestWalkBlobs(t *testing.T) {
+	backends(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		walk := func() map[digest.Digest]int64 {
+			t.Helper()
+			got := map[digest.Digest]int64{}
+			err := b.store.WalkBlobs(ctx, func(d digest.Digest, size int64, written time.Time) error {
+				if written.IsZero() || time.Since(written) > time.Hour {
+					t.Errorf("%s written at %v", d, written)
+				}
+				got[d] = size
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("WalkBlobs: %v", err)
+			}
+			return got
+		}
+		if got := walk(); len(got) != 0 {
+			t.Fatalf("an empty store: %v", got)
+		}
+		want := map[digest.Digest]int64{}
+		for _, content := range []string{"one", "two blobs", strings.Repeat("x", 70000)} {
+			d := digest.FromString(content)
+			if err := b.store.PutBlob(ctx, d, strings.NewReader(content)); err != nil {
+				t.Fatal(err)
+			}
+			want[d] = int64(len(content))
+			if err := b.store.Link(ctx, "docker.io", "library/app", d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stray := "/blobs/sha256/ab/" + strings.Repeat("cd", 32)
+		if err := b.raw.PutContent(ctx, stray, []byte("not where its digest goes")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.raw.PutContent(ctx, "/uploads/partial", []byte("half")); err != nil {
+			t.Fatal(err)
+		}
+		if got := walk(); !reflect.DeepEqual(got, want) {
+			t.Errorf("walk: %v, want %v", got, want)
+		}
+	})
 }

@@ -166,6 +166,7 @@ func (s *Server) serveCachedBlob(w http.ResponseWriter, r *http.Request, t *targ
 		}
 	}
 	noteCache(r, cacheHit)
+	s.blobs.usedShared(t.dgst)
 	return true, serveContent(w, r, t, blob.File, blob.Size)
 }
 

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/breakwater-registry/breakwater/fleetlru"
 	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/storage"
 	"github.com/breakwater-registry/breakwater/upstream"
@@ -44,6 +45,8 @@ type blobFetches struct {
 	// each fetch, uploads at a time.
 	shared  *objstore.Store
 	uploads chan struct{}
+	// lru is the fleet's LRU of shared, nil outside a fleet.
+	lru *fleetlru.LRU
 	// fleet, when set, leases each fetch fleet-wide; the replicas that
 	// do not hold a fetch's lease stream it from the one that does.
 	fleet *fleet

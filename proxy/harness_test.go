@@ -70,6 +70,9 @@ type mirrorOpts struct {
 	// sharedRedirect sends clients to its presigned URLs.
 	shared         *objstore.Store
 	sharedRedirect bool
+	// sharedMaxSize bounds shared fleet-wide, with an eviction pass every
+	// 100 ms.
+	sharedMaxSize int64
 	// redis, when set, makes the mirror a replica of the fleet
 	// coordinated through that Redis.
 	redis string
@@ -134,21 +137,23 @@ func newMirror(t testing.TB, dockerIO string, o mirrorOpts) *mirror {
 		}
 	}
 	srv, err := proxy.New(proxy.Options{
-		Store:             store,
-		Upstreams:         ups,
-		DefaultUpstream:   "docker.io",
-		TagTTL:            o.tagTTL,
-		MaxStale:          o.maxStale,
-		RevalidateTimeout: o.revalidate,
-		MaxBlobSize:       o.maxBlob,
-		Logger:            logger,
-		Version:           "test",
-		Access:            o.access,
-		WarmHandler:       o.warm,
-		Shared:            o.shared,
-		SharedRedirect:    o.sharedRedirect,
-		Fleet:             fl,
-		PeerSecret:        testPeerSecret,
+		Store:               store,
+		Upstreams:           ups,
+		DefaultUpstream:     "docker.io",
+		TagTTL:              o.tagTTL,
+		MaxStale:            o.maxStale,
+		RevalidateTimeout:   o.revalidate,
+		MaxBlobSize:         o.maxBlob,
+		Logger:              logger,
+		Version:             "test",
+		Access:              o.access,
+		WarmHandler:         o.warm,
+		Shared:              o.shared,
+		SharedRedirect:      o.sharedRedirect,
+		SharedMaxSize:       o.sharedMaxSize,
+		SharedEvictInterval: 100 * time.Millisecond,
+		Fleet:               fl,
+		PeerSecret:          testPeerSecret,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, t *target
 		return err
 	}
 	noteCache(r, m.cache)
+	s.blobs.usedShared(m.dgst)
 	h := w.Header()
 	h.Set("Content-Type", m.contentType)
 	h.Set("Docker-Content-Digest", m.dgst.String())

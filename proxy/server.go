@@ -91,6 +91,12 @@ type Options struct {
 	// over the peer endpoint, authenticated with PeerSecret.
 	Fleet      *coord.Fleet
 	PeerSecret string
+	// SharedMaxSize bounds Shared fleet-wide when there is a Fleet: the
+	// least recently used blobs are evicted, one replica at a time (0:
+	// never). SharedEvictInterval is the time between eviction passes,
+	// fleetlru.DefaultInterval when 0.
+	SharedMaxSize       int64
+	SharedEvictInterval time.Duration
 }
 
 // DefaultMaxBlobSize bounds a blob when Options.MaxBlobSize is not set:
@@ -109,8 +115,10 @@ type registry struct {
 // Server answers the pull side of the OCI distribution API from its cache
 // and its upstreams.
 type Server struct {
-	store           *storage.Store
-	sharedRedirect  bool
+	store          *storage.Store
+	sharedRedirect bool
+	// sharedMaxSize is storage.max_size, for the status page.
+	sharedMaxSize   int64
 	log             *slog.Logger
 	upstreams       map[string]*registry
 	aliases         map[string]string
@@ -177,8 +185,17 @@ func New(opts Options) (*Server, error) {
 			return nil, errors.New("a fleet needs the secret its replicas share")
 		}
 		s.blobs.fleet = newFleet(opts.Fleet, opts.PeerSecret)
+		if opts.Shared != nil {
+			lru, err := newSharedLRU(opts, log, s.blobs)
+			if err != nil {
+				cancel()
+				return nil, err
+			}
+			s.blobs.lru = lru
+		}
 	}
 	s.sharedRedirect = opts.SharedRedirect && opts.Shared != nil
+	s.sharedMaxSize = opts.SharedMaxSize
 	upTel, err := upstream.NewTelemetry(opts.MeterProvider, opts.TracerProvider)
 	if err != nil {
 		cancel()
@@ -225,6 +242,7 @@ func New(opts Options) (*Server, error) {
 	s.blobs.tel = tel
 	s.router = s.routes()
 	s.holdWithFleet()
+	s.runSharedLRU()
 	return s, nil
 }
 

@@ -48,8 +48,13 @@ func (b *blobFetches) sharedSource(ctx context.Context, up *registry, repo stora
 	if !linked {
 		return nil, 0, false
 	}
+	release, ok := b.pinShared(sctx, dgst, time.Time{})
+	if !ok {
+		return nil, 0, false
+	}
 	size, err = b.shared.StatBlob(sctx, dgst)
 	if err != nil {
+		release()
 		if !errors.Is(err, objstore.ErrNotFound) {
 			b.sharedFailed("stat", dgst, err)
 		}
@@ -58,10 +63,11 @@ func (b *blobFetches) sharedSource(ctx context.Context, up *registry, repo stora
 	// The body outlives this question: its own context is the fetch's.
 	rc, err = b.shared.Reader(ctx, dgst, offset)
 	if err != nil {
+		release()
 		b.sharedFailed("read", dgst, err)
 		return nil, 0, false
 	}
-	return rc, size, true
+	return &pinnedReader{ReadCloser: rc, release: release}, size, true
 }
 
 // health is whether a shared part of the fleet answered last time it was
@@ -112,11 +118,13 @@ func (b *blobFetches) share(up *registry, repo storage.Repo, dgst digest.Digest)
 			return
 		}
 		defer func() { <-b.uploads }()
-		if _, err := b.shared.StatBlob(ctx, dgst); err != nil {
+		size, err := b.shared.StatBlob(ctx, dgst)
+		if err != nil {
 			blob, err := b.store.OpenBlob(dgst)
 			if err != nil {
 				return // evicted already: another fetch will share it
 			}
+			size = blob.Size
 			err = b.shared.PutBlob(ctx, dgst, blob.File)
 			blob.Close()
 			if err != nil {
@@ -125,6 +133,7 @@ func (b *blobFetches) share(up *registry, repo storage.Repo, dgst digest.Digest)
 			}
 			b.tel.sharedUploads.Add(ctx, 1)
 		}
+		b.storedShared(ctx, dgst, size)
 		b.shareLink(ctx, up, repo, dgst)
 	})
 }
@@ -201,6 +210,9 @@ func (s *Server) redirectToShared(w http.ResponseWriter, r *http.Request, t *tar
 	if ok, err := shared.Linked(ctx, t.upstream.Name(), repo.Name, t.dgst); err != nil || !ok {
 		return false
 	}
+	if _, ok := s.blobs.pinShared(ctx, t.dgst, time.Now().Add(presignLifetime)); !ok {
+		return false
+	}
 	if _, err := shared.StatBlob(ctx, t.dgst); err != nil {
 		return false
 	}
@@ -234,6 +246,7 @@ func (b *blobFetches) shareManifest(repo storage.Repo, m *manifest) {
 				return
 			}
 		}
+		b.storedShared(ctx, m.dgst, int64(len(m.body)))
 		key := m.dgst.Algorithm().String() + "/" + m.dgst.Encoded()
 		if err := b.shared.PutRecord(ctx, repo.Upstream, repo.Name, objstore.Manifests, key, rec); err != nil {
 			b.sharedFailed("record", m.dgst, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/breakwater-registry/breakwater/internal/testredis"
 	"github.com/breakwater-registry/breakwater/internal/tests3"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/objstore"
@@ -35,11 +37,17 @@ func sharedStore(t *testing.T) *objstore.Store {
 // library/app: the upload runs after the fetch, in the background.
 func waitShared(t *testing.T, obj *objstore.Store, dgst string) {
 	t.Helper()
+	waitSharedIn(t, obj, "library/app", dgst)
+}
+
+// waitSharedIn is waitShared for repo.
+func waitSharedIn(t *testing.T, obj *objstore.Store, repo, dgst string) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, err := obj.StatBlob(ctx, digest.Digest(dgst))
-		linked, lerr := obj.Linked(ctx, "docker.io", "library/app", digest.Digest(dgst))
+		linked, lerr := obj.Linked(ctx, "docker.io", repo, digest.Digest(dgst))
 		if err == nil && lerr == nil && linked {
 			return
 		}
@@ -263,5 +271,88 @@ func TestSharedStoreDown(t *testing.T) {
 	var st proxy.Status
 	if _, body := m.get("/_breakwater/v1/status"); json.Unmarshal(body, &st) != nil || st.Fleet == nil || st.Fleet.SharedStore != "failing" || st.Fleet.SharedStoreError == "" {
 		t.Errorf("status: %s", body)
+	}
+}
+
+// TestSharedStoreEviction: a fleet's shared store past storage.max_size
+// loses its least recently used blobs, fleet-wide, down to 90% of the
+// bound: an image pulled earlier goes, the one pulled since stays and a
+// replica with an empty cache still serves it with no upstream request,
+// while the evicted image is fetched from the upstream again, verified.
+func TestSharedStoreEviction(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	obj := sharedStore(t)
+	old := randomImage(t, 512<<10, 2, types.OCIManifestSchema1)
+	recent := randomImage(t, 512<<10, 2, types.OCIManifestSchema1)
+	up.PushImage(t, "library/old:v1", old)
+	up.PushImage(t, "library/recent:v1", recent)
+	// Room for one image and a half: the second evicts the first's
+	// layers.
+	opts := mirrorOpts{redis: rds.Addr, shared: obj, sharedMaxSize: 1536 << 10, tagTTL: time.Minute}
+	a := newMirror(t, up.URL, opts)
+	pullImage(t, a, "library/old", blobsOf(t, old))
+	for _, d := range blobsOf(t, old) {
+		waitSharedIn(t, obj, "library/old", d)
+	}
+	pullImage(t, a, "library/recent", blobsOf(t, recent))
+	for _, d := range blobsOf(t, recent) {
+		waitSharedIn(t, obj, "library/recent", d)
+	}
+
+	ctx := context.Background()
+	oldLayers := blobsOf(t, old)[:2]
+	deadline := time.Now().Add(20 * time.Second)
+	for _, d := range oldLayers {
+		for {
+			if _, err := obj.StatBlob(ctx, digest.Digest(d)); errors.Is(err, objstore.ErrNotFound) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("layer %s of the image pulled first still in the store", d)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, d := range blobsOf(t, recent) {
+		if _, err := obj.StatBlob(ctx, digest.Digest(d)); err != nil {
+			t.Errorf("blob %s of the image pulled since: %v, want kept", d, err)
+		}
+	}
+
+	var st proxy.Status
+	if _, body := a.get("/_breakwater/v1/status"); json.Unmarshal(body, &st) != nil || st.Fleet == nil ||
+		st.Fleet.SharedStoreMaxBytes != 1536<<10 || st.Fleet.SharedStoreBytes <= 0 || st.Fleet.SharedStoreBytes > 1536<<10*9/10 {
+		t.Errorf("status after the eviction: %s", body)
+	}
+	// The replica that has the old image in its own cache goes: b's
+	// fetches find nobody to stream from.
+	a.close()
+	b := newMirror(t, up.URL, opts)
+	before := len(up.Requests(http.MethodGet, "/blobs/"))
+	pullImage(t, b, "library/recent", blobsOf(t, recent))
+	if n := len(up.Requests(http.MethodGet, "/blobs/")) - before; n != 0 {
+		t.Errorf("the kept image through a replica with an empty cache: %d upstream blob GETs, want 0", n)
+	}
+	pullImage(t, b, "library/old", blobsOf(t, old))
+	for _, d := range oldLayers {
+		if n := blobGETs(up, d); n != 2 {
+			t.Errorf("evicted layer %s: %d upstream GETs in all, want 2 (once more after the eviction)", d, n)
+		}
+	}
+}
+
+// pullImage pulls repo:v1's manifest and every blob through m, checking
+// each digest.
+func pullImage(t *testing.T, m *mirror, repo string, blobs []string) {
+	t.Helper()
+	if resp, _ := m.get("/v2/" + repo + "/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s:v1: %s", repo, resp.Status)
+	}
+	for _, d := range blobs {
+		resp, body := m.get("/v2/" + repo + "/blobs/" + d)
+		if resp.StatusCode != http.StatusOK || sha256Hex(body) != d {
+			t.Fatalf("%s blob %s: %s, content %s", repo, d, resp.Status, sha256Hex(body))
+		}
 	}
 }

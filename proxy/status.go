@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"html/template"
 	"net/http"
@@ -43,6 +44,13 @@ type FleetStatus struct {
 	RedisError       string `json:"redisError,omitempty"`
 	SharedStore      string `json:"sharedStore,omitempty"`
 	SharedStoreError string `json:"sharedStoreError,omitempty"`
+	// SharedStoreBytes and SharedStoreBlobs are what the fleet's index
+	// says the shared store holds (blobs and manifests), against
+	// SharedStoreMaxBytes (storage.max_size; 0: no bound). Unset while
+	// Redis does not answer.
+	SharedStoreBytes    int64 `json:"sharedStoreBytes,omitempty"`
+	SharedStoreBlobs    int64 `json:"sharedStoreBlobs,omitempty"`
+	SharedStoreMaxBytes int64 `json:"sharedStoreMaxBytes,omitempty"`
 }
 
 // CacheStatus summarises the cache.
@@ -122,6 +130,14 @@ func (s *Server) Status() Status {
 		if s.blobs.shared != nil {
 			f.SharedStore, f.SharedStoreError = s.blobs.sharedHealth.state()
 		}
+		if s.blobs.lru != nil {
+			ctx, cancel := context.WithTimeout(s.base, time.Second)
+			if u, err := s.blobs.lru.Usage(ctx); err == nil {
+				f.SharedStoreBytes, f.SharedStoreBlobs = u.Bytes, u.Blobs
+			}
+			cancel()
+			f.SharedStoreMaxBytes = s.sharedMaxSize
+		}
 		st.Fleet = f
 	}
 	return st
@@ -170,6 +186,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 {{if .Self}}<tr><th>this replica</th><td>{{.Self}}</td></tr>{{end}}
 {{if .Redis}}<tr><th>Redis</th><td>{{if eq .Redis "ok"}}ok{{else}}<span class="open">FAILING: each replica fetches alone</span> ({{.RedisError}}){{end}}</td></tr>{{end}}
 {{if .SharedStore}}<tr><th>shared store</th><td>{{if eq .SharedStore "ok"}}ok{{else}}<span class="open">FAILING: asking the upstreams instead</span> ({{.SharedStoreError}}){{end}}</td></tr>{{end}}
+{{if .SharedStoreBlobs}}<tr><th>shared store holds</th><td>{{.SharedStoreBytes}} bytes in {{.SharedStoreBlobs}} blobs{{if .SharedStoreMaxBytes}}, of {{.SharedStoreMaxBytes}} (least recently used evicted past it){{end}}</td></tr>{{end}}
 </table>{{end}}
 <h2>Upstreams</h2>
 <table><tr><th>registry</th><th>URL</th><th>circuit</th><th>rate limit</th><th>pulls left</th><th>last error</th></tr>

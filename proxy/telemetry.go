@@ -31,6 +31,9 @@ type telemetry struct {
 	sharedFetched metric.Int64Counter
 	sharedUploads metric.Int64Counter
 	sharedErrors  metric.Int64Counter
+	// sharedEvicted counts the blobs this replica evicted from the shared
+	// store as the fleet's evictor.
+	sharedEvicted metric.Int64Counter
 	// peerFetched, fleetFollowed and fleetAlone are the fleet's: bytes
 	// streamed from the replica that held a fetch's lease, fetches that
 	// followed one, and fetches made alone although in a fleet (Redis
@@ -84,6 +87,8 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 	t.fleetFollowed, e = m.Int64Counter("breakwater.fleet.followed", metric.WithDescription("Blob fetches streamed from another replica instead of an upstream."))
 	must(e)
 	t.fleetAlone, e = m.Int64Counter("breakwater.fleet.alone", metric.WithDescription("Blob fetches made alone although in a fleet: Redis unreachable, or the lease's owner not streaming. Each may duplicate another replica's upstream fetch."))
+	must(e)
+	t.sharedEvicted, e = m.Int64Counter("breakwater.shared.evicted", metric.WithDescription("Blobs this replica evicted from the shared object store, least recently used first, to keep it within storage.max_size."))
 	must(e)
 	t.sharedErrors, e = m.Int64Counter("breakwater.shared.errors", metric.WithDescription("Questions to the shared object store that failed, by op; the upstream was asked instead."))
 	must(e)

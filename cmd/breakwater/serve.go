@@ -351,6 +351,7 @@ func newProxy(cfg config.Config, store *storage.Store, shared *objstore.Store, f
 		Access:            acc,
 		Shared:            shared,
 		SharedRedirect:    cfg.Storage.Redirect,
+		SharedMaxSize:     int64(cfg.Storage.MaxSize),
 		Fleet:             fl.fleet(),
 		PeerSecret:        fl.peerSecret(),
 	})

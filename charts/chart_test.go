@@ -2349,8 +2349,34 @@ func TestFleetVariants(t *testing.T) {
 	t.Run("TLS and another port", func(t *testing.T) {
 		r := fleet(t, "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls", "--set", "config.listen=:8443")
 		c := podContainer(t, r.deployment(t).Spec.Template)
-		if u := advertised(t, c); u.Scheme != "https" || u.Port() != "8443" {
+		u := advertised(t, c)
+		if u.Scheme != "https" || u.Port() != "8443" {
 			t.Errorf("advertised %s: want https on 8443", u)
+		}
+		// The pod IP is in no certificate: peers verify the peers
+		// Service's name, against the TLS Secret's CA.
+		cfg := r.breakwaterConfig(t)
+		want := config.Cluster{SecretFile: "/etc/breakwater-cluster/secret", ServerName: fullname + "-peers." + namespace + ".svc", CAFile: "/etc/breakwater-tls/ca.crt"}
+		if cfg.Cluster != want {
+			t.Errorf("config cluster %+v, want %+v", cfg.Cluster, want)
+		}
+		cfg.Cluster.Advertise = u.String()
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Breakwater refuses the configuration with --advertise %s: %v", u, err)
+		}
+	})
+	t.Run("mutual TLS, a public certificate of the user's name", func(t *testing.T) {
+		r := fleet(t, "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls", "--set", "tls.clientCA.enabled=true",
+			"--set", "fleet.peerTLS.systemCAs=true", "--set", "fleet.peerTLS.serverName=mirror.example.com")
+		cfg := r.breakwaterConfig(t)
+		want := config.Cluster{SecretFile: "/etc/breakwater-cluster/secret", ServerName: "mirror.example.com",
+			CertFile: "/etc/breakwater-tls/tls.crt", KeyFile: "/etc/breakwater-tls/tls.key"}
+		if cfg.Cluster != want {
+			t.Errorf("config cluster %+v, want %+v: each replica shows its own certificate to the others", cfg.Cluster, want)
+		}
+		cfg.Cluster.Advertise = advertised(t, podContainer(t, r.deployment(t).Spec.Template)).String()
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Breakwater refuses the configuration: %v", err)
 		}
 	})
 	t.Run("spread of the user's", func(t *testing.T) {

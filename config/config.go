@@ -254,6 +254,19 @@ type Cluster struct {
 	// SecretFile holds the secret the replicas share; only a request
 	// with it gets an answer from the peer endpoint.
 	SecretFile string `yaml:"secret_file"`
+	// CAFile verifies the other replicas' certificates when Advertise is
+	// https (PEM); unset, the system's CAs do.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is the name the other replicas' certificates are
+	// verified for, instead of the host of their advertised URL: a pod's
+	// IP is rarely in its certificate, a shared name (the headless
+	// Service's, say) can be in every replica's.
+	ServerName string `yaml:"server_name"`
+	// CertFile and KeyFile are the client certificate a replica shows
+	// the others, which tls.client_ca_file (mutual TLS) requires of every
+	// client. Read at each new connection, so a rotated pair is taken.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 func (c *Config) fleetProblems() problems {
@@ -292,6 +305,12 @@ func (c *Config) fleetProblems() problems {
 	}
 	if cl.SecretFile == "" {
 		ps.add("cluster.secret_file", "required with redis.addr: the secret the replicas share")
+	}
+	if (cl.CertFile == "") != (cl.KeyFile == "") {
+		ps.add("cluster.cert_file", "cluster.cert_file and cluster.key_file come together")
+	}
+	if c.TLS.ClientCAFile != "" && cl.CertFile == "" {
+		ps.add("cluster.cert_file", "required with tls.client_ca_file: every client, the other replicas too, must show a certificate")
 	}
 	return ps
 }

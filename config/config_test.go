@@ -488,6 +488,8 @@ func TestFleetErrors(t *testing.T) {
 		{"both passwords", "redis:\n  addr: r:6379\n  password: p\n  password_file: f\ncluster:\n  secret_file: s\n", "redis.password_file: set password or password_file, not both"},
 		{"a CA without TLS", "redis:\n  addr: r:6379\n  ca_file: ca.pem\ncluster:\n  secret_file: s\n", "redis.ca_file: needs redis.tls: true"},
 		{"an advertise that is no URL", "redis:\n  addr: r:6379\ncluster:\n  advertise: 10.0.0.5:5000\n  secret_file: s\n", `cluster.advertise: "10.0.0.5:5000": want http(s)://host:port`},
+		{"a peer certificate without its key", "redis:\n  addr: r:6379\ncluster:\n  secret_file: s\n  cert_file: c.pem\n", "cluster.cert_file: cluster.cert_file and cluster.key_file come together"},
+		{"mutual TLS without a peer certificate", "redis:\n  addr: r:6379\ncluster:\n  secret_file: s\ntls:\n  cert_file: t.crt\n  key_file: t.key\n  client_ca_file: ca.crt\n", "cluster.cert_file: required with tls.client_ca_file"},
 		{"a store bound without a store", "storage:\n  max_size: 1TiB\n", "storage.max_size: needs an object store (storage.s3)"},
 		{"a store bound without Redis", "storage:\n  max_size: 1TiB\n  s3:\n    bucket: b\n    region: r\n", "storage.max_size: needs redis.addr"},
 		{"a store bound that is no size", "storage:\n  max_size: lots\n", "storage.max_size"},

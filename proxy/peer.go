@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -56,9 +57,11 @@ type fetchRole struct {
 }
 
 // newFleet is the fleet of c, whose replicas share secret.
-func newFleet(c *coord.Fleet, secret string) *fleet {
+func newFleet(c *coord.Fleet, secret string, tc *tls.Config) *fleet {
 	return &fleet{coord: c, secret: secret, client: &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: peerTimeout}).DialContext,
+		TLSClientConfig:     tc,
+		TLSHandshakeTimeout: peerTimeout,
 		MaxIdleConnsPerHost: 16,
 		// Blobs are compressed already.
 		DisableCompression: true,

@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,6 +92,9 @@ type Options struct {
 	// over the peer endpoint, authenticated with PeerSecret.
 	Fleet      *coord.Fleet
 	PeerSecret string
+	// PeerTLS is how the replicas speak TLS to each other's https
+	// addresses; nil: the system's CAs, no client certificate.
+	PeerTLS *tls.Config
 	// SharedMaxSize bounds Shared fleet-wide when there is a Fleet: the
 	// least recently used blobs are evicted, one replica at a time (0:
 	// never). SharedEvictInterval is the time between eviction passes,
@@ -184,7 +188,7 @@ func New(opts Options) (*Server, error) {
 			cancel()
 			return nil, errors.New("a fleet needs the secret its replicas share")
 		}
-		s.blobs.fleet = newFleet(opts.Fleet, opts.PeerSecret)
+		s.blobs.fleet = newFleet(opts.Fleet, opts.PeerSecret, opts.PeerTLS)
 		if opts.Shared != nil {
 			lru, err := newSharedLRU(opts, log, s.blobs)
 			if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/internal/testcerts"
 	"github.com/breakwater-registry/breakwater/internal/testproc"
 	"github.com/breakwater-registry/breakwater/internal/testredis"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
@@ -26,8 +28,17 @@ import (
 
 // TestServeFleet: two serve loops configured as a fleet from a file
 // (redis.addr, cluster.secret_file) and the --advertise override fetch a
-// blob from the upstream once between them.
+// blob from the upstream once between them, the follower streaming it from
+// the owner: over plain HTTP, over TLS with the replicas' certificates
+// verified against cluster.ca_file, and with mutual TLS, where each
+// replica shows cluster.cert_file to the other.
 func TestServeFleet(t *testing.T) {
+	for _, mode := range []string{"http", "https", "https, a shared name", "mutual TLS"} {
+		t.Run(mode, func(t *testing.T) { serveFleet(t, mode) })
+	}
+}
+
+func serveFleet(t *testing.T, mode string) {
 	rds := testredis.Start(t)
 	up := testupstream.Start(t)
 	img, err := random.Image(300_000, 1)
@@ -48,8 +59,30 @@ func TestServeFleet(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	text := fmt.Sprintf("redis:\n  addr: %s\ncluster:\n  secret_file: %s\n", rds.Addr, secret)
+	scheme, client := "http", http.DefaultClient
+	if mode != "http" {
+		ca := testcerts.NewCA(t, "breakwater-fleet-ca")
+		certFile, keyFile := ca.WriteServer(t, dir, 2)
+		tc := &tls.Config{RootCAs: ca.Pool()}
+		if mode == "https, a shared name" {
+			// The pods' IPs are in no certificate; the peers Service's
+			// name is in every replica's.
+			const name = "breakwater-peers.breakwater.svc"
+			certFile, keyFile = ca.WriteServerNamed(t, dir, 2, name)
+			text += "  server_name: " + name + "\n"
+			tc.ServerName = name
+		}
+		text += fmt.Sprintf("  ca_file: %s\ntls:\n  cert_file: %s\n  key_file: %s\n", ca.WriteCA(t, dir), certFile, keyFile)
+		if mode == "mutual TLS" {
+			peerCert, peerKey := ca.WriteClient(t, dir, 3)
+			text = strings.Replace(text, "tls:\n", fmt.Sprintf("  cert_file: %s\n  key_file: %s\ntls:\n  client_ca_file: %s\n", peerCert, peerKey, ca.WriteCA(t, dir)), 1)
+			tc.Certificates = []tls.Certificate{ca.Client(t, 4)}
+		}
+		scheme, client = "https", &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	}
 	file := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf("redis:\n  addr: %s\ncluster:\n  secret_file: %s\n", rds.Addr, secret)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Without --advertise serve refuses to start: a replica must be
@@ -65,7 +98,7 @@ func TestServeFleet(t *testing.T) {
 	for i := range 2 {
 		listen := testproc.FreeAddr(t)
 		cfg, err := loadConfig(file, listen, filepath.Join(dir, fmt.Sprintf("cache-%d", i)), "1h", []string{"docker.io=" + up.URL},
-			func(c *config.Config) { c.Cluster.Advertise = "http://" + listen })
+			func(c *config.Config) { c.Cluster.Advertise = scheme + "://" + listen })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,14 +113,14 @@ func TestServeFleet(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			base := "http://" + addrs[i%2] + "/v2/library/fleet/"
-			resp, err := http.Get(base + "manifests/v1")
+			base := scheme + "://" + addrs[i%2] + "/v2/library/fleet/"
+			resp, err := client.Get(base + "manifests/v1")
 			if err != nil {
 				errs <- err
 				return
 			}
 			resp.Body.Close()
-			resp, err = http.Get(base + "blobs/" + ld.String())
+			resp, err = client.Get(base + "blobs/" + ld.String())
 			if err != nil {
 				errs <- err
 				return
@@ -109,9 +142,9 @@ func TestServeFleet(t *testing.T) {
 	}
 	// The follower says so in the metrics the docs name.
 	sum := map[string]float64{}
-	sample := regexp.MustCompile(`^(breakwater_fleet_followed_total|breakwater_fleet_peer_fetched_bytes_total)\{[^}]*\} (\S+)$`)
+	sample := regexp.MustCompile(`^(breakwater_fleet_followed_total|breakwater_fleet_peer_fetched_bytes_total|breakwater_fleet_alone_total)\{[^}]*\} (\S+)$`)
 	for _, addr := range addrs {
-		resp, err := http.Get("http://" + addr + "/metrics")
+		resp, err := client.Get(scheme + "://" + addr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,8 +157,8 @@ func TestServeFleet(t *testing.T) {
 			}
 		}
 	}
-	if sum["breakwater_fleet_followed_total"] < 1 || sum["breakwater_fleet_peer_fetched_bytes_total"] < 1 {
-		t.Errorf("fleet metrics over both replicas: %v, want a follow and its bytes", sum)
+	if sum["breakwater_fleet_followed_total"] < 1 || sum["breakwater_fleet_peer_fetched_bytes_total"] < 1 || sum["breakwater_fleet_alone_total"] != 0 {
+		t.Errorf("fleet metrics over both replicas: %v, want a follow and its bytes, nothing alone", sum)
 	}
 }
 

@@ -354,6 +354,7 @@ func newProxy(cfg config.Config, store *storage.Store, shared *objstore.Store, f
 		SharedMaxSize:     int64(cfg.Storage.MaxSize),
 		Fleet:             fl.fleet(),
 		PeerSecret:        fl.peerSecret(),
+		PeerTLS:           fl.tlsConfig(),
 	})
 }
 

@@ -47,6 +47,8 @@ func openShared(ctx context.Context, st config.Storage, log *slog.Logger) (*objs
 type fleetMember struct {
 	coord  *coord.Fleet
 	secret string
+	// peerTLS is how this replica speaks TLS to the others.
+	peerTLS *tls.Config
 }
 
 func (m *fleetMember) fleet() *coord.Fleet {
@@ -61,6 +63,57 @@ func (m *fleetMember) peerSecret() string {
 		return ""
 	}
 	return m.secret
+}
+
+func (m *fleetMember) tlsConfig() *tls.Config {
+	if m == nil {
+		return nil
+	}
+	return m.peerTLS
+}
+
+// peerTLS is the TLS the replicas speak to each other's https advertise
+// URLs: their certificates verified against cluster.ca_file (the system's
+// CAs without it) for cluster.server_name (the advertised host without
+// it), and cluster.cert_file shown as this replica's client
+// certificate, read at each new connection so that a rotated pair (cert-
+// manager's) is taken without a restart.
+func peerTLS(cl config.Cluster) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cl.ServerName}
+	if cl.CAFile != "" {
+		pool, err := readCAs(cl.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.ca_file: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	if cl.CertFile != "" {
+		// Refused at start rather than at the first peer stream.
+		if _, err := tls.LoadX509KeyPair(cl.CertFile, cl.KeyFile); err != nil {
+			return nil, fmt.Errorf("cluster.cert_file, cluster.key_file: %w", err)
+		}
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := tls.LoadX509KeyPair(cl.CertFile, cl.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("cluster.cert_file, cluster.key_file: %w", err)
+			}
+			return &c, nil
+		}
+	}
+	return tc, nil
+}
+
+// readCAs reads a PEM bundle of CA certificates.
+func readCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
 
 // openFleet joins the fleet cfg names, nil without redis.addr. Redis that
@@ -87,15 +140,14 @@ func openFleet(cfg config.Config, log *slog.Logger) (*fleetMember, error) {
 	if r.TLS {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12}
 		if r.CAFile != "" {
-			pem, err := os.ReadFile(r.CAFile)
-			if err != nil {
+			if tc.RootCAs, err = readCAs(r.CAFile); err != nil {
 				return nil, fmt.Errorf("redis.ca_file: %w", err)
 			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("redis.ca_file %s: no PEM certificate in it", r.CAFile)
-			}
 		}
+	}
+	ptc, err := peerTLS(cfg.Cluster)
+	if err != nil {
+		return nil, err
 	}
 	c, err := coord.New(coord.Options{Addr: r.Addr, Password: password, DB: r.DB, TLS: tc,
 		Self: strings.TrimSuffix(cfg.Cluster.Advertise, "/"), Logger: log})
@@ -109,7 +161,7 @@ func openFleet(cfg config.Config, log *slog.Logger) (*fleetMember, error) {
 	} else {
 		log.Info("fleet", "redis", r.Addr, "advertise", cfg.Cluster.Advertise)
 	}
-	return &fleetMember{coord: c, secret: secret}, nil
+	return &fleetMember{coord: c, secret: secret, peerTLS: ptc}, nil
 }
 
 // readSecret reads a secret from a file, without trailing newlines; an

@@ -63,14 +63,14 @@ func (ca *CA) Pool() *x509.CertPool {
 // serial number given, and its key, both PEM.
 func (ca *CA) Server(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
 	t.Helper()
-	return ca.issue(t, serial, x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)})
+	return ca.issue(t, serial, x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
 }
 
 // Client returns a client certificate with the serial number given, as
 // a tls.Client's Certificates take it.
 func (ca *CA) Client(t testing.TB, serial int64) tls.Certificate {
 	t.Helper()
-	c, k := ca.issue(t, serial, x509.ExtKeyUsageClientAuth, nil)
+	c, k := ca.issue(t, serial, x509.ExtKeyUsageClientAuth, nil, nil)
 	cert, err := tls.X509KeyPair(c, k)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,39 @@ func (ca *CA) Client(t testing.TB, serial int64) tls.Certificate {
 func (ca *CA) WriteServer(t testing.TB, dir string, serial int64) (certFile, keyFile string) {
 	t.Helper()
 	c, k := ca.Server(t, serial)
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	return write(t, dir, "tls", c, k)
+}
+
+// WriteServerNamed is WriteServer for a certificate of the DNS name given
+// and no IP address.
+func (ca *CA) WriteServerNamed(t testing.TB, dir string, serial int64, name string) (certFile, keyFile string) {
+	t.Helper()
+	c, k := ca.issue(t, serial, x509.ExtKeyUsageServerAuth, nil, []string{name})
+	return write(t, dir, "tls", c, k)
+}
+
+// WriteClient writes a client certificate and its key into dir as
+// client.crt and client.key and returns their paths.
+func (ca *CA) WriteClient(t testing.TB, dir string, serial int64) (certFile, keyFile string) {
+	t.Helper()
+	c, k := ca.issue(t, serial, x509.ExtKeyUsageClientAuth, nil, nil)
+	return write(t, dir, "client", c, k)
+}
+
+// WriteCA writes the CA's certificate into dir as ca.crt and returns its
+// path.
+func (ca *CA) WriteCA(t testing.TB, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func write(t testing.TB, dir, name string, c, k []byte) (certFile, keyFile string) {
+	t.Helper()
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	for p, b := range map[string][]byte{certFile: c, keyFile: k} {
 		if err := os.WriteFile(p, b, 0o600); err != nil {
 			t.Fatal(err)
@@ -92,7 +124,7 @@ func (ca *CA) WriteServer(t testing.TB, dir string, serial int64) (certFile, key
 	return certFile, keyFile
 }
 
-func (ca *CA) issue(t testing.TB, serial int64, usage x509.ExtKeyUsage, ips []net.IP) (certPEM, keyPEM []byte) {
+func (ca *CA) issue(t testing.TB, serial int64, usage x509.ExtKeyUsage, ips []net.IP, names []string) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -103,6 +135,7 @@ func (ca *CA) issue(t testing.TB, serial int64, usage x509.ExtKeyUsage, ips []ne
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 		IPAddresses:  ips,
+		DNSNames:     names,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {

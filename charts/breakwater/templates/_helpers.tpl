@@ -409,7 +409,19 @@ pod whose emptyDir outgrows its sizeLimit.
 {{- end }}
 {{- end }}
 {{- else }}
-{{- $_ := set $config "cluster" (dict "secret_file" (printf "%s/secret" (include "breakwater.clusterSecretDir" .))) }}
+{{- $clusterConfig := dict "secret_file" (printf "%s/secret" (include "breakwater.clusterSecretDir" .)) }}
+{{- if $tls.enabled }}
+{{- $peer := .Values.fleet.peerTLS }}
+{{- $_ := set $clusterConfig "server_name" (default (printf "%s.%s.svc" (include "breakwater.peersService" .) .Release.Namespace) $peer.serverName) }}
+{{- if not $peer.systemCAs }}
+{{- $_ := set $clusterConfig "ca_file" (printf "%s/ca.crt" (include "breakwater.tlsDir" .)) }}
+{{- end }}
+{{- if $tls.clientCA.enabled }}
+{{- $_ := set $clusterConfig "cert_file" (printf "%s/tls.crt" (include "breakwater.tlsDir" .)) }}
+{{- $_ := set $clusterConfig "key_file" (printf "%s/tls.key" (include "breakwater.tlsDir" .)) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $config "cluster" $clusterConfig }}
 {{- if .Values.fleet.redisPasswordSecret }}
 {{- range $key := list "password" "password_file" }}
 {{- if index $redis $key }}

@@ -913,10 +913,10 @@ func TestVariants(t *testing.T) {
 	})
 }
 
-// NOTES.txt prints a hosts.toml per upstream, with the [host] table that
-// containerd 1.6 requires. helm template does not render NOTES.txt, so a copy
-// of the chart gets a template that includes it.
-func TestNotes(t *testing.T) {
+// notesChart is a copy of the chart with a probe that renders NOTES.txt
+// into the ConfigMap "notes", which helm template does not print.
+func notesChart(t *testing.T) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), chartDir)
 	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
 		t.Fatal(err)
@@ -932,6 +932,14 @@ data:
 	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes-probe.yaml"), []byte(probe), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// NOTES.txt prints a hosts.toml per upstream, with the [host] table that
+// containerd 1.6 requires. helm template does not render NOTES.txt, so a copy
+// of the chart gets a template that includes it.
+func TestNotes(t *testing.T) {
+	dir := notesChart(t)
 	fleetFile := writeValues(t, fleetValues)
 	defaultServers := map[string]string{
 		"docker.io":       "https://registry-1.docker.io",
@@ -2071,7 +2079,7 @@ func TestSharedStorage(t *testing.T) {
 // Without a store to give the keys to, or with keys in config.storage.s3
 // too, sharedStorage.existingSecret is refused, naming the value.
 func TestSharedStorageRefused(t *testing.T) {
-	refused(t, "sharedStorage.existingSecret: needs config.storage.s3, the bucket the replicas share (docs/fleet.md)",
+	refused(t, "sharedStorage.existingSecret: needs config.storage.s3 (or .gcs, .azure), the bucket the replicas share (docs/fleet.md)",
 		"--set", "sharedStorage.existingSecret=breakwater-s3")
 	refused(t, "sharedStorage.existingSecret: needs config.storage.s3",
 		"--set", "sharedStorage.existingSecret=breakwater-s3", "--set", "config.storage.redirect=false")
@@ -2080,6 +2088,135 @@ func TestSharedStorageRefused(t *testing.T) {
 		t.Run("config.storage.s3."+key+" as well", func(t *testing.T) {
 			refused(t, "sharedStorage.existingSecret: config.storage.s3."+key+" is set as well; leave the keys to sharedStorage",
 				append([]string{"--set", "config.storage.s3." + set}, sharedStorageValues...)...)
+		})
+	}
+}
+
+// sharedStorage.existingSecret with gcs or azure mounts the Secret's key
+// (gcs's service account key, azure's account key) as a file, read-only
+// and readable by the pod's group only, and points the store's keyfile or
+// accountkey_file at it (azure's credentials.type becoming shared_key); no
+// AWS_ variable is set, and Breakwater's parser accepts the config. With
+// Redis it is a fleet like s3's, and NOTES name the bucket or container.
+func TestSharedStorageKeyFiles(t *testing.T) {
+	for name, tc := range map[string]struct {
+		values    []string
+		secret    string // the Secret and its key mounted
+		key, file string // the Secret's key, and the file the config names
+	}{
+		"gcs": {
+			values: []string{"--set", "sharedStorage.existingSecret=breakwater-gcs", "--set", "config.storage.gcs.bucket=breakwater"},
+			secret: "breakwater-gcs", key: "key.json", file: "/etc/breakwater-storage/key.json",
+		},
+		"gcs, a key of its own": {
+			values: []string{"--set", "sharedStorage.existingSecret=breakwater-gcs", "--set", "sharedStorage.keyfileKey=sa.json", "--set", "config.storage.gcs.bucket=breakwater"},
+			secret: "breakwater-gcs", key: "sa.json", file: "/etc/breakwater-storage/key.json",
+		},
+		"azure": {
+			values: []string{"--set", "sharedStorage.existingSecret=breakwater-azure", "--set", "config.storage.azure.accountname=breakwater", "--set", "config.storage.azure.container=breakwater"},
+			secret: "breakwater-azure", key: "accountkey", file: "/etc/breakwater-storage/accountkey",
+		},
+		"azure, shared_key said, a key of its own": {
+			values: []string{"--set", "sharedStorage.existingSecret=breakwater-azure", "--set", "sharedStorage.accountKeyKey=key1",
+				"--set", "config.storage.azure.accountname=breakwater", "--set", "config.storage.azure.container=breakwater", "--set", "config.storage.azure.credentials.type=shared_key"},
+			secret: "breakwater-azure", key: "key1", file: "/etc/breakwater-storage/accountkey",
+		},
+		"gcs without a Secret": {
+			values: []string{"--set", "config.storage.gcs.bucket=breakwater", "--set", "config.storage.gcs.keyfile=/etc/mine/key.json"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := decodeAll(t, template(t, chartDir, tc.values...))
+			cfg := r.breakwaterConfig(t)
+			sts := r.statefulSet(t)
+			if env := sharedStorageEnv(t, container(t, sts)); len(env) != 0 {
+				t.Errorf("AWS_ env %v: want none for %s", keys(env), name)
+			}
+			got := ""
+			switch {
+			case cfg.Storage.GCS != nil:
+				got = cfg.Storage.GCS.KeyFile
+			case cfg.Storage.Azure != nil:
+				a := cfg.Storage.Azure
+				got = a.AccountKeyFile
+				if a.AccountKey != "" || (tc.secret != "" && a.Credentials.Type != "shared_key") {
+					t.Errorf("config storage.azure %+v: want the key from its file only, credentials.type shared_key", a)
+				}
+			}
+			if tc.secret == "" {
+				for _, v := range sts.Spec.Template.Spec.Volumes {
+					if v.Name == "storage-secret" {
+						t.Errorf("volume %+v without sharedStorage.existingSecret", v)
+					}
+				}
+				if got != "/etc/mine/key.json" {
+					t.Errorf("config keyfile %q, want the values' own", got)
+				}
+				return
+			}
+			if got != tc.file {
+				t.Fatalf("config names the key file %q, want %s", got, tc.file)
+			}
+			_, vol := secretMount(t, sts.Spec.Template, tc.file)
+			if vol.SecretName != tc.secret || vol.Items[0].Key != tc.key || vol.Optional != nil {
+				t.Errorf("key volume %+v: want Secret %s's key %s (not optional)", vol, tc.secret, tc.key)
+			}
+		})
+	}
+
+	dir := notesChart(t)
+	for store, tc := range map[string]struct {
+		values []string
+		notes  string
+	}{
+		"gcs": {[]string{"--set", "config.storage.gcs.bucket=breakwater"}, "sharing the gcs bucket breakwater and coordinating through Redis"},
+		"azure": {[]string{"--set", "config.storage.azure.accountname=acct", "--set", "config.storage.azure.container=fleet"},
+			"sharing the azure container fleet and coordinating through Redis"},
+	} {
+		t.Run("a fleet on "+store, func(t *testing.T) {
+			values := append([]string{"--set", "replicaCount=3", "--set", "sharedStorage.existingSecret=breakwater-" + store,
+				"--set", "config.redis.addr=redis:6379"}, tc.values...)
+			r := decodeAll(t, template(t, dir, values...))
+			d := r.deployment(t)
+			cfg := r.breakwaterConfig(t)
+			if cfg.Cluster.SecretFile == "" {
+				t.Errorf("config cluster %+v: want the mounted peer secret", cfg.Cluster)
+			}
+			file := "/etc/breakwater-storage/key.json"
+			if store == "azure" {
+				file = "/etc/breakwater-storage/accountkey"
+			}
+			secretMount(t, d.Spec.Template, file)
+			if notes := r.configMap(t, "notes").Data["NOTES.txt"]; !strings.Contains(notes, tc.notes) {
+				t.Errorf("NOTES do not say %q:\n%s", tc.notes, notes)
+			}
+		})
+	}
+}
+
+// What sharedStorage would set for gcs or azure is refused in
+// config.storage too, and so is an azure credentials type that does not
+// use the account key; two stores are refused, as Breakwater refuses them.
+func TestSharedStorageKeyFilesRefused(t *testing.T) {
+	gcs := []string{"--set", "sharedStorage.existingSecret=breakwater-gcs", "--set", "config.storage.gcs.bucket=breakwater"}
+	azure := []string{"--set", "sharedStorage.existingSecret=breakwater-azure", "--set", "config.storage.azure.accountname=a", "--set", "config.storage.azure.container=c"}
+	for name, tc := range map[string]struct {
+		values []string
+		want   string
+	}{
+		"gcs keyfile as well": {append([]string{"--set", "config.storage.gcs.keyfile=/k.json"}, gcs...),
+			"sharedStorage.existingSecret: config.storage.gcs.keyfile is set as well; leave it to sharedStorage"},
+		"azure accountkey as well": {append([]string{"--set", "config.storage.azure.accountkey=k"}, azure...),
+			"sharedStorage.existingSecret: config.storage.azure.accountkey is set as well; leave the key to sharedStorage"},
+		"azure accountkey_file as well": {append([]string{"--set", "config.storage.azure.accountkey_file=/k"}, azure...),
+			"sharedStorage.existingSecret: config.storage.azure.accountkey_file is set as well"},
+		"azure client secret credentials": {append([]string{"--set", "config.storage.azure.credentials.type=client_secret"}, azure...),
+			`sharedStorage.existingSecret: config.storage.azure.credentials.type "client_secret": the Secret holds the account's key, which only type shared_key uses`},
+		"two stores": {append([]string{"--set", "config.storage.s3.bucket=b", "--set", "config.storage.s3.region=r"}, gcs...),
+			"config.storage: s3 and gcs are set: set one of them, the one object store the replicas share"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			refused(t, tc.want, tc.values...)
 		})
 	}
 }
@@ -2507,17 +2644,17 @@ func TestFleetRefused(t *testing.T) {
 		want   string
 	}{
 		"Redis without a bucket": {[]string{"--set", "config.redis.addr=redis:6379"},
-			`config.redis.addr "redis:6379": needs config.storage.s3 as well: the chart runs a fleet (a Deployment whose replicas keep their caches in emptyDirs) only around a bucket its replicas share (charts/README.md, "Running a fleet")`},
+			`config.redis.addr "redis:6379": needs config.storage.s3 (or .gcs, .azure) as well: the chart runs a fleet (a Deployment whose replicas keep their caches in emptyDirs) only around a bucket its replicas share (charts/README.md, "Running a fleet")`},
 		"an advertised address of the user's": {[]string{"-f", values, "--set", "config.cluster.advertise=http://10.0.0.5:5000"},
-			`config.cluster.advertise "http://10.0.0.5:5000": leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart passes each pod its own address, --advertise http://$(POD_IP):5000`},
+			`config.cluster.advertise "http://10.0.0.5:5000": leave it unset: in a fleet (config.storage.s3, .gcs or .azure, and config.redis.addr) the chart passes each pod its own address, --advertise http://$(POD_IP):5000`},
 		"an advertised address, no fleet": {[]string{"--set", "config.cluster.advertise=http://10.0.0.5:5000"},
 			`config.cluster.advertise "http://10.0.0.5:5000": leave it unset`},
 		"a secret file of the user's": {[]string{"-f", values, "--set", "config.cluster.secret_file=/etc/peer/secret"},
-			`config.cluster.secret_file "/etc/peer/secret": leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart mounts the peer secret (fleet.existingSecret, or a Secret it generates) and points secret_file at it`},
+			`config.cluster.secret_file "/etc/peer/secret": leave it unset: in a fleet (config.storage.s3, .gcs or .azure, and config.redis.addr) the chart mounts the peer secret (fleet.existingSecret, or a Secret it generates) and points secret_file at it`},
 		"a peer Secret without a fleet": {[]string{"--set", "fleet.existingSecret=peer"},
-			`fleet.existingSecret: needs a fleet, config.storage.s3 and config.redis.addr (charts/README.md, "Running a fleet")`},
+			`fleet.existingSecret: needs a fleet, config.storage.s3 (or .gcs, .azure) and config.redis.addr (charts/README.md, "Running a fleet")`},
 		"a Redis password Secret without a fleet": {append([]string{"--set", "fleet.redisPasswordSecret=redis"}, sharedStorageValues...),
-			`fleet.redisPasswordSecret: needs a fleet, config.storage.s3 and config.redis.addr`},
+			`fleet.redisPasswordSecret: needs a fleet, config.storage.s3 (or .gcs, .azure) and config.redis.addr`},
 		"Redis's password inline as well": {[]string{"-f", values, "--set", "config.redis.password=hunter2"},
 			"fleet.redisPasswordSecret: config.redis.password is set as well; leave the password to fleet.redisPasswordSecret, which sets redis.password_file"},
 		"Redis's password file as well": {[]string{"-f", values, "--set", "config.redis.password_file=/etc/redis/password"},

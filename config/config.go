@@ -219,7 +219,11 @@ type Cache struct {
 // copy theirs. Verified content is written to it once cached, and content
 // the local cache lacks is read from it before any upstream is asked.
 type Storage struct {
-	S3 *S3 `yaml:"s3"`
+	// One of S3, GCS and Azure. gcs and azure are compiled in but untested
+	// here; s3 is tested against MinIO.
+	S3    *S3    `yaml:"s3"`
+	GCS   *GCS   `yaml:"gcs"`
+	Azure *Azure `yaml:"azure"`
 	// Redirect answers a blob GET the local cache lacks, but the object
 	// store has, with a redirect to a presigned URL, as distribution does:
 	// the bytes then flow from the store to the client directly.
@@ -275,8 +279,8 @@ func (c *Config) fleetProblems() problems {
 	switch {
 	case c.Storage.MaxSize < 0:
 		ps.add("storage.max_size", "%d: want 0 (no bound) or more", c.Storage.MaxSize)
-	case c.Storage.MaxSize > 0 && c.Storage.S3 == nil:
-		ps.add("storage.max_size", "needs an object store (storage.s3)")
+	case c.Storage.MaxSize > 0 && len(c.Storage.stores()) == 0:
+		ps.add("storage.max_size", "needs an object store (storage.s3, storage.gcs or storage.azure)")
 	case c.Storage.MaxSize > 0 && r.Addr == "":
 		ps.add("storage.max_size", "needs redis.addr: the fleet keeps the times of use there")
 	}
@@ -357,11 +361,11 @@ func (s S3) DriverParameters() (map[string]any, error) {
 		}
 	}
 	if s.SecretKeyFile != "" {
-		b, err := os.ReadFile(s.SecretKeyFile)
+		key, err := readSecretFile(s.SecretKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("storage.s3.secretkey_file: %w", err)
 		}
-		p["secretkey"] = strings.TrimRight(string(b), "\r\n")
+		p["secretkey"] = key
 	}
 	if s.ChunkSize > 0 {
 		p["chunksize"] = int64(s.ChunkSize)
@@ -369,12 +373,209 @@ func (s S3) DriverParameters() (map[string]any, error) {
 	return p, nil
 }
 
+// GCS are the parameters of distribution's gcs storage driver, by its
+// names. Its inline credentials (a service account's key in the
+// configuration) are not taken: keyfile keeps the key out of the file.
+type GCS struct {
+	Bucket string `yaml:"bucket"`
+	// KeyFile is a service account's JSON key, which the driver reads at
+	// start; without it Google's default credentials apply
+	// (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the instance's
+	// service account).
+	KeyFile       string `yaml:"keyfile"`
+	RootDirectory string `yaml:"rootdirectory"`
+	// ChunkSize is the size of each part of an upload, a multiple of
+	// 256 KiB (the driver's default: 16 MiB).
+	ChunkSize Size   `yaml:"chunksize"`
+	UserAgent string `yaml:"useragent"`
+	// MaxConcurrency caps the driver's calls to GCS in flight (the
+	// driver's default: 50; it raises one below 25 to 25).
+	MaxConcurrency int `yaml:"maxconcurrency"`
+}
+
+// DriverParameters are the gcs block as distribution's driver takes them.
+func (g GCS) DriverParameters() (map[string]any, error) {
+	p := map[string]any{"bucket": g.Bucket}
+	for k, v := range map[string]string{"keyfile": g.KeyFile, "rootdirectory": g.RootDirectory, "useragent": g.UserAgent} {
+		if v != "" {
+			p[k] = v
+		}
+	}
+	// The driver reads the key file itself; checked here so that a
+	// missing one is named by its key.
+	if g.KeyFile != "" {
+		if _, err := os.Stat(g.KeyFile); err != nil {
+			return nil, fmt.Errorf("storage.gcs.keyfile: %w", err)
+		}
+	}
+	if g.ChunkSize > 0 {
+		p["chunksize"] = int64(g.ChunkSize)
+	}
+	if g.MaxConcurrency > 0 {
+		p["maxconcurrency"] = int64(g.MaxConcurrency)
+	}
+	return p, nil
+}
+
+// Azure are the parameters of distribution's azure storage driver, by its
+// names. Its connectionstring is not taken: the driver reads it but does
+// not use it.
+type Azure struct {
+	AccountName string `yaml:"accountname"`
+	// AccountKey is the account's shared key, for credentials.type
+	// shared_key; AccountKeyFile is read at start instead, so that the key
+	// stays out of the configuration file.
+	AccountKey     string `yaml:"accountkey"`
+	AccountKeyFile string `yaml:"accountkey_file"`
+	Container      string `yaml:"container"`
+	// Realm is the domain of the account's endpoint (the driver's default:
+	// core.windows.net); ServiceURL replaces the endpoint whole
+	// (https://<accountname>.blob.<realm>).
+	Realm         string           `yaml:"realm"`
+	ServiceURL    string           `yaml:"serviceurl"`
+	RootDirectory string           `yaml:"rootdirectory"`
+	Credentials   AzureCredentials `yaml:"credentials"`
+	// MaxRetries is how often the driver polls a copy still under way
+	// (a move) before it gives up (0: the driver's 5); RetryDelay the wait
+	// between polls, growing linearly (0: the driver's 100ms).
+	MaxRetries int      `yaml:"max_retries"`
+	RetryDelay Duration `yaml:"retry_delay"`
+	SkipVerify bool     `yaml:"skipverify"`
+}
+
+// AzureCredentials is how the azure driver authenticates: type shared_key
+// (the account's key), client_secret (an app registration's) or
+// default_credentials (Azure's default chain: environment, workload
+// identity, managed identity).
+type AzureCredentials struct {
+	Type     string `yaml:"type"`
+	ClientID string `yaml:"clientid"`
+	TenantID string `yaml:"tenantid"`
+	Secret   string `yaml:"secret"`
+	// SecretFile is read at start instead of Secret, so that the secret
+	// stays out of the configuration file.
+	SecretFile string `yaml:"secret_file"`
+}
+
+// The azure driver's credentials types.
+const (
+	azureSharedKey    = "shared_key"
+	azureClientSecret = "client_secret"
+	azureDefault      = "default_credentials"
+)
+
+// DriverParameters are the azure block as distribution's driver takes
+// them, with the files accountkey_file and credentials.secret_file name
+// read in.
+func (a Azure) DriverParameters() (map[string]any, error) {
+	creds := map[string]any{"type": a.Credentials.Type}
+	for k, v := range map[string]string{"clientid": a.Credentials.ClientID, "tenantid": a.Credentials.TenantID, "secret": a.Credentials.Secret} {
+		if v != "" {
+			creds[k] = v
+		}
+	}
+	if a.Credentials.SecretFile != "" {
+		secret, err := readSecretFile(a.Credentials.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.azure.credentials.secret_file: %w", err)
+		}
+		creds["secret"] = secret
+	}
+	p := map[string]any{
+		"accountname": a.AccountName,
+		"container":   a.Container,
+		"credentials": creds,
+		"skipverify":  a.SkipVerify,
+	}
+	// Only what is set: an empty realm given to the driver would replace
+	// its default.
+	for k, v := range map[string]string{"accountkey": a.AccountKey, "realm": a.Realm, "serviceurl": a.ServiceURL, "rootdirectory": a.RootDirectory} {
+		if v != "" {
+			p[k] = v
+		}
+	}
+	if a.AccountKeyFile != "" {
+		key, err := readSecretFile(a.AccountKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.azure.accountkey_file: %w", err)
+		}
+		p["accountkey"] = key
+	}
+	if a.MaxRetries > 0 {
+		p["max_retries"] = a.MaxRetries
+	}
+	if a.RetryDelay > 0 {
+		p["retry_delay"] = a.RetryDelay.D().String()
+	}
+	return p, nil
+}
+
+// readSecretFile is a secret kept in a file, without the newline an
+// editor or kubectl leaves at its end.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// Driver is the object store the block configures, as distribution's
+// driver factory takes it: the driver's name and its parameters, with the
+// secrets the *_file keys name read in. The name is "" when no store is
+// configured.
+func (s Storage) Driver() (name string, params map[string]any, err error) {
+	if set := s.stores(); len(set) > 1 {
+		return "", nil, fmt.Errorf("storage: %s are set: one object store at most", strings.Join(set, " and "))
+	}
+	switch {
+	case s.S3 != nil:
+		name = "s3"
+		params, err = s.S3.DriverParameters()
+	case s.GCS != nil:
+		name = "gcs"
+		params, err = s.GCS.DriverParameters()
+	case s.Azure != nil:
+		name = "azure"
+		params, err = s.Azure.DriverParameters()
+	default:
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return name, params, nil
+}
+
+// stores names the object stores the block sets, by their keys.
+func (s Storage) stores() []string {
+	var set []string
+	for _, st := range []struct {
+		key string
+		on  bool
+	}{{"storage.s3", s.S3 != nil}, {"storage.gcs", s.GCS != nil}, {"storage.azure", s.Azure != nil}} {
+		if st.on {
+			set = append(set, st.key)
+		}
+	}
+	return set
+}
+
 func (s Storage) problems() problems {
 	var ps problems
+	switch set := s.stores(); {
+	case len(set) > 1:
+		ps.add("storage", "%s are set: set one of storage.s3, storage.gcs and storage.azure, the one object store the replicas share", strings.Join(set, " and "))
+	case len(set) == 0 && s.Redirect:
+		ps.add("storage.redirect", "needs an object store (storage.s3, storage.gcs or storage.azure)")
+	}
+	if s.GCS != nil {
+		ps = append(ps, s.GCS.problems()...)
+	}
+	if s.Azure != nil {
+		ps = append(ps, s.Azure.problems()...)
+	}
 	if s.S3 == nil {
-		if s.Redirect {
-			ps.add("storage.redirect", "needs an object store (storage.s3)")
-		}
 		return ps
 	}
 	c := s.S3
@@ -397,6 +598,84 @@ func (s Storage) problems() problems {
 	}
 	if c.ChunkSize != 0 && c.ChunkSize < 5<<20 {
 		ps.add("storage.s3.chunksize", "%d: S3 parts are at least 5 MiB", c.ChunkSize)
+	}
+	return ps
+}
+
+// gcsChunk is the unit of a GCS resumable upload: every part but the last
+// is a multiple of it.
+const gcsChunk = 256 << 10
+
+func (g GCS) problems() problems {
+	var ps problems
+	if g.Bucket == "" {
+		ps.add("storage.gcs.bucket", "required")
+	}
+	if g.ChunkSize != 0 && (g.ChunkSize < gcsChunk || g.ChunkSize%gcsChunk != 0) {
+		ps.add("storage.gcs.chunksize", "%d: want a multiple of 256 KiB (GCS's upload unit)", g.ChunkSize)
+	}
+	if g.MaxConcurrency < 0 {
+		ps.add("storage.gcs.maxconcurrency", "%d: must not be negative", g.MaxConcurrency)
+	}
+	return ps
+}
+
+func (a Azure) problems() problems {
+	var ps problems
+	if a.AccountName == "" {
+		ps.add("storage.azure.accountname", "required")
+	}
+	if a.Container == "" {
+		ps.add("storage.azure.container", "required")
+	}
+	if a.ServiceURL != "" {
+		if u, err := url.Parse(a.ServiceURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ps.add("storage.azure.serviceurl", "%q: want http(s)://host[:port]", a.ServiceURL)
+		}
+	}
+	// The driver takes max_retries -1 as: give up on a copy still under
+	// way and report the move done, which would leave a blob that is not
+	// in place, or not whole.
+	if a.MaxRetries < 0 {
+		ps.add("storage.azure.max_retries", "%d: want 0 or more (0: the driver's 5)", a.MaxRetries)
+	}
+	if a.AccountKey != "" && a.AccountKeyFile != "" {
+		ps.add("storage.azure.accountkey_file", "set accountkey or accountkey_file, not both")
+	}
+	c := a.Credentials
+	if c.Secret != "" && c.SecretFile != "" {
+		ps.add("storage.azure.credentials.secret_file", "set secret or secret_file, not both")
+	}
+	hasKey := a.AccountKey != "" || a.AccountKeyFile != ""
+	hasClient := c.ClientID != "" || c.TenantID != "" || c.Secret != "" || c.SecretFile != ""
+	switch c.Type {
+	case "":
+		ps.add("storage.azure.credentials.type", "required: %s, %s or %s", azureSharedKey, azureClientSecret, azureDefault)
+	case azureSharedKey:
+		if !hasKey {
+			ps.add("storage.azure.accountkey", "required with credentials.type %s (or accountkey_file)", azureSharedKey)
+		}
+	case azureClientSecret:
+		if c.ClientID == "" {
+			ps.add("storage.azure.credentials.clientid", "required with credentials.type %s", azureClientSecret)
+		}
+		if c.TenantID == "" {
+			ps.add("storage.azure.credentials.tenantid", "required with credentials.type %s", azureClientSecret)
+		}
+		if c.Secret == "" && c.SecretFile == "" {
+			ps.add("storage.azure.credentials.secret", "required with credentials.type %s (or secret_file)", azureClientSecret)
+		}
+	case azureDefault:
+	default:
+		ps.add("storage.azure.credentials.type", "%q is not one of %s, %s, %s", c.Type, azureSharedKey, azureClientSecret, azureDefault)
+	}
+	// What the driver would ignore is refused, so that nobody believes a
+	// key is in use that is not.
+	if hasKey && c.Type != azureSharedKey && c.Type != "" {
+		ps.add("storage.azure.accountkey", "only with credentials.type %s: %s does not use it", azureSharedKey, c.Type)
+	}
+	if hasClient && c.Type != azureClientSecret && c.Type != "" {
+		ps.add("storage.azure.credentials", "clientid, tenantid and secret are only for type %s: %s does not use them", azureClientSecret, c.Type)
 	}
 	return ps
 }

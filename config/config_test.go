@@ -469,11 +469,135 @@ func TestStorageErrors(t *testing.T) {
 		{"both secrets", "storage:\n  s3:\n    bucket: b\n    region: r\n    accesskey: a\n    secretkey: s\n    secretkey_file: f\n", "storage.s3.secretkey_file: set secretkey or secretkey_file, not both"},
 		{"small parts", "storage:\n  s3:\n    bucket: b\n    region: r\n    chunksize: 1MiB\n", "storage.s3.chunksize: 1048576: S3 parts are at least 5 MiB"},
 		{"a misspelt key", "storage:\n  s3:\n    bucket: b\n    regoin: r\n", "line 4: storage.s3.regoin: unknown key"},
-		{"redirect without a store", "storage:\n  redirect: true\n", "storage.redirect: needs an object store (storage.s3)"},
+		{"redirect without a store", "storage:\n  redirect: true\n", "line 2: storage.redirect: needs an object store (storage.s3, storage.gcs or storage.azure)"},
+		{"two stores", "storage:\n  s3:\n    bucket: b\n    region: r\n  gcs:\n    bucket: b\n",
+			"line 1: storage: storage.s3 and storage.gcs are set: set one of storage.s3, storage.gcs and storage.azure, the one object store the replicas share"},
+		{"three stores", "storage:\n  s3:\n    bucket: b\n    region: r\n  gcs:\n    bucket: b\n  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: default_credentials\n",
+			"storage: storage.s3 and storage.gcs and storage.azure are set"},
+
+		{"gcs: no bucket", "storage:\n  gcs:\n    keyfile: /k.json\n", "storage.gcs.bucket: required"},
+		{"gcs: parts too small", "storage:\n  gcs:\n    bucket: b\n    chunksize: 128KiB\n", "line 4: storage.gcs.chunksize: 131072: want a multiple of 256 KiB (GCS's upload unit)"},
+		{"gcs: parts not of 256 KiB", "storage:\n  gcs:\n    bucket: b\n    chunksize: 1000KiB\n", "line 4: storage.gcs.chunksize: 1024000: want a multiple of 256 KiB"},
+		{"gcs: negative concurrency", "storage:\n  gcs:\n    bucket: b\n    maxconcurrency: -1\n", "line 4: storage.gcs.maxconcurrency: -1: must not be negative"},
+		{"gcs: inline credentials", "storage:\n  gcs:\n    bucket: b\n    credentials:\n      type: service_account\n",
+			"line 4: storage.gcs.credentials: unknown key (known keys: bucket, keyfile, rootdirectory, chunksize, useragent, maxconcurrency)"},
+
+		{"azure: no account", "storage:\n  azure:\n    container: c\n    credentials:\n      type: default_credentials\n", "storage.azure.accountname: required"},
+		{"azure: no container", "storage:\n  azure:\n    accountname: a\n    credentials:\n      type: default_credentials\n", "storage.azure.container: required"},
+		{"azure: no credentials type", "storage:\n  azure:\n    accountname: a\n    container: c\n    accountkey: k\n",
+			"storage.azure.credentials.type: required: shared_key, client_secret or default_credentials"},
+		{"azure: a credentials type that is none", "storage:\n  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: sharedkey\n",
+			`line 6: storage.azure.credentials.type: "sharedkey" is not one of shared_key, client_secret, default_credentials`},
+		{"azure: a shared key type without a key", "storage:\n  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: shared_key\n",
+			"storage.azure.accountkey: required with credentials.type shared_key (or accountkey_file)"},
+		{"azure: both keys", "storage:\n  azure:\n    accountname: a\n    container: c\n    accountkey: k\n    accountkey_file: f\n    credentials:\n      type: shared_key\n",
+			"line 6: storage.azure.accountkey_file: set accountkey or accountkey_file, not both"},
+		{"azure: a key the credentials do not use", "storage:\n  azure:\n    accountname: a\n    container: c\n    accountkey: k\n    credentials:\n      type: default_credentials\n",
+			"line 5: storage.azure.accountkey: only with credentials.type shared_key: default_credentials does not use it"},
+		{"azure: a client secret without its client", "storage:\n  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: client_secret\n      secret: s\n",
+			"storage.azure.credentials.clientid: required with credentials.type client_secret\nstorage.azure.credentials.tenantid: required with credentials.type client_secret"},
+		{"azure: a client without its secret", "storage:\n  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: client_secret\n      clientid: i\n      tenantid: t\n",
+			"storage.azure.credentials.secret: required with credentials.type client_secret (or secret_file)"},
+		{"azure: both client secrets", "storage:\n  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: client_secret\n      clientid: i\n      tenantid: t\n      secret: s\n      secret_file: f\n",
+			"line 10: storage.azure.credentials.secret_file: set secret or secret_file, not both"},
+		{"azure: a client the credentials do not use", "storage:\n  azure:\n    accountname: a\n    container: c\n    accountkey: k\n    credentials:\n      type: shared_key\n      clientid: i\n",
+			"line 6: storage.azure.credentials: clientid, tenantid and secret are only for type client_secret: shared_key does not use them"},
+		{"azure: a bad service URL", "storage:\n  azure:\n    accountname: a\n    container: c\n    serviceurl: a.blob.core.windows.net\n    credentials:\n      type: default_credentials\n",
+			`line 5: storage.azure.serviceurl: "a.blob.core.windows.net": want http(s)://host[:port]`},
+		{"azure: negative retries", "storage:\n  azure:\n    accountname: a\n    container: c\n    max_retries: -1\n    credentials:\n      type: default_credentials\n",
+			"line 5: storage.azure.max_retries: -1: want 0 or more (0: the driver's 5)"},
+		{"azure: a bad retry delay", "storage:\n  azure:\n    accountname: a\n    container: c\n    retry_delay: 100\n", `line 5: storage.azure.retry_delay: invalid duration "100"`},
+		{"azure: a connection string", "storage:\n  azure:\n    accountname: a\n    connectionstring: x\n", "line 4: storage.azure.connectionstring: unknown key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.text))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Each object store's block is the parameters of its driver, by the
+// driver's names, with the secrets of the *_file keys read in; Driver
+// names the driver the block configures.
+func TestStorageDriver(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{"secretkey": "s3cr3t\n", "accountkey": "YWNjb3VudGtleQ==\n", "clientsecret": "cl13nt\r\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyfile := filepath.Join(dir, "key.json")
+	if err := os.WriteFile(keyfile, []byte(`{"type": "service_account"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, text string
+		driver     string
+		want       map[string]any
+	}{
+		{"none", "", "", nil},
+		{"s3", "storage:\n  s3:\n    bucket: b\n    region: r\n    accesskey: a\n    secretkey_file: " + filepath.Join(dir, "secretkey") + "\n",
+			"s3", map[string]any{"bucket": "b", "region": "r", "accesskey": "a", "secretkey": "s3cr3t",
+				"forcepathstyle": false, "skipverify": false, "encrypt": false, "secure": true}},
+		{"gcs, the bucket alone", "storage:\n  gcs:\n    bucket: b\n", "gcs", map[string]any{"bucket": "b"}},
+		{"gcs, every key", "storage:\n  gcs:\n    bucket: b\n    keyfile: " + keyfile + "\n    rootdirectory: /bw\n    chunksize: 8MiB\n    useragent: breakwater\n    maxconcurrency: 30\n",
+			"gcs", map[string]any{"bucket": "b", "keyfile": keyfile, "rootdirectory": "/bw", "chunksize": int64(8 << 20), "useragent": "breakwater", "maxconcurrency": int64(30)}},
+		{"azure, a shared key from its file", "storage:\n  azure:\n    accountname: a\n    accountkey_file: " + filepath.Join(dir, "accountkey") + "\n    container: c\n    credentials:\n      type: shared_key\n",
+			"azure", map[string]any{"accountname": "a", "accountkey": "YWNjb3VudGtleQ==", "container": "c", "skipverify": false,
+				"credentials": map[string]any{"type": "shared_key"}}},
+		{"azure, a shared key inline", "storage:\n  azure:\n    accountname: a\n    accountkey: k\n    container: c\n    credentials:\n      type: shared_key\n",
+			"azure", map[string]any{"accountname": "a", "accountkey": "k", "container": "c", "skipverify": false,
+				"credentials": map[string]any{"type": "shared_key"}}},
+		{"azure, a client secret from its file, every key", "storage:\n  azure:\n    accountname: a\n    container: c\n    realm: core.chinacloudapi.cn\n" +
+			"    serviceurl: https://a.blob.core.chinacloudapi.cn\n    rootdirectory: /bw\n    max_retries: 8\n    retry_delay: 250ms\n    skipverify: true\n" +
+			"    credentials:\n      type: client_secret\n      clientid: i\n      tenantid: t\n      secret_file: " + filepath.Join(dir, "clientsecret") + "\n",
+			"azure", map[string]any{"accountname": "a", "container": "c", "realm": "core.chinacloudapi.cn", "serviceurl": "https://a.blob.core.chinacloudapi.cn",
+				"rootdirectory": "/bw", "max_retries": 8, "retry_delay": "250ms", "skipverify": true,
+				"credentials": map[string]any{"type": "client_secret", "clientid": "i", "tenantid": "t", "secret": "cl13nt"}}},
+		{"azure, the default credentials", "storage:\n  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: default_credentials\n  redirect: true\n",
+			"azure", map[string]any{"accountname": "a", "container": "c", "skipverify": false, "credentials": map[string]any{"type": "default_credentials"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			driver, params, err := cfg.Storage.Driver()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if driver != tc.driver || !reflect.DeepEqual(params, tc.want) {
+				t.Errorf("Driver() = %q, %#v\nwant %q, %#v", driver, params, tc.driver, tc.want)
+			}
+		})
+	}
+}
+
+// A *_file key whose file is not there is named by its key when the
+// parameters are made, at start; so is a gcs key file, which the driver
+// reads itself. Two stores set, which validation refuses, are refused by
+// Driver too.
+func TestStorageDriverFiles(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none")
+	for _, tc := range []struct {
+		name    string
+		storage Storage
+		want    string
+	}{
+		{"s3 secretkey_file", Storage{S3: &S3{Bucket: "b", Region: "r", AccessKey: "a", SecretKeyFile: missing}}, "storage.s3.secretkey_file: open " + missing},
+		{"gcs keyfile", Storage{GCS: &GCS{Bucket: "b", KeyFile: missing}}, "storage.gcs.keyfile: stat " + missing},
+		{"azure accountkey_file", Storage{Azure: &Azure{AccountName: "a", Container: "c", AccountKeyFile: missing, Credentials: AzureCredentials{Type: "shared_key"}}},
+			"storage.azure.accountkey_file: open " + missing},
+		{"azure credentials.secret_file", Storage{Azure: &Azure{AccountName: "a", Container: "c",
+			Credentials: AzureCredentials{Type: "client_secret", ClientID: "i", TenantID: "t", SecretFile: missing}}},
+			"storage.azure.credentials.secret_file: open " + missing},
+		{"two stores", Storage{S3: &S3{Bucket: "b", Region: "r"}, Azure: &Azure{}}, "storage: storage.s3 and storage.azure are set: one object store at most"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := tc.storage.Driver()
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
@@ -490,7 +614,7 @@ func TestFleetErrors(t *testing.T) {
 		{"an advertise that is no URL", "redis:\n  addr: r:6379\ncluster:\n  advertise: 10.0.0.5:5000\n  secret_file: s\n", `cluster.advertise: "10.0.0.5:5000": want http(s)://host:port`},
 		{"a peer certificate without its key", "redis:\n  addr: r:6379\ncluster:\n  secret_file: s\n  cert_file: c.pem\n", "cluster.cert_file: cluster.cert_file and cluster.key_file come together"},
 		{"mutual TLS without a peer certificate", "redis:\n  addr: r:6379\ncluster:\n  secret_file: s\ntls:\n  cert_file: t.crt\n  key_file: t.key\n  client_ca_file: ca.crt\n", "cluster.cert_file: required with tls.client_ca_file"},
-		{"a store bound without a store", "storage:\n  max_size: 1TiB\n", "storage.max_size: needs an object store (storage.s3)"},
+		{"a store bound without a store", "storage:\n  max_size: 1TiB\n", "storage.max_size: needs an object store (storage.s3, storage.gcs or storage.azure)"},
 		{"a store bound without Redis", "storage:\n  max_size: 1TiB\n  s3:\n    bucket: b\n    region: r\n", "storage.max_size: needs redis.addr"},
 		{"a store bound that is no size", "storage:\n  max_size: lots\n", "storage.max_size"},
 		{"an advertise with a path", "redis:\n  addr: r:6379\ncluster:\n  advertise: http://h:5000/x\n  secret_file: s\n", `want http(s)://host:port`},

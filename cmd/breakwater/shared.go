@@ -21,23 +21,26 @@ import (
 // store that does not answer at start is not fatal: each pull then asks
 // the upstream, and the store is asked again on the next pull.
 func openShared(ctx context.Context, st config.Storage, log *slog.Logger) (*objstore.Store, error) {
-	if st.S3 == nil {
-		return nil, nil
+	name, params, err := st.Driver()
+	if err != nil || name == "" {
+		return nil, err
 	}
-	params, err := st.S3.DriverParameters()
+	obj, err := objstore.Open(ctx, name, params)
 	if err != nil {
 		return nil, err
 	}
-	obj, err := objstore.Open(ctx, "s3", params)
-	if err != nil {
-		return nil, err
+	// Where the store is, for the log: azure names an account's
+	// container, the others a bucket.
+	where := []any{"driver", obj.Name(), "bucket", params["bucket"]}
+	if name == "azure" {
+		where = []any{"driver", obj.Name(), "account", params["accountname"], "container", params["container"]}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := obj.Check(cctx); err != nil {
-		log.Warn("shared store: not answering at start; pulls ask the upstreams until it does", "err", err)
+		log.Warn("shared store: not answering at start; pulls ask the upstreams until it does", append(where, "err", err)...)
 	} else {
-		log.Info("shared store", "driver", obj.Name(), "bucket", st.S3.Bucket, "redirect", st.Redirect)
+		log.Info("shared store", append(where, "redirect", st.Redirect)...)
 	}
 	return obj, nil
 }

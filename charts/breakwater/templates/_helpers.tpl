@@ -229,16 +229,38 @@ credentials, no htpasswd path: nothing on the nodes but what they need.
 {{- end }}
 
 {{/*
-"true" in fleet mode: config.storage.s3 and config.redis.addr both set
-(docs/fleet.md; charts/README.md, "Running a fleet"). The replicas then run
-as a Deployment, their caches in emptyDirs (the bucket is the store that
-lasts), each advertising its pod's address to the others, with the secret
-they share and Redis's password from Secrets. replicaCount does not count:
-scaling a fleet to one replica and back must not swap its kind of workload.
+The object store the replicas share, by its block in config.storage: "s3",
+"gcs", "azure", or "" for none. Breakwater takes one at most, and so does
+the chart.
+*/}}
+{{- define "breakwater.sharedStore" -}}
+{{- $storage := default (dict) .Values.config.storage }}
+{{- $set := list }}
+{{- range $name := list "s3" "gcs" "azure" }}
+{{- if index $storage $name }}
+{{- $set = append $set $name }}
+{{- end }}
+{{- end }}
+{{- if gt (len $set) 1 }}
+{{- fail (printf "config.storage: %s are set: set one of them, the one object store the replicas share" (join " and " $set)) }}
+{{- end }}
+{{- join "" $set }}
+{{- end }}
+
+{{/* Where sharedStorage's Secret is mounted for gcs's key file or azure's account key. */}}
+{{- define "breakwater.storageSecretDir" -}}/etc/breakwater-storage{{- end }}
+
+{{/*
+"true" in fleet mode: a shared store (config.storage.s3, .gcs or .azure)
+and config.redis.addr both set (docs/fleet.md; charts/README.md, "Running
+a fleet"). The replicas then run as a Deployment, their caches in
+emptyDirs (the bucket is the store that lasts), each advertising its pod's
+address to the others, with the secret they share and Redis's password
+from Secrets. replicaCount does not count: scaling a fleet to one replica
+and back must not swap its kind of workload.
 */}}
 {{- define "breakwater.fleet" -}}
-{{- $c := .Values.config }}
-{{- if and (default (dict) $c.storage).s3 (default (dict) $c.redis).addr }}true{{ end }}
+{{- if and (include "breakwater.sharedStore" .) (default (dict) .Values.config.redis).addr }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -299,8 +321,8 @@ TLS Secret's files when tls.enabled, auth.htpasswd pointing at the mounted
 htpasswd file when the release has one, and each upstream of
 upstreamCredentials given its username and a password_file in its mounted
 Secret. What Breakwater would refuse at start about those blocks is refused
-here, at install; so are keys in config.storage.s3 beside sharedStorage's
-Secret, and a grace period that would cut the drain short.
+here, at install; so are keys in config.storage's store beside
+sharedStorage's Secret, and a grace period that would cut the drain short.
 */}}
 {{- define "breakwater.config" -}}
 {{- $config := deepCopy .Values.config }}
@@ -366,23 +388,46 @@ Secret, and a grace period that would cut the drain short.
 {{- $_ := set $upstreams $host $up }}
 {{- end }}
 {{- /*
-sharedStorage.existingSecret gives the s3 driver its keys through the
-environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY): for a store of
-config.storage.s3, and as its only keys.
+sharedStorage.existingSecret gives the store's driver its keys, as their
+only keys: s3's through the environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY), gcs's key file and azure's account key as files
+of the Secret mounted in the pod, which config.storage.gcs.keyfile and
+config.storage.azure.accountkey_file are pointed at.
 */}}
 {{- if .Values.sharedStorage.existingSecret }}
-{{- $s3 := (default (dict) $config.storage).s3 }}
-{{- if not $s3 }}
-{{- fail "sharedStorage.existingSecret: needs config.storage.s3, the bucket the replicas share (docs/fleet.md), e.g. config.storage.s3.bucket and .region (or .regionendpoint)" }}
-{{- end }}
+{{- $store := include "breakwater.sharedStore" . }}
+{{- $block := index (default (dict) $config.storage) (default "none" $store) }}
+{{- $dir := include "breakwater.storageSecretDir" . }}
+{{- if not $store }}
+{{- fail "sharedStorage.existingSecret: needs config.storage.s3 (or .gcs, .azure), the bucket the replicas share (docs/fleet.md), e.g. config.storage.s3.bucket and .region (or .regionendpoint)" }}
+{{- else if eq $store "s3" }}
 {{- range $key := list "accesskey" "secretkey" "secretkey_file" }}
-{{- if index $s3 $key }}
+{{- if index $block $key }}
 {{- fail (printf "sharedStorage.existingSecret: config.storage.s3.%s is set as well; leave the keys to sharedStorage, which sets AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the Secret" $key) }}
 {{- end }}
 {{- end }}
+{{- else if eq $store "gcs" }}
+{{- if $block.keyfile }}
+{{- fail "sharedStorage.existingSecret: config.storage.gcs.keyfile is set as well; leave it to sharedStorage, which mounts the Secret's key file (sharedStorage.keyfileKey) and points keyfile at it" }}
+{{- end }}
+{{- $_ := set $block "keyfile" (printf "%s/key.json" $dir) }}
+{{- else }}
+{{- range $key := list "accountkey" "accountkey_file" }}
+{{- if index $block $key }}
+{{- fail (printf "sharedStorage.existingSecret: config.storage.azure.%s is set as well; leave the key to sharedStorage, which mounts the Secret's account key (sharedStorage.accountKeyKey) and points accountkey_file at it" $key) }}
+{{- end }}
+{{- end }}
+{{- $creds := default (dict) $block.credentials }}
+{{- if and $creds.type (ne (toString $creds.type) "shared_key") }}
+{{- fail (printf "sharedStorage.existingSecret: config.storage.azure.credentials.type %q: the Secret holds the account's key, which only type shared_key uses" (toString $creds.type)) }}
+{{- end }}
+{{- $_ := set $creds "type" "shared_key" }}
+{{- $_ := set $block "credentials" $creds }}
+{{- $_ := set $block "accountkey_file" (printf "%s/accountkey" $dir) }}
+{{- end }}
 {{- end }}
 {{- /*
-A fleet (config.storage.s3 and config.redis.addr): the chart passes each
+A fleet (a shared store and config.redis.addr): the chart passes each
 pod its own address (--advertise) and points cluster.secret_file at the
 mounted peer secret, and redis.password_file at fleet.redisPasswordSecret's
 password; the user sets neither. Redis without a shared store is no fleet
@@ -394,18 +439,18 @@ pod whose emptyDir outgrows its sizeLimit.
 {{- $redis := default (dict) $config.redis }}
 {{- $cluster := default (dict) $config.cluster }}
 {{- if and $redis.addr (not $fleet) }}
-{{- fail (printf "config.redis.addr %q: needs config.storage.s3 as well: the chart runs a fleet (a Deployment whose replicas keep their caches in emptyDirs) only around a bucket its replicas share (charts/README.md, \"Running a fleet\")" (toString $redis.addr)) }}
+{{- fail (printf "config.redis.addr %q: needs config.storage.s3 (or .gcs, .azure) as well: the chart runs a fleet (a Deployment whose replicas keep their caches in emptyDirs) only around a bucket its replicas share (charts/README.md, \"Running a fleet\")" (toString $redis.addr)) }}
 {{- end }}
 {{- with $cluster.advertise }}
-{{- fail (printf "config.cluster.advertise %q: leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart passes each pod its own address, --advertise %s" (toString .) (include "breakwater.advertiseURL" $)) }}
+{{- fail (printf "config.cluster.advertise %q: leave it unset: in a fleet (config.storage.s3, .gcs or .azure, and config.redis.addr) the chart passes each pod its own address, --advertise %s" (toString .) (include "breakwater.advertiseURL" $)) }}
 {{- end }}
 {{- with $cluster.secret_file }}
-{{- fail (printf "config.cluster.secret_file %q: leave it unset: in a fleet (config.storage.s3 and config.redis.addr) the chart mounts the peer secret (fleet.existingSecret, or a Secret it generates) and points secret_file at it" (toString .)) }}
+{{- fail (printf "config.cluster.secret_file %q: leave it unset: in a fleet (config.storage.s3, .gcs or .azure, and config.redis.addr) the chart mounts the peer secret (fleet.existingSecret, or a Secret it generates) and points secret_file at it" (toString .)) }}
 {{- end }}
 {{- if not $fleet }}
 {{- range $key := list "existingSecret" "redisPasswordSecret" }}
 {{- if index $.Values.fleet $key }}
-{{- fail (printf "fleet.%s: needs a fleet, config.storage.s3 and config.redis.addr (charts/README.md, \"Running a fleet\")" $key) }}
+{{- fail (printf "fleet.%s: needs a fleet, config.storage.s3 (or .gcs, .azure) and config.redis.addr (charts/README.md, \"Running a fleet\")" $key) }}
 {{- end }}
 {{- end }}
 {{- else }}

@@ -7,6 +7,8 @@ peer secret and Redis's password.
 */}}
 {{- define "breakwater.podTemplate" -}}
 {{- $fleet := include "breakwater.fleet" . }}
+{{- $store := include "breakwater.sharedStore" . }}
+{{- $storageFile := and .Values.sharedStorage.existingSecret (has $store (list "gcs" "azure")) }}
 {{- $cacheDir := toString .Values.config.cache.dir }}
 {{- if not (isAbs $cacheDir) }}
 {{- fail (printf "config.cache.dir %q: must be an absolute path (the cache volume is mounted there)" $cacheDir) }}
@@ -65,7 +67,7 @@ spec:
               fieldPath: status.podIP
         {{- end }}
         {{- with .Values.sharedStorage }}
-        {{- if .existingSecret }}
+        {{- if and .existingSecret (eq $store "s3") }}
         # The shared store's S3 keys (sharedStorage), which the s3
         # driver reads as the AWS default credentials.
         - name: AWS_ACCESS_KEY_ID
@@ -140,6 +142,14 @@ spec:
           mountPath: {{ include "breakwater.upstreamCredentialsDir" $host }}
           readOnly: true
         {{- end }}
+        {{- if $storageFile }}
+        # The shared store's key (sharedStorage): gcs's key file or azure's
+        # account key, which the driver reads at start: a rotation takes a
+        # restart.
+        - name: storage-secret
+          mountPath: {{ include "breakwater.storageSecretDir" . }}
+          readOnly: true
+        {{- end }}
         {{- if $fleet }}
         # The secret the fleet's replicas share (and Redis's password):
         # directories, not subPaths (which never see a rotated Secret).
@@ -197,6 +207,21 @@ spec:
         items:
           - key: {{ default "password" $cred.passwordKey }}
             path: password
+        # 0440: readable by the pod's fsGroup, not by others.
+        defaultMode: 288
+    {{- end }}
+    {{- if $storageFile }}
+    - name: storage-secret
+      secret:
+        secretName: {{ .Values.sharedStorage.existingSecret }}
+        items:
+          {{- if eq $store "gcs" }}
+          - key: {{ .Values.sharedStorage.keyfileKey }}
+            path: key.json
+          {{- else }}
+          - key: {{ .Values.sharedStorage.accountKeyKey }}
+            path: accountkey
+          {{- end }}
         # 0440: readable by the pod's fsGroup, not by others.
         defaultMode: 288
     {{- end }}

@@ -242,6 +242,42 @@ func TestFleetRedisDown(t *testing.T) {
 	}
 }
 
+// TestFleetRedisKilledMidRun: Redis killed while a herd on two replicas is
+// under way — owners fetching, followers streaming from them, leases being
+// renewed — costs no pull: every client gets verified bytes, and the
+// fetches that start after it happen alone.
+func TestFleetRedisKilledMidRun(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	blobs := fleetImage(t, up, 4)
+	slowUpstream(up, 400*time.Millisecond)
+	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
+	replicas := []*mirror{newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)}
+	const clients = 12
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pullHerd(replicas[i%2], blobs); err != nil {
+				errs <- fmt.Errorf("client %d (replica %d): %w", i, i%2, err)
+			}
+		}()
+	}
+	// Mid-run: the tag resolved, the first blobs' fetches under way.
+	time.Sleep(900 * time.Millisecond)
+	if n := len(up.Requests(http.MethodGet, "/blobs/")); n == 0 {
+		t.Fatal("no blob fetch under way when Redis was to be killed")
+	}
+	rds.Kill()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
 // TestPeerEndpointNeedsTheSecret: the peer endpoint answers only a request
 // with the fleet's secret.
 func TestPeerEndpointNeedsTheSecret(t *testing.T) {

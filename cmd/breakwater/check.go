@@ -3,36 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-
-	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/imagecheck"
 	"github.com/breakwater-registry/breakwater/upstream"
 	"github.com/breakwater-registry/breakwater/warm"
 )
-
-// Verdicts of breakwater check, in the words it prints.
-const (
-	checkExists      = "exists"
-	checkMissing     = "missing"
-	checkDenied      = "denied"
-	checkInvalid     = "invalid"
-	checkUnavailable = "unavailable"
-)
-
-type checkResult struct {
-	Image     string `json:"image"`
-	Verdict   string `json:"verdict"`
-	Digest    string `json:"digest,omitempty"`
-	MediaType string `json:"mediaType,omitempty"`
-	Detail    string `json:"detail,omitempty"`
-}
 
 // runCheck resolves images before pods need them (seed 003's "validate
 // images up front"): through the configured upstreams, or through a running
@@ -74,7 +53,18 @@ Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid
 		fmt.Fprintf(stderr, "breakwater: %v\n", err)
 		return 3
 	}
-	ck := &checker{cfg: cfg, clients: map[string]*upstream.Client{}}
+	hosts := make([]string, 0, len(cfg.Upstreams))
+	for h := range cfg.Upstreams {
+		hosts = append(hosts, h)
+	}
+	ck := imagecheck.Direct(hosts, func(host string) (*upstream.Client, error) {
+		uc, err := upstreamConfig(&cfg, host)
+		if err != nil {
+			return nil, err
+		}
+		uc.UserAgent = checkUserAgent
+		return upstream.New(uc)
+	})
 	base := context.Background()
 	if *mirror == "" && (login.user != "" || login.passwordFile != "") {
 		fmt.Fprintln(stderr, "check: --user and --password-file apply to --mirror only; an upstream's credentials come from --config")
@@ -87,17 +77,22 @@ Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid
 		}
 		mc := warm.MirrorConfig(*mirror)
 		mc.UserAgent = checkUserAgent
-		if ck.mirror, err = upstream.New(mc); err != nil {
+		self, err := upstream.New(mc)
+		if err != nil {
 			fmt.Fprintf(stderr, "check: --mirror %q: want http(s)://host[:port]\n", *mirror)
 			return 3
 		}
+		ck = imagecheck.ThroughMirror(self, hosts, false)
 	}
 
 	worst := 0
 	for _, image := range fs.Args() {
 		ctx, cancel := context.WithTimeout(base, *timeout)
-		res := ck.check(ctx, image)
+		res := ck.Check(ctx, image, warm.ManifestTypes())
 		cancel()
+		if res.Detail == imagecheck.TimedOut {
+			res.Detail += " (--timeout)"
+		}
 		if *asJSON {
 			b, _ := json.Marshal(res)
 			fmt.Fprintln(stdout, string(b))
@@ -111,10 +106,10 @@ Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid
 			}
 			fmt.Fprintln(stdout, line)
 		}
-		switch res.Verdict {
-		case checkMissing, checkDenied, checkInvalid:
+		switch {
+		case res.Verdict.Fatal():
 			worst = 1
-		case checkUnavailable:
+		case res.Verdict == imagecheck.Unavailable:
 			if worst == 0 {
 				worst = 2
 			}
@@ -125,94 +120,3 @@ Exit status: 0 every image exists; 1 some image is missing, forbidden or invalid
 
 // checkUserAgent is the User-Agent of check's requests.
 const checkUserAgent = "breakwater-check"
-
-// checker resolves images, keeping one client per registry asked so that
-// the images of a registry share its handshakes, breaker and rate limit.
-type checker struct {
-	cfg config.Config
-	// mirror, when set, is the client towards the running Breakwater
-	// every image is asked through; it tries once, since the mirror
-	// retries its upstream itself.
-	mirror  *upstream.Client
-	clients map[string]*upstream.Client
-}
-
-// check resolves one image reference to its manifest with a HEAD.
-func (c *checker) check(ctx context.Context, image string) checkResult {
-	res := checkResult{Image: image}
-	ref, err := name.ParseReference(image)
-	if err != nil {
-		res.Verdict, res.Detail = checkInvalid, err.Error()
-		return res
-	}
-	res.Image = ref.Name()
-	host := ref.Context().RegistryStr()
-	if host == name.DefaultRegistry { // go-containerregistry's name for Docker Hub
-		host = "docker.io"
-	}
-	if _, configured := c.cfg.Upstreams[host]; !configured {
-		res.Verdict, res.Detail = checkDenied, fmt.Sprintf("registry %s is not an upstream of this configuration", host)
-		return res
-	}
-	client, repo := c.mirror, ref.Context().RepositoryStr()
-	if client != nil {
-		// Host-in-path routing reaches any of the mirror's upstreams.
-		repo = host + "/" + repo
-	} else if client, err = c.upstream(host); err != nil {
-		res.Verdict, res.Detail = checkDenied, err.Error()
-		return res
-	}
-	resp, err := client.HeadManifest(ctx, repo, ref.Identifier(), warm.ManifestTypes())
-	if err != nil {
-		res.Verdict, res.Detail = judgeCheckError(err)
-		return res
-	}
-	resp.Body.Close()
-	res.Verdict, res.MediaType = checkExists, resp.Header.Get("Content-Type")
-	res.Digest = resp.Header.Get("Docker-Content-Digest")
-	if d, ok := ref.(name.Digest); ok && res.Digest == "" {
-		res.Digest = d.DigestStr()
-	}
-	return res
-}
-
-// upstream returns the client towards the configured upstream host, with
-// its credentials and its resilience settings, as serve asks it.
-func (c *checker) upstream(host string) (*upstream.Client, error) {
-	if cl, ok := c.clients[host]; ok {
-		return cl, nil
-	}
-	uc, err := upstreamConfig(&c.cfg, host)
-	if err != nil {
-		return nil, err
-	}
-	uc.UserAgent = checkUserAgent
-	cl, err := upstream.New(uc)
-	if err != nil {
-		return nil, err
-	}
-	c.clients[host] = cl
-	return cl, nil
-}
-
-// judgeCheckError sorts a failed HEAD into fatal and transient. The detail
-// is the client's error, which names the cause as the registry (or the
-// mirror, in its reason phrase) gave it.
-func judgeCheckError(err error) (verdict, detail string) {
-	e, ok := upstream.AsError(err)
-	if !ok {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return checkUnavailable, "no answer within the time allowed for the image (--timeout)"
-		}
-		return checkUnavailable, err.Error()
-	}
-	switch {
-	case e.Status == http.StatusNotFound:
-		return checkMissing, e.Error()
-	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
-		return checkDenied, e.Error()
-	case e.Transient:
-		return checkUnavailable, e.Error()
-	}
-	return checkInvalid, e.Error()
-}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/breakwater-registry/breakwater/imagecheck"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
@@ -121,11 +122,11 @@ func TestCheck(t *testing.T) {
 			}
 			var got []string
 			for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-				var r checkResult
+				var r imagecheck.Result
 				if err := json.Unmarshal([]byte(line), &r); err != nil {
 					t.Fatalf("line %q: %v", line, err)
 				}
-				got = append(got, r.Verdict)
+				got = append(got, string(r.Verdict))
 				if r.Verdict == "exists" && (r.Digest != d.String() || r.MediaType == "") {
 					t.Errorf("%s: digest %s, media type %q, want %s and one", r.Image, r.Digest, r.MediaType, d)
 				}

@@ -145,7 +145,8 @@ func (b *bench) fleetStep(ctx context.Context) error {
 	b.res.note("fleet_peer", "the fleet's blob GETs split by the replica the client asked: the one whose lease Redis names for the blob "+
 		"(it fetched from the upstream) or another (it streamed the blob from that one); added = other − owner, per herd")
 	b.res.note("fleet_warm", "1 client, one blob after the other, every byte hashed; s3: a replica that joins the fleet with an empty cache "+
-		"after the herd, so every blob comes from MinIO through it; fs: the same replica again, now from its own cache")
+		"after the herd, so every blob comes from MinIO through it; fs: the same replica again, now from its own cache; "+
+		"upstream: the same replica, a fresh image that only the upstream has (a cold pull, for comparison)")
 	for r := range reps {
 		k := b.scenario % len(targets)
 		b.scenario++
@@ -250,29 +251,40 @@ func (b *bench) fleetHerd(ctx context.Context, in *fleetInfra, t *fleetTarget, r
 
 // fleetWarm: a replica joins the fleet with an empty cache and pulls img,
 // which only the object store (and the other replicas) have, then pulls it
-// again from its own cache.
+// again from its own cache; and, for comparison in the same run, pulls an
+// image nobody has from the upstream (last: its upload to the store
+// follows it, and the replica's stop waits for that).
 func (b *bench) fleetWarm(ctx context.Context, in *fleetInfra, img *testimage.Pushed, rep int) error {
+	cold, err := b.pushQuiet(fmt.Sprintf("bench/fleet-cold-%d", rep), repeat(b.s.Layers, b.s.LayerSize)...)
+	if err != nil {
+		return err
+	}
 	late, err := b.startReplica(fmt.Sprintf("fleet-late-%d", rep), in.config)
 	if err != nil {
 		return err
 	}
 	defer late.stop()
 	base := "http://" + late.addr
-	for _, phase := range []string{"s3", "fs"} {
+	for _, phase := range []string{"s3", "fs", "upstream"} {
+		img := img
+		if phase == "upstream" {
+			img = cold
+		}
 		before, err := scrape(base)
 		if err != nil {
 			return err
 		}
 		off := b.upLog.size()
 		p := &puller{client: newClient(), base: base, parallel: 1, pipelined: true, timeout: pullTimeout}
-		// The "upstream" of the meter is MinIO here.
+		// The meter's "upstream" is MinIO here; the upstream's CPU is
+		// not measured.
 		cpu := newCPUMeter(in.minio, late)
 		res, err := p.pull(ctx, img)
 		_, storeCPU, serverCPU := cpu.used()
 		p.client.CloseIdleConnections()
 		if err != nil {
 			b.res.fail("fleet_warm", phase, err)
-			logf("fleet warm %-3s FAILED: %s", phase, shortErr(err))
+			logf("fleet warm %-8s FAILED: %s", phase, shortErr(err))
 			continue
 		}
 		time.Sleep(300 * time.Millisecond)
@@ -299,7 +311,7 @@ func (b *bench) fleetWarm(ctx context.Context, in *fleetInfra, img *testimage.Pu
 		b.res.add("fleet_warm", phase, "store_ratio", storeRatio)
 		b.res.add("fleet_warm", phase, "upstream_blob_gets", float64(up.BlobGETs))
 		b.res.add("fleet_warm", phase, "upstream_manifest_gets", float64(up.ManifestGETs))
-		logf("fleet warm %-3s %7.0f MB/s  layer first byte %6.2f ms  (%s in %s)  bytes from the store %.2f × image  upstream blob GETs %d  CPU ms/GB: replica %4.0f MinIO %4.0f",
+		logf("fleet warm %-8s %7.0f MB/s  layer first byte %6.2f ms  (%s in %s)  bytes from the store %.2f × image  upstream blob GETs %d  CPU ms/GB: replica %4.0f MinIO %4.0f",
 			phase, mbps, percentile(layerTTFB, 50), mib(res.Bytes), res.Duration.Round(time.Millisecond), storeRatio, up.BlobGETs, ms(serverCPU)/gb, ms(storeCPU)/gb)
 	}
 	return nil

@@ -164,7 +164,7 @@ func TestFleetTables(t *testing.T) {
 				r.add("fleet_warm", "fs", "mbps", 1200)
 			},
 			title: "Fleet: warm pull", figure: "pull",
-			want: []float64{300, 1200, 0.25},
+			want: []float64{300, 1200, 0.25, math.NaN(), math.NaN()},
 		},
 		{
 			name: "a ratio over zero is not measured",
@@ -173,7 +173,7 @@ func TestFleetTables(t *testing.T) {
 				r.add("fleet_warm", "fs", "upstream_blob_gets", 0)
 			},
 			title: "Fleet: warm pull", figure: "upstream blob GETs (worst pull)",
-			want: []float64{0, 0, math.NaN()},
+			want: []float64{0, 0, math.NaN(), math.NaN(), math.NaN()},
 		},
 		{
 			name:  "no fleet step: no tables",

@@ -183,6 +183,7 @@ func (b *bench) fleetHerd(ctx context.Context, in *fleetInfra, t *fleetTarget, r
 	b.recordCrowd("fleet", &target{Name: t.key}, img, cr, up)
 	b.res.add("fleet", t.key, "upstream_blob_heads", float64(up.BlobHEADs))
 	b.res.add("fleet", t.key, "upstream_manifest_gets", float64(up.ManifestGETs))
+	b.res.add("fleet", t.key, "upstream_manifest_heads", float64(up.ManifestHEADs))
 	var peak int64
 	for _, p := range t.replicas {
 		if m, err := p.mem(); err == nil {

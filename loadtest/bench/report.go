@@ -530,6 +530,7 @@ func (r *results) fleetTables() []sideTable {
 			{"bytes fetched upstream ÷ image (worst herd)", "×", worstOf + "upstream_ratio"},
 			{"upstream blob HEADs (worst herd)", "", worstOf + "upstream_blob_heads"},
 			{"upstream manifest GETs (worst herd)", "", worstOf + "upstream_manifest_gets"},
+			{"upstream manifest HEADs (worst herd)", "", worstOf + "upstream_manifest_heads"},
 			{"failed pulls (worst herd)", "", worstOf + "errors"},
 			{"blob fetches streamed from the owner", "", "followed"},
 			{"tag answers taken from the replica resolving it", "", "tags_followed"},

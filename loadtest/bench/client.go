@@ -76,6 +76,7 @@ type blobTiming struct {
 	ArrivalTTFB time.Duration
 	Total       time.Duration
 	Bytes       int64
+	Digest      string
 }
 
 // pullResult is one whole image pull.
@@ -84,6 +85,9 @@ type pullResult struct {
 	ManifestTTFB time.Duration
 	Blobs        []blobTiming
 	Bytes        int64 // blob bytes, verified
+	// Replica is the index of the server the client pulled from, when a
+	// crowd was spread over several (crowdAt).
+	Replica int
 }
 
 // puller pulls images from one target.
@@ -175,7 +179,7 @@ func (p *puller) pull(ctx context.Context, want *testimage.Pushed) (pullResult, 
 
 // getBlob GETs one blob and verifies its size and sha256.
 func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (blobTiming, error) {
-	var t blobTiming
+	t := blobTiming{Digest: b.Digest}
 	var conn *stampConn
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { conn, _ = info.Conn.(*stampConn) }}
 	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, p.base+"/v2/"+repo+"/blobs/"+b.Digest, nil)

@@ -21,6 +21,12 @@
 //	         upstream ÷ image size; again with 256 clients on a smaller image
 //	manifest 64 clients HEAD+GET one tag for 10 s, warm: requests/s, p50/p99
 //	big      one 1 GiB layer to 32 clients, cold: peak RSS of the server (VmHWM)
+//	fleet    3 replicas × 32 clients on one cold image: one replica, three
+//	         independent ones, a fleet of three on MinIO and redis-server
+//	         (started from scripts/s3.sh and scripts/redis.sh): upstream
+//	         GETs and bytes, first byte, the added first byte of a peer
+//	         stream; a warm pull from the object store against one from a
+//	         replica's local cache
 //	recovery each target behind its own fault proxy (internal/faultproxy):
 //	         upstream 503 for 30 s, 429 with Retry-After: 10 for 20 s, 503
 //	         for 1.5 s, 32 clients pulling uncached images like kubelet:
@@ -80,10 +86,15 @@ type settings struct {
 	RecoveryBurst      time.Duration `json:"recovery_burst_ns"`
 	RecoveryClients    int           `json:"recovery_clients"`
 	RecoveryRetryAfter int           `json:"recovery_retry_after_s"`
+	// The fleet step: replicas of each multi-replica target, clients per
+	// replica.
+	FleetReplicas int `json:"fleet_replicas"`
+	FleetClients  int `json:"fleet_clients_per_replica"`
 }
 
 type bench struct {
 	s        settings
+	root     string // the module's directory
 	work     string
 	bwBin    string
 	regBin   string
@@ -139,6 +150,8 @@ func run() int {
 	flag.DurationVar(&s.RecoveryOutage, "recovery-outage", 30*time.Second, "recovery: how long the upstream answers 503 in the outage phase")
 	flag.DurationVar(&s.RecoveryRateLimit, "recovery-ratelimit", 20*time.Second, "recovery: how long the upstream answers 429 (Retry-After: 10) in the rate-limit phase")
 	flag.IntVar(&s.RecoveryClients, "recovery-clients", 32, "recovery: clients per phase, each pulling its own uncached image")
+	flag.IntVar(&s.FleetReplicas, "fleet-replicas", 3, "fleet: replicas of the fleet and of the independent replicas")
+	flag.IntVar(&s.FleetClients, "fleet-clients", 32, "fleet: clients per replica of the herd on each target")
 	flag.StringVar(&s.TagTTL, "tag-ttl", "1h", "Breakwater's --tag-ttl (the manifest scenario measures a warm cache)")
 	flag.StringVar(&s.OutageTagTTL, "outage-tag-ttl", "0s", "Breakwater is restarted on its cache with this --tag-ttl before the outage, so every cached tag has expired and is served stale-if-error; empty: no restart")
 	flag.StringVar(&out, "out", "", "write the results as JSON here (default loadtest/bench/results.json, or results-quick.json with -quick)")
@@ -146,7 +159,7 @@ func run() int {
 	flag.StringVar(&regBin, "registry", "", "distribution registry binary (default: build ./loadtest/registry)")
 	flag.StringVar(&workDir, "work", "", "work directory (default: a new temporary directory, removed at the end)")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs, caches)")
-	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: cold_warm, herd, herd_big, herd_slow, manifest, big, recovery, outage")
+	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: cold_warm, herd, herd_big, herd_slow, manifest, big, fleet, recovery, outage")
 	flag.DurationVar(&timeout, "timeout", 45*time.Minute, "give up after this long")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -219,7 +232,7 @@ func run() int {
 		defer fmt.Fprintln(os.Stderr, "bench: work directory kept:", workDir)
 	}
 
-	b := &bench{s: s, work: workDir, bwBin: bwBin, regBin: regBin, only: map[string]bool{}}
+	b := &bench{s: s, root: root, work: workDir, bwBin: bwBin, regBin: regBin, only: map[string]bool{}}
 	for _, o := range strings.Split(only, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			b.only[o] = true
@@ -446,6 +459,7 @@ func (b *bench) runAll(ctx context.Context) error {
 		{"herd_slow", "herd from a slow upstream", b.herdSlow},
 		{"manifest", "manifests", b.manifests},
 		{"big", "big layer", b.bigLayer},
+		{"fleet", "fleet: one replica, independent replicas, a fleet on MinIO and Redis", b.fleetStep},
 		// Before outage, which stops the upstream for good.
 		{"recovery", "outage and recovery", b.recovery},
 		{"outage", "outage", b.outage},

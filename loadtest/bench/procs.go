@@ -55,7 +55,8 @@ func childEnv() []string {
 		case "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY":
 			continue
 		}
-		if strings.HasPrefix(k, "OTEL_") {
+		// A developer's MinIO settings stay out of the step's MinIO.
+		if strings.HasPrefix(k, "OTEL_") || strings.HasPrefix(k, "MINIO_") {
 			continue
 		}
 		env = append(env, kv)
@@ -66,6 +67,30 @@ func childEnv() []string {
 // start runs bin args... with stdout and stderr to files in dir, and waits
 // until GET readyPath answers 200.
 func start(name, dir, addr, readyPath, bin string, args ...string) (*proc, error) {
+	return startProc(name, dir, addr, httpReady("http://"+addr+readyPath), nil, bin, args...)
+}
+
+// httpReady is a readiness check: GET url answers 200.
+func httpReady(url string) func() error {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := plainClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
+// startProc is start with any readiness check, and env added to the
+// child's environment (childEnv).
+func startProc(name, dir, addr string, ready func() error, env []string, bin string, args ...string) (*proc, error) {
 	p := &proc{name: name, addr: addr, done: make(chan struct{}),
 		logPath: filepath.Join(dir, name+".log"), outPath: filepath.Join(dir, name+".stdout.log")}
 	stderr, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -79,7 +104,7 @@ func start(name, dir, addr, readyPath, bin string, args ...string) (*proc, error
 	}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
-	p.cmd.Env = childEnv()
+	p.cmd.Env = append(childEnv(), env...)
 	// The server dies with the harness even when the harness is killed.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -96,28 +121,24 @@ func start(name, dir, addr, readyPath, bin string, args ...string) (*proc, error
 		stderr.Close()
 		close(p.done)
 	}()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(startTimeout)
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
 			return nil, fmt.Errorf("%s exited at start (%v); see %s", name, p.waitErr, p.logPath)
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+readyPath, nil)
-		resp, err := plainClient.Do(req)
-		cancel()
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
+		if ready() == nil {
+			return p, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.stop()
-	return nil, fmt.Errorf("%s did not become ready at %s within 30s; see %s", name, addr, p.logPath)
+	return nil, fmt.Errorf("%s did not become ready at %s within %s; see %s", name, addr, startTimeout, p.logPath)
 }
+
+// startTimeout is how long a server may take to become ready.
+const startTimeout = 60 * time.Second
 
 var plainClient = &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 5 * time.Second}
 

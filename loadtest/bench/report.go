@@ -25,9 +25,11 @@ type results struct {
 	VerifyFailures     int64                               `json:"verify_failures"`
 	Errors             []string                            `json:"errors,omitempty"`
 	Table              []tableRow                          `json:"table"`
-	Duration           string                              `json:"duration"`
-	started            time.Time
-	clearRefsFailed    bool
+	// Fleet are the fleet step's tables, which compare other targets.
+	Fleet           []sideTable `json:"fleet_tables,omitempty"`
+	Duration        string      `json:"duration"`
+	started         time.Time
+	clearRefsFailed bool
 }
 
 // targetResult is one target in one scenario. Samples hold every
@@ -126,6 +128,7 @@ func (r *results) finish(b *bench) {
 	}
 	r.Duration = time.Since(r.started).Round(time.Second).String()
 	r.Table = r.buildTable()
+	r.Fleet = r.fleetTables()
 }
 
 // value is a figure, NaN when it was not measured.
@@ -344,8 +347,10 @@ func ratio(a, b float64) string {
 // table renders the table as Markdown (it reads as well in a terminal).
 func (r *results) table() string {
 	var sb strings.Builder
-	sb.WriteString("| figure | unit | Breakwater | distribution proxy | direct | BW ÷ dist | BW ÷ direct | Breakwater target | met |\n")
-	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
+	if len(r.Table) > 0 {
+		sb.WriteString("| figure | unit | Breakwater | distribution proxy | direct | BW ÷ dist | BW ÷ direct | Breakwater target | met |\n")
+		sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
+	}
 	for _, row := range r.Table {
 		bw := fmtNum(row.Breakwater)
 		if row.Range != "" {
@@ -354,6 +359,12 @@ func (r *results) table() string {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.Figure, row.Unit, bw,
 			fmtNum(row.Distribution), fmtNum(row.Direct), ratio(row.Breakwater, row.Distribution),
 			ratio(row.Breakwater, row.Direct), row.Target, row.Met)
+	}
+	for _, t := range r.Fleet {
+		if sb.Len() > 0 {
+			sb.WriteString("\n")
+		}
+		sb.WriteString(t.markdown())
 	}
 	fmt.Fprintf(&sb, "\nharness: sha256 %.0f MB/s per core; a verified single-stream pull from an in-process server %.0f MB/s; verification failures: %d; run took %s\n",
 		r.HarnessSHA256MBps, r.HarnessCeilingMBps, r.VerifyFailures, r.Duration)
@@ -377,7 +388,7 @@ func (r *results) table() string {
 		}
 	}
 	for _, sc := range sortedKeys(r.Scenarios) {
-		for _, tg := range []string{"breakwater", "distribution", "direct"} {
+		for _, tg := range sortedKeys(r.Scenarios[sc]) {
 			if tr := r.Scenarios[sc][tg]; tr != nil && tr.Failures > 0 {
 				fmt.Fprintf(&sb, "failures (%s, %s): %d, e.g. %s\n", sc, tg, tr.Failures, tr.ErrorSamples[0])
 			}
@@ -404,4 +415,167 @@ func (r *results) write(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// sideTable is a table of a step whose targets are not the main table's
+// three, such as the fleet step's: one column per target, and columns that
+// are the ratio of two others.
+type sideTable struct {
+	Title   string    `json:"title"`
+	Columns []string  `json:"columns"`
+	Rows    []sideRow `json:"rows"`
+}
+
+type sideRow struct {
+	Figure string `json:"figure"`
+	Unit   string `json:"unit"`
+	// Values line up with the table's Columns; NaN (null) is not measured.
+	Values []cell `json:"values"`
+}
+
+// cell is a figure, written to JSON as null when NaN.
+type cell float64
+
+func (c cell) MarshalJSON() ([]byte, error) {
+	v := float64(c)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(v)
+}
+
+// sideColumn is one column: a target of the scenario, or, with of set,
+// the ratio of the values of the targets of[0] and of[1].
+type sideColumn struct {
+	label, target string
+	of            [2]string
+}
+
+// sideDef is one row: a key of the scenario's targets (worstOf allowed).
+type sideDef struct{ figure, unit, key string }
+
+// sideTable builds a table of scenario; rows with no value in any column,
+// and a table with no rows, are left out (nil).
+func (r *results) sideTable(title, scenario string, cols []sideColumn, defs []sideDef) *sideTable {
+	t := &sideTable{Title: title}
+	for _, c := range cols {
+		t.Columns = append(t.Columns, c.label)
+	}
+	for _, d := range defs {
+		row := sideRow{Figure: d.figure, Unit: d.unit}
+		measured := false
+		for _, c := range cols {
+			var v float64
+			if c.target != "" {
+				v = r.value(scenario, c.target, d.key)
+			} else if a, b := r.value(scenario, c.of[0], d.key), r.value(scenario, c.of[1], d.key); b != 0 {
+				v = a / b
+			} else {
+				v = math.NaN()
+			}
+			measured = measured || (c.target != "" && !math.IsNaN(v))
+			row.Values = append(row.Values, cell(v))
+		}
+		if measured {
+			t.Rows = append(t.Rows, row)
+		}
+	}
+	if len(t.Rows) == 0 {
+		return nil
+	}
+	return t
+}
+
+// markdown renders the table with its title above it.
+func (t *sideTable) markdown() string {
+	var sb strings.Builder
+	sb.WriteString(t.Title + "\n\n| figure | unit |")
+	for _, c := range t.Columns {
+		sb.WriteString(" " + c + " |")
+	}
+	sb.WriteString("\n| --- | --- |" + strings.Repeat(" ---: |", len(t.Columns)) + "\n")
+	for _, row := range t.Rows {
+		fmt.Fprintf(&sb, "| %s | %s |", row.Figure, row.Unit)
+		for _, v := range row.Values {
+			sb.WriteString(" " + fmtNum(float64(v)) + " |")
+		}
+		sb.WriteString("\n")
+	}
+	return sb.String()
+}
+
+// fleetTables are the fleet step's three tables: the herd on each target,
+// the fleet's first bytes split by owner, and the warm pull from the object
+// store against the local cache.
+func (r *results) fleetTables() []sideTable {
+	s := r.Settings
+	n, per := s.FleetReplicas, s.FleetClients
+	img := fmt.Sprintf("%d × %s", s.Layers, mib(s.LayerSize))
+	herd := r.sideTable(fmt.Sprintf("Fleet (issue 12): a herd on one cold %s image, medians of %d herds", img, max(s.HerdReps, 1)), "fleet",
+		[]sideColumn{
+			{label: fmt.Sprintf("1 replica, %d clients", per), target: "one"},
+			{label: fmt.Sprintf("1 replica, %d clients", n*per), target: "one_all"},
+			{label: fmt.Sprintf("%d independent replicas × %d", n, per), target: "independent"},
+			{label: fmt.Sprintf("fleet of %d × %d", n, per), target: "fleet"},
+			{label: "fleet ÷ independent", of: [2]string{"fleet", "independent"}},
+		},
+		[]sideDef{
+			{"wall time", "s", "wall_s"},
+			{"first byte p50, arrival", "ms", "arrival_ttfb_p50_ms"},
+			{"first byte p99, arrival", "ms", "arrival_ttfb_p99_ms"},
+			{"first byte p50, read by the harness", "ms", "ttfb_p50_ms"},
+			{"first byte p99, read by the harness", "ms", "ttfb_p99_ms"},
+			{"upstream blob GETs (worst herd)", "", worstOf + "upstream_blob_gets"},
+			{"distinct blobs", "", "distinct_blobs"},
+			{"bytes fetched upstream ÷ image (worst herd)", "×", worstOf + "upstream_ratio"},
+			{"upstream blob HEADs (worst herd)", "", worstOf + "upstream_blob_heads"},
+			{"upstream manifest GETs (worst herd)", "", worstOf + "upstream_manifest_gets"},
+			{"upstream manifest HEADs (worst herd)", "", worstOf + "upstream_manifest_heads"},
+			{"failed pulls (worst herd)", "", worstOf + "errors"},
+			{"blob fetches streamed from the owner", "", "followed"},
+			{"tag answers taken from the replica resolving it", "", "tags_followed"},
+			{"fetches made alone in the fleet (worst herd)", "", worstOf + "alone"},
+			{"bytes streamed between replicas ÷ image", "×", "peer_ratio"},
+			{"bytes read from the object store ÷ image", "×", "store_ratio"},
+			{"object store errors (worst herd)", "", worstOf + "shared_errors"},
+			{"s from the herd's end until the image was in the object store", "s", "store_upload_s"},
+			{"peak RSS of the largest replica", "MiB", "rss_peak_mib"},
+		})
+	peer := r.sideTable(fmt.Sprintf("Fleet: first byte on the replica that fetched a blob (owner) and on the others (streamed from it), %d × %d clients, medians of %d herds", n, per, max(s.HerdReps, 1)), "fleet_peer",
+		[]sideColumn{
+			{label: "owner's clients", target: "owner"},
+			{label: "the other replicas' clients", target: "follower"},
+			{label: "added by the peer stream", target: "added"},
+		},
+		[]sideDef{
+			{"first byte p50, arrival", "ms", "arrival_ttfb_p50_ms"},
+			{"first byte p99, arrival", "ms", "arrival_ttfb_p99_ms"},
+			{"first byte p50, read by the harness", "ms", "ttfb_p50_ms"},
+			{"first byte p99, read by the harness", "ms", "ttfb_p99_ms"},
+			{"blob GETs", "", "gets"},
+			{"blob GETs of a blob whose owner Redis did not name (worst herd)", "", worstOf + "unknown_owner_gets"},
+		})
+	warm := r.sideTable(fmt.Sprintf("Fleet: warm pull, 1 client, %s, from the object store (a replica with an empty cache) and from a replica's own cache; a cold pull for comparison", img), "fleet_warm",
+		[]sideColumn{
+			{label: "from MinIO through the replica", target: "s3"},
+			{label: "from the replica's cache (filesystem)", target: "fs"},
+			{label: "store ÷ filesystem", of: [2]string{"s3", "fs"}},
+			{label: "cold, from the upstream", target: "upstream"},
+			{label: "store ÷ upstream", of: [2]string{"s3", "upstream"}},
+		},
+		[]sideDef{
+			{"pull", "MB/s", "mbps"},
+			{"layer time to first byte (median)", "ms", "ttfb_ms"},
+			{"replica CPU per GB pulled", "ms", "server_cpu_ms_per_gb"},
+			{"MinIO CPU per GB pulled (the upload after the cold pull included)", "ms", "store_cpu_ms_per_gb"},
+			{"bytes read from the object store ÷ image", "×", "store_ratio"},
+			{"upstream blob GETs (worst pull)", "", worstOf + "upstream_blob_gets"},
+		})
+	var out []sideTable
+	for _, t := range []*sideTable{herd, peer, warm} {
+		if t != nil {
+			out = append(out, *t)
+		}
+	}
+	return out
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"math"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -69,5 +71,150 @@ func TestCPUTimeCountsWork(t *testing.T) {
 	// little on either side.
 	if used := after - before; used < 150*time.Millisecond || x == 0 {
 		t.Errorf("200 ms of CPU by getrusage counted as %v", used)
+	}
+}
+
+// TestFleetTables: the fleet step's tables have a column per target and
+// the ratio columns; counts show the worst herd, other figures the median;
+// a figure no target measured is left out, one that some did shows "—"
+// (and null in the JSON) for the others; a table of a step not run is not
+// there at all.
+func TestFleetTables(t *testing.T) {
+	newRun := func() *results {
+		return newResults(settings{Layers: 4, LayerSize: 64 << 20, HerdReps: 3, FleetReplicas: 3, FleetClients: 32})
+	}
+	finish := func(r *results) []sideTable {
+		for _, sc := range r.Scenarios {
+			for _, tr := range sc {
+				for k, xs := range tr.Samples {
+					tr.Values[k] = median(xs)
+				}
+			}
+		}
+		return r.fleetTables()
+	}
+	find := func(tables []sideTable, title, figure string) (sideTable, sideRow, bool) {
+		for _, tb := range tables {
+			if !strings.HasPrefix(tb.Title, title) {
+				continue
+			}
+			for _, row := range tb.Rows {
+				if row.Figure == figure {
+					return tb, row, true
+				}
+			}
+			return tb, sideRow{}, false
+		}
+		return sideTable{}, sideRow{}, false
+	}
+	for _, tc := range []struct {
+		name   string
+		fill   func(r *results)
+		title  string
+		figure string
+		want   []float64 // NaN: "—"
+		absent bool      // the row (or the table) must not be there
+	}{
+		{
+			name: "upstream GETs: the worst herd, and fleet ÷ independent",
+			fill: func(r *results) {
+				for _, v := range []float64{5, 6, 5} {
+					r.add("fleet", "fleet", "upstream_blob_gets", v)
+				}
+				for _, v := range []float64{15, 15, 15} {
+					r.add("fleet", "independent", "upstream_blob_gets", v)
+				}
+				r.add("fleet", "one", "upstream_blob_gets", 5)
+			},
+			title: "Fleet (issue 12)", figure: "upstream blob GETs (worst herd)",
+			want: []float64{5, math.NaN(), 15, 6, 0.4},
+		},
+		{
+			name: "first byte: the median of the herds",
+			fill: func(r *results) {
+				for _, v := range []float64{30, 10, 20} {
+					r.add("fleet", "fleet", "arrival_ttfb_p99_ms", v)
+				}
+				for _, v := range []float64{40, 40, 40} {
+					r.add("fleet", "independent", "arrival_ttfb_p99_ms", v)
+				}
+			},
+			title: "Fleet (issue 12)", figure: "first byte p99, arrival",
+			want: []float64{math.NaN(), math.NaN(), 40, 20, 0.5},
+		},
+		{
+			name:  "a figure no target measured",
+			fill:  func(r *results) { r.add("fleet", "fleet", "wall_s", 3) },
+			title: "Fleet (issue 12)", figure: "first byte p99, arrival", absent: true,
+		},
+		{
+			name: "the peer stream's added latency",
+			fill: func(r *results) {
+				r.add("fleet_peer", "owner", "arrival_ttfb_p50_ms", 10)
+				r.add("fleet_peer", "follower", "arrival_ttfb_p50_ms", 14)
+				r.add("fleet_peer", "added", "arrival_ttfb_p50_ms", 4)
+			},
+			title: "Fleet: first byte on the replica", figure: "first byte p50, arrival",
+			want: []float64{10, 14, 4},
+		},
+		{
+			name: "warm pull: store ÷ filesystem",
+			fill: func(r *results) {
+				r.add("fleet_warm", "s3", "mbps", 300)
+				r.add("fleet_warm", "fs", "mbps", 1200)
+			},
+			title: "Fleet: warm pull", figure: "pull",
+			want: []float64{300, 1200, 0.25, math.NaN(), math.NaN()},
+		},
+		{
+			name: "a ratio over zero is not measured",
+			fill: func(r *results) {
+				r.add("fleet_warm", "s3", "upstream_blob_gets", 0)
+				r.add("fleet_warm", "fs", "upstream_blob_gets", 0)
+			},
+			title: "Fleet: warm pull", figure: "upstream blob GETs (worst pull)",
+			want: []float64{0, 0, math.NaN(), math.NaN(), math.NaN()},
+		},
+		{
+			name:  "no fleet step: no tables",
+			fill:  func(r *results) { r.add("herd", "breakwater", "wall_s", 1) },
+			title: "Fleet", figure: "wall time", absent: true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRun()
+			tc.fill(r)
+			tables := finish(r)
+			tb, row, ok := find(tables, tc.title, tc.figure)
+			if tc.absent {
+				if ok {
+					t.Fatalf("row %q is there: %v", tc.figure, row.Values)
+				}
+				return
+			}
+			if !ok {
+				t.Fatalf("no row %q in %q (tables: %d)", tc.figure, tc.title, len(tables))
+			}
+			if len(row.Values) != len(tb.Columns) || len(row.Values) != len(tc.want) {
+				t.Fatalf("%d values, %d columns, want %d", len(row.Values), len(tb.Columns), len(tc.want))
+			}
+			for i, w := range tc.want {
+				g := float64(row.Values[i])
+				if (math.IsNaN(w) != math.IsNaN(g)) || (!math.IsNaN(w) && math.Abs(g-w) > 1e-9) {
+					t.Errorf("column %q: %v, want %v", tb.Columns[i], g, w)
+				}
+			}
+			md := tb.markdown()
+			if !strings.Contains(md, "| "+tc.figure+" |") || strings.Count(md, "\n|") != len(tb.Rows)+2 {
+				t.Errorf("markdown:\n%s", md)
+			}
+			js, err := json.Marshal(row)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if math.IsNaN(tc.want[len(tc.want)-1]) != strings.HasSuffix(string(js), "null]}") {
+				t.Errorf("JSON %s: NaN must be null", js)
+			}
+		})
 	}
 }

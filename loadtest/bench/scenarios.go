@@ -100,6 +100,12 @@ type crowdResult struct {
 
 // crowd starts n clients pulling img from t at the same instant.
 func (b *bench) crowd(ctx context.Context, t *target, img *testimage.Pushed, n, parallel int) crowdResult {
+	return b.crowdAt(ctx, []string{t.base}, img, n, parallel)
+}
+
+// crowdAt is crowd over several servers: client i pulls from
+// bases[i % len(bases)], and its pullResult says which (Replica).
+func (b *bench) crowdAt(ctx context.Context, bases []string, img *testimage.Pushed, n, parallel int) crowdResult {
 	client := newClient()
 	gate := make(chan struct{})
 	var wg sync.WaitGroup
@@ -110,8 +116,9 @@ func (b *bench) crowd(ctx context.Context, t *target, img *testimage.Pushed, n, 
 		go func() {
 			defer wg.Done()
 			<-gate
-			p := &puller{client: client, base: t.base, parallel: parallel, timeout: pullTimeout}
+			p := &puller{client: client, base: bases[i%len(bases)], parallel: parallel, timeout: pullTimeout}
 			pulls[i], errs[i] = p.pull(ctx, img)
+			pulls[i].Replica = i % len(bases)
 		}()
 	}
 	time.Sleep(50 * time.Millisecond) // every goroutine is parked at the gate

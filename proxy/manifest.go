@@ -105,20 +105,28 @@ func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, er
 // not answered within RevalidateTimeout — a cached copy up to MaxStale old
 // is served instead (stale-if-error) while the revalidation goes on in the
 // background and updates the record when the upstream answers.
+// recordedTag is the freshest record of the tag: this replica's, or the
+// shared store's when that is newer — another replica asked the upstream
+// since, and its record counts as this one's, so the fleet asks once per
+// TTL — which the local cache then takes.
+func (s *Server) recordedTag(ctx context.Context, repo storage.Repo, tag, variant string) (storage.TagRecord, error) {
+	rec, err := s.store.GetTag(repo, tag, variant)
+	if s.blobs.shared == nil || (err == nil && time.Since(rec.CheckedAt) < s.tagTTL) {
+		return rec, err
+	}
+	if srec, ok := s.sharedTag(ctx, repo, tag, variant); ok && (err != nil || srec.CheckedAt.After(rec.CheckedAt)) {
+		if perr := s.store.PutTag(repo, tag, variant, srec); perr != nil {
+			s.log.Warn("record tag", "repo", repo.String(), "tag", tag, "err", perr)
+		}
+		return srec, nil
+	}
+	return rec, err
+}
+
 func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) (*manifest, error) {
 	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
 	variant := acceptVariant(accept)
-	rec, err := s.store.GetTag(repo, t.ref, variant)
-	if s.blobs.shared != nil && (err != nil || time.Since(rec.CheckedAt) >= s.tagTTL) {
-		// Another replica may have asked the upstream since: its record
-		// counts as this one's, so the fleet asks once per TTL.
-		if srec, ok := s.sharedTag(ctx, repo, t.ref, variant); ok && (err != nil || srec.CheckedAt.After(rec.CheckedAt)) {
-			if perr := s.store.PutTag(repo, t.ref, variant, srec); perr != nil {
-				s.log.Warn("record tag", "repo", repo.String(), "tag", t.ref, "err", perr)
-			}
-			rec, err = srec, nil
-		}
-	}
+	rec, err := s.recordedTag(ctx, repo, t.ref, variant)
 	if err == nil {
 		fresh := time.Since(rec.CheckedAt) < s.tagTTL
 		if fresh || s.sparingRateLimit(t.upstream) {
@@ -143,6 +151,15 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		defer lease.Release()
 		if peer != nil {
 			return peer, nil
+		}
+		// A lookup that ended since this request read the record (this
+		// replica's, or the one whose lease was just released) left a
+		// fresh one: the upstream need not hear of the tag again.
+		if rec, err := s.recordedTag(ctx, repo, t.ref, variant); err == nil && time.Since(rec.CheckedAt) < s.tagTTL {
+			if m, err := s.cachedManifest(repo, rec.Digest); err == nil {
+				m.cache = cacheCoalesced
+				return m, nil
+			}
 		}
 		known, err := s.store.TagRecords(repo, t.ref)
 		if err != nil {

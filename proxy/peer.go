@@ -49,6 +49,13 @@ type fleet struct {
 	client *http.Client
 }
 
+// whatBlob and whatTag label the fleet's counters by what was followed or
+// done alone.
+var (
+	whatBlob = metric.WithAttributes(attribute.String("what", "blob"))
+	whatTag  = metric.WithAttributes(attribute.String("what", "tag"))
+)
+
 // fetchRole is what this replica is for one fetch: its lease's holder, a
 // follower of the replica at owner, or alone (no fleet, or Redis down).
 type fetchRole struct {
@@ -83,7 +90,7 @@ func (b *blobFetches) claim(ctx context.Context, key fetchKey) fetchRole {
 	if err != nil {
 		b.redisHealth.fail(err)
 		b.log.Warn("fleet: Redis unreachable; fetching alone", "digest", key.dgst, "err", err)
-		b.tel.fleetAlone.Add(ctx, 1)
+		b.tel.fleetAlone.Add(ctx, 1, whatBlob)
 		return fetchRole{}
 	}
 	b.redisHealth.ok()
@@ -244,7 +251,7 @@ var errPeer = errors.New("peer could not stream")
 func (b *blobFetches) fromPeer(ctx context.Context, role *fetchRole, up *registry, repo storage.Repo, dgst digest.Digest, offset int64) (io.ReadCloser, int64, error) {
 	rc, total, err := b.peerSource(ctx, role.owner, up, repo, dgst, offset)
 	if err == nil {
-		b.tel.fleetFollowed.Add(ctx, 1)
+		b.tel.fleetFollowed.Add(ctx, 1, whatBlob)
 		return rc, total, nil
 	}
 	var e *Error
@@ -256,7 +263,7 @@ func (b *blobFetches) fromPeer(ctx context.Context, role *fetchRole, up *registr
 	if role.owner != "" {
 		// Still held, by a replica that does not stream: rather than
 		// wait for its lease to expire, fetch alone, and count it.
-		b.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("why", "owner not streaming")))
+		b.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "blob"), attribute.String("why", "owner not streaming")))
 		role.owner = ""
 	}
 	return nil, 0, errPeer
@@ -277,7 +284,7 @@ func (s *Server) tagFromFleet(ctx context.Context, t *target, repo storage.Repo,
 	if err != nil {
 		s.blobs.redisHealth.fail(err)
 		s.log.Warn("fleet: Redis unreachable; resolving the tag alone", "repo", repo.String(), "tag", t.ref, "err", err)
-		s.blobs.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "tag")))
+		s.blobs.tel.fleetAlone.Add(ctx, 1, whatTag)
 		return nil, nil
 	}
 	s.blobs.redisHealth.ok()
@@ -287,14 +294,14 @@ func (s *Server) tagFromFleet(ctx context.Context, t *target, repo storage.Repo,
 	m, err := s.manifestFromPeer(ctx, owner, t, repo, variant, accept)
 	if err != nil {
 		s.log.Info("fleet: the replica resolving the tag did not answer; resolving it alone", "owner", owner, "repo", repo.String(), "tag", t.ref, "cause", err)
-		s.blobs.tel.fleetAlone.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "tag")))
+		s.blobs.tel.fleetAlone.Add(ctx, 1, whatTag)
 		return nil, nil
 	}
 	if err := s.storeManifest(repo, m); err != nil {
 		s.log.Warn("cache manifest from a peer", "repo", repo.String(), "digest", m.dgst, "err", err)
 	}
 	s.recordTag(repo, t.ref, variant, m)
-	s.blobs.tel.fleetFollowed.Add(ctx, 1, metric.WithAttributes(attribute.String("what", "tag")))
+	s.blobs.tel.fleetFollowed.Add(ctx, 1, whatTag)
 	m.cache = cacheCoalesced
 	return nil, m
 }

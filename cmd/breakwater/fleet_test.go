@@ -142,7 +142,7 @@ func serveFleet(t *testing.T, mode string) {
 	}
 	// The follower says so in the metrics the docs name.
 	sum := map[string]float64{}
-	sample := regexp.MustCompile(`^(breakwater_fleet_followed_total|breakwater_fleet_peer_fetched_bytes_total|breakwater_fleet_alone_total)\{[^}]*\} (\S+)$`)
+	sample := regexp.MustCompile(`^(breakwater_fleet_followed_total|breakwater_fleet_peer_fetched_bytes_total|breakwater_fleet_alone_total)\{([^}]*)\} (\S+)$`)
 	for _, addr := range addrs {
 		resp, err := client.Get(scheme + "://" + addr + "/metrics")
 		if err != nil {
@@ -152,8 +152,12 @@ func serveFleet(t *testing.T, mode string) {
 		resp.Body.Close()
 		for _, line := range strings.Split(string(body), "\n") {
 			if m := sample.FindStringSubmatch(line); m != nil {
-				v, _ := strconv.ParseFloat(m[2], 64)
-				sum[m[1]] += v
+				v, _ := strconv.ParseFloat(m[3], 64)
+				name := m[1]
+				if strings.Contains(m[2], `what="tag"`) {
+					name += "{tag}" // the blob's follow is what is asked for
+				}
+				sum[name] += v
 			}
 		}
 	}

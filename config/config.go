@@ -48,6 +48,7 @@ type Config struct {
 	// to every upstream but for the keys an upstream's own block sets.
 	Resilience Resilience `yaml:"resilience"`
 	Warm       Warm       `yaml:"warm"`
+	Admission  Admission  `yaml:"admission"`
 	// Auth authenticates Breakwater's clients and says what each may
 	// pull; without auth.htpasswd Breakwater is open.
 	Auth Auth `yaml:"auth"`
@@ -116,6 +117,31 @@ type Warm struct {
 	// the cache on request. Off by default: anyone who can reach
 	// Breakwater could make it fetch.
 	APIEnabled bool `yaml:"api_enabled"`
+}
+
+// Admission configures the validating admission webhook, POST
+// /_breakwater/v1/admission: it refuses pods whose images are missing,
+// forbidden or invalid, and allows with a warning those it cannot judge.
+type Admission struct {
+	// Enabled serves the webhook, on the TLS listener (the API server
+	// calls webhooks over HTTPS only).
+	Enabled bool `yaml:"enabled"`
+	// Timeout bounds one review: below the webhook's timeoutSeconds, so
+	// that Breakwater's answer (allowed, with a warning) comes first.
+	Timeout Duration `yaml:"timeout"`
+	// CacheTTL is how long a verdict is kept, so a rollout asks once.
+	CacheTTL Duration `yaml:"cache_ttl"`
+}
+
+func (a Admission) problems(tls TLS) problems {
+	var ps problems
+	if a.Timeout.D() > 30*time.Second {
+		ps.add("admission.timeout", "%s: want up to 30s, the most an API server waits for a webhook", a.Timeout.D())
+	}
+	if a.Enabled && !tls.Enabled() {
+		ps.add("admission.enabled", "needs tls.cert_file and tls.key_file: the API server calls webhooks over HTTPS only")
+	}
+	return ps
 }
 
 // Resilience configures retries, the circuit breaker and concurrency
@@ -777,6 +803,7 @@ func Default() Config {
 			LowWatermark:      80,
 			ScrubRate:         50 << 20,
 		},
+		Admission:       Admission{Timeout: Duration(8 * time.Second), CacheTTL: Duration(30 * time.Second)},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
 			"docker.io":       {URL: "https://registry-1.docker.io"},
@@ -932,6 +959,7 @@ func (c *Config) problems(lines map[string]int) problems {
 		ps.add("listen", "%q is not host:port: %v", c.Listen, err)
 	}
 	ps = append(ps, c.TLS.problems()...)
+	ps = append(ps, c.Admission.problems(c.TLS)...)
 	ps = append(ps, c.Storage.problems()...)
 	ps = append(ps, c.fleetProblems()...)
 	if c.Cache.Dir == "" {

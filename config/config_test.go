@@ -44,7 +44,8 @@ func TestLoadValid(t *testing.T) {
 				{Groups: []string{"ci"}, Users: []string{"alice"}, Repositories: []string{"*"}},
 				{Anonymous: true, Repositories: []string{"docker.io/library/busybox"}},
 			}},
-		Log: Log{Level: "debug", Format: "text"},
+		Admission: Admission{Timeout: Duration(8 * time.Second), CacheTTL: Duration(30 * time.Second)},
+		Log:       Log{Level: "debug", Format: "text"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v\nwant %+v", cfg, want)
@@ -743,6 +744,20 @@ auth:
 			got := strings.Split(strings.TrimPrefix(err.Error(), "config "+file+": "), "\n")
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("error:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestAdmissionErrors(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"a webhook without TLS", "admission:\n  enabled: true\n", "admission.enabled: needs tls.cert_file and tls.key_file"},
+		{"a webhook slower than any API server waits", "admission:\n  timeout: 45s\n", "admission.timeout: 45s: want up to 30s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.text))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
 	}

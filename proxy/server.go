@@ -77,6 +77,10 @@ type Options struct {
 	// is called only for an authenticated user, and CheckPull on the
 	// request's context says what that user may pull.
 	WarmHandler http.Handler
+	// AdmissionHandler, when set, serves POST /_breakwater/v1/admission,
+	// the validating admission webhook the API server calls; without it
+	// that endpoint answers that the webhook is off.
+	AdmissionHandler http.Handler
 	// Access, when set, authenticates clients and decides what each may
 	// pull; nil leaves Breakwater open to whoever reaches it.
 	Access Access
@@ -139,6 +143,7 @@ type Server struct {
 	router          chi.Router
 	metrics         http.Handler
 	warm            http.Handler
+	admission       http.Handler
 	access          Access
 
 	// base is the context of work that outlives a request (shared
@@ -242,6 +247,7 @@ func New(opts Options) (*Server, error) {
 		return fail(err)
 	}
 	s.tel, s.started, s.version, s.metrics, s.warm = tel, time.Now(), opts.Version, opts.MetricsHandler, opts.WarmHandler
+	s.admission = opts.AdmissionHandler
 	// The blob fetches count the bytes they fetch from upstreams.
 	s.blobs.tel = tel
 	s.router = s.routes()
@@ -300,6 +306,7 @@ func (s *Server) routes() chi.Router {
 		s.handleStatus(w, r)
 	})
 	r.Post("/_breakwater/v1/warm", s.handleWarm)
+	r.HandleFunc("/_breakwater/v1/admission", s.handleAdmission)
 	r.Get(peerPath+"{upstream}/{digest}", s.handlePeerBlob)
 	r.Get(peerManifestPath, s.handlePeerManifest)
 	if s.metrics != nil {
@@ -347,8 +354,12 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported: this is a pull-only mirror", r.Method))
 		return
 	}
+	trusted := isTrusted(r.Context())
 	user, err := s.identify(r)
-	if err == nil && user == "" && s.access != nil && !s.access.AllowsAnonymous() {
+	if trusted {
+		user, err = "", nil
+	}
+	if err == nil && user == "" && s.access != nil && !s.access.AllowsAnonymous() && !trusted {
 		// Nothing is for anonymous clients: not even which upstreams
 		// there are (a name that is not one lists them).
 		err = s.challenge("authentication required")
@@ -365,7 +376,7 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	info := requestInfoFrom(r)
 	info.upstream = t.upstream.Name()
 	info.route = t.kind.String()
-	if err := s.authorize(user, t); err != nil {
+	if err := s.authorize(user, t); err != nil && !trusted {
 		writeError(w, r, err)
 		return
 	}
@@ -382,6 +393,34 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, r, err)
 	}
+}
+
+// handleAdmission serves the admission webhook. The API server calls it
+// without credentials, so it is open to whoever reaches the port (which
+// learns whether images exist, and nothing of their content).
+func (s *Server) handleAdmission(w http.ResponseWriter, r *http.Request) {
+	if s.admission == nil {
+		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "the admission webhook is off: set admission.enabled: true"))
+		return
+	}
+	s.admission.ServeHTTP(w, r)
+}
+
+// trustedKey marks a request Breakwater makes of itself, in process, for
+// its own judgement: the admission webhook's checks of images, which the
+// API server asks without credentials. Only code in this process can set
+// it; no header or address can.
+type trustedKey struct{}
+
+// Trusted returns ctx marked as Breakwater's own: a pull request with it
+// passes client authentication and the access list.
+func Trusted(ctx context.Context) context.Context {
+	return context.WithValue(ctx, trustedKey{}, true)
+}
+
+func isTrusted(ctx context.Context) bool {
+	v, _ := ctx.Value(trustedKey{}).(bool)
+	return v
 }
 
 // handleWarm serves the warm API, for an authenticated user when client

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+
+	"github.com/breakwater-registry/breakwater/proxy"
 )
 
 // handlerTransport carries requests to an http.Handler in this process:
@@ -16,6 +18,9 @@ import (
 // the response body streams through a pipe as the handler writes it.
 type handlerTransport struct {
 	handler http.Handler
+	// trusted marks the requests as Breakwater's own (proxy.Trusted):
+	// the admission webhook's, which no client credentials come with.
+	trusted bool
 }
 
 // errHandlerAborted is the body's error when the handler cut its answer
@@ -28,7 +33,11 @@ func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// that ends with the caller's, but carries none of its values — the
 	// caller may itself be a request of this server (the warm API's),
 	// whose router and log state must not be shared.
-	ctx, cancel := context.WithCancel(context.Background())
+	base := context.Background()
+	if t.trusted {
+		base = proxy.Trusted(base)
+	}
+	ctx, cancel := context.WithCancel(base)
 	stop := context.AfterFunc(req.Context(), cancel)
 	inner := req.Clone(ctx)
 	inner.RemoteAddr = "in-process"

@@ -18,8 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/breakwater-registry/breakwater/admission"
 	"github.com/breakwater-registry/breakwater/auth"
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/imagecheck"
 	"github.com/breakwater-registry/breakwater/objstore"
 	"github.com/breakwater-registry/breakwater/proxy"
 	"github.com/breakwater-registry/breakwater/storage"
@@ -334,11 +336,32 @@ func newProxy(cfg config.Config, store *storage.Store, shared *objstore.Store, f
 		}
 		warmHandler = warmAPI(self)
 	}
+	var admissionHandler http.Handler
+	if cfg.Admission.Enabled {
+		// The webhook judges images as breakwater check --mirror does,
+		// through Breakwater's own cache and upstreams, as Breakwater.
+		mc := warm.MirrorConfig("http://breakwater.in-process")
+		mc.Transport = handlerTransport{handler: gens, trusted: true}
+		mc.UserAgent = "breakwater-admission"
+		self, err := upstream.New(mc)
+		if err != nil {
+			return nil, fmt.Errorf("admission webhook: %w", err)
+		}
+		hosts := make([]string, 0, len(cfg.Upstreams))
+		for h := range cfg.Upstreams {
+			hosts = append(hosts, h)
+		}
+		admissionHandler = admission.New(admission.Options{
+			Checker: imagecheck.ThroughMirror(self, hosts, true), Accept: warm.ManifestTypes(),
+			Timeout: cfg.Admission.Timeout.D(), CacheTTL: cfg.Admission.CacheTTL.D(), Logger: log,
+		})
+	}
 	return proxy.New(proxy.Options{
 		MeterProvider:     tel.meters,
 		TracerProvider:    tel.tracers,
 		MetricsHandler:    tel.handler,
 		WarmHandler:       warmHandler,
+		AdmissionHandler:  admissionHandler,
 		Store:             store,
 		Upstreams:         ups,
 		DefaultUpstream:   cfg.DefaultUpstream,

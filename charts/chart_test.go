@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -178,23 +179,25 @@ type rendered struct {
 	serviceAccounts []corev1.ServiceAccount
 	pdbs            []policyv1.PodDisruptionBudget
 	networkPolicies []networkingv1.NetworkPolicy
+	webhooks        []admissionregistrationv1.ValidatingWebhookConfiguration
 	serviceMonitors []serviceMonitor
 	prometheusRules []prometheusRule
 }
 
 var apiVersions = map[string]string{
-	"StatefulSet":           "apps/v1",
-	"Deployment":            "apps/v1",
-	"DaemonSet":             "apps/v1",
-	"Service":               "v1",
-	"ConfigMap":             "v1",
-	"Secret":                "v1",
-	"PersistentVolumeClaim": "v1",
-	"ServiceAccount":        "v1",
-	"PodDisruptionBudget":   "policy/v1",
-	"NetworkPolicy":         "networking.k8s.io/v1",
-	"ServiceMonitor":        "monitoring.coreos.com/v1",
-	"PrometheusRule":        "monitoring.coreos.com/v1",
+	"StatefulSet":                    "apps/v1",
+	"Deployment":                     "apps/v1",
+	"DaemonSet":                      "apps/v1",
+	"Service":                        "v1",
+	"ConfigMap":                      "v1",
+	"Secret":                         "v1",
+	"PersistentVolumeClaim":          "v1",
+	"ServiceAccount":                 "v1",
+	"PodDisruptionBudget":            "policy/v1",
+	"NetworkPolicy":                  "networking.k8s.io/v1",
+	"ValidatingWebhookConfiguration": "admissionregistration.k8s.io/v1",
+	"ServiceMonitor":                 "monitoring.coreos.com/v1",
+	"PrometheusRule":                 "monitoring.coreos.com/v1",
 }
 
 // splitDocuments splits a multi-document YAML stream at its "---" lines.
@@ -294,6 +297,9 @@ func decodeAll(t *testing.T, manifest string) rendered {
 		case "PersistentVolumeClaim":
 			r.pvcs = append(r.pvcs, corev1.PersistentVolumeClaim{})
 			target = &r.pvcs[len(r.pvcs)-1]
+		case "ValidatingWebhookConfiguration":
+			r.webhooks = append(r.webhooks, admissionregistrationv1.ValidatingWebhookConfiguration{})
+			target = &r.webhooks[len(r.webhooks)-1]
 		case "ServiceAccount":
 			r.serviceAccounts = append(r.serviceAccounts, corev1.ServiceAccount{})
 			target = &r.serviceAccounts[len(r.serviceAccounts)-1]
@@ -416,6 +422,7 @@ func TestLint(t *testing.T) {
 		}, credentialValues...),
 		"shared storage": sharedStorageValues,
 		"fleet":          {"-f", writeValues(t, fleetValues), "--set", "networkPolicy.enabled=true", "--set", "fleet.existingSecret=peer-secret"},
+		"admission":      append([]string{"--set", "admission.workloads=true"}, admissionValues...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}, values...)
@@ -2728,5 +2735,67 @@ func TestFleetCacheSizeLimit(t *testing.T) {
 			}
 			refused(t, fmt.Sprintf("config.cache.max_size %v: must be set and below fleet.cacheSizeLimit (%s)", tc.maxSize, tc.limit), "-f", values, "-f", more)
 		})
+	}
+}
+
+// admissionValues turn the webhook on, with TLS and a CA bundle given.
+var admissionValues = []string{"--set", "admission.enabled=true", "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls",
+	"--set", "admission.caBundle=Q0EK"}
+
+// admission.enabled renders a ValidatingWebhookConfiguration that sends
+// the pods (and with workloads the pod templates) of every namespace but
+// the release's own to the chart's Service at the webhook's path, failing
+// open by default, and turns the webhook on in Breakwater's configuration;
+// the CA comes from caBundle or from cert-manager's cainjector.
+func TestAdmissionWebhook(t *testing.T) {
+	r := decodeAll(t, template(t, chartDir, admissionValues...))
+	if len(r.webhooks) != 1 || len(r.webhooks[0].Webhooks) != 1 {
+		t.Fatalf("webhook configurations %+v, want one with one webhook", r.webhooks)
+	}
+	wh := r.webhooks[0].Webhooks[0]
+	svc := wh.ClientConfig.Service
+	if svc == nil || svc.Name != fullname || svc.Namespace != namespace || svc.Path == nil || *svc.Path != "/_breakwater/v1/admission" ||
+		svc.Port == nil || *svc.Port != r.service(t, fullname).Spec.Ports[0].Port || string(wh.ClientConfig.CABundle) != "CA\n" {
+		t.Errorf("clientConfig %+v (caBundle %q): want the chart's Service, the webhook's path and port, the given CA", wh.ClientConfig, wh.ClientConfig.CABundle)
+	}
+	if wh.FailurePolicy == nil || *wh.FailurePolicy != admissionregistrationv1.Ignore || wh.TimeoutSeconds == nil || *wh.TimeoutSeconds != 10 ||
+		wh.SideEffects == nil || *wh.SideEffects != admissionregistrationv1.SideEffectClassNone {
+		t.Errorf("webhook %+v: want failing open, 10 s, no side effects", wh)
+	}
+	sel := wh.NamespaceSelector
+	if sel == nil || len(sel.MatchExpressions) != 1 || sel.MatchExpressions[0].Key != "kubernetes.io/metadata.name" ||
+		sel.MatchExpressions[0].Operator != metav1.LabelSelectorOpNotIn || len(sel.MatchExpressions[0].Values) != 1 || sel.MatchExpressions[0].Values[0] != namespace {
+		t.Errorf("namespaceSelector %+v: want every namespace but %s", sel, namespace)
+	}
+	if len(wh.Rules) != 1 || len(wh.Rules[0].Resources) != 2 || wh.Rules[0].Resources[0] != "pods" {
+		t.Errorf("rules %+v: want pods (and their ephemeral containers) only", wh.Rules)
+	}
+	if cfg := r.breakwaterConfig(t); !cfg.Admission.Enabled {
+		t.Error("config admission.enabled not set")
+	}
+
+	r = decodeAll(t, template(t, chartDir, append(admissionValues, "--set", "admission.caBundle=", "--set", "admission.certManagerCertificate=mirror/bw-tls",
+		"--set", "admission.workloads=true", "--set", "admission.namespaceSelector.matchLabels.team=a")...))
+	wh = r.webhooks[0].Webhooks[0]
+	if r.webhooks[0].Annotations["cert-manager.io/inject-ca-from"] != "mirror/bw-tls" || len(wh.ClientConfig.CABundle) != 0 {
+		t.Errorf("annotations %v, caBundle %q: want cert-manager's injection only", r.webhooks[0].Annotations, wh.ClientConfig.CABundle)
+	}
+	if len(wh.Rules) != 3 || wh.NamespaceSelector.MatchLabels["team"] != "a" {
+		t.Errorf("rules %+v, selector %+v: want pods, apps and batch, and the values' labels", wh.Rules, wh.NamespaceSelector)
+	}
+}
+
+func TestAdmissionWebhookRefused(t *testing.T) {
+	for name, tc := range map[string]struct {
+		values []string
+		want   string
+	}{
+		"without TLS": {[]string{"--set", "admission.enabled=true"}, "admission.enabled: needs tls.enabled"},
+		"no CA anywhere": {[]string{"--set", "admission.enabled=true", "--set", "tls.enabled=true", "--set", "tls.secretName=bw-tls"},
+			"admission.enabled: the API server needs the CA of Breakwater's certificate: set admission.caBundle"},
+		"two CAs":             {append(admissionValues, "--set", "admission.certManagerCertificate=mirror/bw-tls"), "admission.caBundle and admission.certManagerCertificate: set one of them"},
+		"the config's switch": {append(admissionValues, "--set", "config.admission.enabled=true"), "config.admission.enabled: leave it unset"},
+	} {
+		t.Run(name, func(t *testing.T) { refused(t, tc.want, tc.values...) })
 	}
 }

@@ -349,6 +349,14 @@ sharedStorage's Secret, and a grace period that would cut the drain short.
 {{- end }}
 {{- $_ := set $config "tls" $files }}
 {{- end }}
+{{- if .Values.admission.enabled }}
+{{- $adm := default (dict) $config.admission }}
+{{- if hasKey $adm "enabled" }}
+{{- fail "config.admission.enabled: leave it unset: admission.enabled sets it, with the webhook's configuration" }}
+{{- end }}
+{{- $_ := set $adm "enabled" true }}
+{{- $_ := set $config "admission" $adm }}
+{{- end }}
 {{- $auth := default (dict) $config.auth }}
 {{- if and .Values.auth.existingSecret .Values.auth.htpasswd }}
 {{- fail "auth.existingSecret and auth.htpasswd: set one of them" }}

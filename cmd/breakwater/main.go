@@ -2,6 +2,7 @@
 //
 //	breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]...
 //	breakwater classify [--reason R --message M | < pod.json] [--json]
+//	breakwater watch [--kubeconfig FILE] [--namespace NS] [--end-after N]
 //	breakwater check [--config FILE | --mirror URL] IMAGE...
 //	breakwater warm [--mirror URL] [--file LIST] [--platform P]... IMAGE...
 //	breakwater containerd-config --mirror URL [--config FILE] [--dir DIR]
@@ -23,6 +24,7 @@ const usage = `Breakwater: a pull-through mirror for OCI container registries.
 Usage:
   breakwater serve [--config FILE] [--listen ADDR] [--cache-dir DIR] [--upstream HOST=URL]... [--tag-ttl DURATION] [--debug-listen ADDR]
   breakwater classify [--reason REASON --message MESSAGE | < pod.json] [--json]
+  breakwater watch [--kubeconfig FILE] [--namespace NS] [--end-after N] [--listen ADDR]
   breakwater check [--config FILE | --mirror URL] [--json] IMAGE...
   breakwater warm [--mirror URL] [--file LIST] [--platform OS/ARCH[/VARIANT]]... IMAGE...
   breakwater containerd-config --mirror URL [--config FILE] [--dir DIR]
@@ -73,6 +75,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runWarm(args[1:], stdout, stderr)
 	case "classify":
 		return runClassify(args[1:], stdin, stdout, stderr)
+	case "watch":
+		return runWatch(args[1:], stdout, stderr)
 	case "containerd-config":
 		return runContainerdConfig(args[1:], stdout, stderr)
 	case "docker-config":

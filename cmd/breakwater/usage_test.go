@@ -15,7 +15,7 @@ func TestUsage(t *testing.T) {
 		badExit int
 	}{
 		{"serve", 2}, {"warm", 2}, {"containerd-config", 2}, {"docker-config", 2}, {"registries-conf", 2}, {"version", 2},
-		{"check", 3}, {"classify", 3},
+		{"check", 3}, {"classify", 3}, {"watch", 2},
 	}
 	for _, tc := range cases {
 		for _, help := range []string{"--help", "-h"} {

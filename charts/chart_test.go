@@ -32,6 +32,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -180,8 +181,14 @@ type rendered struct {
 	pdbs            []policyv1.PodDisruptionBudget
 	networkPolicies []networkingv1.NetworkPolicy
 	webhooks        []admissionregistrationv1.ValidatingWebhookConfiguration
-	serviceMonitors []serviceMonitor
-	prometheusRules []prometheusRule
+	// watchDeployments are breakwater watch's, apart from the mirror's.
+	watchDeployments []appsv1.Deployment
+	roles            []rbacv1.Role
+	clusterRoles     []rbacv1.ClusterRole
+	roleBindings     []rbacv1.RoleBinding
+	clusterBindings  []rbacv1.ClusterRoleBinding
+	serviceMonitors  []serviceMonitor
+	prometheusRules  []prometheusRule
 }
 
 var apiVersions = map[string]string{
@@ -196,6 +203,10 @@ var apiVersions = map[string]string{
 	"PodDisruptionBudget":            "policy/v1",
 	"NetworkPolicy":                  "networking.k8s.io/v1",
 	"ValidatingWebhookConfiguration": "admissionregistration.k8s.io/v1",
+	"Role":                           "rbac.authorization.k8s.io/v1",
+	"ClusterRole":                    "rbac.authorization.k8s.io/v1",
+	"RoleBinding":                    "rbac.authorization.k8s.io/v1",
+	"ClusterRoleBinding":             "rbac.authorization.k8s.io/v1",
 	"ServiceMonitor":                 "monitoring.coreos.com/v1",
 	"PrometheusRule":                 "monitoring.coreos.com/v1",
 }
@@ -297,6 +308,18 @@ func decodeAll(t *testing.T, manifest string) rendered {
 		case "PersistentVolumeClaim":
 			r.pvcs = append(r.pvcs, corev1.PersistentVolumeClaim{})
 			target = &r.pvcs[len(r.pvcs)-1]
+		case "Role":
+			r.roles = append(r.roles, rbacv1.Role{})
+			target = &r.roles[len(r.roles)-1]
+		case "ClusterRole":
+			r.clusterRoles = append(r.clusterRoles, rbacv1.ClusterRole{})
+			target = &r.clusterRoles[len(r.clusterRoles)-1]
+		case "RoleBinding":
+			r.roleBindings = append(r.roleBindings, rbacv1.RoleBinding{})
+			target = &r.roleBindings[len(r.roleBindings)-1]
+		case "ClusterRoleBinding":
+			r.clusterBindings = append(r.clusterBindings, rbacv1.ClusterRoleBinding{})
+			target = &r.clusterBindings[len(r.clusterBindings)-1]
 		case "ValidatingWebhookConfiguration":
 			r.webhooks = append(r.webhooks, admissionregistrationv1.ValidatingWebhookConfiguration{})
 			target = &r.webhooks[len(r.webhooks)-1]
@@ -318,6 +341,10 @@ func decodeAll(t *testing.T, manifest string) rendered {
 		}
 		if err := strictDecode([]byte(doc), target); err != nil {
 			t.Errorf("%s does not decode strictly into its type: %v\n%s", head.Kind, err, doc)
+		}
+		if n := len(r.deployments); head.Kind == "Deployment" && r.deployments[n-1].Labels["app.kubernetes.io/component"] == "watch" {
+			r.watchDeployments = append(r.watchDeployments, r.deployments[n-1])
+			r.deployments = r.deployments[:n-1]
 		}
 	}
 	return r
@@ -423,6 +450,7 @@ func TestLint(t *testing.T) {
 		"shared storage": sharedStorageValues,
 		"fleet":          {"-f", writeValues(t, fleetValues), "--set", "networkPolicy.enabled=true", "--set", "fleet.existingSecret=peer-secret"},
 		"admission":      append([]string{"--set", "admission.workloads=true"}, admissionValues...),
+		"watch":          {"--set", "watch.enabled=true", "--set", "watch.endAfter=2"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}, values...)
@@ -2798,4 +2826,65 @@ func TestAdmissionWebhookRefused(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) { refused(t, tc.want, tc.values...) })
 	}
+}
+
+// watch.enabled renders breakwater watch's one-replica Deployment with a
+// ServiceAccount of its own, whose pods no selector of the mirror's
+// matches; its RBAC reads pods cluster-wide (a ClusterRole), or one
+// namespace's (a Role) with watch.namespace, and deletes them and sets
+// their status only when endAfter lets it end pods.
+func TestWatch(t *testing.T) {
+	podsRule := func(rules []rbacv1.PolicyRule) []string {
+		for _, r := range rules {
+			if len(r.Resources) == 1 && r.Resources[0] == "pods" {
+				return r.Verbs
+			}
+		}
+		return nil
+	}
+	hasStatus := func(rules []rbacv1.PolicyRule) bool {
+		for _, r := range rules {
+			if len(r.Resources) == 1 && r.Resources[0] == "pods/status" {
+				return true
+			}
+		}
+		return false
+	}
+	t.Run("reporting, cluster-wide", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir, "--set", "watch.enabled=true"))
+		if len(r.watchDeployments) != 1 {
+			t.Fatalf("%d watch Deployments, want 1", len(r.watchDeployments))
+		}
+		d := r.watchDeployments[0]
+		if d.Name != fullname+"-watch" || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Fatalf("watch Deployment %s %+v: want one replica, recreated", d.Name, d.Spec)
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		if strings.Join(c.Args, " ") != "watch --listen :9090 --end-after 0" || d.Spec.Template.Spec.ServiceAccountName != fullname+"-watch" {
+			t.Errorf("args %q, service account %q", c.Args, d.Spec.Template.Spec.ServiceAccountName)
+		}
+		podLabels := d.Spec.Template.Labels
+		if matches(t, &metav1.LabelSelector{MatchLabels: r.service(t, fullname).Spec.Selector}, podLabels) || matches(t, r.statefulSet(t).Spec.Selector, podLabels) {
+			t.Errorf("the mirror's Service or StatefulSet selects the watch pod %v", podLabels)
+		}
+		if len(r.clusterRoles) != 1 || len(r.roles) != 0 || len(r.clusterBindings) != 1 {
+			t.Fatalf("RBAC: %d ClusterRoles, %d Roles, %d ClusterRoleBindings; want one cluster-wide pair", len(r.clusterRoles), len(r.roles), len(r.clusterBindings))
+		}
+		if v := podsRule(r.clusterRoles[0].Rules); strings.Join(v, ",") != "get,list,watch" || hasStatus(r.clusterRoles[0].Rules) {
+			t.Errorf("rules %+v: want pods read only, no status", r.clusterRoles[0].Rules)
+		}
+		b := r.clusterBindings[0]
+		if b.RoleRef.Name != r.clusterRoles[0].Name || len(b.Subjects) != 1 || b.Subjects[0].Name != fullname+"-watch" || b.Subjects[0].Namespace != namespace {
+			t.Errorf("binding %+v", b)
+		}
+	})
+	t.Run("ending, one namespace", func(t *testing.T) {
+		r := decodeAll(t, template(t, chartDir, "--set", "watch.enabled=true", "--set", "watch.endAfter=3", "--set", "watch.namespace=ci"))
+		if len(r.roles) != 1 || len(r.clusterRoles) != 0 || r.roles[0].Namespace != "ci" || len(r.roleBindings) != 1 || r.roleBindings[0].Namespace != "ci" {
+			t.Fatalf("RBAC: roles %+v, bindings %+v: want a Role and its binding in ci", r.roles, r.roleBindings)
+		}
+		if v := podsRule(r.roles[0].Rules); strings.Join(v, ",") != "get,list,watch,delete" || !hasStatus(r.roles[0].Rules) {
+			t.Errorf("rules %+v: want pods deleted, their status updated", r.roles[0].Rules)
+		}
+	})
 }

@@ -26,7 +26,7 @@ export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 MIRROR_KIND=${E2E_MIRROR:-breakwater}
-# Warm, the run takes about 5 minutes. The limit leaves room for a cold
+# Warm, the run takes about 3 minutes. The limit leaves room for a cold
 # k8s phase: scripts/k8s.sh builds kube-apiserver, kubelet and kubectl once
 # per machine, about 6 minutes on 2 CPUs plus the module downloads, within
 # the run (as the fleet phase's MinIO build may be).

@@ -272,6 +272,11 @@ k8s_up() {
 	for d in /var/log/containers /var/lib/kubelet /run/containerd; do
 		[ -e "$d" ] && echo "$d"
 	done >"$K8S_D/host-dirs-before"
+	if ! command -v openssl >/dev/null 2>&1; then
+		note "installing openssl"
+		run_client "$OUT/k8s-apt-openssl" 300 env DEBIAN_FRONTEND=noninteractive apt-get install -y openssl ||
+			{ cmd_fail "k8s: apt-get install openssl" "$OUT/k8s-apt-openssl" $?; return 1; }
+	fi
 	if k8s_pki >"$OUT/k8s-pki" 2>&1; then
 		pass "k8s: openssl made the cluster CA, the API server's certificate for 127.0.0.1 and the service account keys"
 	else

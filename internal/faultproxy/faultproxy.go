@@ -15,6 +15,9 @@
 //	404     answer manifest requests 404 MANIFEST_UNKNOWN, forward the rest
 //	refuse  close the listener and every open connection, so connections
 //	        are refused; any other mode listens again on the same address
+//	hang    accept every request and answer nothing: hold it until the
+//	        client gives up (a timeout, as from an upstream that stopped
+//	        answering) or the mode changes, when the new mode answers it
 //
 // A Setting adds to a mode: another Retry-After (429 and 503), a duration
 // after which the proxy returns to pass by itself, and Docker Hub's
@@ -53,14 +56,17 @@ const (
 	Unavailable      Mode = "503"
 	ManifestNotFound Mode = "404"
 	Refuse           Mode = "refuse"
+	Hang             Mode = "hang"
 )
 
 // Modes lists every mode.
-func Modes() []Mode { return []Mode{Pass, TooManyRequests, Unavailable, ManifestNotFound, Refuse} }
+func Modes() []Mode {
+	return []Mode{Pass, TooManyRequests, Unavailable, ManifestNotFound, Refuse, Hang}
+}
 
 func (m Mode) valid() bool {
 	switch m {
-	case Pass, TooManyRequests, Unavailable, ManifestNotFound, Refuse:
+	case Pass, TooManyRequests, Unavailable, ManifestNotFound, Refuse, Hang:
 		return true
 	}
 	return false
@@ -118,7 +124,7 @@ func (s Setting) Validate() error {
 	m := s.mode()
 	var errs []error
 	if !m.valid() {
-		errs = append(errs, fmt.Errorf("unknown mode %q (want pass, 429, 503, 404 or refuse)", s.Mode))
+		errs = append(errs, fmt.Errorf("unknown mode %q (want pass, 429, 503, 404, refuse or hang)", s.Mode))
 	}
 	if ra := s.RetryAfter; ra != nil {
 		if m != TooManyRequests && m != Unavailable {
@@ -163,7 +169,7 @@ func (s Setting) String() string {
 
 // ParseSetting reads a setting from the control API's parameters:
 //
-//	set=MODE                 pass, 429, 503, 404 or refuse (required)
+//	set=MODE                 pass, 429, 503, 404, refuse or hang (required)
 //	retry_after=N            429, 503: Retry-After: N
 //	retry_after=date:N       429, 503: Retry-After: an HTTP date N s ahead
 //	for=DURATION             a Go duration: return to pass after it
@@ -258,6 +264,9 @@ type Proxy struct {
 	// cur is what requests are answered with; serve reads it without
 	// waiting for a switch under way.
 	cur atomic.Pointer[Setting]
+	// switched is closed by the switch after cur's setting took effect
+	// (and replaced by a new one): what a request held in hang waits for.
+	switched atomic.Pointer[chan struct{}]
 	// counts has an entry for every mode; the map is never written after
 	// Start.
 	counts map[Mode]*atomic.Int64
@@ -314,6 +323,8 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	}
 	// Refusing is where a proxy that does not listen yet is.
 	p.cur.Store(&Setting{Mode: Refuse})
+	first := make(chan struct{})
+	p.switched.Store(&first)
 	if err := p.Set(ctx, cfg.Initial); err != nil {
 		p.endLife()
 		return nil, err
@@ -402,6 +413,8 @@ func (p *Proxy) switchLocked(ctx context.Context, s Setting, from *Setting) erro
 	// any request answered in the new mode.
 	p.log.LogAttrs(ctx, slog.LevelInfo, "mode", attrs...)
 	p.cur.Store(&s)
+	next := make(chan struct{})
+	close(*p.switched.Swap(&next))
 	p.since = time.Now()
 	if ln != nil {
 		// Connections wait in the listener's backlog until now, so none
@@ -482,7 +495,14 @@ func (p *Proxy) Close() error {
 
 // serve answers one request according to the setting in effect.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
-	s := p.cur.Load()
+	s := p.hold(r)
+	if s == nil {
+		// Held in hang until the client gave up or the proxy closed.
+		p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
+			slog.String("mode", string(Hang)), slog.Int("status", 0))
+		return
+	}
 	// Counted before the answer, so that a client that has its answer can
 	// rely on the count.
 	p.counts[s.Mode].Add(1)
@@ -520,6 +540,37 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
 		slog.String("mode", string(s.Mode)), slog.Int("status", status))
+}
+
+// hold returns the setting to answer r in, after holding r for as long as
+// the mode is hang; nil when r's client went away or the proxy closed first.
+// A request held is counted under hang once (the count shows that requests
+// arrive), and again under the mode that answers it, if one does.
+func (p *Proxy) hold(r *http.Request) *Setting {
+	counted := false
+	for {
+		// The channel before the setting: a switch stores the setting
+		// before it closes the channel, so no switch is missed.
+		sw := *p.switched.Load()
+		s := p.cur.Load()
+		if s.Mode != Hang {
+			return s
+		}
+		if !counted {
+			p.counts[Hang].Add(1)
+			counted = true
+		}
+		select {
+		case <-sw:
+			if r.Context().Err() != nil {
+				return nil
+			}
+		case <-r.Context().Done():
+			return nil
+		case <-p.life.Done():
+			return nil
+		}
+	}
 }
 
 func ociError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {

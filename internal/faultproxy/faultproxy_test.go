@@ -245,6 +245,8 @@ func TestControlRejects(t *testing.T) {
 		"set=429&ratelimit_remaining=-1",
 		"set=429&ratelimit_remaining=x",
 		"set=429&set=503",
+		"set=hang&retry_after=3",
+		"set=hang&ratelimit_remaining=5",
 	} {
 		if code, body := f.control(t, q); code != http.StatusBadRequest {
 			t.Errorf("POST /mode?%s: %d %q, want 400", q, code, body)
@@ -347,6 +349,80 @@ func TestRefuseThenListenAgain(t *testing.T) {
 	}
 }
 
+// TestHang: hang holds a request unanswered, the connection open, until the
+// client gives up (logged with status 0) or the mode changes, when the new
+// mode answers it; a hang with for= answers by itself once it runs out.
+func TestHang(t *testing.T) {
+	cases := []struct {
+		name   string
+		query  string        // the hang
+		then   string        // the switch while the request is held ("": none)
+		after  time.Duration // how long the request is held before the switch
+		client time.Duration // the client's timeout
+		status int           // the answer, 0: none (the client timed out)
+		reach  bool          // the request must reach the upstream
+	}{
+		{name: "client gives up", query: "set=hang", after: 0, client: 300 * time.Millisecond, status: 0},
+		{name: "switch to pass", query: "set=hang", then: "set=pass", after: 300 * time.Millisecond, client: 10 * time.Second, status: 200, reach: true},
+		{name: "switch to 503", query: "set=hang", then: "set=503", after: 300 * time.Millisecond, client: 10 * time.Second, status: 503},
+		{name: "for runs out", query: "set=hang&for=300ms", client: 10 * time.Second, status: 200, reach: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.set(t, tc.query)
+			c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: tc.client}
+			type result struct {
+				resp *http.Response
+				err  error
+				took time.Duration
+			}
+			done := make(chan result, 1)
+			before := f.up.Count(http.MethodGet, f.image)
+			t0 := time.Now()
+			go func() {
+				resp, _, err := f.do(t, c, http.MethodGet, f.image)
+				done <- result{resp, err, time.Since(t0)}
+			}()
+			if tc.then != "" {
+				select {
+				case r := <-done:
+					t.Fatalf("answered before the switch, after %s: %v %v", r.took, r.resp, r.err)
+				case <-time.After(tc.after):
+				}
+				f.set(t, tc.then)
+			}
+			r := <-done
+			switch {
+			case tc.status == 0 && r.err == nil:
+				t.Fatalf("answered %s after %s, want no answer", r.resp.Status, r.took)
+			case tc.status == 0:
+				if r.took < tc.client {
+					t.Errorf("the client gave up after %s, before its timeout %s", r.took, tc.client)
+				}
+			case r.err != nil:
+				t.Fatalf("after %s: %v, want %d", r.took, r.err, tc.status)
+			case r.resp.StatusCode != tc.status:
+				t.Fatalf("answered %s, want %d", r.resp.Status, tc.status)
+			case r.took < 300*time.Millisecond:
+				t.Errorf("answered after %s, held less than 300ms", r.took)
+			}
+			if got := f.up.Count(http.MethodGet, f.image) - before; got != map[bool]int{true: 1}[tc.reach] {
+				t.Errorf("the upstream saw the request %d times, want %v", got, tc.reach)
+			}
+			if tc.status == 0 {
+				// the handler logs once it sees the client gone
+				want := `"mode":"hang","status":0}`
+				for t1 := time.Now(); !strings.Contains(f.logText(t), want); time.Sleep(10 * time.Millisecond) {
+					if time.Since(t1) > 5*time.Second {
+						t.Fatalf("log has no line with %s:\n%s", want, f.logText(t))
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestStatsCounts: /stats counts the requests handled in each mode.
 func TestStatsCounts(t *testing.T) {
 	f := newFixture(t)
@@ -354,12 +430,25 @@ func TestStatsCounts(t *testing.T) {
 		query string
 		n     int
 	}{{"set=pass", 3}, {"set=503", 2}, {"set=404", 4}, {"set=refuse", 2}, {"set=429", 1}}
+	// a request held in hang until its client gives up
+	impatient := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 100 * time.Millisecond}
 	for _, st := range steps {
 		f.set(t, st.query)
 		for range st.n {
 			_, _, _ = f.do(t, noKeepAlive, http.MethodGet, f.image)
 		}
 	}
+	f.set(t, "set=hang")
+	if _, _, err := f.do(t, impatient, http.MethodGet, f.image); err == nil {
+		t.Fatal("hang: the request was answered")
+	}
+	// the handler logs once it sees the client gone: not answered in 429
+	for t1 := time.Now(); !strings.Contains(f.logText(t), `"mode":"hang","status":0}`); time.Sleep(10 * time.Millisecond) {
+		if time.Since(t1) > 5*time.Second {
+			t.Fatalf("the held request was not logged as unanswered:\n%s", f.logText(t))
+		}
+	}
+	f.set(t, "set=429")
 	resp, err := http.Get(f.ctl + "/stats")
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +462,7 @@ func TestStatsCounts(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int64{"pass": 3, "503": 2, "404": 4, "refuse": 0, "429": 1}
+	want := map[string]int64{"pass": 3, "503": 2, "404": 4, "refuse": 0, "429": 1, "hang": 1}
 	if st.Mode != "429" || len(st.Requests) != len(want) {
 		t.Errorf("stats %+v, want mode 429 and counts %v", st, want)
 	}
@@ -396,6 +485,7 @@ func TestSettingStringParses(t *testing.T) {
 		"set=429&retry_after=15&for=2s&ratelimit_remaining=0",
 		"set=503&retry_after=date:30&for=1.5s",
 		"set=refuse&for=250ms",
+		"set=hang&for=30s",
 	} {
 		v, _ := url.ParseQuery(q)
 		s, err := faultproxy.ParseSetting(v)

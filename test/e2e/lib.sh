@@ -68,6 +68,13 @@ fast_resilience() {
 # shellcheck disable=SC2034 # appended to by the phases, read by run.sh
 E2E_RM_AFTER=()
 
+# E2E_AT_EXIT: functions run.sh's cleanup calls, newest first, before it
+# stops the processes started with start_bg: what a phase must undo in
+# order, and also when it was cut short (the k8s phase's k8s_down). Each
+# must be safe to call again.
+# shellcheck disable=SC2034 # appended to by the phases, read by run.sh
+E2E_AT_EXIT=()
+
 # E2E_CTR_TASKS: containers a phase ran with ctr run; their shims outlive
 # containerd, so remove_ctr_tasks (the phase, and run.sh at exit) kills and
 # removes them.

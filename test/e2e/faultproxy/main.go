@@ -16,6 +16,8 @@
 //	404     answer manifest requests 404 MANIFEST_UNKNOWN, forward the rest
 //	refuse  close the listener and every open connection, so connections
 //	        are refused; any other mode listens again on the same address
+//	hang    accept every request and answer nothing until the client gives
+//	        up or the mode changes (then the new mode answers it)
 //
 // Control (answers once the mode is in effect, e.g. the listener is closed
 // or accepting again):
@@ -67,7 +69,7 @@ func run() int {
 	control := flag.String("control", "", "address of the control endpoint (required)")
 	upstream := flag.String("upstream", "", "upstream registry base URL, e.g. http://127.0.0.1:5000 (required)")
 	logPath := flag.String("log", "", "request log file (default: stderr)")
-	mode := flag.String("mode", "pass", "initial mode: pass, 429, 503, 404 or refuse")
+	mode := flag.String("mode", "pass", "initial mode: pass, 429, 503, 404, refuse or hang")
 	flag.Parse()
 	if *control == "" || *upstream == "" {
 		fmt.Fprintln(os.Stderr, "faultproxy: --control and --upstream are required")

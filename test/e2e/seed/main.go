@@ -22,13 +22,27 @@
 //
 //	go run ./test/e2e/seed --registry 127.0.0.1:5000 --only library/e2e-burst-ctr,library/e2e-recover
 //	e2e-burst-ctr=sha256:... e2e-recover=sha256:...
+//
+// With --binary FILE (and --only) each image is instead one that runs: an
+// OCI layer holding FILE as /NAME (NAME its base name, mode 0755), the same
+// in every image, and a small one holding /image with the repository's
+// name, so that no two repositories share all their blobs; /NAME is the
+// config's entrypoint, the platform linux and this machine's architecture.
+// The k8s phase pushes its pause program so:
+//
+//	go run ./test/e2e/seed --registry 127.0.0.1:5000 --binary /tmp/pause --only bw/pause,library/k8s-cached
 package main
 
 import (
+	"archive/tar"
+	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -38,6 +52,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -50,9 +65,14 @@ func main() {
 	repo := flag.String("repo", "library/e2e", "repository of the OCI image; the Docker image goes to REPO-docker, the outage image to REPO-outage")
 	tag := flag.String("tag", "v1", "tag of all the images")
 	only := flag.String("only", "", "comma-separated repositories to push instead of the three, each an OCI image")
+	binary := flag.String("binary", "", "with --only: each image one layer holding this file as /NAME, its entrypoint")
 	flag.Parse()
 	if *registry == "" {
 		fmt.Fprintln(os.Stderr, "seed: --registry is required")
+		os.Exit(2)
+	}
+	if *binary != "" && *only == "" {
+		fmt.Fprintln(os.Stderr, "seed: --binary needs --only (the repositories to push it to)")
 		os.Exit(2)
 	}
 
@@ -78,7 +98,15 @@ func main() {
 
 	out := ""
 	for _, im := range images {
-		d, err := push(*registry, im.repo, *tag, im.oci)
+		var runnable v1.Image
+		if *binary != "" {
+			var err error
+			if runnable, err = buildRunnable(*binary, im.repo); err != nil {
+				fmt.Fprintf(os.Stderr, "seed: --binary %s: %v\n", *binary, err)
+				os.Exit(1)
+			}
+		}
+		d, err := push(*registry, im.repo, *tag, im.oci, runnable)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "seed: %s: %v\n", im.repo, err)
 			os.Exit(1)
@@ -91,10 +119,14 @@ func main() {
 	fmt.Println(out)
 }
 
-func push(registry, repo, tag string, oci bool) (v1.Hash, error) {
-	img, err := build(oci)
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("build image: %w", err)
+// push pushes img, or when it is nil a new image of build(oci), to
+// registry/repo:tag and returns its digest.
+func push(registry, repo, tag string, oci bool, img v1.Image) (v1.Hash, error) {
+	if img == nil {
+		var err error
+		if img, err = build(oci); err != nil {
+			return v1.Hash{}, fmt.Errorf("build image: %w", err)
+		}
 	}
 	ref, err := name.ParseReference(registry+"/"+repo+":"+tag, name.Insecure)
 	if err != nil {
@@ -148,4 +180,64 @@ func build(oci bool) (v1.Image, error) {
 	cfg.Config.Cmd = []string{"/bin/true"}
 	cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	return mutate.ConfigFile(img, cfg)
+}
+
+// buildRunnable returns an OCI image of two layers, the file at bin as
+// /NAME (mode 0755) and /image holding repo, with /NAME as its entrypoint,
+// for linux on this machine's architecture. The same file and repository
+// give the same digest.
+func buildRunnable(bin, repo string) (v1.Image, error) {
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	name := filepath.Base(bin)
+	epoch := time.Unix(0, 0).UTC()
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	var adds []mutate.Addendum
+	for _, f := range []struct {
+		name string
+		mode int64
+		data []byte
+	}{{name, 0o755, b}, {"image", 0o644, []byte(repo + "\n")}} {
+		layer, err := fileLayer(f.name, f.mode, f.data, epoch)
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.Addendum{Layer: layer, History: v1.History{CreatedBy: "breakwater e2e seed --binary: /" + f.name, Created: v1.Time{Time: epoch}}})
+	}
+	img, err := mutate.Append(base, adds...)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS = "linux"
+	cfg.Architecture = runtime.GOARCH
+	cfg.Created = v1.Time{Time: epoch}
+	cfg.RootFS.Type = "layers"
+	cfg.Config.Entrypoint = []string{"/" + name}
+	return mutate.ConfigFile(img, cfg)
+}
+
+// fileLayer is an OCI layer (tar+gzip) holding one regular file.
+func fileLayer(name string, mode int64, data []byte, mtime time.Time) (v1.Layer, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(data); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	tarBytes := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(tarBytes)), nil
+	}, tarball.WithMediaType(types.OCILayer))
 }

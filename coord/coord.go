@@ -210,19 +210,33 @@ func (l *Lease) end(script *redis.Script, what string, args ...any) {
 const holdsChannel = "holds"
 
 // HoldKinds are the kinds of hold a fleet shares: the upstream's rate
-// limit and the circuit opened on a down upstream.
-var holdKinds = []string{"ratelimit", "circuit"}
+// limit and the circuit opened on a down upstream; and "count", no hold
+// but the pulls an upstream said are left, which every replica takes as
+// its own.
+var holdKinds = []string{"ratelimit", "circuit", "count"}
 
 // Hold is a reason one replica holds requests to an upstream back: the
 // fleet holds with it, so that the upstream hears from the fleet once it
 // allows, or once it may be back, not once per replica. A hold whose Until
 // has passed ends it: the replica found the upstream answering again.
 type Hold struct {
-	// Kind is "ratelimit" or "circuit".
+	// Kind is "ratelimit", "circuit" or "count".
 	Kind     string
 	Upstream string
 	Until    time.Time
 	Cause    string
+	// Remaining and Limit are a count's pulls left and limit, At when
+	// the upstream said them; Until is when the count is no news.
+	Remaining, Limit int64
+	At               time.Time
+}
+
+// message is the hold as Redis carries it.
+func (h Hold) message() string {
+	if h.Kind == "count" {
+		return fmt.Sprintf("%s %s %d %d %d %d", h.Kind, h.Upstream, h.Until.UnixMilli(), h.Remaining, h.Limit, h.At.UnixNano())
+	}
+	return fmt.Sprintf("%s %s %d %s", h.Kind, h.Upstream, h.Until.UnixMilli(), h.Cause)
 }
 
 func (h Hold) key() string { return "hold:" + h.Kind + ":" + h.Upstream }
@@ -234,7 +248,7 @@ func (f *Fleet) PublishHold(ctx context.Context, h Hold) error {
 	if !slices.Contains(holdKinds, h.Kind) || h.Upstream == "" || strings.Contains(h.Upstream, " ") {
 		return fmt.Errorf("publish a hold: kind %q of upstream %q is not one the fleet knows", h.Kind, h.Upstream)
 	}
-	msg := fmt.Sprintf("%s %s %d %s", h.Kind, h.Upstream, h.Until.UnixMilli(), h.Cause)
+	msg := h.message()
 	pipe := f.rdb.TxPipeline()
 	if left := time.Until(h.Until); left > 0 {
 		pipe.Set(ctx, f.prefix+h.key(), msg, left)
@@ -301,6 +315,13 @@ func parseHold(msg string) (Hold, bool) {
 	h := Hold{Kind: f[0], Upstream: f[1], Until: time.UnixMilli(n)}
 	if len(f) == 4 {
 		h.Cause = f[3]
+	}
+	if h.Kind == "count" {
+		var at int64
+		if _, err := fmt.Sscanf(h.Cause, "%d %d %d", &h.Remaining, &h.Limit, &at); err != nil {
+			return Hold{}, false
+		}
+		h.Cause, h.At = "", time.Unix(0, at)
 	}
 	return h, true
 }

@@ -180,9 +180,17 @@ func TestHolds(t *testing.T) {
 		t.Errorf("heard %+v, want %+v", got, circuit)
 	}
 
+	count := coord.Hold{Kind: "count", Upstream: "ghcr.io", Until: until, Remaining: 7, Limit: 100, At: time.Unix(0, time.Now().UnixNano())}
+	if err := a.PublishHold(ctx, count); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextHold(t, heard, "count"); got != count {
+		t.Errorf("heard %+v, want %+v", got, count)
+	}
+
 	c := fleet(t, srv.Addr, "", "http://c:5000", time.Minute)
 	holds, err := c.Holds(ctx, []string{"docker.io", "ghcr.io"})
-	if err != nil || len(holds) != 2 || holds[0] != limit || holds[1] != circuit {
+	if err != nil || len(holds) != 3 || holds[0] != limit || holds[1] != circuit || holds[2] != count {
 		t.Fatalf("a replica that starts during the holds: %+v, %v", holds, err)
 	}
 	over := coord.Hold{Kind: "circuit", Upstream: "docker.io"}

@@ -395,3 +395,26 @@ func waitUpstreamStatus(t *testing.T, m *mirror, what string, ok func(proxy.Upst
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFleetRateLimitCountShared: the pulls left that the upstream tells one
+// replica (Docker Hub's ratelimit-remaining) every replica takes as its
+// own, and a replica that starts later reads it: rate_limit_reserve spares
+// the limit fleet-wide as soon as any replica sees it low.
+func TestFleetRateLimitCountShared(t *testing.T) {
+	rds := testredis.Start(t)
+	up := testupstream.Start(t)
+	pushImages(t, up, "library/counted")
+	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
+	a, b := newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Ratelimit-Limit", "100;w=21600")
+		w.Header().Set("Ratelimit-Remaining", "7;w=21600")
+		return false
+	})
+	if resp, _ := a.get("/v2/library/counted/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("replica a: %s", resp.Status)
+	}
+	waitUpstreamStatus(t, b, "heard a's count", func(u proxy.UpstreamStatus) bool { return u.RateLimitRemaining == 7 })
+	c := newMirror(t, up.URL, opts)
+	waitUpstreamStatus(t, c, "read the count at start", func(u proxy.UpstreamStatus) bool { return u.RateLimitRemaining == 7 })
+}

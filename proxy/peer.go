@@ -399,6 +399,29 @@ func (f *fleet) publishHold(base context.Context, name string, log *slog.Logger)
 	}
 }
 
+// publishCount is an upstream client's OnRemaining in a fleet: the count of
+// pulls left goes to Redis, for every replica's rate_limit_reserve to
+// spare the limit as soon as any replica sees it low; nil outside a fleet.
+func (f *fleet) publishCount(base context.Context, name string, log *slog.Logger) func(upstream.RateLimitCount) {
+	if f == nil {
+		return nil
+	}
+	return func(n upstream.RateLimitCount) {
+		window := n.Window
+		if window <= 0 {
+			window = time.Hour
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(base, peerTimeout)
+			defer cancel()
+			h := coord.Hold{Kind: "count", Upstream: name, Until: n.At.Add(window), Remaining: n.Remaining, Limit: n.Limit, At: n.At}
+			if err := f.coord.PublishHold(ctx, h); err != nil {
+				log.Warn("fleet: the rate limit's count not shared", "upstream", name, "err", err)
+			}
+		}()
+	}
+}
+
 // holdWithFleet applies the holds other replicas found, those in force now
 // and those to come, to this replica's upstream clients: a rate limit, and
 // a circuit opened on a down upstream or closed by a probe answered.
@@ -408,7 +431,12 @@ func (s *Server) holdWithFleet() {
 		return
 	}
 	apply := func(h coord.Hold) {
-		if up := s.upstreams[h.Upstream]; up != nil {
+		up := s.upstreams[h.Upstream]
+		switch {
+		case up == nil:
+		case h.Kind == "count":
+			up.HearRateLimit(upstream.RateLimitCount{Remaining: h.Remaining, Limit: h.Limit, At: h.At})
+		default:
 			up.Hold(upstream.Hold{Kind: upstream.HoldKind(h.Kind), Until: h.Until, Cause: h.Cause})
 		}
 	}

@@ -219,14 +219,15 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, c := range opts.Upstreams {
 		client, err := upstream.New(upstream.Config{
-			Name:      c.Name,
-			URL:       c.URL,
-			Auth:      c.Auth,
-			Policy:    c.Policy,
-			UserAgent: "breakwater/" + opts.Version,
-			Logger:    log,
-			Telemetry: upTel,
-			OnHold:    s.blobs.fleet.publishHold(base, c.Name, log),
+			Name:        c.Name,
+			URL:         c.URL,
+			Auth:        c.Auth,
+			Policy:      c.Policy,
+			UserAgent:   "breakwater/" + opts.Version,
+			Logger:      log,
+			Telemetry:   upTel,
+			OnHold:      s.blobs.fleet.publishHold(base, c.Name, log),
+			OnRemaining: s.blobs.fleet.publishCount(base, c.Name, log),
 		})
 		if err != nil {
 			return fail(err)

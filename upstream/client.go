@@ -75,6 +75,11 @@ type Config struct {
 	// upstream with one probe, not one per replica. It is called without
 	// locks held and must not block.
 	OnHold func(Hold)
+	// OnRemaining, when set, is told whenever the upstream's answer says
+	// a new count of pulls left (Docker Hub's ratelimit-remaining), for
+	// other clients of the same upstream to hear through HearRateLimit.
+	// It is called without locks held and must not block.
+	OnRemaining func(RateLimitCount)
 }
 
 // Client is the client towards one registry. It is safe for concurrent
@@ -182,6 +187,7 @@ func New(c Config) (*Client, error) {
 	cl.gate = newGate(c.Name, cl.policy, cl.clock, cl.rnd, cl.log)
 	cl.gate.onHold = c.OnHold
 	cl.limits.remaining.Store(-1)
+	cl.limits.onRemaining = c.OnRemaining
 	if n := cl.policy.MaxConcurrent; n > 0 {
 		cl.slots = make(chan struct{}, n)
 	}

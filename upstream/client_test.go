@@ -763,3 +763,59 @@ func TestCircuitSharedContradicted(t *testing.T) {
 		t.Fatalf("heard after open_max: circuit %v", h.Circuit)
 	}
 }
+
+// TestRateLimitCountShared: the count of pulls left an answer says is told
+// to OnRemaining; another client of the same upstream hears it through
+// HearRateLimit, newer counts only, and its own newer answer wins again.
+func TestRateLimitCountShared(t *testing.T) {
+	clk := newAutoClock()
+	up := seededUpstream(t)
+	remaining := "76"
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Ratelimit-Limit", "100;w=21600")
+		w.Header().Set("Ratelimit-Remaining", remaining+";w=21600")
+		return false
+	})
+	heard := make(chan RateLimitCount, 4)
+	first, err := New(Config{Name: "docker.io", URL: up.URL, Policy: testPolicy(), Clock: clk,
+		OnRemaining: func(n RateLimitCount) { heard <- n }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := getManifest(first); err != nil {
+		t.Fatal(err)
+	}
+	var n RateLimitCount
+	select {
+	case n = <-heard:
+	default:
+		t.Fatal("OnRemaining was not told of the count")
+	}
+	if n.Remaining != 76 || n.Limit != 100 || n.Window != 6*time.Hour || !n.At.Equal(clk.Now()) {
+		t.Fatalf("OnRemaining(%+v), want 76 of 100 in 6h, now", n)
+	}
+	if _, err := getManifest(first); err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 0 {
+		t.Errorf("told again of an unchanged count")
+	}
+
+	second := newTestClient(t, up.URL, clk, testPolicy())
+	second.HearRateLimit(n)
+	if got := second.RateLimitRemaining(); got != 76 {
+		t.Fatalf("after hearing 76: %d", got)
+	}
+	second.HearRateLimit(RateLimitCount{Remaining: 90, Limit: 100, At: n.At.Add(-time.Second)})
+	if got := second.RateLimitRemaining(); got != 76 {
+		t.Errorf("an older count was taken: %d", got)
+	}
+	clk.Advance(time.Second)
+	remaining = "12"
+	if _, err := getManifest(second); err != nil {
+		t.Fatal(err)
+	}
+	if got := second.RateLimitRemaining(); got != 12 {
+		t.Errorf("its own newer answer: %d, want 12", got)
+	}
+}

@@ -14,6 +14,21 @@ type rateLimits struct {
 	remaining atomic.Int64 // -1 until the upstream says
 	limit     atomic.Int64
 	low       atomic.Bool // remaining is at or below a tenth of limit
+	// at is when remaining was said (Unix ns): a count heard from
+	// another client counts only when it is newer.
+	at atomic.Int64
+	// onRemaining is told of every change of remaining the upstream's
+	// answers say (Config.OnRemaining).
+	onRemaining func(RateLimitCount)
+}
+
+// RateLimitCount is what the upstream said of its pull rate limit at one
+// moment: Docker Hub's ratelimit-remaining and ratelimit-limit.
+type RateLimitCount struct {
+	Remaining, Limit int64
+	// Window is the limit's window (w=SECONDS), 0 when not said.
+	Window time.Duration
+	At     time.Time
 }
 
 // parseRateLimitHeader reads "N" or "N;w=SECONDS".
@@ -45,15 +60,25 @@ func dockerHubRemaining(h http.Header) (left int64, window time.Duration, ok boo
 // note records the rate-limit headers of an answer and logs when the
 // remaining pulls run low, and when they recover.
 func (r *rateLimits) note(c *Client, h http.Header) {
-	remaining, _, ok := dockerHubRemaining(h)
+	remaining, window, ok := dockerHubRemaining(h)
 	if !ok {
 		return
 	}
 	limit, _, _ := parseRateLimitHeader(h.Get("Ratelimit-Limit"))
+	now := c.clock.Now()
 	r.limit.Store(limit)
+	r.at.Store(now.UnixNano())
 	if old := r.remaining.Swap(remaining); old != remaining {
 		c.log.Debug("upstream rate limit", "upstream", c.name, "remaining", remaining, "limit", limit)
+		if r.onRemaining != nil {
+			r.onRemaining(RateLimitCount{Remaining: remaining, Limit: limit, Window: window, At: now})
+		}
 	}
+	r.logLow(c, remaining, limit)
+}
+
+// logLow logs when the remaining pulls run low, and when they recover.
+func (r *rateLimits) logLow(c *Client, remaining, limit int64) {
 	low := limit > 0 && remaining*10 <= limit
 	if was := r.low.Swap(low); was != low {
 		if low {
@@ -64,9 +89,32 @@ func (r *rateLimits) note(c *Client, h http.Header) {
 	}
 }
 
-// RateLimitRemaining returns the pulls left as the upstream last said, or
-// -1 when it never said.
+// RateLimitRemaining returns the pulls left as the upstream last said, to
+// this client or (HearRateLimit) another of the same upstream, or -1 when
+// it never said.
 func (c *Client) RateLimitRemaining() int64 { return c.limits.remaining.Load() }
+
+// HearRateLimit takes the count another client of the same upstream (a
+// fleet's replica, Config.OnRemaining) was told, when it is newer than
+// what this one knows: Docker Hub counts the fleet's pulls together, so
+// the newest answer to any replica is the fleet's count, and a replica's
+// rate_limit_reserve spares the limit as soon as any replica sees it low.
+func (c *Client) HearRateLimit(n RateLimitCount) {
+	r := &c.limits
+	at := n.At.UnixNano()
+	for {
+		old := r.at.Load()
+		if at <= old {
+			return
+		}
+		if r.at.CompareAndSwap(old, at) {
+			break
+		}
+	}
+	r.limit.Store(n.Limit)
+	r.remaining.Store(n.Remaining)
+	r.logLow(c, n.Remaining, n.Limit)
+}
 
 // HoldKind is what a Hold keeps back.
 type HoldKind string

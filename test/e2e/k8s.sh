@@ -544,8 +544,8 @@ k8s_seed() {
 		return 1
 	fi
 	if run_client "$OUT/k8s-seed" 120 go run ./test/e2e/seed --registry "$UP" --binary "$K8S_D/pause" \
-		--only bw/pause,library/k8s-cached,library/k8s-429,library/k8s-503,library/k8s-refused,library/k8s-timeout; then
-		pass "k8s: seed pushed the pause program as bw/pause:v1 and library/k8s-{cached,429,503,refused,timeout}:v1"
+		--only bw/pause,library/k8s-cached,library/k8s-429,library/k8s-503,library/k8s-refused,library/k8s-timeout,library/k8s-watch; then
+		pass "k8s: seed pushed the pause program as bw/pause:v1 and library/k8s-{cached,429,503,refused,timeout,watch}:v1"
 	else
 		cmd_fail "k8s: seed --binary pause" "$OUT/k8s-seed" $?
 		return 1
@@ -728,6 +728,208 @@ k8s_section_pull_errors() {
 	done
 }
 
+# ---- section: the admission webhook ------------------------------------------
+
+# k8s_section_admission: Breakwater's admission webhook, on its own TLS
+# listener (a certificate of the cluster CA for 127.0.0.1), registered with
+# the API server for the pods of $K8S_NS; adm.test is the e2e's upstream
+# registry, down.test a port nothing listens on.
+k8s_section_admission() {
+	local port dead cfg f rc ok i
+	port=$(free_port)
+	dead=$(free_port)
+	cfg=$K8S_D/mirror-adm.yaml
+	echo "== k8s[admission]: kubectl run through Breakwater's validating webhook (admission.enabled)"
+	if ! k8s_cert admission IP:127.0.0.1,DNS:localhost >"$OUT/k8s-adm-cert" 2>&1; then
+		fail "k8s[admission]: the webhook's certificate" "see $OUT/k8s-adm-cert"
+		return 0
+	fi
+	cat >"$cfg" <<EOF
+listen: 127.0.0.1:$port
+tls:
+  cert_file: $K8S_PKI/admission.crt
+  key_file: $K8S_PKI/admission.key
+admission:
+  enabled: true
+  timeout: 5s
+$(fast_resilience "min_requests: 1000000")
+default_upstream: adm.test
+upstreams:
+  adm.test:
+    url: http://$UP
+  down.test:
+    url: http://127.0.0.1:$dead
+log:
+  level: info
+  format: json
+EOF
+	start_bg mirror-k8s-adm "$LOGS/mirror-k8s-adm.log" "$TMP/breakwater" serve --config "$cfg" --cache-dir "$K8S_D/cache-adm"
+	if ! wait_for 30 curl -fs -m 3 --cacert "$K8S_CA" "https://127.0.0.1:$port/healthz"; then
+		fail "k8s[admission]: mirror-k8s-adm start" "GET https://127.0.0.1:$port/healthz not 200 within 30s$(bg_alive mirror-k8s-adm || echo '; it exited')"
+		tail_of "$LOGS/mirror-k8s-adm.log" 10
+		return 0
+	fi
+	f=$K8S_D/vwc.yaml
+	cat >"$f" <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: bw-e2e-images
+webhooks:
+- name: images.breakwater.dev
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Ignore
+  timeoutSeconds: 10
+  clientConfig:
+    url: https://127.0.0.1:$port/_breakwater/v1/admission
+    caBundle: $(k8s_ca_bundle)
+  namespaceSelector:
+    matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: In
+      values: ["$K8S_NS"]
+  rules:
+  - apiGroups: [""]
+    apiVersions: ["v1"]
+    operations: ["CREATE", "UPDATE"]
+    resources: ["pods"]
+EOF
+	if ! kubectl_ apply -f "$f" >"$OUT/k8s-vwc" 2>&1; then
+		cmd_fail "k8s[admission]: kubectl apply the ValidatingWebhookConfiguration" "$OUT/k8s-vwc" 1
+		return 0
+	fi
+	pass "k8s[admission]: ValidatingWebhookConfiguration bw-e2e-images sends $K8S_NS's pods to https://127.0.0.1:$port/_breakwater/v1/admission"
+	# The API server takes a moment to call a new webhook: a missing
+	# image is refused once it does.
+	ok=""
+	for ((i = 0; i < 30; i++)); do
+		kubectl_ run ghost -n "$K8S_NS" --image=adm.test/library/ghost:v1 --restart=Never \
+			--overrides="{\"spec\":{\"nodeName\":\"$K8S_NODE\"}}" >"$OUT/k8s-adm-ghost" 2>&1
+		rc=$?
+		if [ "$rc" != 0 ] && grep -q 'denied the request' "$OUT/k8s-adm-ghost"; then
+			ok=1
+			break
+		fi
+		# created before the webhook was called: not the check
+		[ "$rc" = 0 ] && k8s_wait_gone 20 ghost >/dev/null
+		sleep 1
+	done
+	printf 'k8s[admission] kubectl run, missing image\trc=%s: %s\n' "$rc" "$(tr '\n' ' ' <"$OUT/k8s-adm-ghost")" >>"$K8S_RECORD"
+	note "kubectl run ghost: $(head -n 2 "$OUT/k8s-adm-ghost" | tr '\n' ' ')"
+	if [ -n "$ok" ] && grep -q 'admission webhook "images.breakwater.dev" denied the request: image adm.test/library/ghost:v1 does not exist: adm.test answered 404' "$OUT/k8s-adm-ghost"; then
+		pass "k8s[admission]: kubectl run with a missing image is refused, naming the image and adm.test's 404"
+	else
+		fail "k8s[admission]: kubectl run with a missing image is refused with Breakwater's message" "rc $rc: $(head -n 3 "$OUT/k8s-adm-ghost" | tr '\n' ' ')"
+	fi
+	if [ -z "$(kubectl_ get pod -n "$K8S_NS" ghost --no-headers 2>/dev/null)" ]; then
+		pass "k8s[admission]: no pod ghost was created"
+	else
+		fail "k8s[admission]: no pod ghost was created" "the API server has one"
+	fi
+	# Accepted: an image that exists (dry run: nothing is pulled), and one
+	# whose registry is down, with the webhook's warning.
+	kubectl_ run pause -n "$K8S_NS" --image=adm.test/bw/pause:v1 --restart=Never --dry-run=server >"$OUT/k8s-adm-ok" 2>&1
+	rc=$?
+	if [ "$rc" = 0 ] && ! grep -qi warning "$OUT/k8s-adm-ok"; then
+		pass "k8s[admission]: kubectl run with an existing image is accepted, with no warning"
+	else
+		fail "k8s[admission]: kubectl run with an existing image is accepted" "rc $rc: $(head -n 3 "$OUT/k8s-adm-ok" | tr '\n' ' ')"
+	fi
+	kubectl_ run down -n "$K8S_NS" --image=down.test/library/x:v1 --restart=Never --dry-run=server >"$OUT/k8s-adm-down" 2>&1
+	rc=$?
+	printf 'k8s[admission] kubectl run, registry down\trc=%s: %s\n' "$rc" "$(tr '\n' ' ' <"$OUT/k8s-adm-down")" >>"$K8S_RECORD"
+	note "kubectl run down: $(head -n 2 "$OUT/k8s-adm-down" | tr '\n' ' ')"
+	if [ "$rc" = 0 ] && grep -q 'Warning: breakwater: down.test/library/x:v1 could not be checked' "$OUT/k8s-adm-down" &&
+		grep -q 'unreachable: connection refused' "$OUT/k8s-adm-down"; then
+		pass "k8s[admission]: with the upstream down kubectl run is accepted, warning that the image could not be checked and why"
+	else
+		fail "k8s[admission]: with the upstream down kubectl run is accepted with a warning" "rc $rc: $(head -n 3 "$OUT/k8s-adm-down" | tr '\n' ' ')"
+	fi
+	kubectl_ delete validatingwebhookconfiguration bw-e2e-images >/dev/null 2>&1
+	stop_bg mirror-k8s-adm 5
+}
+
+# ---- section: breakwater watch -------------------------------------------------
+
+# k8s_section_watch: breakwater watch on $K8S_NS with --end-after 2: a pod
+# whose image is missing gets the ImagePullFatal Event, is counted in the
+# gauge and is deleted after two fatal back-offs; a pod waiting through an
+# outage is left alone and starts when the upstream recovers.
+k8s_section_watch() {
+	local mport i ev gauge gone started ended outage_ev t0
+	mport=$(free_port)
+	echo "== k8s[watch]: breakwater watch --end-after 2 reports and ends a pod whose image is missing, and leaves one waiting through an outage"
+	[ -n "${K8S_FPC[503]:-}" ] || {
+		fail "k8s[watch]" "mirror-k8s is not up (the pull section did not start it)"
+		return 0
+	}
+	start_bg k8s-watch "$LOGS/k8s-watch.log" "$TMP/breakwater" watch --kubeconfig "$K8S_KUBECONFIG" --namespace "$K8S_NS" \
+		--end-after 2 --listen "127.0.0.1:$mport"
+	if ! wait_for 30 http_ok "http://127.0.0.1:$mport/healthz"; then
+		fail "k8s[watch]: breakwater watch start" "GET /healthz not 200 within 30s$(bg_alive k8s-watch || echo '; it exited')"
+		tail_of "$LOGS/k8s-watch.log" 10
+		return 0
+	fi
+	pass "k8s[watch]: breakwater watch has listed the pods of $K8S_NS (healthz ok)"
+	k8s_fp_set 503 set=503 || return 0
+	t0=$(date +%s)
+	k8s_pod k8s-watch-missing fault429.test/library/k8s-missing:v1 || return 0
+	k8s_pod k8s-watch-outage fault503.test/library/k8s-watch:v1 || return 0
+	gauge="" gone="" ended=""
+	for ((i = 0; i < 120; i++)); do
+		[ -n "$gauge" ] || gauge=$(curl -s -m 3 "http://127.0.0.1:$mport/metrics" | grep -F 'breakwater_pods_image_fatal{namespace="'"$K8S_NS"'",reason="not-found"} 1')
+		if [ -z "$gone" ] && [ -z "$(kubectl_ get pod -n "$K8S_NS" k8s-watch-missing --no-headers 2>/dev/null)" ]; then
+			gone=$(($(date +%s) - t0))
+		fi
+		ended=$(kubectl_ get events -n "$K8S_NS" --field-selector involvedObject.name=k8s-watch-missing,reason=ImagePullFatalEnded \
+			-o jsonpath='{.items[*].message}' 2>/dev/null)
+		[ -n "$gone" ] && [ -n "$ended" ] && [ -n "$gauge" ] && break
+		sleep 1
+	done
+	ev=$(kubectl_ get events -n "$K8S_NS" --field-selector involvedObject.name=k8s-watch-missing,reason=ImagePullFatal \
+		-o jsonpath='{range .items[*]}{.type} {.reason} {.message}{"\n"}{end}' 2>/dev/null)
+	printf 'k8s[watch] events of k8s-watch-missing\t%s | %s\n' "$ev" "$ended" >>"$K8S_RECORD"
+	note "k8s-watch-missing: ${ev:-<no ImagePullFatal event>} | ${ended:-<no ImagePullFatalEnded event>}"
+	case $ev in
+	"Warning ImagePullFatal container c: image fault429.test/library/k8s-missing:v1 will never pull"*)
+		pass "k8s[watch]: the missing image's pod got a Warning ImagePullFatal Event naming the container and the image" ;;
+	*) fail "k8s[watch]: an ImagePullFatal Event on the missing image's pod" "events: ${ev:-none}" ;;
+	esac
+	expect_eq "k8s[watch]: one ImagePullFatal Event, not one per pull" 1 "$(printf '%s\n' "$ev" | grep -c ImagePullFatal)" "events"
+	if [ -n "$gauge" ]; then
+		pass "k8s[watch]: /metrics counted it: $gauge"
+	else
+		fail "k8s[watch]: breakwater_pods_image_fatal counts the pod" "no such sample within 120s"
+	fi
+	if [ -n "$gone" ] && [[ $ended == *"waited 2 back-offs"* ]]; then
+		pass "k8s[watch]: the pod was deleted ${gone}s after its creation, after 2 fatal back-offs, with an ImagePullFatalEnded Event"
+	else
+		fail "k8s[watch]: the pod deleted after 2 fatal back-offs" "gone after ${gone:-never}s; ImagePullFatalEnded: ${ended:-none}"
+		tail_of "$LOGS/k8s-watch.log" 10
+	fi
+	outage_ev=$(kubectl_ get events -n "$K8S_NS" --field-selector involvedObject.name=k8s-watch-outage \
+		-o jsonpath='{range .items[*]}{.reason}{"\n"}{end}' 2>/dev/null | grep -c '^ImagePullFatal')
+	if [ -n "$(kubectl_ get pod -n "$K8S_NS" k8s-watch-outage --no-headers 2>/dev/null)" ] && [ "$outage_ev" = 0 ]; then
+		pass "k8s[watch]: the pod waiting through the outage was left alone (no ImagePullFatal, not deleted) for $(($(date +%s) - t0))s"
+	else
+		fail "k8s[watch]: the pod waiting through the outage left alone" "$outage_ev ImagePullFatal events; pod: $(k8s_states | grep '^k8s-watch-outage|')"
+	fi
+	k8s_fp_set 503 set=pass || return 0
+	started=""
+	for ((i = 0; i < K8S_RECOVER_SECS; i++)); do
+		started=$(kubectl_ get pod -n "$K8S_NS" k8s-watch-outage -o jsonpath='{.status.containerStatuses[0].state.running.startedAt}' 2>/dev/null)
+		[ -n "$started" ] && break
+		sleep 1
+	done
+	if [ -n "$started" ]; then
+		pass "k8s[watch]: the pod waiting through the outage started when fault503.test recovered (${i}s)"
+	else
+		fail "k8s[watch]: the outage's pod started after the recovery" "not within ${K8S_RECOVER_SECS}s: $(k8s_states | grep '^k8s-watch-outage|')"
+	fi
+	stop_bg k8s-watch 5
+}
+
 # bw_lines_k8s FROM: mirror-k8s's request lines from line FROM as "METHOD
 # URI STATUS CACHE" (the URI with its query).
 bw_lines_k8s() {
@@ -742,7 +944,7 @@ bw_lines_k8s() {
 # that makes its own PASS and FAIL lines and returns 0 (a section that
 # cannot go on after a FAIL returns early; the next one still runs). To add
 # a section, define k8s_section_NAME above and append it here.
-K8S_SECTIONS=(k8s_section_pull_errors)
+K8S_SECTIONS=(k8s_section_pull_errors k8s_section_admission k8s_section_watch)
 
 echo "== k8s: a kube-apiserver and a kubelet on containerd's CRI, their images through Breakwater"
 if run_client "$OUT/k8s.sh" 1200 bash "$ROOT/scripts/k8s.sh"; then

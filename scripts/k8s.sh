@@ -41,7 +41,11 @@ have() {
 	[ -x "$d/kube-apiserver" ] && [ -x "$d/kubelet" ] && [ -x "$d/kubectl" ] || return 1
 	[ "$("$d/kube-apiserver" --version 2>/dev/null)" = "Kubernetes $VERSION" ] || return 1
 	[ "$("$d/kubelet" --version 2>/dev/null)" = "Kubernetes $VERSION" ] || return 1
-	"$d/kubectl" version --client 2>/dev/null | grep -qx "Client Version: $VERSION"
+	# Not piped into grep -q: under pipefail, grep's early exit makes
+	# kubectl's later writes die of SIGPIPE, and the check fail at random.
+	local v
+	v=$("$d/kubectl" version --client 2>/dev/null) || return 1
+	grep -qx "Client Version: $VERSION" <<<"$v"
 }
 
 # ---- etcd and containerd, from Debian ---------------------------------------

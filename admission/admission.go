@@ -31,6 +31,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/breakwater-registry/breakwater/classify"
 	"github.com/breakwater-registry/breakwater/imagecheck"
 )
 
@@ -306,6 +307,11 @@ func denial(res imagecheck.Result, c containerImage) string {
 func why(res imagecheck.Result) string {
 	if res.Status == 0 {
 		return res.Detail
+	}
+	// Breakwater's own 503 is no answer of the registry's: its crafted
+	// text says what the registry did (unreachable, 429, 503...).
+	if _, cause, ok := strings.Cut(res.Message, classify.Marker+": "); ok && res.Verdict == imagecheck.Unavailable {
+		return strings.TrimSuffix(cause, ")")
 	}
 	s := fmt.Sprintf("%s answered %d", res.Host, res.Status)
 	if res.Code != "" {

@@ -103,23 +103,7 @@ func TestFleetOneFetchPerBlob(t *testing.T) {
 	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
 	replicas := []*mirror{newMirror(t, up.URL, opts), newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)}
 
-	const clients = 30
-	errs := make(chan error, clients)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := pullHerd(replicas[i%len(replicas)], blobs); err != nil {
-				errs <- fmt.Errorf("client %d (replica %d): %w", i, i%len(replicas), err)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	startHerd(t, replicas, 30, blobs)()
 	for _, d := range blobs {
 		if n := blobGETs(up, d); n != 1 {
 			t.Errorf("blob %s: %d upstream GETs for the fleet, want 1", d, n)
@@ -253,28 +237,39 @@ func TestFleetRedisKilledMidRun(t *testing.T) {
 	slowUpstream(up, 400*time.Millisecond)
 	opts := mirrorOpts{redis: rds.Addr, tagTTL: time.Minute}
 	replicas := []*mirror{newMirror(t, up.URL, opts), newMirror(t, up.URL, opts)}
-	const clients = 12
-	errs := make(chan error, clients)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := pullHerd(replicas[i%2], blobs); err != nil {
-				errs <- fmt.Errorf("client %d (replica %d): %w", i, i%2, err)
-			}
-		}()
-	}
+	wait := startHerd(t, replicas, 12, blobs)
 	// Mid-run: the tag resolved, the first blobs' fetches under way.
 	time.Sleep(900 * time.Millisecond)
 	if n := len(up.Requests(http.MethodGet, "/blobs/")); n == 0 {
 		t.Fatal("no blob fetch under way when Redis was to be killed")
 	}
 	rds.Kill()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	wait()
+}
+
+// startHerd starts clients pulling the image through the replicas in turn
+// and returns the wait for them, which fails the test with each client's
+// error.
+func startHerd(t *testing.T, replicas []*mirror, clients int, blobs []string) (wait func()) {
+	t.Helper()
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pullHerd(replicas[i%len(replicas)], blobs); err != nil {
+				errs <- fmt.Errorf("client %d (replica %d): %w", i, i%len(replicas), err)
+			}
+		}()
+	}
+	return func() {
+		t.Helper()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
 	}
 }
 

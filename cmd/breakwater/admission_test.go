@@ -8,14 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/internal/testcerts"
@@ -58,14 +56,7 @@ func TestAdmission(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcerts.NewCA(t, "admission-test-ca")
 	certFile, keyFile := ca.WriteServer(t, dir, 2)
-	hash, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	htpasswd := writeAlice(t, dir)
 	cfg, err := loadConfig("", "127.0.0.1:0", filepath.Join(dir, "cache"), "1h", []string{"docker.io=" + up.URL})
 	if err != nil {
 		t.Fatal(err)

@@ -208,12 +208,10 @@ func TestWarmAPIWithAuth(t *testing.T) {
 	}
 }
 
-// serveWithAuth runs the serve loop in front of up with client
-// authentication on: alice (password alice-pw) may pull docker.io/library/
-// only. It returns the address and the log.
-func serveWithAuth(t *testing.T, up *testupstream.Upstream, warmAPI bool) (string, *testlog.Buffer) {
+// writeAlice writes an htpasswd file into dir holding alice, password
+// alice-pw, and returns its path.
+func writeAlice(t *testing.T, dir string) string {
 	t.Helper()
-	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +220,16 @@ func serveWithAuth(t *testing.T, up *testupstream.Upstream, warmAPI bool) (strin
 	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return htpasswd
+}
+
+// serveWithAuth runs the serve loop in front of up with client
+// authentication on: alice (password alice-pw) may pull docker.io/library/
+// only. It returns the address and the log.
+func serveWithAuth(t *testing.T, up *testupstream.Upstream, warmAPI bool) (string, *testlog.Buffer) {
+	t.Helper()
+	dir := t.TempDir()
+	htpasswd := writeAlice(t, dir)
 	cfg, err := loadConfig("", "127.0.0.1:0", filepath.Join(dir, "cache"), "1h", []string{"docker.io=" + up.URL})
 	if err != nil {
 		t.Fatal(err)

@@ -398,6 +398,62 @@ EOF
 	fi
 }
 
+# k8s_job_pod NAME IMAGE: a suspended Job NAME and, as k8s_pod, a pod NAME
+# that Job controls (with no Job controller here, nothing else acts on
+# either).
+k8s_job_pod() {
+	local f=$K8S_D/pods/$1-job.yaml uid
+	mkdir -p "$K8S_D/pods"
+	cat >"$f" <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: $1
+  namespace: $K8S_NS
+spec:
+  suspend: true
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: c
+        image: $2
+EOF
+	if ! kubectl_ apply -f "$f" >"$OUT/k8s-apply-$1-job" 2>&1; then
+		cmd_fail "k8s: kubectl apply job $1" "$OUT/k8s-apply-$1-job" 1
+		return 1
+	fi
+	uid=$(kubectl_ get job -n "$K8S_NS" "$1" -o jsonpath='{.metadata.uid}')
+	f=$K8S_D/pods/$1.yaml
+	cat >"$f" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  namespace: $K8S_NS
+  ownerReferences:
+  - apiVersion: batch/v1
+    kind: Job
+    name: $1
+    uid: $uid
+    controller: true
+spec:
+  nodeName: $K8S_NODE
+  hostNetwork: true
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: $2
+    imagePullPolicy: Always
+EOF
+	if ! kubectl_ apply -f "$f" >"$OUT/k8s-apply-$1" 2>&1; then
+		cmd_fail "k8s: kubectl apply pod $1" "$OUT/k8s-apply-$1" 1
+		return 1
+	fi
+}
+
 # k8s_states: one line per pod of $K8S_NS, "NAME|WAITING_REASON|
 # RUNNING_SINCE|WAITING_MESSAGE" from the API server (empty fields when the
 # container is not in that state; the message last, as it may hold a |).
@@ -857,7 +913,7 @@ EOF
 # gauge and is deleted after two fatal back-offs; a pod waiting through an
 # outage is left alone and starts when the upstream recovers.
 k8s_section_watch() {
-	local mport i ev gauge gone started ended outage_ev t0
+	local mport i ev gauge gone started ended outage_ev t0 jobgone jobended
 	mport=$(free_port)
 	echo "== k8s[watch]: breakwater watch --end-after 2 reports and ends a pod whose image is missing, and leaves one waiting through an outage"
 	[ -n "${K8S_FPC[503]:-}" ] || {
@@ -876,15 +932,24 @@ k8s_section_watch() {
 	t0=$(date +%s)
 	k8s_pod k8s-watch-missing fault429.test/library/k8s-missing:v1 || return 0
 	k8s_pod k8s-watch-outage fault503.test/library/k8s-watch:v1 || return 0
-	gauge="" gone="" ended=""
+	# A Job's pod (the Job suspended: nothing here runs Jobs) is given the
+	# condition before it is deleted; the watch deletes it and says so
+	# only once the API server took the condition.
+	k8s_job_pod k8s-watch-job fault429.test/library/k8s-missing:v1 || return 0
+	gauge="" gone="" ended="" jobgone="" jobended=""
 	for ((i = 0; i < 120; i++)); do
-		[ -n "$gauge" ] || gauge=$(curl -s -m 3 "http://127.0.0.1:$mport/metrics" | grep -F 'breakwater_pods_image_fatal{namespace="'"$K8S_NS"'",reason="not-found"} 1')
+		[ -n "$gauge" ] || gauge=$(curl -s -m 3 "http://127.0.0.1:$mport/metrics" | grep -E '^breakwater_pods_image_fatal\{namespace="'"$K8S_NS"'",reason="not-found"\} [12]$')
 		if [ -z "$gone" ] && [ -z "$(kubectl_ get pod -n "$K8S_NS" k8s-watch-missing --no-headers 2>/dev/null)" ]; then
 			gone=$(($(date +%s) - t0))
 		fi
+		if [ -z "$jobgone" ] && [ -z "$(kubectl_ get pod -n "$K8S_NS" k8s-watch-job --no-headers 2>/dev/null)" ]; then
+			jobgone=$(($(date +%s) - t0))
+		fi
 		ended=$(kubectl_ get events -n "$K8S_NS" --field-selector involvedObject.name=k8s-watch-missing,reason=ImagePullFatalEnded \
 			-o jsonpath='{.items[*].message}' 2>/dev/null)
-		[ -n "$gone" ] && [ -n "$ended" ] && [ -n "$gauge" ] && break
+		jobended=$(kubectl_ get events -n "$K8S_NS" --field-selector involvedObject.name=k8s-watch-job,reason=ImagePullFatalEnded \
+			-o jsonpath='{.items[*].message}' 2>/dev/null)
+		[ -n "$gone" ] && [ -n "$ended" ] && [ -n "$gauge" ] && [ -n "$jobgone" ] && [ -n "$jobended" ] && break
 		sleep 1
 	done
 	ev=$(kubectl_ get events -n "$K8S_NS" --field-selector involvedObject.name=k8s-watch-missing,reason=ImagePullFatal \
@@ -908,6 +973,13 @@ k8s_section_watch() {
 		fail "k8s[watch]: the pod deleted after 2 fatal back-offs" "gone after ${gone:-never}s; ImagePullFatalEnded: ${ended:-none}"
 		tail_of "$LOGS/k8s-watch.log" 10
 	fi
+	if [ -n "$jobgone" ] && [[ $jobended == *"waited 2 back-offs"* ]] && ! grep -q 'its condition was refused' "$LOGS/k8s-watch.log"; then
+		pass "k8s[watch]: the Job's pod was given the condition breakwater.dev/ImagePullFatal and deleted ${jobgone}s after its creation"
+	else
+		fail "k8s[watch]: the Job's pod given the condition and deleted" "gone after ${jobgone:-never}s; ImagePullFatalEnded: ${jobended:-none}"
+		grep 'k8s-watch-job' "$LOGS/k8s-watch.log" | tail -n 5 | sed 's/^/    | /'
+	fi
+	kubectl_ delete job -n "$K8S_NS" k8s-watch-job --wait=false >/dev/null 2>&1
 	outage_ev=$(kubectl_ get events -n "$K8S_NS" --field-selector involvedObject.name=k8s-watch-outage \
 		-o jsonpath='{range .items[*]}{.reason}{"\n"}{end}' 2>/dev/null | grep -c '^ImagePullFatal')
 	if [ -n "$(kubectl_ get pod -n "$K8S_NS" k8s-watch-outage --no-headers 2>/dev/null)" ] && [ "$outage_ev" = 0 ]; then

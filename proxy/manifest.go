@@ -105,13 +105,13 @@ func (s *Server) manifestByDigest(ctx context.Context, t *target) (*manifest, er
 // not answered within RevalidateTimeout — a cached copy up to MaxStale old
 // is served instead (stale-if-error) while the revalidation goes on in the
 // background and updates the record when the upstream answers.
-// recordedTag is the freshest record of the tag: this replica's, or the
-// shared store's when that is newer — another replica asked the upstream
-// since, and its record counts as this one's, so the fleet asks once per
-// TTL — which the local cache then takes.
-func (s *Server) recordedTag(ctx context.Context, repo storage.Repo, tag, variant string) (storage.TagRecord, error) {
+// recordedTag is the freshest record of the tag: this replica's, or, when
+// askShared, the shared store's when that is newer — another replica asked
+// the upstream since, and its record counts as this one's, so the fleet
+// asks once per TTL — which the local cache then takes.
+func (s *Server) recordedTag(ctx context.Context, repo storage.Repo, tag, variant string, askShared bool) (storage.TagRecord, error) {
 	rec, err := s.store.GetTag(repo, tag, variant)
-	if s.blobs.shared == nil || (err == nil && time.Since(rec.CheckedAt) < s.tagTTL) {
+	if !askShared || s.blobs.shared == nil || (err == nil && time.Since(rec.CheckedAt) < s.tagTTL) {
 		return rec, err
 	}
 	if srec, ok := s.sharedTag(ctx, repo, tag, variant); ok && (err != nil || srec.CheckedAt.After(rec.CheckedAt)) {
@@ -126,7 +126,7 @@ func (s *Server) recordedTag(ctx context.Context, repo storage.Repo, tag, varian
 func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) (*manifest, error) {
 	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
 	variant := acceptVariant(accept)
-	rec, err := s.recordedTag(ctx, repo, t.ref, variant)
+	rec, err := s.recordedTag(ctx, repo, t.ref, variant, true)
 	if err == nil {
 		fresh := time.Since(rec.CheckedAt) < s.tagTTL
 		if fresh || s.sparingRateLimit(t.upstream) {
@@ -154,8 +154,9 @@ func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) 
 		}
 		// A lookup that ended since this request read the record (this
 		// replica's, or the one whose lease was just released) left a
-		// fresh one: the upstream need not hear of the tag again.
-		if rec, err := s.recordedTag(ctx, repo, t.ref, variant); err == nil && time.Since(rec.CheckedAt) < s.tagTTL {
+		// fresh one: the upstream need not hear of the tag again. A
+		// shared store that failed is not waited for a second time.
+		if rec, err := s.recordedTag(ctx, repo, t.ref, variant, s.blobs.sharedHealth.answering()); err == nil && time.Since(rec.CheckedAt) < s.tagTTL {
 			if m, err := s.cachedManifest(repo, rec.Digest); err == nil {
 				m.cache = cacheCoalesced
 				return m, nil

@@ -388,14 +388,7 @@ func (f *fleet) publishHold(base context.Context, name string, log *slog.Logger)
 		return nil
 	}
 	return func(h upstream.Hold) {
-		// The gate must not wait for Redis.
-		go func() {
-			ctx, cancel := context.WithTimeout(base, peerTimeout)
-			defer cancel()
-			if err := f.coord.PublishHold(ctx, coord.Hold{Kind: string(h.Kind), Upstream: name, Until: h.Until, Cause: h.Cause}); err != nil {
-				log.Warn("fleet: a hold not shared", "upstream", name, "kind", h.Kind, "err", err)
-			}
-		}()
+		f.publish(base, log, coord.Hold{Kind: string(h.Kind), Upstream: name, Until: h.Until, Cause: h.Cause})
 	}
 }
 
@@ -411,15 +404,20 @@ func (f *fleet) publishCount(base context.Context, name string, log *slog.Logger
 		if window <= 0 {
 			window = time.Hour
 		}
-		go func() {
-			ctx, cancel := context.WithTimeout(base, peerTimeout)
-			defer cancel()
-			h := coord.Hold{Kind: "count", Upstream: name, Until: n.At.Add(window), Remaining: n.Remaining, Limit: n.Limit, At: n.At}
-			if err := f.coord.PublishHold(ctx, h); err != nil {
-				log.Warn("fleet: the rate limit's count not shared", "upstream", name, "err", err)
-			}
-		}()
+		f.publish(base, log, coord.Hold{Kind: "count", Upstream: name, Until: n.At.Add(window), Remaining: n.Remaining, Limit: n.Limit, At: n.At})
 	}
+}
+
+// publish sends h to the fleet in the background: the upstream client
+// that told of it must not wait for Redis.
+func (f *fleet) publish(base context.Context, log *slog.Logger, h coord.Hold) {
+	go func() {
+		ctx, cancel := context.WithTimeout(base, peerTimeout)
+		defer cancel()
+		if err := f.coord.PublishHold(ctx, h); err != nil {
+			log.Warn("fleet: not shared", "kind", h.Kind, "upstream", h.Upstream, "err", err)
+		}
+	}()
 }
 
 // holdWithFleet applies the holds other replicas found, those in force now

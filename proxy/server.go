@@ -355,10 +355,13 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported: this is a pull-only mirror", r.Method))
 		return
 	}
+	// Breakwater's own requests (the admission webhook's) pass client
+	// authentication and the access list.
 	trusted := isTrusted(r.Context())
-	user, err := s.identify(r)
-	if trusted {
-		user, err = "", nil
+	var user string
+	var err error
+	if !trusted {
+		user, err = s.identify(r)
 	}
 	if err == nil && user == "" && s.access != nil && !s.access.AllowsAnonymous() && !trusted {
 		// Nothing is for anonymous clients: not even which upstreams

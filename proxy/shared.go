@@ -89,6 +89,13 @@ func (h *health) fail(err error) {
 	h.mu.Unlock()
 }
 
+// answering reports that the part answered the last question asked of it.
+func (h *health) answering() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err == ""
+}
+
 // state is ok or failing with the last error; ok before the first question.
 func (h *health) state() (string, string) {
 	h.mu.Lock()

@@ -370,17 +370,25 @@ k8s_down() {
 
 # ---- pods --------------------------------------------------------------------
 
-# k8s_pod NAME IMAGE: create pod NAME in $K8S_NS on the node, one container
-# c running IMAGE (pulled every time: imagePullPolicy Always).
+# k8s_pod NAME IMAGE [JOB_UID]: create pod NAME in $K8S_NS on the node, one
+# container c running IMAGE (pulled every time: imagePullPolicy Always);
+# with JOB_UID, controlled by the Job NAME of that uid.
 k8s_pod() {
-	local f=$K8S_D/pods/$1.yaml
+	local f=$K8S_D/pods/$1.yaml owner=""
 	mkdir -p "$K8S_D/pods"
+	[ -n "${3:-}" ] && owner="
+  ownerReferences:
+  - apiVersion: batch/v1
+    kind: Job
+    name: $1
+    uid: $3
+    controller: true"
 	cat >"$f" <<EOF
 apiVersion: v1
 kind: Pod
 metadata:
   name: $1
-  namespace: $K8S_NS
+  namespace: $K8S_NS$owner
 spec:
   nodeName: $K8S_NODE
   hostNetwork: true
@@ -424,34 +432,11 @@ EOF
 		return 1
 	fi
 	uid=$(kubectl_ get job -n "$K8S_NS" "$1" -o jsonpath='{.metadata.uid}')
-	f=$K8S_D/pods/$1.yaml
-	cat >"$f" <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $1
-  namespace: $K8S_NS
-  ownerReferences:
-  - apiVersion: batch/v1
-    kind: Job
-    name: $1
-    uid: $uid
-    controller: true
-spec:
-  nodeName: $K8S_NODE
-  hostNetwork: true
-  automountServiceAccountToken: false
-  terminationGracePeriodSeconds: 1
-  restartPolicy: Never
-  containers:
-  - name: c
-    image: $2
-    imagePullPolicy: Always
-EOF
-	if ! kubectl_ apply -f "$f" >"$OUT/k8s-apply-$1" 2>&1; then
-		cmd_fail "k8s: kubectl apply pod $1" "$OUT/k8s-apply-$1" 1
+	if [ -z "$uid" ]; then
+		fail "k8s: job $1's uid" "kubectl get job printed none"
 		return 1
 	fi
+	k8s_pod "$1" "$2" "$uid"
 }
 
 # k8s_states: one line per pod of $K8S_NS, "NAME|WAITING_REASON|

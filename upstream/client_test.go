@@ -346,15 +346,31 @@ func TestHandshakeHoldsNobodyPastTheirDeadline(t *testing.T) {
 	}
 }
 
+// TestUnreachable: an upstream that refuses connections is named by the
+// cause in its standard spelling, and the circuit that opens after it
+// keeps that cause, in its refusals and on the status page: a user reads
+// "circuit open after connection refused", not a bare "circuit open".
 func TestUnreachable(t *testing.T) {
 	clk := newAutoClock()
-	p := testPolicy()
+	p := DefaultPolicy()
 	p.Retry.Deadline = 3 * time.Second
+	p.Breaker.Window = time.Minute // the requests of 3 s each fit in it
 	c := newTestClient(t, "http://"+testupstream.FreeAddr(t), clk, p)
+	const cause = "unreachable: connection refused"
+	for i := range p.Breaker.MinRequests {
+		_, err := getManifest(c)
+		e, _ := AsError(err)
+		if e == nil || e.Cause != cause || !e.Transient || e.Status != 0 || errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("request %d: %v, want %q", i+1, err, cause)
+		}
+	}
+	if h := c.Health(); h.Circuit != CircuitOpen || h.LastError != cause {
+		t.Fatalf("after %d requests that found it unreachable: %+v, want the circuit open and %q", p.Breaker.MinRequests, h, cause)
+	}
 	_, err := getManifest(c)
 	e, _ := AsError(err)
-	if e == nil || e.Cause != "unreachable: connection refused" || !e.Transient || e.Status != 0 {
-		t.Fatalf("error %+v", err)
+	if e == nil || !errors.Is(err, ErrCircuitOpen) || e.Cause != "circuit open after connection refused" || e.RetryAfter <= 0 {
+		t.Errorf("while open: %v, want the circuit open after connection refused, and when to ask again", err)
 	}
 }
 

@@ -300,6 +300,11 @@ func TestRateLimitObeyedThroughMirror(t *testing.T) {
 			t.Errorf("the upstream got %d requests while it was rate limited, want only the first", n)
 		}
 		wg.Wait()
+		// The held pulls, and the cached tag's revalidation, went only
+		// once the upstream's time had come: it refused nothing more.
+		if n := o.refused.Load(); n != 1 {
+			t.Errorf("the upstream got %d requests within its Retry-After, want only the first", n)
+		}
 	})
 	t.Run("Retry-After 30: past the deadline", func(t *testing.T) {
 		t.Parallel()

@@ -8,6 +8,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/breakwater-registry/breakwater/classify"
 )
 
 // repoRoot is the repository, from this package's directory.
@@ -72,5 +75,37 @@ func TestREADMEVersion(t *testing.T) {
 	got := strings.TrimSpace(stdout.String())
 	if !example.MatchString(got) || !strings.HasSuffix(got, runtime.Version()+")") {
 		t.Errorf("breakwater version printed %q, not the documented shape", got)
+	}
+}
+
+// TestREADMECraftedPhrase: the format the README gives as exact for the
+// crafted 503's reason phrase is the one Breakwater writes, its example
+// is one, and its table of causes names every cause the classifier knows.
+func TestREADMECraftedPhrase(t *testing.T) {
+	text := readme(t)
+	const intro, end = "The format is exactly\n\n```\n", "Guaranteed substrings"
+	i, j := strings.Index(text, intro), strings.Index(text, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md has no %q block followed by %q", strings.TrimSpace(intro), end)
+	}
+	section := text[i+len(intro) : j]
+	documented := section[:strings.IndexByte(section, '\n')]
+	written := strings.Replace(classify.TransientMessage("<upstream>", "<cause>", 7*time.Second), "retry after 7s", "retry after <N>s", 1)
+	if documented != written {
+		t.Errorf("the README's format\n  %s\nBreakwater writes\n  %s", documented, written)
+	}
+	example := "HTTP/1.1 503 " + classify.TransientMessage("docker.io", classify.CauseTooManyRequests, 12*time.Second)
+	if !strings.Contains(text[:i], example+"\n") {
+		t.Errorf("the README's example before the format is not %q", example)
+	}
+	for _, cause := range []string{
+		classify.CauseTooManyRequests, classify.CauseInternalServerError, classify.CauseBadGateway,
+		classify.CauseServiceUnavailable, classify.CauseGatewayTimeout, classify.CauseRequestTimeout,
+		classify.CauseConnectionRefused, classify.CauseConnectionReset, classify.CauseTimeout,
+		classify.CauseNoSuchHost, classify.CauseCircuitOpen,
+	} {
+		if !strings.Contains(section, "`"+cause) {
+			t.Errorf("the README's table of causes lacks %q", cause)
+		}
 	}
 }

@@ -109,3 +109,74 @@ func TestREADMECraftedPhrase(t *testing.T) {
 		}
 	}
 }
+
+// fencedAfter returns the body of the first fenced code block that follows
+// marker in text.
+func fencedAfter(t *testing.T, text, marker string) string {
+	t.Helper()
+	i := strings.Index(text, marker)
+	if i < 0 {
+		t.Fatalf("README.md has no %q", marker)
+	}
+	rest := text[i:]
+	open := strings.Index(rest, "```")
+	if open < 0 {
+		t.Fatalf("no code block after %q", marker)
+	}
+	rest = rest[open:]
+	rest = rest[strings.IndexByte(rest, '\n')+1:]
+	end := strings.Index(rest, "```")
+	if end < 0 {
+		t.Fatalf("the code block after %q does not end", marker)
+	}
+	return rest[:end]
+}
+
+// withoutComments drops the lines that are TOML comments, keeping the
+// rest as it is.
+func withoutComments(s string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestREADMENodeConfig: the README's daemon.json is what docker-config
+// prints, to the letter, and its hosts.toml and registries.conf examples
+// are what containerd-config and registries-conf print, but for their
+// comments and the upstreams left out.
+func TestREADMENodeConfig(t *testing.T) {
+	text := readme(t)
+	const mirror = "http://breakwater.internal:5000"
+	for _, tc := range []struct {
+		name   string
+		marker string // what the README's example follows
+		args   []string
+		exact  bool // else: the example, comments dropped, is part of the output
+	}{
+		{"docker-config", "/etc/docker/daemon.json` merges this in", []string{"docker-config", "--mirror", mirror}, true},
+		{"containerd-config", "### containerd (`hosts.toml`)", []string{"containerd-config", "--mirror", mirror}, false},
+		{"registries-conf", "`breakwater registries-conf --mirror " + mirror + "` writes", []string{"registries-conf", "--mirror", mirror}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			example := fencedAfter(t, text, tc.marker)
+			var stdout, stderr bytes.Buffer
+			if code := run(tc.args, nil, &stdout, &stderr); code != 0 {
+				t.Fatalf("%v: exit %d: %s", tc.args, code, stderr.String())
+			}
+			got := stdout.String()
+			if tc.exact {
+				if got != example {
+					t.Errorf("breakwater %s prints\n%s\nthe README says\n%s", strings.Join(tc.args, " "), got, example)
+				}
+				return
+			}
+			if !strings.Contains(withoutComments(got), withoutComments(example)) {
+				t.Errorf("the README's example\n%s\nis not in what breakwater %s prints\n%s", example, strings.Join(tc.args, " "), got)
+			}
+		})
+	}
+}

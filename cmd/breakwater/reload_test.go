@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/breakwater-registry/breakwater/config"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
@@ -343,4 +344,231 @@ func pullBlob(url string, want []byte) <-chan error {
 		done <- err
 	}()
 	return done
+}
+
+// startReloadable runs the serve loop on the configuration file cfgFile,
+// re-read on every value sent to the returned channel, as SIGHUP does. It
+// returns the base URL, the log and the channel; the loop is stopped when
+// the test ends.
+func startReloadable(t *testing.T, cfgFile string) (string, *syncBuffer, chan<- struct{}) {
+	t.Helper()
+	load := func() (config.Config, error) { return loadConfig(cfgFile, "", "", "", nil) }
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	reload := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serveWith(ctx, serveOptions{cfg: cfg, log: slog.New(slog.NewJSONHandler(logs, nil)),
+			ready: ready, reload: reload, load: load})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case addr := <-ready:
+		return "http://" + addr, logs, reload
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+		return "", nil, nil
+	}
+}
+
+// reloadAndWait sends one reload and waits for the log line it must add:
+// want is counted after the lines already there.
+func reloadAndWait(t *testing.T, logs *syncBuffer, reload chan<- struct{}, want string) {
+	t.Helper()
+	n := strings.Count(logs.String(), want)
+	reload <- struct{}{}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(logs.String(), want) == n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no new %s in the log after the reload:\n%s", want, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadAuth: a reload re-reads the htpasswd file and the access list —
+// a user added, a grant widened — and a reload whose access list names a
+// user the file lacks is refused, the running policy staying in force.
+func TestReloadAuth(t *testing.T) {
+	up := testupstream.Start(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PushImage(t, "library/app:v1", img)
+	up.PushImage(t, "acme/app:v1", img)
+
+	dir := t.TempDir()
+	htpasswd := filepath.Join(dir, "htpasswd")
+	writeUsers := func(users ...string) {
+		t.Helper()
+		var b strings.Builder
+		for _, u := range users {
+			hash, err := bcrypt.GenerateFromPassword([]byte(u+"-pw"), bcrypt.MinCost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "%s:%s\n", u, hash)
+		}
+		if err := os.WriteFile(htpasswd, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgFile := filepath.Join(dir, "config.yaml")
+	writeConfig := func(access string) {
+		t.Helper()
+		body := fmt.Sprintf("listen: 127.0.0.1:0\ncache:\n  dir: %s\nupstreams:\n  docker.io:\n    url: %s\nauth:\n  htpasswd: %s\n  access:\n%s",
+			filepath.Join(dir, "cache"), up.URL, htpasswd, access)
+		if err := os.WriteFile(cfgFile, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsers("alice")
+	writeConfig("    - users: [alice]\n      repositories: [docker.io/library/]\n")
+	base, logs, reload := startReloadable(t, cfgFile)
+
+	pull := func(user, repo string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, base+"/v2/"+repo+"/manifests/v1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(user, user+"-pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	type want struct {
+		user, repo string
+		status     int
+	}
+	check := func(when string, wants []want) {
+		t.Helper()
+		for _, w := range wants {
+			if got := pull(w.user, w.repo); got != w.status {
+				t.Errorf("%s: %s pulls %s: %d, want %d", when, w.user, w.repo, got, w.status)
+			}
+		}
+	}
+	check("at start", []want{
+		{"alice", "library/app", http.StatusOK},
+		{"alice", "acme/app", http.StatusForbidden},
+		{"bob", "library/app", http.StatusUnauthorized},
+	})
+
+	// bob joins the file and may pull everything; alice gets acme/ too.
+	writeUsers("alice", "bob")
+	writeConfig("    - users: [alice]\n      repositories: [docker.io/library/, docker.io/acme/]\n    - users: [bob]\n      repositories: [\"*\"]\n")
+	reloadAndWait(t, logs, reload, `"msg":"configuration reloaded"`)
+	after := []want{
+		{"alice", "library/app", http.StatusOK},
+		{"alice", "acme/app", http.StatusOK},
+		{"bob", "library/app", http.StatusOK},
+		{"bob", "acme/app", http.StatusOK},
+		{"carol", "library/app", http.StatusUnauthorized},
+	}
+	check("after the reload", after)
+
+	// carol is granted access but is not in the file: the reload is
+	// refused, and alice and bob keep what they had.
+	writeConfig("    - users: [carol]\n      repositories: [\"*\"]\n")
+	reloadAndWait(t, logs, reload, `"msg":"configuration reload refused; the running configuration stays"`)
+	if !strings.Contains(logs.String(), `carol`) {
+		t.Errorf("the refusal does not name the unknown user:\n%s", logs.String())
+	}
+	check("after a refused reload", after)
+}
+
+// TestReloadTagTTLAndResilience: a reload applies a new cache.tag_ttl to
+// tags cached before it, and new resilience settings to the upstream.
+func TestReloadTagTTLAndResilience(t *testing.T) {
+	up := testupstream.Start(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PushImage(t, "library/app:v1", img)
+	up.Play("", "/library/down/manifests/", testupstream.Status(http.StatusServiceUnavailable)).Forever()
+
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "config.yaml")
+	writeConfig := func(tagTTL string, attempts int) {
+		t.Helper()
+		// The breaker never opens, so that every request's tries reach
+		// the upstream.
+		body := fmt.Sprintf(`listen: 127.0.0.1:0
+cache:
+  dir: %s
+  tag_ttl: %s
+upstreams:
+  docker.io:
+    url: %s
+resilience:
+  retry:
+    attempts: %d
+    base_delay: 1ms
+    max_delay: 1ms
+    deadline: 10s
+  breaker:
+    min_requests: 1000000
+`, filepath.Join(dir, "cache"), tagTTL, up.URL, attempts)
+		if err := os.WriteFile(cfgFile, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("1h", 1)
+	base, logs, reload := startReloadable(t, cfgFile)
+
+	get := func(path string) int {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	const app, down = "/v2/library/app/manifests/v1", "/v2/library/down/manifests/v1"
+	if got := get(app); got != http.StatusOK {
+		t.Fatalf("first pull: %d", got)
+	}
+	up.Reset()
+	if got := get(app); got != http.StatusOK || up.Count("", "/manifests/v1") != 0 {
+		t.Fatalf("within tag_ttl 1h: %d, %d upstream requests; want 200 from the cache alone", got, up.Count("", "/manifests/v1"))
+	}
+	if got := get(down); got != http.StatusServiceUnavailable {
+		t.Fatalf("a failing upstream: %d, want 503", got)
+	}
+	if n := up.Count("", "/library/down/manifests/"); n != 1 {
+		t.Fatalf("retry.attempts 1: %d upstream tries, want 1", n)
+	}
+
+	writeConfig("0s", 3)
+	reloadAndWait(t, logs, reload, `"msg":"configuration reloaded"`)
+	up.Reset()
+	if got := get(app); got != http.StatusOK || up.Count(http.MethodHead, "/library/app/manifests/v1") == 0 {
+		t.Errorf("after the reload to tag_ttl 0s: %d, %d upstream HEADs; want the cached tag revalidated",
+			got, up.Count(http.MethodHead, "/library/app/manifests/v1"))
+	}
+	if got := get(down); got != http.StatusServiceUnavailable {
+		t.Errorf("a failing upstream after the reload: %d, want 503", got)
+	}
+	if n := up.Count("", "/library/down/manifests/"); n != 3 {
+		t.Errorf("after the reload to retry.attempts 3: %d upstream tries, want 3", n)
+	}
 }

@@ -407,7 +407,7 @@ func (b *bench) memStep(step string) {
 // a throttling relay in front of the upstream; direct goes through the
 // relay too.
 func (b *bench) herdSlow(ctx context.Context) error {
-	th, err := newThrottle(b.upstream.addr, b.s.SlowRate)
+	th, err := newThrottle(b.upstream.addr, b.s.SlowRate, 0)
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,9 @@ type settings struct {
 	// replica.
 	FleetReplicas int `json:"fleet_replicas"`
 	FleetClients  int `json:"fleet_clients_per_replica"`
+	// FloorSize is the bytes of each run of the cold path's CPU floor
+	// (cold_warm step).
+	FloorSize int64 `json:"cpu_floor_bytes"`
 }
 
 type bench struct {
@@ -125,7 +128,7 @@ func main() {
 
 func run() int {
 	var s settings
-	var layerSize, herdBigLayer, bigLayer, slowRate, slowLayer, out, bwBin, regBin, workDir string
+	var layerSize, herdBigLayer, bigLayer, slowRate, slowLayer, floorSize, out, bwBin, regBin, workDir string
 	var keep bool
 	var only string
 	var timeout time.Duration
@@ -152,6 +155,7 @@ func run() int {
 	flag.IntVar(&s.RecoveryClients, "recovery-clients", 32, "recovery: clients per phase, each pulling its own uncached image")
 	flag.IntVar(&s.FleetReplicas, "fleet-replicas", 3, "fleet: replicas of the fleet and of the independent replicas")
 	flag.IntVar(&s.FleetClients, "fleet-clients", 32, "fleet: clients per replica of the herd on each target")
+	flag.StringVar(&floorSize, "floor-size", "1GiB", "cold_warm: bytes of each run of the CPU floor (sha256, page-cache write, loopback hop; best of 3 runs each)")
 	flag.StringVar(&s.TagTTL, "tag-ttl", "1h", "Breakwater's --tag-ttl (the manifest scenario measures a warm cache)")
 	flag.StringVar(&s.OutageTagTTL, "outage-tag-ttl", "0s", "Breakwater is restarted on its cache with this --tag-ttl before the outage, so every cached tag has expired and is served stale-if-error; empty: no restart")
 	flag.StringVar(&out, "out", "", "write the results as JSON here (default loadtest/bench/results.json, or results-quick.json with -quick)")
@@ -167,7 +171,7 @@ func run() int {
 		return 2
 	}
 	if s.Quick {
-		layerSize, herdBigLayer, bigLayer, slowLayer = "4MiB", "1MiB", "64MiB", "4MiB"
+		layerSize, herdBigLayer, bigLayer, slowLayer, floorSize = "4MiB", "1MiB", "64MiB", "4MiB", "256MiB"
 		s.Reps, s.HerdReps, s.HerdBig, s.ManifestDuration, s.OutagePulls = 1, 1, 64, 2*time.Second, 40
 		s.RecoveryOutage, s.RecoveryRateLimit, s.RecoveryClients = 8*time.Second, 6*time.Second, 8
 	}
@@ -178,7 +182,7 @@ func run() int {
 	for _, f := range []struct {
 		dst *int64
 		src string
-	}{{&s.LayerSize, layerSize}, {&s.HerdBigLayerSize, herdBigLayer}, {&s.BigLayerSize, bigLayer}, {&s.SlowLayerSize, slowLayer}} {
+	}{{&s.LayerSize, layerSize}, {&s.HerdBigLayerSize, herdBigLayer}, {&s.BigLayerSize, bigLayer}, {&s.SlowLayerSize, slowLayer}, {&s.FloorSize, floorSize}} {
 		if *f.dst, err = testimage.ParseSize(f.src); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			return 2

@@ -218,3 +218,53 @@ func TestFleetTables(t *testing.T) {
 		})
 	}
 }
+
+// TestFloorRows: the cold pull's CPU floor shows in Breakwater's column
+// only, the ratio row is the median of the pulls' ratios for each proxy
+// and is judged against 1.15 × the floor; without the cold_warm step
+// neither row is there.
+func TestFloorRows(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		floor  *cpuFloor
+		ratios []float64 // Breakwater's cold pulls
+		met    string
+	}{
+		{"met", &cpuFloor{Total: 1000}, []float64{1.10, 1.20, 1.05}, "yes"},
+		{"missed", &cpuFloor{Total: 1000}, []float64{1.20, 1.40, 1.16}, "NO"},
+		{"not run", nil, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newResults(settings{Layers: 4, LayerSize: 64 << 20})
+			r.CPUFloor = tc.floor
+			for _, v := range tc.ratios {
+				r.add("cold", "breakwater", "server_cpu_floor_ratio", v)
+				r.add("cold", "distribution", "server_cpu_floor_ratio", 2*v)
+			}
+			for _, tr := range r.Scenarios["cold"] {
+				for k, xs := range tr.Samples {
+					tr.Values[k] = median(xs)
+				}
+			}
+			rows := map[string]tableRow{}
+			for _, row := range r.buildTable() {
+				rows[row.Figure] = row
+			}
+			floor, okFloor := rows["cold pull: CPU floor per GB, sha256 + page-cache write + loopback hop (this machine, this run)"]
+			ratio, okRatio := rows["cold pull: server CPU per GB ÷ floor"]
+			if tc.floor == nil {
+				if okFloor || okRatio {
+					t.Fatalf("rows of a step not run: %+v %+v", floor, ratio)
+				}
+				return
+			}
+			if !okFloor || floor.Breakwater != tc.floor.Total || !math.IsNaN(floor.Distribution) || !math.IsNaN(floor.Direct) {
+				t.Errorf("floor row: %+v", floor)
+			}
+			want := median(tc.ratios)
+			if !okRatio || ratio.Breakwater != want || ratio.Distribution != 2*want || ratio.Met != tc.met {
+				t.Errorf("ratio row: %+v, want %v (distribution %v), met %q", ratio, want, 2*want, tc.met)
+			}
+		})
+	}
+}

@@ -217,7 +217,21 @@ func (r *results) rowDefs() []rowDef {
 	s := r.Settings
 	img := fmt.Sprintf("%d × %s", s.Layers, mib(s.LayerSize))
 	herdBig := fmt.Sprintf("%d × %s", s.Layers, mib(s.HerdBigLayerSize))
+	// The headline (issue 14): an upstream shaped like a real registry.
+	wan := fmt.Sprintf("WAN upstream (%s per connection, +%s per request): ", rateLabel(s.WANRate), s.WANLatency)
+	wanHerd := fmt.Sprintf("%sherd %d clients, %s: ", wan, s.Herd, img)
 	rows := []rowDef{
+		{wan + "cold pull, 1 client, " + img, "MB/s", "wan_cold", "mbps", "≥ 0.97 × direct",
+			func(bw, _, direct, _ float64) bool { return bw >= 0.97*direct }},
+		{wan + "cold pull: layer time to first byte (median)", "ms", "wan_cold", "ttfb_ms", "", nil},
+		{wan + "cold pull: server CPU per GB pulled", "ms", "wan_cold", "server_cpu_ms_per_gb", "", nil},
+		{wanHerd + "wall time", "s", "wan_herd", "wall_s", "", nil},
+		{wanHerd + "first byte p99, arrival", "ms", "wan_herd", "arrival_ttfb_p99_ms", "", nil},
+		{wanHerd + "first byte p99, read by the harness", "ms", "wan_herd", "ttfb_p99_ms", "", nil},
+		{wanHerd + "upstream blob GETs (worst herd)", "", "wan_herd", worstOf + "upstream_blob_gets", "= distinct blobs",
+			func(bw, _, _, blobs float64) bool { return bw == blobs }},
+		{wanHerd + "failed pulls (worst herd)", "", "wan_herd", worstOf + "errors", "0",
+			func(bw, _, _, _ float64) bool { return bw == 0 }},
 		{"cold pull, 1 client, " + img, "MB/s", "cold", "mbps", "≥ 0.9 × direct",
 			func(bw, _, direct, _ float64) bool { return bw >= 0.9*direct }},
 		{"cold pull: layer time to first byte (median)", "ms", "cold", "ttfb_ms", "≤ direct + 5 ms",

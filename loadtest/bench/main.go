@@ -14,7 +14,12 @@
 // (breakwater, distribution, direct), rotating their order from one
 // scenario to the next so that drift of a noisy machine hits all alike:
 //
-//	cold     1 client pulls a fresh image (4 × 64 MiB): MB/s, time to first byte
+//	wan      the upstream through a relay shaped like a real registry
+//	         (100 MiB/s per connection, +20 ms per request): 1 client cold,
+//	         MB/s; 32 clients cold, wall time, first byte, upstream GETs
+//	cold     1 client pulls a fresh image (4 × 64 MiB): MB/s, time to first
+//	         byte, CPU per GB of each process against the cold path's CPU
+//	         floor measured in the run (sha256, page-cache write, loopback hop)
 //	warm     the same again: MB/s
 //	herd     32 clients pull a fresh image at once: wall time, first-byte p50/p99,
 //	         upstream blob GETs (from the upstream's access log), bytes fetched
@@ -90,6 +95,13 @@ type settings struct {
 	// replica.
 	FleetReplicas int `json:"fleet_replicas"`
 	FleetClients  int `json:"fleet_clients_per_replica"`
+	// The wan step: the upstream through the throttle at WANRate bytes
+	// per second per connection, WANLatency added to every request.
+	WANRate    float64       `json:"wan_rate_bytes_per_s"`
+	WANLatency time.Duration `json:"wan_latency_ns"`
+	// FloorSize is the bytes of each run of the cold path's CPU floor
+	// (cold_warm step).
+	FloorSize int64 `json:"cpu_floor_bytes"`
 }
 
 type bench struct {
@@ -125,7 +137,7 @@ func main() {
 
 func run() int {
 	var s settings
-	var layerSize, herdBigLayer, bigLayer, slowRate, slowLayer, out, bwBin, regBin, workDir string
+	var layerSize, herdBigLayer, bigLayer, slowRate, slowLayer, wanRate, floorSize, out, bwBin, regBin, workDir string
 	var keep bool
 	var only string
 	var timeout time.Duration
@@ -141,6 +153,8 @@ func run() int {
 	flag.StringVar(&slowRate, "slow-rate", "10MB", "herd_slow: bytes per second the upstream sends on each connection")
 	flag.IntVar(&s.SlowLayers, "slow-layers", 1, "herd_slow: layers of its image")
 	flag.StringVar(&slowLayer, "slow-layer-size", "16MiB", "herd_slow: size of each layer")
+	flag.StringVar(&wanRate, "wan-rate", "100MiB", "wan: bytes per second the upstream sends on each connection")
+	flag.DurationVar(&s.WANLatency, "wan-latency", 20*time.Millisecond, "wan: added to every request to the upstream (each request reaches it this much later)")
 	flag.IntVar(&s.ManifestClients, "manifest-clients", 64, "concurrent clients of the manifest scenario")
 	flag.DurationVar(&s.ManifestDuration, "manifest-duration", 10*time.Second, "how long each target is hammered with manifest requests")
 	flag.StringVar(&bigLayer, "big-layer-size", "1GiB", "size of the one layer sent to -big-clients at once")
@@ -152,6 +166,7 @@ func run() int {
 	flag.IntVar(&s.RecoveryClients, "recovery-clients", 32, "recovery: clients per phase, each pulling its own uncached image")
 	flag.IntVar(&s.FleetReplicas, "fleet-replicas", 3, "fleet: replicas of the fleet and of the independent replicas")
 	flag.IntVar(&s.FleetClients, "fleet-clients", 32, "fleet: clients per replica of the herd on each target")
+	flag.StringVar(&floorSize, "floor-size", "1GiB", "cold_warm: bytes of each run of the CPU floor (sha256, page-cache write, loopback hop; best of 3 runs each)")
 	flag.StringVar(&s.TagTTL, "tag-ttl", "1h", "Breakwater's --tag-ttl (the manifest scenario measures a warm cache)")
 	flag.StringVar(&s.OutageTagTTL, "outage-tag-ttl", "0s", "Breakwater is restarted on its cache with this --tag-ttl before the outage, so every cached tag has expired and is served stale-if-error; empty: no restart")
 	flag.StringVar(&out, "out", "", "write the results as JSON here (default loadtest/bench/results.json, or results-quick.json with -quick)")
@@ -159,7 +174,7 @@ func run() int {
 	flag.StringVar(&regBin, "registry", "", "distribution registry binary (default: build ./loadtest/registry)")
 	flag.StringVar(&workDir, "work", "", "work directory (default: a new temporary directory, removed at the end)")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs, caches)")
-	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: cold_warm, herd, herd_big, herd_slow, manifest, big, fleet, recovery, outage")
+	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: cold_warm, wan, herd, herd_big, herd_slow, manifest, big, fleet, recovery, outage")
 	flag.DurationVar(&timeout, "timeout", 45*time.Minute, "give up after this long")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -167,7 +182,7 @@ func run() int {
 		return 2
 	}
 	if s.Quick {
-		layerSize, herdBigLayer, bigLayer, slowLayer = "4MiB", "1MiB", "64MiB", "4MiB"
+		layerSize, herdBigLayer, bigLayer, slowLayer, floorSize = "4MiB", "1MiB", "64MiB", "4MiB", "256MiB"
 		s.Reps, s.HerdReps, s.HerdBig, s.ManifestDuration, s.OutagePulls = 1, 1, 64, 2*time.Second, 40
 		s.RecoveryOutage, s.RecoveryRateLimit, s.RecoveryClients = 8*time.Second, 6*time.Second, 8
 	}
@@ -178,19 +193,25 @@ func run() int {
 	for _, f := range []struct {
 		dst *int64
 		src string
-	}{{&s.LayerSize, layerSize}, {&s.HerdBigLayerSize, herdBigLayer}, {&s.BigLayerSize, bigLayer}, {&s.SlowLayerSize, slowLayer}} {
+	}{{&s.LayerSize, layerSize}, {&s.HerdBigLayerSize, herdBigLayer}, {&s.BigLayerSize, bigLayer}, {&s.SlowLayerSize, slowLayer}, {&s.FloorSize, floorSize}} {
 		if *f.dst, err = testimage.ParseSize(f.src); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			return 2
 		}
 	}
 
-	rate, err := testimage.ParseSize(slowRate)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench: -slow-rate:", err)
-		return 2
+	for _, f := range []struct {
+		name string
+		dst  *float64
+		src  string
+	}{{"-slow-rate", &s.SlowRate, slowRate}, {"-wan-rate", &s.WANRate, wanRate}} {
+		rate, err := testimage.ParseSize(f.src)
+		if err != nil || rate <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: %s: %q: not a positive size (%v)\n", f.name, f.src, err)
+			return 2
+		}
+		*f.dst = float64(rate)
 	}
-	s.SlowRate = float64(rate)
 
 	root, err := moduleRoot()
 	if err != nil {
@@ -449,6 +470,7 @@ func (b *bench) runAll(ctx context.Context) error {
 		fn   func(context.Context) error
 	}{
 		{"cold_warm", "cold and warm pulls", b.coldWarm},
+		{"wan", "cold pulls from an upstream shaped like a WAN", b.wan},
 		{"herd", "herd", func(ctx context.Context) error { return b.herd(ctx, "herd", b.s.Herd, b.s.LayerSize) }},
 		{"herd_big", "herd (big)", func(ctx context.Context) error {
 			if b.s.HerdBig <= 0 {

@@ -218,3 +218,104 @@ func TestFleetTables(t *testing.T) {
 		})
 	}
 }
+
+// TestFloorRows: the cold pull's CPU floor shows in Breakwater's column
+// only, the ratio row is the median of the pulls' ratios for each proxy
+// and is judged against 1.15 × the floor; without the cold_warm step
+// neither row is there.
+func TestFloorRows(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		floor  *cpuFloor
+		ratios []float64 // Breakwater's cold pulls
+		met    string
+	}{
+		{"met", &cpuFloor{Total: 1000}, []float64{1.10, 1.20, 1.05}, "yes"},
+		{"missed", &cpuFloor{Total: 1000}, []float64{1.20, 1.40, 1.16}, "NO"},
+		{"not run", nil, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newResults(settings{Layers: 4, LayerSize: 64 << 20})
+			r.CPUFloor = tc.floor
+			for _, v := range tc.ratios {
+				r.add("cold", "breakwater", "server_cpu_floor_ratio", v)
+				r.add("cold", "distribution", "server_cpu_floor_ratio", 2*v)
+			}
+			for _, tr := range r.Scenarios["cold"] {
+				for k, xs := range tr.Samples {
+					tr.Values[k] = median(xs)
+				}
+			}
+			rows := map[string]tableRow{}
+			for _, row := range r.buildTable() {
+				rows[row.Figure] = row
+			}
+			floor, okFloor := rows["cold pull: CPU floor per GB, sha256 + page-cache write + loopback hop (this machine, this run)"]
+			ratio, okRatio := rows["cold pull: server CPU per GB ÷ floor"]
+			if tc.floor == nil {
+				if okFloor || okRatio {
+					t.Fatalf("rows of a step not run: %+v %+v", floor, ratio)
+				}
+				return
+			}
+			if !okFloor || floor.Breakwater != tc.floor.Total || !math.IsNaN(floor.Distribution) || !math.IsNaN(floor.Direct) {
+				t.Errorf("floor row: %+v", floor)
+			}
+			want := median(tc.ratios)
+			if !okRatio || ratio.Breakwater != want || ratio.Distribution != 2*want || ratio.Met != tc.met {
+				t.Errorf("ratio row: %+v, want %v (distribution %v), met %q", ratio, want, 2*want, tc.met)
+			}
+		})
+	}
+}
+
+// TestWANRows: the WAN rows head the table; the 1-client cold pull meets
+// its target at 0.97 × direct and not below; the herd's upstream GETs
+// show the worst herd.
+func TestWANRows(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		bw, direct []float64
+		met        string
+	}{
+		{"at 0.97 × direct", []float64{97, 97, 97}, []float64{100, 100, 100}, "yes"},
+		{"above direct", []float64{104, 102, 103}, []float64{103, 101, 104}, "yes"},
+		{"below 0.97 × direct", []float64{96, 99, 90}, []float64{100, 100, 100}, "NO"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newResults(settings{Layers: 4, LayerSize: 64 << 20, Herd: 32, WANRate: 100 << 20, WANLatency: 20 * time.Millisecond})
+			for i := range tc.bw {
+				r.add("wan_cold", "breakwater", "mbps", tc.bw[i])
+				r.add("wan_cold", "direct", "mbps", tc.direct[i])
+			}
+			for _, gets := range []float64{5, 6, 5} {
+				r.add("wan_herd", "breakwater", "upstream_blob_gets", gets)
+				r.add("wan_herd", "breakwater", "distinct_blobs", 5)
+			}
+			for _, sc := range r.Scenarios {
+				for _, tr := range sc {
+					for k, xs := range tr.Samples {
+						tr.Values[k] = median(xs)
+					}
+				}
+			}
+			table := r.buildTable()
+			const prefix = "WAN upstream (100 MiB/s per connection, +20ms per request): "
+			if len(table) < 2 || table[0].Figure != prefix+"cold pull, 1 client, 4 × 64.0 MiB" {
+				t.Fatalf("first row: %+v", table[0])
+			}
+			if row := table[0]; row.Met != tc.met || row.Breakwater != median(tc.bw) || row.Direct != median(tc.direct) {
+				t.Errorf("cold row: %+v, want met %q", row, tc.met)
+			}
+			var gets *tableRow
+			for i := range table {
+				if table[i].Figure == prefix+"herd 32 clients, 4 × 64.0 MiB: upstream blob GETs (worst herd)" {
+					gets = &table[i]
+				}
+			}
+			if gets == nil || gets.Breakwater != 6 || gets.Met != "NO" {
+				t.Errorf("herd GETs row: %+v, want the worst herd's 6 and NO", gets)
+			}
+		})
+	}
+}

@@ -44,6 +44,10 @@ type index struct {
 
 	evictions int64
 	evicting  bool
+
+	// onDrop is called, under mu, for every blob the index stops knowing:
+	// the hot cache must not outlive the disk's copy.
+	onDrop func(digest.Digest)
 }
 
 // entry is what the index knows of one blob file.
@@ -99,7 +103,25 @@ func (x *index) dropLocked(d digest.Digest) bool {
 	x.lru.Remove(d)
 	x.total -= e.size
 	x.countLocked(e, -1)
+	if x.onDrop != nil {
+		x.onDrop(d)
+	}
 	return true
+}
+
+// touch marks d as just used and reports whether the index knows it.
+func (x *index) touch(d digest.Digest) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, ok := x.lru.Get(d)
+	return ok
+}
+
+// has reports whether the index knows d.
+func (x *index) has(d digest.Digest) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.lru.Contains(d)
 }
 
 // forget drops d: its file is gone or quarantined.

@@ -109,6 +109,10 @@ func TestEvictingABlobRemovesManifestsThatNeedIt(t *testing.T) {
 	if present(s, m) {
 		t.Error("a manifest survived the eviction of a blob it needs")
 	}
+	// Nor does its copy in memory (it was put, so the hot cache had it).
+	if b, err := s.ReadBlob(m); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ReadBlob of the evicted manifest = %d bytes, %v; want ErrNotFound", len(b), err)
+	}
 }
 
 func TestRestartRebuildsIndexAndDropsDanglingRecords(t *testing.T) {

@@ -100,7 +100,7 @@ func TestCorruptManifestNeverRead(t *testing.T) {
 		{"flipped, mtime kept, restart", true, flipKeepMtime},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := openTemp(t)
+			s := openDiskOnly(t) // the hot cache's side: TestHotOutlivesDiskDamage
 			d := put(t, s, manifestJSON)
 			if got, err := s.ReadBlob(d); err != nil || !bytes.Equal(got, manifestJSON) {
 				t.Fatalf("first read: %v", err)
@@ -340,7 +340,7 @@ func TestScrubRate(t *testing.T) {
 
 // TestQuarantineBounded: the quarantine keeps only the newest few files.
 func TestQuarantineBounded(t *testing.T) {
-	s := openTemp(t)
+	s := openDiskOnly(t)
 	for i := range quarantineKeep.files + 4 {
 		d := put(t, s, []byte(fmt.Sprintf(`{"n":%d}`, i)))
 		if err := os.Truncate(mustPath(t, s, d), 3); err != nil {
@@ -371,7 +371,7 @@ func mustPath(t *testing.T, s *Store, d digest.Digest) string {
 // TestReadBlobOtherAlgorithm: a manifest addressed by SHA-512 is checked on
 // read like a SHA-256 one.
 func TestReadBlobOtherAlgorithm(t *testing.T) {
-	s := openTemp(t)
+	s := openDiskOnly(t)
 	d := digest.SHA512.FromBytes(manifestJSON)
 	if err := s.PutBlob(d, manifestJSON); err != nil {
 		t.Fatal(err)

@@ -63,6 +63,9 @@ type Store struct {
 	copyBuffers sync.Pool
 	integrity   integrity
 	scrubRate   int64
+	// hot holds recent records and manifests in memory (hot.go); nil
+	// when turned off.
+	hot *hot
 
 	// stop ends the background work; bg counts it.
 	stop context.CancelFunc
@@ -93,8 +96,12 @@ func Open(root string, opts ...Option) (*Store, error) {
 		space: space{minFree: 64 << 20, recheck: 10 * time.Second}}
 	s.copyBuffers.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	s.integrity.hashing = map[digest.Digest]*hashJob{}
+	s.hot = newHot(DefaultHotSize)
 	for _, o := range opts {
 		o(s)
+	}
+	if h := s.hot; h != nil {
+		s.idx.onDrop = func(d digest.Digest) { h.remove(bodyKey(d)) }
 	}
 	// ingest/ holds only fetches in flight; after a restart there are none.
 	if err := os.RemoveAll(s.ingestDir()); err != nil {
@@ -240,10 +247,14 @@ func (s *Store) StatBlob(dgst digest.Digest) (int64, error) {
 }
 
 // ReadBlob returns small verified content (a manifest) whole. It hashes
-// what it read on every read: a manifest is small, and a wrong one would
-// be served with its digest as proof. Content that fails is quarantined
-// and ReadBlob reports ErrNotFound.
+// what it reads from disk on every read: a manifest is small, and a wrong
+// one would be served with its digest as proof. Content that fails is
+// quarantined and ReadBlob reports ErrNotFound. What it returns may be
+// shared with other callers (the hot cache keeps it): do not modify it.
 func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
+	if b, ok := s.hotBody(dgst); ok {
+		return b, nil
+	}
 	blob, _, err := s.openBlob(dgst)
 	if err != nil {
 		return nil, err
@@ -262,6 +273,7 @@ func (s *Store) ReadBlob(dgst digest.Digest) ([]byte, error) {
 	if fi, err := blob.File.Stat(); err == nil {
 		s.idx.markVerified(dgst, fi.Size(), fi.ModTime())
 	}
+	s.putHotBody(dgst, b)
 	return b, nil
 }
 
@@ -275,7 +287,11 @@ func (s *Store) PutBlob(dgst digest.Digest, content []byte) error {
 		in.Abort()
 		return err
 	}
-	return in.Commit()
+	if err := in.Commit(); err != nil {
+		return err
+	}
+	s.putHotBody(dgst, append([]byte(nil), content...))
+	return nil
 }
 
 // Ingest is content on its way into the cache. Write hashes as it goes;
@@ -636,18 +652,28 @@ func (s *Store) PutManifest(r Repo, dgst digest.Digest, rec ManifestRecord) erro
 	if err != nil {
 		return err
 	}
-	return s.noteWrite(writeJSONAtomic(s.ingestDir(), p, rec))
+	if err := s.noteWrite(writeJSONAtomic(s.ingestDir(), p, rec)); err != nil {
+		return err
+	}
+	s.hot.put(manifestKey(r, dgst), &hotEntry{man: rec})
+	return nil
 }
 
 // GetManifest returns the record of manifest dgst in r, or ErrNotFound.
 func (s *Store) GetManifest(r Repo, dgst digest.Digest) (ManifestRecord, error) {
+	if e, ok := s.hot.get(manifestKey(r, dgst)); ok {
+		return e.man, nil
+	}
 	var rec ManifestRecord
 	p, err := s.recordPath(r, "_manifests", dgst)
 	if err != nil {
 		return rec, err
 	}
-	err = readJSON(p, &rec)
-	return rec, err
+	if err := readJSON(p, &rec); err != nil {
+		return rec, err
+	}
+	s.hot.put(manifestKey(r, dgst), &hotEntry{man: rec})
+	return rec, nil
 }
 
 // TagRecord is what a tag pointed at when Breakwater last asked upstream.
@@ -682,11 +708,18 @@ func (s *Store) PutTag(r Repo, tag, variant string, rec TagRecord) error {
 	if err := checkSegments(variant, false); err != nil {
 		return fmt.Errorf("tag %q variant: %w", tag, err)
 	}
-	return s.noteWrite(writeJSONAtomic(s.ingestDir(), filepath.Join(dir, variant), rec))
+	if err := s.noteWrite(writeJSONAtomic(s.ingestDir(), filepath.Join(dir, variant), rec)); err != nil {
+		return err
+	}
+	s.hot.put(tagKey(r, tag, variant), &hotEntry{tag: rec})
+	return nil
 }
 
 // GetTag returns the record for one variant of tag, or ErrNotFound.
 func (s *Store) GetTag(r Repo, tag, variant string) (TagRecord, error) {
+	if e, ok := s.hot.get(tagKey(r, tag, variant)); ok {
+		return e.tag, nil
+	}
 	var rec TagRecord
 	dir, err := s.tagDir(r, tag)
 	if err != nil {
@@ -695,8 +728,11 @@ func (s *Store) GetTag(r Repo, tag, variant string) (TagRecord, error) {
 	if err := checkSegments(variant, false); err != nil {
 		return rec, fmt.Errorf("tag %q variant: %w", tag, err)
 	}
-	err = readJSON(filepath.Join(dir, variant), &rec)
-	return rec, err
+	if err := readJSON(filepath.Join(dir, variant), &rec); err != nil {
+		return rec, err
+	}
+	s.hot.put(tagKey(r, tag, variant), &hotEntry{tag: rec})
+	return rec, nil
 }
 
 // TagRecords returns every variant's record of tag.

@@ -13,15 +13,20 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-func openTemp(t *testing.T) *Store {
+func openTemp(t *testing.T, opts ...Option) *Store {
 	t.Helper()
-	s, err := Open(t.TempDir())
+	s, err := Open(t.TempDir(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// openDiskOnly is openTemp without the hot cache, for tests of what is
+// read from the files: with it, a record or manifest read once is served
+// from memory however the file changes afterwards (hot_test.go).
+func openDiskOnly(t *testing.T) *Store { return openTemp(t, WithHotSize(0)) }
 
 func TestIngestCommit(t *testing.T) {
 	s := openTemp(t)
@@ -191,7 +196,7 @@ func TestRecords(t *testing.T) {
 }
 
 func TestCorruptRecordIsAMiss(t *testing.T) {
-	s := openTemp(t)
+	s := openDiskOnly(t)
 	r := Repo{Upstream: "docker.io", Name: "library/alpine"}
 	if err := s.PutTag(r, "v1", "any", TagRecord{Digest: digest.FromString("x")}); err != nil {
 		t.Fatal(err)

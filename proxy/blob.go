@@ -31,7 +31,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	// (missing, denied), the refusal was for the other name, and this
 	// request starts a fetch of its own.
 	for own := false; ; own = true {
-		f, err := s.joinFetch(w, r, t, repo, own)
+		f, err := s.joinFetch(w, r, t, repo)
 		if f == nil || err != nil {
 			return err
 		}
@@ -46,16 +46,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 // joinFetch returns the fetch of the blob under way or one started for
 // repo. It returns a nil fetch when it answered the request itself: a
 // HEAD asked upstream, a blob that appeared in the cache, a pass-through.
-func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo, own bool) (*blobFetch, error) {
-	inflight := s.blobs.inflightFor(fetchKey{t.upstream.Name(), t.dgst})
-	if inflight != nil && inflight.repo != t.repo && !own && !s.linked(r.Context(), t, repo) {
-		// Joining a fetch started for another repository: the same rule
-		// as for cached content.
-		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
-			return nil, err
-		}
-	}
-	if r.Method == http.MethodHead && inflight == nil {
+func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo) (*blobFetch, error) {
+	if r.Method == http.MethodHead && s.blobs.inflightFor(fetchKey{t.upstream.Name(), t.dgst}) == nil {
 		// A HEAD wants to know, not to download: ask upstream the same.
 		return nil, s.headBlob(w, r, t, repo)
 	}
@@ -71,6 +63,15 @@ func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, re
 		// ...and its blob was evicted at once: fetch it again.
 		if f, started = s.blobs.start(t.upstream, repo, t.dgst); f == nil {
 			return nil, fmt.Errorf("blob %s: in the cache and gone again", t.dgst)
+		}
+	}
+	if !started && f.repo != t.repo && !s.linked(r.Context(), t, repo) {
+		// Joining a fetch started for another repository: the same rule
+		// as for cached content. Decided on the fetch start returned,
+		// not on one looked up before it: another repository's fetch
+		// may have started in between.
+		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
+			return nil, err
 		}
 	}
 	if started {

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -101,6 +102,96 @@ func TestForeignLayerNeverServed(t *testing.T) {
 	// The private repository still gets it from the cache.
 	if resp, body := m.get("/v2/private/a/blobs/" + dgst); resp.StatusCode != 200 || sha256Hex(body) != dgst {
 		t.Errorf("private/a's own layer: %s", resp.Status)
+	}
+}
+
+// TestJoinNeedsTheUpstreamsYes: a request for a repository the upstream
+// lacks, arriving while a blob is being fetched for a private repository
+// with credentials, is not handed the fetch's bytes: it asks the upstream
+// about its own name, gets that 404, and is never linked. The private
+// client still gets the whole blob from the one fetch.
+func TestJoinNeedsTheUpstreamsYes(t *testing.T) {
+	const user, pass = "puller", "s3cret"
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	up := testupstream.Start(t)
+	secret := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "private/a:v1", secret)
+	layer := layersOf(t, secret)[0]
+	content, dgst := compressedBytes(t, layer), digestOf(t, layer)
+	// private/ needs credentials; private/a's blob comes in two halves,
+	// the second once release is closed.
+	release := make(chan struct{})
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/v2/private/") {
+			return false
+		}
+		if r.Header.Get("Authorization") != basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return true
+		}
+		if r.Method != http.MethodGet || r.URL.Path != "/v2/private/a/blobs/"+dgst {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		_, _ = w.Write(content[:len(content)/2])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return true
+		}
+		_, _ = w.Write(content[len(content)/2:])
+		return true
+	})
+	// The half-sent body must not be given up on while the test looks.
+	p := fastPolicy()
+	p.Retry.AttemptTimeout = time.Minute
+	m := newMirror(t, up.URL, mirrorOpts{policy: p, auth: &authn.Basic{Username: user, Password: pass}})
+
+	private, err := m.client.Get(m.srv.URL + "/v2/private/a/blobs/" + dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer private.Body.Close()
+	first := make([]byte, len(content)/2-1)
+	if _, err := io.ReadFull(private.Body, first); err != nil {
+		t.Fatalf("first half of the private blob: %v", err)
+	}
+	// The fetch is under way with half the bytes on disk. A request that
+	// joined it would get a 200 and wait for the rest.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+"/v2/public/evil/blobs/"+dgst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		t.Fatalf("the public name during the private fetch: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusNotFound || errorCode(body) != "BLOB_UNKNOWN" {
+		t.Fatalf("the private blob under the public name during its fetch: %s, %d bytes (%s), %v; want 404 BLOB_UNKNOWN", resp.Status, len(body), errorCode(body), err)
+	}
+	if n := up.Count(http.MethodHead, "/v2/public/evil/blobs/"+dgst); n != 1 {
+		t.Errorf("%d upstream HEADs for public/evil, want 1", n)
+	}
+	if n := up.Count(http.MethodGet, "/v2/public/evil/"); n != 0 {
+		t.Errorf("%d upstream GETs for public/evil, want none", n)
+	}
+	noLink(t, m, "public/evil", dgst)
+
+	close(release)
+	rest, err := io.ReadAll(private.Body)
+	if err != nil || !bytes.Equal(append(first, rest...), content) {
+		t.Fatalf("the private client: %d bytes, %v", len(first)+len(rest), err)
+	}
+	waitCached(t, m, dgst)
+	noLink(t, m, "public/evil", dgst)
+	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
+		t.Errorf("%d upstream blob GETs, want the one fetch", n)
 	}
 }
 

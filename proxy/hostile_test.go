@@ -398,20 +398,23 @@ func TestMisbehavingStatuses(t *testing.T) {
 	}
 }
 
-// TestAbsurdRetryAfterThroughMirror: a Retry-After of three thousand years
-// is clamped before any arithmetic: the client is told the cap, an hour.
+// TestAbsurdRetryAfterThroughMirror: a Retry-After of three thousand years,
+// or one too large for any integer type, is clamped before any arithmetic:
+// the client is told the cap, an hour.
 func TestAbsurdRetryAfterThroughMirror(t *testing.T) {
-	for _, status := range []int{429, 503} {
-		t.Run(strconv.Itoa(status), func(t *testing.T) {
-			t.Parallel()
-			up, m, _ := seeded(t, mirrorOpts{})
-			up.Play("", "/manifests/v1", testupstream.Status(status, "Retry-After", "99999999999")).Forever()
-			resp, body := m.get("/v2/library/app/manifests/v1")
-			checkCrafted(t, resp, body, fmt.Sprintf("answered %d %s; retry after 3600s", status, http.StatusText(status)))
-			if resp.Header.Get("Retry-After") != "3600" {
-				t.Errorf("Retry-After %q, want 3600", resp.Header.Get("Retry-After"))
-			}
-		})
+	for _, ra := range []string{"99999999999", "99999999999999999999"} {
+		for _, status := range []int{429, 503} {
+			t.Run(fmt.Sprintf("%d/%s", status, ra), func(t *testing.T) {
+				t.Parallel()
+				up, m, _ := seeded(t, mirrorOpts{})
+				up.Play("", "/manifests/v1", testupstream.Status(status, "Retry-After", ra)).Forever()
+				resp, body := m.get("/v2/library/app/manifests/v1")
+				checkCrafted(t, resp, body, fmt.Sprintf("answered %d %s; retry after 3600s", status, http.StatusText(status)))
+				if resp.Header.Get("Retry-After") != "3600" {
+					t.Errorf("Retry-After %q, want 3600", resp.Header.Get("Retry-After"))
+				}
+			})
+		}
 	}
 }
 

@@ -531,6 +531,87 @@ func TestDrip(t *testing.T) {
 	assertNotCached(t, m, dgst)
 }
 
+// TestStalledFetch: an upstream that stops answering a blob GET, before its
+// headers or after them, is given up on within its attempt timeouts and
+// deadline; every client waiting on the fetch, the one that started it
+// and one of another repository that joined it, gets the crafted 503
+// naming the i/o timeout, and nothing is cached.
+func TestStalledFetch(t *testing.T) {
+	cases := []struct {
+		name  string
+		serve func(w http.ResponseWriter, r *http.Request)
+		cause string
+	}{
+		{"no headers", func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		}, "unreachable: i/o timeout"},
+		{"headers, no body", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(64<<10))
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}, "unreachable: body cut off at byte 0: i/o timeout"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := fastPolicy()
+			p.Retry.AttemptTimeout = 300 * time.Millisecond
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{policy: p})
+			img := randomImage(t, 64<<10, 1, types.DockerManifestSchema2)
+			up.PushImage(t, "library/stuck:v1", img)
+			up.PushImage(t, "library/other:v1", img)
+			dgst := digestOf(t, layersOf(t, img)[0])
+			up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+					return false
+				}
+				tc.serve(w, r)
+				return true
+			})
+			type answer struct {
+				resp *http.Response
+				body []byte
+				err  error
+				took time.Duration
+			}
+			answers := make(chan answer, 2)
+			for i, repo := range []string{"library/stuck", "library/other"} {
+				go func() {
+					if i == 1 {
+						time.Sleep(100 * time.Millisecond) // join the fetch under way
+					}
+					start := time.Now()
+					resp, err := m.client.Get(m.srv.URL + "/v2/" + repo + "/blobs/" + dgst)
+					var body []byte
+					if err == nil {
+						body, err = io.ReadAll(resp.Body)
+						resp.Body.Close()
+					}
+					answers <- answer{resp, body, err, time.Since(start)}
+				}()
+			}
+			for range 2 {
+				a := <-answers
+				if a.err != nil {
+					t.Fatalf("no answer: %v", a.err)
+				}
+				checkCrafted(t, a.resp, a.body, tc.cause)
+				// The deadline is 2 s, and a client waits for a fetch's
+				// headers a second past it at most.
+				if a.took > 3500*time.Millisecond {
+					t.Errorf("a client was held %v by a stalled upstream", a.took)
+				}
+			}
+			if n := up.Count(http.MethodGet, "/v2/library/other/blobs/"); n != 0 {
+				t.Errorf("the client that joined started a fetch of its own: %d GETs", n)
+			}
+			assertNotCached(t, m, dgst)
+		})
+	}
+}
+
 // TestAcceptAnything: a client that accepts anything (curl's */*) is
 // served a manifest Breakwater can verify: the upstream is asked for the
 // types Breakwater serves, never for */*. An upstream that answers schema

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/breakwater-registry/breakwater/internal/testdistribution"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/storage"
 )
@@ -101,6 +102,73 @@ func TestForeignLayerNeverServed(t *testing.T) {
 	noLink(t, m, "public/evil", dgst)
 	// The private repository still gets it from the cache.
 	if resp, body := m.get("/v2/private/a/blobs/" + dgst); resp.StatusCode != 200 || sha256Hex(body) != dgst {
+		t.Errorf("private/a's own layer: %s", resp.Status)
+	}
+}
+
+// TestForeignLayerNeverServedByDistribution28 is TestForeignLayerNeverServed
+// against the registry the attack was found on: Debian's docker-registry
+// (distribution 2.8) with htpasswd authentication, which, allowed foreign
+// layers as on Docker Hub, takes a manifest whose foreign layer names
+// another repository's digest without the blob, and answers 404 for that
+// blob in the manifest's repository.
+func TestForeignLayerNeverServedByDistribution28(t *testing.T) {
+	reg := testdistribution.Start(t, "puller", "s3cret")
+	creds := remote.WithAuth(&authn.Basic{Username: reg.User, Password: reg.Password})
+	push := func(repoTag string, img v1.Image) {
+		t.Helper()
+		ref, err := name.ParseReference(reg.Host+"/"+repoTag, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img, creds); err != nil {
+			t.Fatalf("push %s: %v", repoTag, err)
+		}
+	}
+	secret := randomImage(t, 16<<10, 1, types.DockerManifestSchema2)
+	push("private/a:v1", secret)
+	layer := layersOf(t, secret)[0]
+	dgst := digestOf(t, layer)
+	evil, err := mutate.Append(empty.Image, mutate.Addendum{
+		Layer:     foreignLayer{layer},
+		URLs:      []string{"https://example.com/not-here.tar.gz"},
+		MediaType: types.DockerForeignLayer,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push("public/evil:v1", mutate.MediaType(evil, types.DockerManifestSchema2))
+
+	// The upstream's own word: the blob is private/a's, not public/evil's.
+	for repo, want := range map[string]int{"private/a": http.StatusOK, "public/evil": http.StatusNotFound} {
+		req, err := http.NewRequest(http.MethodHead, reg.URL+"/v2/"+repo+"/blobs/"+dgst, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(reg.User, reg.Password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("distribution 2.8's HEAD of the layer in %s: %s, want %d", repo, resp.Status, want)
+		}
+	}
+
+	m := newMirror(t, reg.URL, mirrorOpts{auth: &authn.Basic{Username: reg.User, Password: reg.Password}})
+	pullAll(t, m, "private/a:v1")
+	if resp, body := m.get("/v2/public/evil/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("public/evil's manifest: %s %s", resp.Status, body)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		resp, body := m.do(method, "/v2/public/evil/blobs/"+dgst, nil)
+		if resp.StatusCode != http.StatusNotFound || len(body) > 0 && errorCode(body) != "BLOB_UNKNOWN" {
+			t.Errorf("%s of the private layer under the public name: %s, %d bytes (%s); want 404 BLOB_UNKNOWN", method, resp.Status, len(body), errorCode(body))
+		}
+	}
+	noLink(t, m, "public/evil", dgst)
+	if resp, body := m.get("/v2/private/a/blobs/" + dgst); resp.StatusCode != http.StatusOK || sha256Hex(body) != dgst {
 		t.Errorf("private/a's own layer: %s", resp.Status)
 	}
 }

@@ -440,6 +440,7 @@ func TestMisbehavingStatuses(t *testing.T) {
 		{"201 on a blob", "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n", "/blobs/", 502, "answered 201 Created instead of the content"},
 		{"300 on a blob", "HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n", "/blobs/", 502, "answered 300 Multiple Choices instead of the content"},
 		{"599 on a manifest", "HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n", "/manifests/", 503, "answered 599 (unnamed status)"},
+		{"101 on a blob", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: odd\r\n", "/blobs/", 502, "answered 101 Switching Protocols instead of the content"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -461,6 +462,12 @@ func TestMisbehavingStatuses(t *testing.T) {
 			want := fmt.Sprintf("(breakwater-transient: upstream docker.io %s; retry after 10s)", tc.wantCause)
 			if !strings.HasSuffix(resp.Status, want) || !bytes.Contains(body, []byte(want)) {
 				t.Errorf("status line %q, body %s; want both to end with %q", resp.Status, body, want)
+			}
+			// Nothing of the answer was kept.
+			if tc.path == "/blobs/" {
+				assertNotCached(t, m, digestOf(t, layersOf(t, img)[0]))
+			} else if _, err := m.store.GetTag(storage.Repo{Upstream: "docker.io", Name: "library/app"}, "v1", "any"); !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("tag v1 after the odd answer: %v, want not cached", err)
 			}
 		})
 	}

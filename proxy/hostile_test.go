@@ -550,7 +550,8 @@ func TestBodyBounds(t *testing.T) {
 // TestDrip: an upstream that drips a blob a byte a second is given up on
 // within a few attempt timeouts, not the 30-minute fetch timeout; a client
 // of another repository that joined the fetch is not held past its own
-// deadline; nothing is cached.
+// deadline; both get the crafted 503 naming the i/o timeout (the few bytes
+// dripped never sent headers out), not an empty reply; nothing is cached.
 func TestDrip(t *testing.T) {
 	p := fastPolicy()
 	p.Retry.AttemptTimeout = 300 * time.Millisecond
@@ -574,8 +575,14 @@ func TestDrip(t *testing.T) {
 		}
 		return true
 	})
+	type answer struct {
+		resp *http.Response
+		body []byte
+		err  error
+		took time.Duration
+	}
 	var wg sync.WaitGroup
-	took := make([]time.Duration, 2)
+	answers := make([]answer, 2)
 	for i, repo := range []string{"library/slow", "library/other"} {
 		wg.Add(1)
 		go func() {
@@ -585,22 +592,29 @@ func TestDrip(t *testing.T) {
 			}
 			start := time.Now()
 			resp, err := m.client.Get(m.srv.URL + "/v2/" + repo + "/blobs/" + dgst)
+			var body []byte
 			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
+				body, err = io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if err == nil && resp.StatusCode == 200 {
-					t.Errorf("%s: a dripped blob was served whole", repo)
-				}
 			}
-			took[i] = time.Since(start)
+			answers[i] = answer{resp, body, err, time.Since(start)}
 		}()
 	}
 	wg.Wait()
-	// Two tries without progress at 300 ms each, plus slack; the deadline
-	// is 2 s.
-	for i, d := range took {
-		if d > 3*time.Second {
-			t.Errorf("client %d held for %v by a dripping upstream", i, d)
+	for i, a := range answers {
+		// Two tries without progress at 300 ms each, plus slack; the
+		// deadline is 2 s.
+		if a.took > 3*time.Second {
+			t.Errorf("client %d held for %v by a dripping upstream", i, a.took)
+		}
+		if a.err != nil {
+			t.Fatalf("client %d: no answer: %v", i, a.err)
+		}
+		// The few bytes dripped were never enough for headers to go out:
+		// the answer is the fetch's failure.
+		checkCrafted(t, a.resp, a.body, "unreachable: body cut off at byte ")
+		if !strings.Contains(a.resp.Status, ": i/o timeout; retry after ") {
+			t.Errorf("client %d: %q does not name the i/o timeout", i, a.resp.Status)
 		}
 	}
 	assertNotCached(t, m, dgst)
@@ -681,6 +695,82 @@ func TestStalledFetch(t *testing.T) {
 			}
 			if n := up.Count(http.MethodGet, "/v2/library/other/blobs/"); n != 0 {
 				t.Errorf("the client that joined started a fetch of its own: %d GETs", n)
+			}
+			assertNotCached(t, m, dgst)
+		})
+	}
+}
+
+// TestStalledPassThrough: a blob passed through without caching (the disk
+// is full) whose upstream body stalls or drips is given up on within the
+// attempt timeout, as a fetch is: before any byte, with the crafted 503
+// naming the i/o timeout; part way, with a cut-off body. The client is not
+// held for as long as the upstream keeps the connection open.
+func TestStalledPassThrough(t *testing.T) {
+	const size = 256 << 10
+	cases := []struct {
+		name string
+		sent int
+		// drip: then a byte every 100 ms rather than nothing.
+		drip bool
+	}{
+		{"headers, no body", 0, false},
+		{"half the body", size / 2, false},
+		{"a drip", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := fastPolicy()
+			p.Retry.AttemptTimeout = 300 * time.Millisecond
+			up := testupstream.Start(t)
+			// A disk that is never free enough: every blob passes through.
+			m := newMirror(t, up.URL, mirrorOpts{policy: p, storeOpts: []storage.Option{storage.WithMinFree(1 << 62)}})
+			content, dgst := pushLinkedLayer(t, up, m, "library/stuck", size)
+			up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+					return false
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(content[:tc.sent])
+				w.(http.Flusher).Flush()
+				for i := tc.sent; tc.drip && i < len(content); i++ {
+					select {
+					case <-time.After(100 * time.Millisecond):
+					case <-r.Context().Done():
+						return true
+					}
+					if _, err := w.Write(content[i : i+1]); err != nil {
+						return true
+					}
+					w.(http.Flusher).Flush()
+				}
+				<-r.Context().Done()
+				return true
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+"/v2/library/stuck/blobs/"+dgst, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			resp, err := m.client.Do(req)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			body, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			took := time.Since(start)
+			if took > 3*time.Second {
+				t.Errorf("the client was held %v by a stalled pass-through (%v)", took, rerr)
+			}
+			if tc.sent == 0 {
+				// Nothing, or a few bytes: not enough for headers to go out.
+				checkCrafted(t, resp, body, "unreachable: body cut off: i/o timeout")
+			} else if resp.StatusCode != http.StatusOK || rerr == nil || errors.Is(rerr, context.DeadlineExceeded) {
+				t.Errorf("%s, %d bytes, %v; want 200 and a body the server cut off", resp.Status, len(body), rerr)
 			}
 			assertNotCached(t, m, dgst)
 		})

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/breakwater-registry/breakwater/storage"
@@ -31,7 +32,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 	// (missing, denied), the refusal was for the other name, and this
 	// request starts a fetch of its own.
 	for own := false; ; own = true {
-		f, err := s.joinFetch(w, r, t, repo, own)
+		f, err := s.joinFetch(w, r, t, repo)
 		if f == nil || err != nil {
 			return err
 		}
@@ -46,16 +47,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, t *target) er
 // joinFetch returns the fetch of the blob under way or one started for
 // repo. It returns a nil fetch when it answered the request itself: a
 // HEAD asked upstream, a blob that appeared in the cache, a pass-through.
-func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo, own bool) (*blobFetch, error) {
-	inflight := s.blobs.inflightFor(fetchKey{t.upstream.Name(), t.dgst})
-	if inflight != nil && inflight.repo != t.repo && !own && !s.linked(r.Context(), t, repo) {
-		// Joining a fetch started for another repository: the same rule
-		// as for cached content.
-		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
-			return nil, err
-		}
-	}
-	if r.Method == http.MethodHead && inflight == nil {
+func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, repo storage.Repo) (*blobFetch, error) {
+	if r.Method == http.MethodHead && s.blobs.inflightFor(fetchKey{t.upstream.Name(), t.dgst}) == nil {
 		// A HEAD wants to know, not to download: ask upstream the same.
 		return nil, s.headBlob(w, r, t, repo)
 	}
@@ -71,6 +64,15 @@ func (s *Server) joinFetch(w http.ResponseWriter, r *http.Request, t *target, re
 		// ...and its blob was evicted at once: fetch it again.
 		if f, started = s.blobs.start(t.upstream, repo, t.dgst); f == nil {
 			return nil, fmt.Errorf("blob %s: in the cache and gone again", t.dgst)
+		}
+	}
+	if !started && f.repo != t.repo && !s.linked(r.Context(), t, repo) {
+		// Joining a fetch started for another repository: the same rule
+		// as for cached content. Decided on the fetch start returned,
+		// not on one looked up before it: another repository's fetch
+		// may have started in between.
+		if err := s.confirmBlob(r.Context(), t, repo); err != nil {
+			return nil, err
 		}
 	}
 	if started {
@@ -268,16 +270,17 @@ func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *targ
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	// The status goes out with the first byte the client may have: a
-	// body that fails before one (cut off, or a one-byte blob whose only
-	// byte is wrong) is answered with its error, not a 200 and a cut
-	// connection.
+	// The status goes out with the first minProgress bytes the client
+	// may have (headerOnWrite): a body that fails before is answered with
+	// its error, not a 200 and a cut connection.
 	out := &headerOnWrite{ResponseWriter: w}
-	body := io.LimitReader(resp.Body, s.blobs.maxBlob)
+	body := io.LimitReader(&upstreamStall{body: resp.Body, stall: t.upstream.Policy().Retry.AttemptTimeout}, s.blobs.maxBlob)
 	err = copyVerified(out, body, t.dgst.Algorithm().Hash(), t.dgst.Encoded())
 	switch {
 	case err == nil && !out.wrote:
-		w.WriteHeader(http.StatusOK) // the empty blob
+		// A blob smaller than minProgress, the empty one included; a
+		// client that went away meanwhile is no one's failure.
+		_ = out.flush()
 	case err == nil:
 	case out.wrote:
 		noteError(r, err)
@@ -291,21 +294,76 @@ func (s *Server) passthroughBlob(w http.ResponseWriter, r *http.Request, t *targ
 	return nil
 }
 
-// headerOnWrite sends the 200 status with the first byte written.
+// headerOnWrite sends the 200 status once minProgress bytes the client may
+// have were written, or at the end (flush), as a fetch's clients get their
+// headers: a body that fails before (cut off, stalled after a few bytes, a
+// small blob whose bytes are wrong) is answered with its error, not with
+// a 200 and a connection cut before the server's buffer reached the
+// client.
 type headerOnWrite struct {
 	http.ResponseWriter
-	wrote bool
+	wrote   bool
+	pending []byte
 }
 
 func (w *headerOnWrite) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+	if w.wrote {
+		return w.ResponseWriter.Write(p)
 	}
-	if !w.wrote {
-		w.wrote = true
-		w.ResponseWriter.WriteHeader(http.StatusOK)
+	w.pending = append(w.pending, p...)
+	if len(w.pending) < minProgress {
+		return len(p), nil
 	}
-	return w.ResponseWriter.Write(p)
+	if err := w.flush(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// flush sends the status and what is pending.
+func (w *headerOnWrite) flush() error {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(http.StatusOK)
+	_, err := w.ResponseWriter.Write(w.pending)
+	w.pending = nil
+	return err
+}
+
+// upstreamStall gives up on a passed-through body that brings fewer than
+// minProgress bytes in stall, as a fetch does (copyWithStallTimeout). Only
+// the time spent waiting for the upstream counts: a slow client holds back
+// the reads, and its back-pressure is not the upstream stalling.
+type upstreamStall struct {
+	body    io.ReadCloser
+	stall   time.Duration
+	waited  time.Duration // waiting for the upstream since the last minProgress bytes
+	since   int64         // bytes since then
+	stalled atomic.Bool
+}
+
+func (s *upstreamStall) Read(p []byte) (int, error) {
+	if s.stall <= 0 {
+		return s.body.Read(p)
+	}
+	if s.waited >= s.stall {
+		return 0, upstream.ErrStalled
+	}
+	// Closing the body unblocks the Read under way.
+	timer := time.AfterFunc(s.stall-s.waited, func() {
+		s.stalled.Store(true)
+		s.body.Close()
+	})
+	start := time.Now()
+	n, err := s.body.Read(p)
+	timer.Stop()
+	s.waited += time.Since(start)
+	if s.since += int64(n); s.since >= minProgress {
+		s.since, s.waited = 0, 0
+	}
+	if err != nil && s.stalled.Load() {
+		return n, upstream.ErrStalled
+	}
+	return n, err
 }
 
 // errContentMismatch is copyVerified's verdict on content whose digest is

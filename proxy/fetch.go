@@ -746,18 +746,24 @@ func (r *fetchReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-// started waits until the fetch has a byte a client may be handed, or has
-// ended, and returns its failure when it ended without one. Headers go out
-// only then: a fetch that fails before any byte could reach the client (a
-// one-byte blob's only byte is held back until verified) is answered with
-// its error, not with a 200 and a cut connection.
+// started waits until the fetch has made progress a client may be handed
+// (minProgress bytes, or all but the last of a smaller blob), or has ended,
+// and returns its failure when it ended without. Headers go out only then:
+// a fetch that fails before (a one-byte blob's only byte is held back
+// until verified; an upstream that drips a few bytes and stalls) is
+// answered with its error, the crafted 503 naming the cause, not with a
+// 200 and a connection cut before the server's buffer reached the client.
 func (r *fetchReader) started() error {
 	for {
 		r.f.mu.Lock()
-		visible, verified, done, ferr, changed := r.f.servable(), r.f.verified, r.f.done, r.f.err, r.f.changed
+		visible, verified, done, ferr, changed, size := r.f.servable(), r.f.verified, r.f.done, r.f.err, r.f.changed, r.f.size
 		r.f.mu.Unlock()
+		enough := int64(minProgress)
+		if size >= 0 {
+			enough = min(enough, size-1)
+		}
 		switch {
-		case visible > 0 || verified || (done && ferr == nil):
+		case visible > 0 && visible >= enough || verified || (done && ferr == nil):
 			return nil
 		case done:
 			return ferr

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/breakwater-registry/breakwater/internal/testdistribution"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/storage"
 )
@@ -101,6 +103,163 @@ func TestForeignLayerNeverServed(t *testing.T) {
 	// The private repository still gets it from the cache.
 	if resp, body := m.get("/v2/private/a/blobs/" + dgst); resp.StatusCode != 200 || sha256Hex(body) != dgst {
 		t.Errorf("private/a's own layer: %s", resp.Status)
+	}
+}
+
+// TestForeignLayerNeverServedByDistribution28 is TestForeignLayerNeverServed
+// against the registry the attack was found on: Debian's docker-registry
+// (distribution 2.8) with htpasswd authentication, which, allowed foreign
+// layers as on Docker Hub, takes a manifest whose foreign layer names
+// another repository's digest without the blob, and answers 404 for that
+// blob in the manifest's repository.
+func TestForeignLayerNeverServedByDistribution28(t *testing.T) {
+	reg := testdistribution.Start(t, "puller", "s3cret")
+	creds := remote.WithAuth(&authn.Basic{Username: reg.User, Password: reg.Password})
+	push := func(repoTag string, img v1.Image) {
+		t.Helper()
+		ref, err := name.ParseReference(reg.Host+"/"+repoTag, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img, creds); err != nil {
+			t.Fatalf("push %s: %v", repoTag, err)
+		}
+	}
+	secret := randomImage(t, 16<<10, 1, types.DockerManifestSchema2)
+	push("private/a:v1", secret)
+	layer := layersOf(t, secret)[0]
+	dgst := digestOf(t, layer)
+	evil, err := mutate.Append(empty.Image, mutate.Addendum{
+		Layer:     foreignLayer{layer},
+		URLs:      []string{"https://example.com/not-here.tar.gz"},
+		MediaType: types.DockerForeignLayer,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push("public/evil:v1", mutate.MediaType(evil, types.DockerManifestSchema2))
+
+	// The upstream's own word: the blob is private/a's, not public/evil's.
+	for repo, want := range map[string]int{"private/a": http.StatusOK, "public/evil": http.StatusNotFound} {
+		req, err := http.NewRequest(http.MethodHead, reg.URL+"/v2/"+repo+"/blobs/"+dgst, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(reg.User, reg.Password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("distribution 2.8's HEAD of the layer in %s: %s, want %d", repo, resp.Status, want)
+		}
+	}
+
+	m := newMirror(t, reg.URL, mirrorOpts{auth: &authn.Basic{Username: reg.User, Password: reg.Password}})
+	pullAll(t, m, "private/a:v1")
+	if resp, body := m.get("/v2/public/evil/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("public/evil's manifest: %s %s", resp.Status, body)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		resp, body := m.do(method, "/v2/public/evil/blobs/"+dgst, nil)
+		if resp.StatusCode != http.StatusNotFound || len(body) > 0 && errorCode(body) != "BLOB_UNKNOWN" {
+			t.Errorf("%s of the private layer under the public name: %s, %d bytes (%s); want 404 BLOB_UNKNOWN", method, resp.Status, len(body), errorCode(body))
+		}
+	}
+	noLink(t, m, "public/evil", dgst)
+	if resp, body := m.get("/v2/private/a/blobs/" + dgst); resp.StatusCode != http.StatusOK || sha256Hex(body) != dgst {
+		t.Errorf("private/a's own layer: %s", resp.Status)
+	}
+}
+
+// TestJoinNeedsTheUpstreamsYes: a request for a repository the upstream
+// lacks, arriving while a blob is being fetched for a private repository
+// with credentials, is not handed the fetch's bytes: it asks the upstream
+// about its own name, gets that 404, and is never linked. The private
+// client still gets the whole blob from the one fetch.
+func TestJoinNeedsTheUpstreamsYes(t *testing.T) {
+	const user, pass = "puller", "s3cret"
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	up := testupstream.Start(t)
+	secret := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
+	up.PushImage(t, "private/a:v1", secret)
+	layer := layersOf(t, secret)[0]
+	content, dgst := compressedBytes(t, layer), digestOf(t, layer)
+	// private/ needs credentials; private/a's blob comes in two halves,
+	// the second once release is closed.
+	release := make(chan struct{})
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/v2/private/") {
+			return false
+		}
+		if r.Header.Get("Authorization") != basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return true
+		}
+		if r.Method != http.MethodGet || r.URL.Path != "/v2/private/a/blobs/"+dgst {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		_, _ = w.Write(content[:len(content)/2])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return true
+		}
+		_, _ = w.Write(content[len(content)/2:])
+		return true
+	})
+	// The half-sent body must not be given up on while the test looks.
+	p := fastPolicy()
+	p.Retry.AttemptTimeout = time.Minute
+	m := newMirror(t, up.URL, mirrorOpts{policy: p, auth: &authn.Basic{Username: user, Password: pass}})
+
+	private, err := m.client.Get(m.srv.URL + "/v2/private/a/blobs/" + dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer private.Body.Close()
+	first := make([]byte, len(content)/2-1)
+	if _, err := io.ReadFull(private.Body, first); err != nil {
+		t.Fatalf("first half of the private blob: %v", err)
+	}
+	// The fetch is under way with half the bytes on disk. A request that
+	// joined it would get a 200 and wait for the rest.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+"/v2/public/evil/blobs/"+dgst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		t.Fatalf("the public name during the private fetch: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusNotFound || errorCode(body) != "BLOB_UNKNOWN" {
+		t.Fatalf("the private blob under the public name during its fetch: %s, %d bytes (%s), %v; want 404 BLOB_UNKNOWN", resp.Status, len(body), errorCode(body), err)
+	}
+	if n := up.Count(http.MethodHead, "/v2/public/evil/blobs/"+dgst); n != 1 {
+		t.Errorf("%d upstream HEADs for public/evil, want 1", n)
+	}
+	if n := up.Count(http.MethodGet, "/v2/public/evil/"); n != 0 {
+		t.Errorf("%d upstream GETs for public/evil, want none", n)
+	}
+	noLink(t, m, "public/evil", dgst)
+
+	close(release)
+	rest, err := io.ReadAll(private.Body)
+	if err != nil || !bytes.Equal(append(first, rest...), content) {
+		t.Fatalf("the private client: %d bytes, %v", len(first)+len(rest), err)
+	}
+	waitCached(t, m, dgst)
+	noLink(t, m, "public/evil", dgst)
+	if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
+		t.Errorf("%d upstream blob GETs, want the one fetch", n)
 	}
 }
 
@@ -281,6 +440,7 @@ func TestMisbehavingStatuses(t *testing.T) {
 		{"201 on a blob", "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n", "/blobs/", 502, "answered 201 Created instead of the content"},
 		{"300 on a blob", "HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n", "/blobs/", 502, "answered 300 Multiple Choices instead of the content"},
 		{"599 on a manifest", "HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n", "/manifests/", 503, "answered 599 (unnamed status)"},
+		{"101 on a blob", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: odd\r\n", "/blobs/", 502, "answered 101 Switching Protocols instead of the content"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,24 +463,33 @@ func TestMisbehavingStatuses(t *testing.T) {
 			if !strings.HasSuffix(resp.Status, want) || !bytes.Contains(body, []byte(want)) {
 				t.Errorf("status line %q, body %s; want both to end with %q", resp.Status, body, want)
 			}
+			// Nothing of the answer was kept.
+			if tc.path == "/blobs/" {
+				assertNotCached(t, m, digestOf(t, layersOf(t, img)[0]))
+			} else if _, err := m.store.GetTag(storage.Repo{Upstream: "docker.io", Name: "library/app"}, "v1", "any"); !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("tag v1 after the odd answer: %v, want not cached", err)
+			}
 		})
 	}
 }
 
-// TestAbsurdRetryAfterThroughMirror: a Retry-After of three thousand years
-// is clamped before any arithmetic: the client is told the cap, an hour.
+// TestAbsurdRetryAfterThroughMirror: a Retry-After of three thousand years,
+// or one too large for any integer type, is clamped before any arithmetic:
+// the client is told the cap, an hour.
 func TestAbsurdRetryAfterThroughMirror(t *testing.T) {
-	for _, status := range []int{429, 503} {
-		t.Run(strconv.Itoa(status), func(t *testing.T) {
-			t.Parallel()
-			up, m, _ := seeded(t, mirrorOpts{})
-			up.Play("", "/manifests/v1", testupstream.Status(status, "Retry-After", "99999999999")).Forever()
-			resp, body := m.get("/v2/library/app/manifests/v1")
-			checkCrafted(t, resp, body, fmt.Sprintf("answered %d %s; retry after 3600s", status, http.StatusText(status)))
-			if resp.Header.Get("Retry-After") != "3600" {
-				t.Errorf("Retry-After %q, want 3600", resp.Header.Get("Retry-After"))
-			}
-		})
+	for _, ra := range []string{"99999999999", "99999999999999999999"} {
+		for _, status := range []int{429, 503} {
+			t.Run(fmt.Sprintf("%d/%s", status, ra), func(t *testing.T) {
+				t.Parallel()
+				up, m, _ := seeded(t, mirrorOpts{})
+				up.Play("", "/manifests/v1", testupstream.Status(status, "Retry-After", ra)).Forever()
+				resp, body := m.get("/v2/library/app/manifests/v1")
+				checkCrafted(t, resp, body, fmt.Sprintf("answered %d %s; retry after 3600s", status, http.StatusText(status)))
+				if resp.Header.Get("Retry-After") != "3600" {
+					t.Errorf("Retry-After %q, want 3600", resp.Header.Get("Retry-After"))
+				}
+			})
+		}
 	}
 }
 
@@ -381,7 +550,8 @@ func TestBodyBounds(t *testing.T) {
 // TestDrip: an upstream that drips a blob a byte a second is given up on
 // within a few attempt timeouts, not the 30-minute fetch timeout; a client
 // of another repository that joined the fetch is not held past its own
-// deadline; nothing is cached.
+// deadline; both get the crafted 503 naming the i/o timeout (the few bytes
+// dripped never sent headers out), not an empty reply; nothing is cached.
 func TestDrip(t *testing.T) {
 	p := fastPolicy()
 	p.Retry.AttemptTimeout = 300 * time.Millisecond
@@ -405,8 +575,14 @@ func TestDrip(t *testing.T) {
 		}
 		return true
 	})
+	type answer struct {
+		resp *http.Response
+		body []byte
+		err  error
+		took time.Duration
+	}
 	var wg sync.WaitGroup
-	took := make([]time.Duration, 2)
+	answers := make([]answer, 2)
 	for i, repo := range []string{"library/slow", "library/other"} {
 		wg.Add(1)
 		go func() {
@@ -416,25 +592,189 @@ func TestDrip(t *testing.T) {
 			}
 			start := time.Now()
 			resp, err := m.client.Get(m.srv.URL + "/v2/" + repo + "/blobs/" + dgst)
+			var body []byte
 			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
+				body, err = io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if err == nil && resp.StatusCode == 200 {
-					t.Errorf("%s: a dripped blob was served whole", repo)
-				}
 			}
-			took[i] = time.Since(start)
+			answers[i] = answer{resp, body, err, time.Since(start)}
 		}()
 	}
 	wg.Wait()
-	// Two tries without progress at 300 ms each, plus slack; the deadline
-	// is 2 s.
-	for i, d := range took {
-		if d > 3*time.Second {
-			t.Errorf("client %d held for %v by a dripping upstream", i, d)
+	for i, a := range answers {
+		// Two tries without progress at 300 ms each, plus slack; the
+		// deadline is 2 s.
+		if a.took > 3*time.Second {
+			t.Errorf("client %d held for %v by a dripping upstream", i, a.took)
+		}
+		if a.err != nil {
+			t.Fatalf("client %d: no answer: %v", i, a.err)
+		}
+		// The few bytes dripped were never enough for headers to go out:
+		// the answer is the fetch's failure.
+		checkCrafted(t, a.resp, a.body, "unreachable: body cut off at byte ")
+		if !strings.Contains(a.resp.Status, ": i/o timeout; retry after ") {
+			t.Errorf("client %d: %q does not name the i/o timeout", i, a.resp.Status)
 		}
 	}
 	assertNotCached(t, m, dgst)
+}
+
+// TestStalledFetch: an upstream that stops answering a blob GET, before its
+// headers or after them, is given up on within its attempt timeouts and
+// deadline; every client waiting on the fetch, the one that started it
+// and one of another repository that joined it, gets the crafted 503
+// naming the i/o timeout, and nothing is cached.
+func TestStalledFetch(t *testing.T) {
+	cases := []struct {
+		name  string
+		serve func(w http.ResponseWriter, r *http.Request)
+		cause string
+	}{
+		{"no headers", func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		}, "unreachable: i/o timeout"},
+		{"headers, no body", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(64<<10))
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}, "unreachable: body cut off at byte 0: i/o timeout"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := fastPolicy()
+			p.Retry.AttemptTimeout = 300 * time.Millisecond
+			up := testupstream.Start(t)
+			m := newMirror(t, up.URL, mirrorOpts{policy: p})
+			img := randomImage(t, 64<<10, 1, types.DockerManifestSchema2)
+			up.PushImage(t, "library/stuck:v1", img)
+			up.PushImage(t, "library/other:v1", img)
+			dgst := digestOf(t, layersOf(t, img)[0])
+			up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+					return false
+				}
+				tc.serve(w, r)
+				return true
+			})
+			type answer struct {
+				resp *http.Response
+				body []byte
+				err  error
+				took time.Duration
+			}
+			answers := make(chan answer, 2)
+			for i, repo := range []string{"library/stuck", "library/other"} {
+				go func() {
+					if i == 1 {
+						time.Sleep(100 * time.Millisecond) // join the fetch under way
+					}
+					start := time.Now()
+					resp, err := m.client.Get(m.srv.URL + "/v2/" + repo + "/blobs/" + dgst)
+					var body []byte
+					if err == nil {
+						body, err = io.ReadAll(resp.Body)
+						resp.Body.Close()
+					}
+					answers <- answer{resp, body, err, time.Since(start)}
+				}()
+			}
+			for range 2 {
+				a := <-answers
+				if a.err != nil {
+					t.Fatalf("no answer: %v", a.err)
+				}
+				checkCrafted(t, a.resp, a.body, tc.cause)
+				// The deadline is 2 s, and a client waits for a fetch's
+				// headers a second past it at most.
+				if a.took > 3500*time.Millisecond {
+					t.Errorf("a client was held %v by a stalled upstream", a.took)
+				}
+			}
+			if n := up.Count(http.MethodGet, "/v2/library/other/blobs/"); n != 0 {
+				t.Errorf("the client that joined started a fetch of its own: %d GETs", n)
+			}
+			assertNotCached(t, m, dgst)
+		})
+	}
+}
+
+// TestStalledPassThrough: a blob passed through without caching (the disk
+// is full) whose upstream body stalls or drips is given up on within the
+// attempt timeout, as a fetch is: before any byte, with the crafted 503
+// naming the i/o timeout; part way, with a cut-off body. The client is not
+// held for as long as the upstream keeps the connection open.
+func TestStalledPassThrough(t *testing.T) {
+	const size = 256 << 10
+	cases := []struct {
+		name string
+		sent int
+		// drip: then a byte every 100 ms rather than nothing.
+		drip bool
+	}{
+		{"headers, no body", 0, false},
+		{"half the body", size / 2, false},
+		{"a drip", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := fastPolicy()
+			p.Retry.AttemptTimeout = 300 * time.Millisecond
+			up := testupstream.Start(t)
+			// A disk that is never free enough: every blob passes through.
+			m := newMirror(t, up.URL, mirrorOpts{policy: p, storeOpts: []storage.Option{storage.WithMinFree(1 << 62)}})
+			content, dgst := pushLinkedLayer(t, up, m, "library/stuck", size)
+			up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+					return false
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(content[:tc.sent])
+				w.(http.Flusher).Flush()
+				for i := tc.sent; tc.drip && i < len(content); i++ {
+					select {
+					case <-time.After(100 * time.Millisecond):
+					case <-r.Context().Done():
+						return true
+					}
+					if _, err := w.Write(content[i : i+1]); err != nil {
+						return true
+					}
+					w.(http.Flusher).Flush()
+				}
+				<-r.Context().Done()
+				return true
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+"/v2/library/stuck/blobs/"+dgst, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			resp, err := m.client.Do(req)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			body, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			took := time.Since(start)
+			if took > 3*time.Second {
+				t.Errorf("the client was held %v by a stalled pass-through (%v)", took, rerr)
+			}
+			if tc.sent == 0 {
+				// Nothing, or a few bytes: not enough for headers to go out.
+				checkCrafted(t, resp, body, "unreachable: body cut off: i/o timeout")
+			} else if resp.StatusCode != http.StatusOK || rerr == nil || errors.Is(rerr, context.DeadlineExceeded) {
+				t.Errorf("%s, %d bytes, %v; want 200 and a body the server cut off", resp.Status, len(body), rerr)
+			}
+			assertNotCached(t, m, dgst)
+		})
+	}
 }
 
 // TestAcceptAnything: a client that accepts anything (curl's */*) is

@@ -35,7 +35,7 @@ func TestLayering(t *testing.T) {
 			module + "/proxy", module + "/storage", module + "/upstream", module + "/cmd/...",
 		}},
 		{module + "/cmd/breakwater", "the helpers that start test servers are for tests, not the binary", []string{
-			"testing", module + "/internal/testproc", module + "/internal/tests3", module + "/internal/testredis",
+			"testing", module + "/internal/testproc", module + "/internal/tests3", module + "/internal/testredis", module + "/internal/testdistribution",
 		}},
 	}
 	for _, r := range rules {

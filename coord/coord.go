@@ -282,12 +282,31 @@ func (f *Fleet) Holds(ctx context.Context, upstreams []string) ([]Hold, error) {
 	return out, nil
 }
 
-// WatchHolds calls fn with every hold a replica publishes, this one's
-// included, until ctx ends; it reconnects to Redis by itself.
-func (f *Fleet) WatchHolds(ctx context.Context, fn func(Hold)) {
-	ps := f.rdb.Subscribe(ctx, f.prefix+holdsChannel)
-	defer ps.Close()
-	ch := ps.Channel()
+// HoldWatch is a subscription to the holds the fleet's replicas publish.
+type HoldWatch struct {
+	ps *redis.PubSub
+}
+
+// SubscribeHolds subscribes to the fleet's holds and waits, within ctx,
+// until Redis confirms the subscription. Holds read with Holds after it
+// returns and those its Run delivers then miss nothing between them: a
+// replica that read first and subscribed after could miss a hold
+// published in between, and break it. When the confirmation does not come
+// (Redis down), the watch still works once Redis answers: it reconnects by
+// itself.
+func (f *Fleet) SubscribeHolds(ctx context.Context) (*HoldWatch, error) {
+	ps := f.rdb.Subscribe(context.WithoutCancel(ctx), f.prefix+holdsChannel)
+	if _, err := ps.Receive(ctx); err != nil {
+		return &HoldWatch{ps: ps}, fmt.Errorf("subscribe to the fleet's holds: %w", err)
+	}
+	return &HoldWatch{ps: ps}, nil
+}
+
+// Run calls fn with every hold a replica publishes, this one's included,
+// until ctx ends, and then closes the subscription.
+func (w *HoldWatch) Run(ctx context.Context, fn func(Hold)) {
+	defer w.ps.Close()
+	ch := w.ps.Channel()
 	for {
 		select {
 		case <-ctx.Done():

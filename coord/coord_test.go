@@ -151,24 +151,18 @@ func TestHolds(t *testing.T) {
 	a := fleet(t, srv.Addr, "", "http://a:5000", time.Minute)
 	b := fleet(t, srv.Addr, "", "http://b:5000", time.Minute)
 	heard := make(chan coord.Hold, 16)
-	go b.WatchHolds(ctx, func(h coord.Hold) { heard <- h })
+	watch, err := b.SubscribeHolds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go watch.Run(ctx, func(h coord.Hold) { heard <- h })
 	until := time.Now().Add(5 * time.Second).Truncate(time.Millisecond)
 	limit := coord.Hold{Kind: "ratelimit", Upstream: "docker.io", Until: until, Cause: "answered 429 Too Many Requests"}
-	// The subscription is asynchronous: publish until it is heard.
-	deadline := time.Now().Add(5 * time.Second)
-	var got coord.Hold
-	for got.Upstream == "" {
-		if err := a.PublishHold(ctx, limit); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case got = <-heard:
-		case <-time.After(50 * time.Millisecond):
-			if time.Now().After(deadline) {
-				t.Fatal("the hold never reached the watching replica")
-			}
-		}
+	// Subscribed once SubscribeHolds returns: the first publish is heard.
+	if err := a.PublishHold(ctx, limit); err != nil {
+		t.Fatal(err)
 	}
+	got := nextHold(t, heard, "ratelimit")
 	if got != limit {
 		t.Errorf("heard %+v, want %+v", got, limit)
 	}

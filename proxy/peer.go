@@ -443,10 +443,16 @@ func (s *Server) holdWithFleet() {
 		names = append(names, n)
 	}
 	// Before the first request: a replica that starts during a hold must
-	// not be the one that breaks it. Redis down costs the start a second.
+	// not be the one that breaks it. Subscribed first, then read, so that
+	// a hold published meanwhile is heard. Redis down costs the start a
+	// second.
 	ctx, cancel := context.WithTimeout(s.base, time.Second)
+	defer cancel()
+	watch, err := fl.coord.SubscribeHolds(ctx)
+	if err != nil {
+		s.log.Warn("fleet: not subscribed to the fleet's holds yet", "err", err)
+	}
 	holds, err := fl.coord.Holds(ctx, names)
-	cancel()
 	if err != nil {
 		s.log.Warn("fleet: the rate limits in force not read", "err", err)
 	}
@@ -456,6 +462,6 @@ func (s *Server) holdWithFleet() {
 	s.background.Add(1)
 	go func() {
 		defer s.background.Done()
-		fl.coord.WatchHolds(s.base, apply)
+		watch.Run(s.base, apply)
 	}()
 }

@@ -238,6 +238,10 @@ type Cache struct {
 	// of the blobs not verified since start, so that their first pull
 	// does not pay for it; 0 turns the scrub off (first opens still hash).
 	ScrubRate Size `yaml:"scrub_rate"`
+	// MemorySize bounds the memory that holds the tag records, manifest
+	// records and manifests used most recently, so that a warm manifest
+	// costs no file reads; 0 turns it off.
+	MemorySize Size `yaml:"memory_size"`
 }
 
 // Storage is an object store that every replica of a fleet shares, in the
@@ -802,6 +806,7 @@ func Default() Config {
 			HighWatermark:     90,
 			LowWatermark:      80,
 			ScrubRate:         50 << 20,
+			MemorySize:        32 << 20,
 		},
 		Admission:       Admission{Timeout: Duration(8 * time.Second), CacheTTL: Duration(30 * time.Second)},
 		DefaultUpstream: "docker.io",

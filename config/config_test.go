@@ -17,7 +17,7 @@ func TestLoadValid(t *testing.T) {
 	want := Config{
 		Listen: "127.0.0.1:5000", DrainTimeout: Duration(30 * time.Second),
 		Cache: Cache{Dir: "/var/lib/breakwater", TagTTL: Duration(90 * time.Second), RevalidateTimeout: Duration(1500 * time.Millisecond),
-			MaxStale: Duration(24 * time.Hour), MaxSize: 200 << 30, MaxBlobSize: 64 << 30, HighWatermark: 95, LowWatermark: 85, ScrubRate: 10 << 20},
+			MaxStale: Duration(24 * time.Hour), MaxSize: 200 << 30, MaxBlobSize: 64 << 30, HighWatermark: 95, LowWatermark: 85, ScrubRate: 10 << 20, MemorySize: 32 << 20},
 		DefaultUpstream: "docker.io",
 		Upstreams: map[string]Upstream{
 			"docker.io": {URL: "https://registry-1.docker.io", Username: "robot", Password: "s3cret",
@@ -126,6 +126,7 @@ func TestLoadRejects(t *testing.T) {
 		{"bad-size.yaml", []string{"line 2", "cache.max_size", "invalid size"}},
 		{"bad-watermarks.yaml", []string{"line 3: cache.low_watermark"}},
 		{"zero-max-blob.yaml", []string{"line 2: cache.max_blob_size", "must be positive"}},
+		{"negative-memory-size.yaml", []string{"line 2: cache.memory_size", "invalid size"}},
 		{"bad-helper.yaml", []string{"line 4: upstreams.docker.io.credential_helper", "docker-credential-NAME"}},
 		{"helper-and-user.yaml", []string{"upstreams.docker.io", "mutually exclusive"}},
 		{"zero-drain.yaml", []string{"line 1: drain_timeout", "must be positive"}},

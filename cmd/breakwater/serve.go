@@ -220,7 +220,7 @@ func serveWith(ctx context.Context, o serveOptions) error {
 		}
 	}
 	store, err := storage.Open(cfg.Cache.Dir, storage.WithLimits(limits), storage.WithLogger(log),
-		storage.WithScrubRate(int64(cfg.Cache.ScrubRate)))
+		storage.WithScrubRate(int64(cfg.Cache.ScrubRate)), storage.WithHotSize(int64(cfg.Cache.MemorySize)))
 	if err != nil {
 		return err
 	}
@@ -430,6 +430,7 @@ func restartOnly(a, b config.Config) []string {
 	check("cache.high_watermark", a.Cache.HighWatermark == b.Cache.HighWatermark)
 	check("cache.low_watermark", a.Cache.LowWatermark == b.Cache.LowWatermark)
 	check("cache.scrub_rate", a.Cache.ScrubRate == b.Cache.ScrubRate)
+	check("cache.memory_size", a.Cache.MemorySize == b.Cache.MemorySize)
 	check("log.format", a.Log.Format == b.Log.Format)
 	check("storage", reflect.DeepEqual(a.Storage, b.Storage))
 	check("redis", a.Redis == b.Redis)
@@ -447,6 +448,7 @@ func keepRestartOnly(next, cur config.Config) config.Config {
 	next.Cache.HighWatermark = cur.Cache.HighWatermark
 	next.Cache.LowWatermark = cur.Cache.LowWatermark
 	next.Cache.ScrubRate = cur.Cache.ScrubRate
+	next.Cache.MemorySize = cur.Cache.MemorySize
 	next.Log.Format = cur.Log.Format
 	next.Storage = cur.Storage
 	next.Redis = cur.Redis

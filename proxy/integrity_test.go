@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
+	"github.com/breakwater-registry/breakwater/storage"
 )
 
 // damage changes the cached file of dgst under the mirror: flip one byte
@@ -53,12 +54,24 @@ func quarantinedFiles(m *mirror) int {
 // TestCorruptCacheRefetched: a cached blob with a byte flipped and a cached
 // manifest truncated on disk, with the mirror running and after a restart,
 // are never served: they are quarantined, and the client gets the
-// upstream's true bytes from a second upstream GET.
+// upstream's true bytes from a second upstream GET. With the hot cache on
+// and no restart, the manifest's verified copy in memory is what is
+// served: true bytes, without asking the upstream.
 func TestCorruptCacheRefetched(t *testing.T) {
-	for _, restart := range []bool{false, true} {
-		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+	for _, tc := range []struct {
+		restart, hot bool
+	}{{false, false}, {true, true}, {false, true}} {
+		restart := tc.restart
+		// The manifest comes from memory only when the mirror kept it
+		// there since it fetched it.
+		fromMemory := tc.hot && !restart
+		t.Run(fmt.Sprintf("restart=%v,hot=%v", restart, tc.hot), func(t *testing.T) {
 			up := testupstream.Start(t)
-			m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Hour})
+			var storeOpts []storage.Option
+			if !tc.hot {
+				storeOpts = append(storeOpts, storage.WithHotSize(0))
+			}
+			m := newMirror(t, up.URL, mirrorOpts{tagTTL: time.Hour, storeOpts: storeOpts})
 			img := randomImage(t, 256<<10, 1, types.DockerManifestSchema2)
 			up.PushImage(t, "library/rot:v1", img)
 			layer := layersOf(t, img)[0]
@@ -85,8 +98,12 @@ func TestCorruptCacheRefetched(t *testing.T) {
 					t.Errorf("GET %s after damage: %d, %d bytes, want the true manifest", path, resp.StatusCode, len(body))
 				}
 			}
-			if n := up.Count(http.MethodGet, "/manifests/"); n != 1 {
-				t.Errorf("%d upstream manifest GETs, want the one refetch", n)
+			wantManifestGETs, wantQuarantined := 1, 2
+			if fromMemory {
+				wantManifestGETs, wantQuarantined = 0, 1
+			}
+			if n := up.Count(http.MethodGet, "/manifests/"); n != wantManifestGETs {
+				t.Errorf("%d upstream manifest GETs, want %d", n, wantManifestGETs)
 			}
 			resp, body := m.get("/v2/library/rot/blobs/" + dgst)
 			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
@@ -95,10 +112,10 @@ func TestCorruptCacheRefetched(t *testing.T) {
 			if n := up.Count(http.MethodGet, "/blobs/"+dgst); n != 1 {
 				t.Errorf("%d upstream blob GETs, want the one refetch", n)
 			}
-			if q := quarantinedFiles(m); q != 2 {
-				t.Errorf("%d files quarantined, want the blob and the manifest", q)
+			if q := quarantinedFiles(m); q != wantQuarantined {
+				t.Errorf("%d files quarantined, want %d (the blob, and the manifest unless it came from memory)", q, wantQuarantined)
 			}
-			if st := m.store.Integrity(); st.Quarantined != 2 {
+			if st := m.store.Integrity(); st.Quarantined != int64(wantQuarantined) {
 				t.Errorf("integrity %+v", st)
 			}
 			// Refetched and cached again: the next pull is a hit.

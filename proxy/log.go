@@ -60,9 +60,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		info := &requestInfo{route: routeOf(r.URL.Path)}
 		rec := &statusRecorder{ResponseWriter: w}
 		ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := s.tel.tracer.Start(ctx, r.Method+" "+info.route, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		ctx, span := s.tel.tracer.Start(ctx, r.Method+" "+info.route, trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
+		if span.IsRecording() { // attributes cost allocations a no-op span throws away
+			span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path))
+		}
 		ctx = context.WithValue(ctx, requestInfoKey{}, info)
 		defer func() {
 			// A handler aborting a cut-off body still gets its log line.
@@ -74,8 +76,9 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 				panic(v)
 			}
 		}()
-		next.ServeHTTP(rec, r.WithContext(ctx))
-		s.finishRequest(r.WithContext(ctx), rec, info, span, start)
+		r = r.WithContext(ctx)
+		next.ServeHTTP(rec, r)
+		s.finishRequest(r, rec, info, span, start)
 	})
 }
 
@@ -137,7 +140,9 @@ func (s *Server) finishRequest(r *http.Request, rec *statusRecorder, info *reque
 	if sc := span.SpanContext(); sc.IsValid() {
 		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}
-	span.SetAttributes(attribute.Int("http.response.status_code", status), attribute.String("breakwater.cache", info.cache))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("http.response.status_code", status), attribute.String("breakwater.cache", info.cache))
+	}
 	if status >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(status))
 	}

@@ -2,15 +2,12 @@ package proxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -50,18 +47,22 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, t *target
 	if t.dgst != "" {
 		m, err = s.manifestByDigest(r.Context(), t)
 	} else {
-		m, err = s.manifestByTag(r.Context(), t, acceptedTypes(r.Header))
+		m, err = s.manifestByTag(r.Context(), t, s.accepts.of(r.Header))
 	}
 	if err != nil {
 		return err
 	}
 	noteCache(r, m.cache)
 	s.blobs.usedShared(m.dgst)
+	// One allocation for the four values, keys already canonical: this is
+	// the answer a fleet asks for most.
+	vals := [...]string{m.contentType, m.dgst.String(), `"` + m.dgst.String() + `"`, strconv.Itoa(len(m.body))}
+	v := vals[:]
 	h := w.Header()
-	h.Set("Content-Type", m.contentType)
-	h.Set("Docker-Content-Digest", m.dgst.String())
-	h.Set("Etag", `"`+m.dgst.String()+`"`)
-	h.Set("Content-Length", strconv.Itoa(len(m.body)))
+	h["Content-Type"] = v[0:1:1]
+	h["Docker-Content-Digest"] = v[1:2:2]
+	h["Etag"] = v[2:3:3]
+	h["Content-Length"] = v[3:4:4]
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(m.body)
@@ -123,9 +124,9 @@ func (s *Server) recordedTag(ctx context.Context, repo storage.Repo, tag, varian
 	return rec, err
 }
 
-func (s *Server) manifestByTag(ctx context.Context, t *target, accept []string) (*manifest, error) {
+func (s *Server) manifestByTag(ctx context.Context, t *target, ca clientAccept) (*manifest, error) {
 	repo := storage.Repo{Upstream: t.upstream.Name(), Name: t.repo}
-	variant := acceptVariant(accept)
+	accept, variant := ca.types, ca.variant
 	rec, err := s.recordedTag(ctx, repo, t.ref, variant, true)
 	if err == nil {
 		fresh := time.Since(rec.CheckedAt) < s.tagTTL
@@ -441,43 +442,7 @@ func manifestContentType(header string, body []byte) string {
 	return "application/vnd.oci.image.manifest.v1+json"
 }
 
-// acceptedTypes returns the media types a client listed in its Accept
-// headers, without parameters, in order, leaving out what Breakwater does
-// not ask an upstream for: wildcards (curl sends */*; an upstream that
-// gets it may pick the oldest format it has) and Docker schema 1, whose
-// digest is not that of its bytes, so that it cannot be served verified.
-// Nothing left means "any", and the upstream is asked for every type
-// Breakwater serves.
-func acceptedTypes(h http.Header) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, v := range h.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil || seen[mt] || strings.HasSuffix(mt, "/*") || isSchema1(mt) {
-				continue
-			}
-			seen[mt] = true
-			out = append(out, mt)
-		}
-	}
-	return out
-}
-
 // isSchema1 reports Docker's schema 1 manifest types, signed or not.
 func isSchema1(mediaType string) bool {
 	return strings.HasPrefix(mediaType, "application/vnd.docker.distribution.manifest.v1+")
-}
-
-// acceptVariant names a set of accepted media types. The upstream may
-// answer a tag differently for different sets, so each set has its own tag
-// record; clients of one runtime send the same set and share it.
-func acceptVariant(accept []string) string {
-	if len(accept) == 0 {
-		return "any"
-	}
-	sorted := append([]string(nil), accept...)
-	sort.Strings(sorted)
-	sum := sha256.Sum256([]byte(strings.Join(sorted, ",")))
-	return "a" + hex.EncodeToString(sum[:8])
 }

@@ -124,6 +124,7 @@ type registry struct {
 // and its upstreams.
 type Server struct {
 	store          *storage.Store
+	accepts        acceptSets
 	sharedRedirect bool
 	// sharedMaxSize is storage.max_size, for the status page.
 	sharedMaxSize   int64

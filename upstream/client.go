@@ -359,6 +359,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		return nil, e
 	}
 	var w waited
+	retriedStale := false
 	for {
 		t, refusal, err := c.gate.admit(ctx, deadline, true, &w, onWait)
 		if err != nil {
@@ -392,7 +393,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		if e != nil {
 			cause = e.Cause
 		}
-		c.gate.observe(t, outcome, cause, hold)
+		stale := c.gate.observe(t, outcome, cause, hold)
 		c.limits.note(c, header)
 		last, lastErr = outcome, e
 		switch {
@@ -410,6 +411,13 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		case outcome == rateLimited:
 			// Not retried around: the gate holds the next try until the
 			// time the upstream gave, or refuses it if that is too late.
+			continue
+		case stale && !retriedStale:
+			// The upstream answered another request while this try was
+			// out: its failure is older news, and nothing would end a
+			// backoff started now. Once, so that a flapping upstream
+			// still sees this request back off.
+			retriedStale = true
 			continue
 		}
 		wait := c.policy.Retry.backoff(tries, e.RetryAfter, c.rnd)

@@ -497,6 +497,51 @@ func TestRecoveryWakesWaiters(t *testing.T) {
 	}
 }
 
+// TestStaleFailureRetriesAtOnce: a 503 that reaches the client after
+// another request already got an answer is older news. Its request must
+// not start a backoff that no recovery will end (the recovery was seen
+// before it): it retries at once, and gets the manifest.
+func TestStaleFailureRetriesAtOnce(t *testing.T) {
+	up := seededUpstream(t)
+	p := testPolicy()
+	p.Retry.BaseDelay, p.Retry.MaxDelay = 5*time.Second, 5*time.Second
+	c := newTestClient(t, up.URL, nil, p)
+	var n atomic.Int32
+	otherAnswered := make(chan struct{})
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") || n.Add(1) != 1 {
+			return false
+		}
+		<-otherAnswered // the first try's 503 leaves after the other's 200
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	})
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { _, err := getManifest(c); done <- err }()
+	for n.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := getManifest(c); err != nil {
+		t.Fatal(err)
+	}
+	close(otherAnswered)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("took %v: the stale 503 started a backoff", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request with the stale 503 did not finish")
+	}
+	if got := up.Count(http.MethodGet, "/manifests/"); got != 3 {
+		t.Errorf("%d manifest GETs upstream, want 3 (the stale try, the other request, the retry)", got)
+	}
+}
+
 // TestDeadlineKeepsTheCause: a try cut short by the request's own
 // deadline does not hide what the upstream did before it.
 func TestDeadlineKeepsTheCause(t *testing.T) {

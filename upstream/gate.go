@@ -62,6 +62,12 @@ type gate struct {
 	// one that got an answer, which wakes every retry loop waiting out a
 	// backoff: the upstream is back, there is no reason to wait.
 	failing bool
+	// answers counts the tries that got an answer. A try that found the
+	// upstream down while another, admitted after it started, got an
+	// answer is older news than that answer (its 503 was on the wire while
+	// the upstream came back): it must not mark the upstream failing and
+	// send its request into a backoff that nothing would end.
+	answers uint64
 	// While failing, retries of every request share one schedule: the
 	// next may go at paceAt, which moves by a full-jitter backoff doubling
 	// with each try that found the upstream down (paceN), so a thousand
@@ -111,6 +117,8 @@ type waited struct {
 // ticket is an admitted try: which holds it probes.
 type ticket struct {
 	circuit, limit bool
+	// answers is the gate's count of answers when the try was admitted.
+	answers uint64
 }
 
 // admit waits until a try may go to the upstream, or returns the refusal
@@ -138,7 +146,7 @@ func (g *gate) admit(ctx context.Context, deadline time.Time, wait bool, w *wait
 		}
 		h := g.blocking(now)
 		if h == nil {
-			t := ticket{circuit: g.circuit.active, limit: g.limit.active}
+			t := ticket{circuit: g.circuit.active, limit: g.limit.active, answers: g.answers}
 			g.circuit.probing = g.circuit.probing || t.circuit
 			g.limit.probing = g.limit.probing || t.limit
 			if t.circuit {
@@ -211,7 +219,12 @@ func (g *gate) refusalLocked(h *hold, left time.Duration) *Error {
 // upstream; cause names it; limitHold, when positive, is how long the
 // upstream asked to be left alone (a 429's Retry-After, or Docker Hub's
 // window once no pulls are left), already capped.
-func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duration) {
+//
+// It reports a stale failure: the try found the upstream down, but another
+// try got an answer after this one was admitted. Such a failure neither
+// marks the upstream failing nor moves the shared retry schedule, and its
+// request may retry at once (once: a retry that fails again waits).
+func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duration) (stale bool) {
 	var told []Hold
 	defer func() { g.tell(told) }()
 	g.mu.Lock()
@@ -257,8 +270,10 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 		changed = true
 	}
 
-	switch o {
-	case down:
+	switch {
+	case o == down && !t.circuit && g.answers != t.answers:
+		stale = true
+	case o == down:
 		g.failing = true
 		g.paceN++
 		g.downCause = shortCause(cause)
@@ -270,6 +285,7 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 		}
 	default:
 		// Any answer, even a 429 or a 500, says the upstream is up.
+		g.answers++
 		if g.circuit.active {
 			if g.circuit.heard && t.circuit {
 				g.heardUntil = now.Add(g.policy.Breaker.OpenMax)
@@ -287,6 +303,7 @@ func (g *gate) observe(t ticket, o outcome, cause string, limitHold time.Duratio
 	if changed {
 		g.notifyLocked()
 	}
+	return stale
 }
 
 // tell passes holds to onHold, outside the gate's lock.

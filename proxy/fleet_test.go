@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,7 +138,28 @@ func TestFleetOwnerGone(t *testing.T) {
 	content, dgst := pushLinkedLayer(t, up, owner, "library/herd", 1<<20)
 	other.get("/v2/library/herd/manifests/v1")
 	release := make(chan struct{})
-	slowBlob(up, dgst, content, release) // half the body, then waits
+	// The owner's GET gets half the body, then waits; any later GET (the
+	// other replica's, once the owner is gone) gets it whole. Holding
+	// those too made the test's own close of the owner — which waits for
+	// the held GET's handler — look like an upstream stalling for the
+	// other replica, on a loaded machine.
+	var gets atomic.Int32
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) || gets.Add(1) > 1 {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		w.Header().Set("Docker-Content-Digest", dgst)
+		_, _ = w.Write(content[:len(content)/2])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return true
+		}
+		_, _ = w.Write(content[len(content)/2:])
+		return true
+	})
 
 	ownerDone := make(chan struct{})
 	go func() {

@@ -35,17 +35,8 @@ func slowBlob(up *testupstream.Upstream, dgst string, content []byte, release <-
 		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
 			return false
 		}
-		half := len(content) / 2
-		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
 		w.Header().Set("Docker-Content-Digest", dgst)
-		_, _ = w.Write(content[:half])
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return true
-		}
-		_, _ = w.Write(content[half:])
+		testupstream.HalfThenWait(w, r, content, release)
 		return true
 	})
 }

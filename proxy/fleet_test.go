@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,16 +147,8 @@ func TestFleetOwnerGone(t *testing.T) {
 		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) || gets.Add(1) > 1 {
 			return false
 		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
 		w.Header().Set("Docker-Content-Digest", dgst)
-		_, _ = w.Write(content[:len(content)/2])
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return true
-		}
-		_, _ = w.Write(content[len(content)/2:])
+		testupstream.HalfThenWait(w, r, content, release)
 		return true
 	})
 

@@ -201,15 +201,7 @@ func TestJoinNeedsTheUpstreamsYes(t *testing.T) {
 		if r.Method != http.MethodGet || r.URL.Path != "/v2/private/a/blobs/"+dgst {
 			return false
 		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
-		_, _ = w.Write(content[:len(content)/2])
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return true
-		}
-		_, _ = w.Write(content[len(content)/2:])
+		testupstream.HalfThenWait(w, r, content, release)
 		return true
 	})
 	// The half-sent body must not be given up on while the test looks.

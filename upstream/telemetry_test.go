@@ -2,45 +2,27 @@ package upstream
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/breakwater-registry/breakwater/internal/testlog"
 )
 
-// syncBuffer is a log destination safe for the goroutines of a client.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// records returns the JSON log records written so far.
-func (s *syncBuffer) records(t *testing.T) []map[string]any {
+// records returns the JSON log records written to logs so far.
+func records(t *testing.T, logs *testlog.Buffer) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
 	for sc.Scan() {
 		var r map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
@@ -119,7 +101,7 @@ func TestStateVisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tel.Close() })
-	var logs syncBuffer
+	var logs testlog.Buffer
 	clk := newAutoClock()
 	up := seededUpstream(t)
 	p := DefaultPolicy()
@@ -144,7 +126,7 @@ func TestStateVisible(t *testing.T) {
 	if s := gauge(t, reader, state); s != 2 {
 		t.Errorf("after %d requests that found the upstream down: breaker state %v, want 2 (open)", p.Breaker.MinRequests, s)
 	}
-	if !logged(logs.records(t), "circuit breaker", map[string]string{"level": "WARN", "to": "open", "cause": "503 Service Unavailable"}) {
+	if !logged(records(t, &logs), "circuit breaker", map[string]string{"level": "WARN", "to": "open", "cause": "503 Service Unavailable"}) {
 		t.Errorf("no warning of the circuit opening, with its cause:\n%s", logs.String())
 	}
 	clk.Advance(c.Health().CircuitRetryAfter)
@@ -159,7 +141,7 @@ func TestStateVisible(t *testing.T) {
 	if s := gauge(t, reader, state); s != 0 {
 		t.Errorf("after recovery: breaker state %v, want 0 (closed)", s)
 	}
-	if !logged(logs.records(t), "circuit breaker", map[string]string{"level": "INFO", "to": "closed"}) {
+	if !logged(records(t, &logs), "circuit breaker", map[string]string{"level": "INFO", "to": "closed"}) {
 		t.Errorf("no record of the circuit closing:\n%s", logs.String())
 	}
 
@@ -173,7 +155,7 @@ func TestStateVisible(t *testing.T) {
 	if s := gauge(t, reader, state); s != 0 {
 		t.Errorf("rate limited: breaker state %v, want 0: a 429 says the upstream is up", s)
 	}
-	if !logged(logs.records(t), "upstream rate limited: nothing is sent to it until the time it gave",
+	if !logged(records(t, &logs), "upstream rate limited: nothing is sent to it until the time it gave",
 		map[string]string{"level": "WARN", "cause": "answered 429 Too Many Requests", "retry_after": "30s"}) {
 		t.Errorf("no warning of the rate limit, with its cause and time:\n%s", logs.String())
 	}

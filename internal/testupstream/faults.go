@@ -189,3 +189,18 @@ func (u *Upstream) perform(st Step, w http.ResponseWriter, r *http.Request) bool
 	}
 	return false
 }
+
+// HalfThenWait answers a GET with content's first half, flushed, and sends
+// the rest once release is closed; it gives up when the client goes away.
+// Hooks use it to keep a fetch under way for as long as a test needs.
+func HalfThenWait(w http.ResponseWriter, r *http.Request, content []byte, release <-chan struct{}) {
+	w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+	_, _ = w.Write(content[:len(content)/2])
+	w.(http.Flusher).Flush()
+	select {
+	case <-release:
+	case <-r.Context().Done():
+		return
+	}
+	_, _ = w.Write(content[len(content)/2:])
+}

@@ -63,10 +63,10 @@ type gate struct {
 	// backoff: the upstream is back, there is no reason to wait.
 	failing bool
 	// answers counts the tries that got an answer. A try that found the
-	// upstream down while another, admitted after it started, got an
-	// answer is older news than that answer (its 503 was on the wire while
-	// the upstream came back): it must not mark the upstream failing and
-	// send its request into a backoff that nothing would end.
+	// upstream down, observed after an answer that came in since the try
+	// was admitted, is older news than that answer (its 503 was on the
+	// wire while the upstream came back): it must not mark the upstream
+	// failing and send its request into a backoff that nothing would end.
 	answers uint64
 	// While failing, retries of every request share one schedule: the
 	// next may go at paceAt, which moves by a full-jitter backoff doubling

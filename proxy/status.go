@@ -73,6 +73,13 @@ type CacheStatus struct {
 	Unverified  int64 `json:"unverified"`
 	Quarantined int64 `json:"quarantined"`
 	Inflight    int   `json:"inflightFetches"`
+	// Memory* describe the records and manifests held in memory
+	// (cache.memory_size) and the lookups they answered.
+	MemoryBytes    int64 `json:"memoryBytes"`
+	MemoryMaxBytes int64 `json:"memoryMaxBytes"`
+	MemoryEntries  int   `json:"memoryEntries"`
+	MemoryHits     int64 `json:"memoryHits"`
+	MemoryMisses   int64 `json:"memoryMisses"`
 }
 
 // UpstreamStatus summarises one upstream.
@@ -100,6 +107,7 @@ func (s *Server) Status() Status {
 	writable := s.store.CheckWritable() == nil
 	state := s.store.State()
 	in := s.store.Integrity()
+	hot := s.store.HotStats()
 	ratio, pulls := s.tel.hitRatio()
 	st := Status{
 		Version: s.version,
@@ -109,7 +117,8 @@ func (s *Server) Status() Status {
 			HitRatio: ratio, PullRequests: pulls, DiskFull: state.Kind == storage.DiskFull, Writable: writable,
 			State: state.Kind.String(), StateCause: state.Cause,
 			Verified: in.Verified, Unverified: in.Unverified, Quarantined: in.Quarantined,
-			Inflight: s.blobs.count(),
+			Inflight:    s.blobs.count(),
+			MemoryBytes: hot.Bytes, MemoryMaxBytes: hot.Max, MemoryEntries: hot.Entries, MemoryHits: hot.Hits, MemoryMisses: hot.Misses,
 		},
 	}
 	for name, up := range s.upstreams {
@@ -179,6 +188,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 <tr><th>evictions</th><td>{{.Cache.Evictions}}</td></tr>
 <tr><th>integrity</th><td>{{.Cache.Verified}} blobs verified since start, {{.Cache.Unverified}} not yet (hashed on first open or by the scrub){{if .Cache.Quarantined}}; <span class="open">{{.Cache.Quarantined}} found corrupt and quarantined</span>{{end}}</td></tr>
 <tr><th>fetches under way</th><td>{{.Cache.Inflight}}</td></tr>
+<tr><th>in memory</th><td>{{.Cache.MemoryEntries}} records and manifests, {{.Cache.MemoryBytes}} of {{.Cache.MemoryMaxBytes}} bytes; {{.Cache.MemoryHits}} lookups answered from memory, {{.Cache.MemoryMisses}} read from disk</td></tr>
 <tr><th>disk</th><td>{{if .Cache.DiskFull}}<span class="open">FULL: streaming without caching</span>{{else if eq .Cache.State "unwritable"}}<span class="open">NOT WRITABLE: streaming without caching</span>{{else if not .Cache.Writable}}<span class="open">NOT WRITABLE</span>{{else}}ok{{end}} ({{.Cache.Dir}}){{if .Cache.StateCause}}: {{.Cache.StateCause}}{{end}}</td></tr>
 </table>
 {{with .Fleet}}<h2>Fleet</h2>

@@ -118,6 +118,10 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 	must(e)
 	unverified, e := m.Int64ObservableGauge("breakwater.cache.unverified", metric.WithDescription("Cached blobs not yet hashed since start: their first open hashes them, unless the scrub did."))
 	must(e)
+	memory, e := m.Int64ObservableGauge("breakwater.cache.memory", metric.WithUnit("By"), metric.WithDescription("Bytes of tag records, manifest records and manifests held in memory (cache.memory_size)."))
+	must(e)
+	memoryHits, e := m.Int64ObservableCounter("breakwater.cache.memory_hits", metric.WithDescription("Lookups of tag records, manifest records and manifests answered from memory, without a file read."))
+	must(e)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
@@ -134,8 +138,11 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, s *Server) (
 		in := s.store.Integrity()
 		o.ObserveInt64(quarantined, in.Quarantined)
 		o.ObserveInt64(unverified, in.Unverified)
+		hot := s.store.HotStats()
+		o.ObserveInt64(memory, hot.Bytes)
+		o.ObserveInt64(memoryHits, hot.Hits)
 		return nil
-	}, cacheSize, cacheMax, entries, evictions, inflight, diskFull, unwritable, quarantined, unverified)
+	}, cacheSize, cacheMax, entries, evictions, inflight, diskFull, unwritable, quarantined, unverified, memory, memoryHits)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}

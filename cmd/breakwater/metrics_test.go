@@ -120,6 +120,14 @@ func TestMetricsAndStatus(t *testing.T) {
 	if got := metricValue(t, m, "breakwater_cache_size_bytes"); got < float64(size) {
 		t.Errorf("cache size %v, want at least the layer's %d", got, size)
 	}
+	// The manifest hit was answered from memory: its tag record, manifest
+	// record and bytes.
+	if got := metricValue(t, m, "breakwater_cache_memory_hits_total"); got < 3 {
+		t.Errorf("memory hits %v, want at least the manifest hit's 3 lookups", got)
+	}
+	if got := metricValue(t, m, "breakwater_cache_memory_bytes"); got <= 0 {
+		t.Errorf("memory bytes %v, want the records and manifest held", got)
+	}
 	if got := metricValue(t, m, "breakwater_cache_entries"); got != 2 {
 		t.Errorf("cache entries %v, want 2: the manifest and the layer", got)
 	}
@@ -132,6 +140,8 @@ func TestMetricsAndStatus(t *testing.T) {
 		Cache struct {
 			HitRatio     float64 `json:"hitRatio"`
 			PullRequests int64   `json:"pullRequests"`
+			MemoryHits   int64   `json:"memoryHits"`
+			MemoryBytes  int64   `json:"memoryBytes"`
 		} `json:"cache"`
 		Upstreams []struct {
 			Name, Breaker string
@@ -141,7 +151,7 @@ func TestMetricsAndStatus(t *testing.T) {
 		t.Fatalf("status: %d %v %s", code, err, body)
 	}
 	// 6 pull requests, 3 from cache.
-	if st.Cache.PullRequests != 6 || st.Cache.HitRatio != 0.5 {
+	if st.Cache.PullRequests != 6 || st.Cache.HitRatio != 0.5 || st.Cache.MemoryHits < 3 || st.Cache.MemoryBytes <= 0 {
 		t.Errorf("status cache %+v", st.Cache)
 	}
 	if len(st.Upstreams) != 4 || st.Upstreams[0].Breaker != "closed" {
@@ -155,7 +165,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	}
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"<h1>Breakwater", "hit ratio", "50.0 %", "docker.io", "closed"} {
+	for _, want := range []string{"<h1>Breakwater", "hit ratio", "50.0 %", "docker.io", "closed", "answered from memory"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("status page lacks %q", want)
 		}

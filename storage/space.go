@@ -281,8 +281,8 @@ func (s *Store) spaceStretch() int64 { return min(4<<20, max(s.space.minFree, 64
 
 // checkGrowth is called by an ingest before each write that takes it from
 // written to next bytes: it refuses when the blob outgrows max_size, and,
-// each time next passes *checkAt, when the stretch after it would leave
-// less than the minimum free.
+// each time next passes *checkAt, when the write and the stretch after it
+// would leave less than the minimum free.
 func (s *Store) checkGrowth(dgst digest.Digest, written, next int64, checkAt *int64) error {
 	if max := s.limits.MaxSize; max > 0 && next > max {
 		s.rememberTooLarge(dgst, next)
@@ -291,16 +291,18 @@ func (s *Store) checkGrowth(dgst digest.Digest, written, next int64, checkAt *in
 	if next <= *checkAt {
 		return nil
 	}
-	stretch := s.spaceStretch()
-	*checkAt = next + stretch
+	// Until the next look the ingest may write this write and a stretch
+	// after it.
+	*checkAt = next + s.spaceStretch()
+	ahead := *checkAt - written
 	free, err := s.freeBytes()
 	if err != nil {
 		return nil
 	}
-	if free-stretch < s.space.minFree {
-		s.rememberTooLarge(dgst, written+stretch)
+	if free-ahead < s.space.minFree {
+		s.rememberTooLarge(dgst, *checkAt)
 		return fmt.Errorf("ingest %s: %d bytes written, %d free: %d more would leave less than the %d kept free: %w",
-			dgst, written, free, stretch, s.space.minFree, ErrTooLarge)
+			dgst, written, free, ahead, s.space.minFree, ErrTooLarge)
 	}
 	return nil
 }

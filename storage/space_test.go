@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -86,6 +87,38 @@ func TestIngestStopsNearMinFree(t *testing.T) {
 	}
 }
 
+// TestOneWriteLargerThanTheStretch: a write bigger than the stretch between
+// two looks at the free space is counted whole, so it is refused as too
+// large rather than failing on the disk and marking the store full.
+func TestOneWriteLargerThanTheStretch(t *testing.T) {
+	disk := testdisk.Tmpfs(t, "4m")
+	s, err := Open(filepath.Join(disk, "cache"), WithMinFree(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := s.freeBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Leave 512 KiB: room for the stretch (64 KiB) and the minimum, not
+	// for one 1 MiB write.
+	if err := os.WriteFile(filepath.Join(disk, "filler"), make([]byte, free-512<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	content := bytes.Repeat([]byte("y"), copyBufferSize)
+	in, err := s.NewIngest(digest.FromBytes(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Abort()
+	if _, err := in.CopyFrom(bytes.NewReader(content), nil); !IsTooLarge(err) {
+		t.Fatalf("one %d-byte write with 512 KiB free = %v, want ErrTooLarge", len(content), err)
+	}
+	if s.Full() {
+		t.Error("a write refused in time marked the store full")
+	}
+}
+
 // TestIngestStopsAtMaxSize: a blob that grows past max_size is refused part
 // way, whatever was declared.
 func TestIngestStopsAtMaxSize(t *testing.T) {
@@ -129,8 +162,8 @@ func TestWriteFailureMarksFullAndRecovers(t *testing.T) {
 	// Another writer takes the rest of the disk between two checks.
 	filler := filepath.Join(disk, "filler")
 	_ = os.WriteFile(filler, make([]byte, 4<<20), 0o644)
-	_, err = in.CopyFrom(bytes.NewReader(content[64<<10:]), nil)
-	// The next look at the free space is a stretch away: the write fails.
+	_, err = in.CopyFrom(&chunkReader{content: content[64<<10:], sizes: []int{64 << 10}, err: io.EOF}, nil)
+	// The next look at the free space is a stretch away: a write fails.
 	if !IsNoSpace(err) || !s.Full() {
 		t.Fatalf("writing on a full disk: %v, full %v; want ENOSPC and full", err, s.Full())
 	}

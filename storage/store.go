@@ -58,8 +58,8 @@ type Store struct {
 	idx    *index
 	scan0  ScanStats
 	space  space
-	// copyBuffers are Ingest.CopyFrom's buffers: a fetch holds
-	// copyBuffersInFlight of them only while it runs.
+	// copyBuffers are the buffers of Ingest.CopyFrom and of the
+	// integrity checks, copyBufferSize each.
 	copyBuffers sync.Pool
 	integrity   integrity
 	scrubRate   int64
@@ -394,73 +394,50 @@ type WriteError struct{ Err error }
 func (e *WriteError) Error() string { return e.Err.Error() }
 func (e *WriteError) Unwrap() error { return e.Err }
 
-const (
-	copyBufferSize      = 256 << 10
-	copyBuffersInFlight = 4
-)
+// copyBufferSize is the size of CopyFrom's one buffer. Larger reads and
+// writes mean fewer syscalls, fewer wake-ups of the clients following the
+// fetch and fewer of the runtime's hand-offs around long syscalls, which
+// together cost more than the copy itself (BENCHMARKS.md, issue 14); a
+// fetch holds it only while it runs.
+const copyBufferSize = 1 << 20
 
 // CopyFrom writes what r yields to the ingest until r ends, calling
 // progress (when not nil) with the size written so far after each write.
-// The hash runs on a goroutine of its own, a few buffers behind the
-// writes, so that hashing a large blob does not add to the time each byte
-// takes to reach the file and the readers following it; when CopyFrom
-// returns, every byte written has been hashed. A failure to write the
-// file is a *WriteError; r's errors are returned as they are.
+// Each buffer is announced before it is hashed, on the same goroutine: the
+// readers following the fetch send it on while it hashes, and no other
+// goroutine has to be woken per buffer. When CopyFrom returns, every byte
+// written has been hashed. A failure to write the file is a *WriteError;
+// r's errors are returned as they are.
 func (in *Ingest) CopyFrom(r io.Reader, progress func(size int64)) (int64, error) {
 	if err := in.usable("copy into"); err != nil {
 		return 0, err
 	}
-	free := make(chan []byte, copyBuffersInFlight)
-	held := make([]*[]byte, copyBuffersInFlight)
-	for i := range held {
-		held[i] = in.store.copyBuffers.Get().(*[]byte)
-		free <- *held[i]
-	}
-	defer func() {
-		for _, b := range held {
-			in.store.copyBuffers.Put(b)
-		}
-	}()
-	written := make(chan []byte, copyBuffersInFlight)
-	hashed := make(chan struct{})
+	bufp := in.store.copyBuffers.Get().(*[]byte)
+	defer in.store.copyBuffers.Put(bufp)
+	buf := *bufp
 	h := in.digester.Hash()
-	go func() {
-		defer close(hashed)
-		for b := range written {
-			h.Write(b)
-			free <- b[:cap(b)]
-		}
-	}()
-
 	var total int64
-	var err error
 	for {
-		buf := <-free
 		n, rerr := r.Read(buf)
 		if n > 0 {
 			w, werr := in.writeFile(buf[:n])
 			total += int64(w)
-			written <- buf[:w]
 			if werr != nil {
-				err = werr
-				break
+				h.Write(buf[:w])
+				return total, werr
 			}
 			if progress != nil {
 				progress(in.size)
 			}
-		} else {
-			free <- buf
+			h.Write(buf[:w])
+		}
+		if rerr == io.EOF {
+			return total, nil
 		}
 		if rerr != nil {
-			if rerr != io.EOF {
-				err = rerr
-			}
-			break
+			return total, rerr
 		}
 	}
-	close(written)
-	<-hashed
-	return total, err
 }
 
 // Commit verifies the digest and moves the content into place, durably.

@@ -581,7 +581,7 @@ func (f *blobFetch) reader(ctx context.Context, store *storage.Store) (*fetchRea
 	if !f.committed {
 		file, err := os.Open(f.path)
 		if err == nil {
-			return &fetchReader{ctx: ctx, f: f, file: file, close: file.Close}, nil
+			return &fetchReader{ctx: ctx, f: f, file: file, close: file.Close, fileAt: -1}, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("follow fetch of %s: %w", f.key.dgst, err)
@@ -598,7 +598,7 @@ func (f *blobFetch) reader(ctx context.Context, store *storage.Store) (*fetchRea
 		}
 		return nil, fmt.Errorf("follow fetch of %s: %w", f.key.dgst, err)
 	}
-	return &fetchReader{ctx: ctx, f: f, file: blob.File, close: blob.Close}, nil
+	return &fetchReader{ctx: ctx, f: f, file: blob.File, close: blob.Close, fileAt: -1}, nil
 }
 
 // servable is how many bytes of the fetch a client may be handed: all
@@ -620,7 +620,10 @@ type fetchReader struct {
 	file  *os.File
 	close func() error
 	pos   int64
-	err   error // the fetch's failure, once seen
+	// fileAt is the file's own offset when known, -1 when not: sendTo
+	// seeks only when it differs from pos.
+	fileAt int64
+	err    error // the fetch's failure, once seen
 }
 
 func (r *fetchReader) Read(p []byte) (int, error) {
@@ -683,13 +686,19 @@ func (r *fetchReader) sendTo(dst io.ReaderFrom, n int64) (int64, error) {
 		if err != nil {
 			return sent, err
 		}
-		if _, err := r.file.Seek(r.pos, io.SeekStart); err != nil {
-			return sent, fmt.Errorf("follow fetch of %s: %w", r.f.key.dgst, err)
+		if r.fileAt != r.pos {
+			if _, err := r.file.Seek(r.pos, io.SeekStart); err != nil {
+				return sent, fmt.Errorf("follow fetch of %s: %w", r.f.key.dgst, err)
+			}
+			r.fileAt = r.pos
 		}
 		k, err := dst.ReadFrom(&io.LimitedReader{R: r.file, N: avail})
 		r.pos += k
+		r.fileAt += k
 		sent += k
 		if err != nil {
+			// A copy that failed may have read past what it sent.
+			r.fileAt = -1
 			return sent, err
 		}
 		if k < avail {

@@ -280,6 +280,7 @@ func (b *bench) manifests(ctx context.Context) error {
 		lat := make([][]time.Duration, b.s.ManifestClients)
 		errSample := make(chan error, 1)
 		var wg sync.WaitGroup
+		cpu := newCPUMeter(b.upstream, t.proc)
 		t0 := time.Now()
 		deadline := t0.Add(b.s.ManifestDuration)
 		for w := range b.s.ManifestClients {
@@ -308,6 +309,7 @@ func (b *bench) manifests(ctx context.Context) error {
 		}
 		wg.Wait()
 		elapsed := time.Since(t0)
+		harnessCPU, upstreamCPU, serverCPU := cpu.used()
 		var all []time.Duration
 		for _, l := range lat {
 			all = append(all, l...)
@@ -318,12 +320,19 @@ func (b *bench) manifests(ctx context.Context) error {
 		b.res.add("manifest", t.Name, "p99_ms", percentile(all, 99))
 		b.res.add("manifest", t.Name, "requests", float64(ok.Load()))
 		b.res.add("manifest", t.Name, "errors", float64(failed.Load()))
+		// CPU per request is what the server can do per core, whatever
+		// share of the two cores the harness's clients leave it.
+		perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / max(float64(ok.Load()), 1) }
+		b.res.add("manifest", t.Name, "server_cpu_us_per_req", perReq(serverCPU))
+		b.res.add("manifest", t.Name, "upstream_cpu_us_per_req", perReq(upstreamCPU))
+		b.res.add("manifest", t.Name, "harness_cpu_us_per_req", perReq(harnessCPU))
 		select {
 		case err := <-errSample:
 			b.res.fail("manifest", t.Name, err)
 		default:
 		}
-		logf("manifest %-12s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d", t.Name, rps, percentile(all, 50), percentile(all, 99), failed.Load())
+		logf("manifest %-12s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  CPU per request: server %.1f µs, upstream %.1f µs, harness %.1f µs",
+			t.Name, rps, percentile(all, 50), percentile(all, 99), failed.Load(), perReq(serverCPU), perReq(upstreamCPU), perReq(harnessCPU))
 		client.CloseIdleConnections()
 	}
 	return nil

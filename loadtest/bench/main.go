@@ -397,7 +397,8 @@ func (b *bench) setup(ctx context.Context, root string) error {
 
 // registryConfig writes a distribution configuration: filesystem storage in
 // its own directory, the access log on stdout, proxy mode when remote is
-// set. Everything else is distribution's default.
+// set, the firstbyte middleware when not. Everything else is
+// distribution's default.
 func (b *bench) registryConfig(name, addr, remote string) (string, error) {
 	dir := filepath.Join(b.work, name+"-storage")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -419,6 +420,11 @@ http:
 `, dir, addr, name)
 	if remote != "" {
 		cfg += fmt.Sprintf("proxy:\n  remoteurl: %s\n  ttl: 168h\n", remote)
+	} else {
+		// The upstream logs when each blob GET arrived and when its first
+		// byte left (loadtest/registry/firstbyte.go): its own share of a
+		// herd's first byte.
+		cfg += "middleware:\n  repository:\n    - name: firstbyte\n"
 	}
 	path := filepath.Join(b.work, name+".yml")
 	return path, os.WriteFile(path, []byte(cfg), 0o644)

@@ -494,7 +494,7 @@ func (b *bench) startOwn(suffix, bwUpstream, distUpstream string) (bw, dist *tar
 	if err != nil {
 		return nil, nil, err
 	}
-	bwProc, err := start("breakwater-"+suffix, b.work, bwAddr, "/healthz", b.bwBin, "serve",
+	bwProc, err := b.startBreakwater("breakwater-"+suffix, bwAddr, "serve",
 		"--listen", bwAddr, "--cache-dir", filepath.Join(b.work, "breakwater-"+suffix+"-cache"),
 		"--upstream", "docker.io="+bwUpstream, "--tag-ttl", b.s.TagTTL)
 	if err != nil {

@@ -224,13 +224,19 @@ func (b *bench) herd(ctx context.Context, scenario string, n int, layerSize int6
 		}
 		for _, t := range b.order() {
 			off := b.upLog.size()
+			logs := b.herdOffsets(t)
+			cpu := startHerdCPU(b.upstream, t.proc)
 			cr := b.crowd(ctx, t, img, n, b.s.HerdParallel)
+			cpu.record(b.res, scenario+"_split", t.Name)
 			time.Sleep(300 * time.Millisecond) // the access log line follows the response
 			up, err := b.upLog.count(off, img.Repo)
 			if err != nil {
 				return err
 			}
 			b.recordCrowd(scenario, t, img, cr, up)
+			if err := b.breakdown(scenario, t, img.Repo, cr, logs); err != nil {
+				return fmt.Errorf("%s breakdown of %s: %w", scenario, t.Name, err)
+			}
 		}
 	}
 	return nil

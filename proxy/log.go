@@ -151,7 +151,22 @@ func (s *Server) finishRequest(r *http.Request, rec *statusRecorder, info *reque
 		span.SetStatus(codes.Error, http.StatusText(status))
 	}
 	s.tel.recordRequest(r.Context(), info.route, r.Method, status, info.cache, bytes, end.Sub(start))
-	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+	s.logAt(r.Context(), end, level, "request", attrs...)
+}
+
+// logAt logs a line stamped t rather than now: a request's line carries the
+// end of its duration_ms, so that its start is the line's time less
+// duration_ms, as a benchmark joining the log with its clients' clocks
+// needs. Metrics and a busy machine's scheduling may delay the write by
+// milliseconds.
+func (s *Server) logAt(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) {
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	rec := slog.NewRecord(t, level, msg, 0)
+	rec.AddAttrs(attrs...)
+	_ = h.Handle(ctx, rec)
 }
 
 // msSince is the time from start to t in milliseconds, to the microsecond.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -11,6 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/breakwater-registry/breakwater/storage"
 )
@@ -145,4 +149,86 @@ func logLineOf(t *testing.T, handler http.HandlerFunc) map[string]any {
 	}
 	t.Fatalf("no request line in the log:\n%s", logs.String())
 	return nil
+}
+
+// slowMeter is a MeterProvider whose request duration histogram takes
+// delay to record: the metrics a busy server records after a request.
+type slowMeter struct {
+	metricnoop.MeterProvider
+	delay time.Duration
+}
+
+func (m slowMeter) Meter(string, ...metric.MeterOption) metric.Meter {
+	return slowMeterMeter{delay: m.delay}
+}
+
+type slowMeterMeter struct {
+	metricnoop.Meter
+	delay time.Duration
+}
+
+func (m slowMeterMeter) Float64Histogram(string, ...metric.Float64HistogramOption) (metric.Float64Histogram, error) {
+	return slowHistogram{delay: m.delay}, nil
+}
+
+type slowHistogram struct {
+	metricnoop.Float64Histogram
+	delay time.Duration
+}
+
+func (h slowHistogram) Record(context.Context, float64, ...metric.RecordOption) { time.Sleep(h.delay) }
+
+// TestLogTimeIsTheEndOfDuration: a request line's time less its
+// duration_ms is the handler's start, however long the work after the
+// answer (metrics) takes before the line is written.
+func TestLogTimeIsTheEndOfDuration(t *testing.T) {
+	store, err := storage.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	s, err := New(Options{
+		Store:           store,
+		Logger:          slog.New(slog.NewJSONHandler(logs, nil)),
+		Upstreams:       []UpstreamConfig{{Name: "docker.io", URL: "http://127.0.0.1:1"}},
+		DefaultUpstream: "docker.io",
+		MeterProvider:   slowMeter{delay: 50 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var entered time.Time
+	srv := httptest.NewServer(s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered = time.Now()
+		_, _ = io.WriteString(w, "ok")
+	})))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/v2/x/blobs/y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var line struct {
+		Time     time.Time `json:"time"`
+		Msg      string    `json:"msg"`
+		Duration float64   `json:"duration_ms"`
+	}
+	for deadline := time.Now().Add(5 * time.Second); line.Msg != "request" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "request" {
+				break
+			}
+		}
+	}
+	if line.Msg != "request" {
+		t.Fatalf("no request line in the log:\n%s", logs.String())
+	}
+	start := line.Time.Add(-time.Duration(line.Duration * float64(time.Millisecond)))
+	// The handler was entered after the start; duration_ms is truncated
+	// to the microsecond, so the start read back may be up to 1 µs late.
+	if start.After(entered.Add(time.Microsecond)) {
+		t.Errorf("time − duration_ms = %s, after the handler was entered at %s: the line's time is not the end of its duration",
+			start.Format(time.StampMicro), entered.Format(time.StampMicro))
+	}
 }

@@ -223,6 +223,9 @@ func (r *results) recordSplits(scenario, target string, splits []getSplit, unjoi
 		}
 		add("handler_"+c, ds)
 	}
+	for _, p := range splitParts {
+		r.add(scenario, target, p.key+"_tail_ms", tailMean(splits, p.of))
+	}
 	var upFirst []time.Duration
 	for _, u := range up {
 		upFirst = append(upFirst, u.FirstByte.Sub(u.Start))
@@ -230,6 +233,24 @@ func (r *results) recordSplits(scenario, target string, splits []getSplit, unjoi
 	add("upstream", upFirst)
 	r.add(scenario, target, "joined", float64(len(splits)))
 	r.add(scenario, target, "unjoined", float64(unjoined))
+}
+
+// tailMean is the mean of part over the slowest 1% of splits by first
+// byte on arrival (at least one): percentiles of the parts do not add up,
+// and this says which parts the slowest GETs waited in.
+func tailMean(splits []getSplit, part func(getSplit) time.Duration) float64 {
+	if len(splits) == 0 {
+		return math.NaN()
+	}
+	arrival := splitParts[len(splitParts)-1].of
+	s := append([]getSplit(nil), splits...)
+	sort.Slice(s, func(i, j int) bool { return arrival(s[i]) > arrival(s[j]) })
+	n := max(len(s)/100, 1)
+	var sum time.Duration
+	for _, x := range s[:n] {
+		sum += part(x)
+	}
+	return ms(sum / time.Duration(n))
 }
 
 // herdCPU is the CPU each process spent during one herd, and the time the
@@ -386,6 +407,11 @@ func (r *results) breakdownTables() []sideTable {
 		var defs []sideDef
 		for _, p := range parts {
 			defs = append(defs, sideDef{p.figure + ", p50", "ms", p.key + "_p50_ms"}, sideDef{p.figure + ", p99", "ms", p.key + "_p99_ms"})
+		}
+		for _, p := range parts {
+			if !strings.HasPrefix(p.key, "handler_") && p.key != "upstream" {
+				defs = append(defs, sideDef{"slowest 1% of GETs by arrival, mean: " + p.figure, "ms", p.key + "_tail_ms"})
+			}
 		}
 		defs = append(defs,
 			sideDef{"CPU of the server during a herd", "s", "cpu_server_s"},

@@ -166,6 +166,23 @@ func TestBreakdownOfRealGETs(t *testing.T) {
 	}
 }
 
+// TestTailMean: the mean of a part over the slowest 1% of GETs by first
+// byte on arrival, and at least the slowest one.
+func TestTailMean(t *testing.T) {
+	handler := func(s getSplit) time.Duration { return s.Handler }
+	var splits []getSplit
+	for i := range 200 {
+		// GET i arrives after i ms, all of it in the handler but 1 ms.
+		splits = append(splits, getSplit{Conn: time.Millisecond, Handler: time.Duration(i-1) * time.Millisecond})
+	}
+	if got := tailMean(splits, handler); got != 197.5 {
+		t.Errorf("200 GETs: %v ms, want 197.5, the mean of the slowest two", got)
+	}
+	if got := tailMean(splits[:50], handler); got != 48 {
+		t.Errorf("50 GETs: %v ms, want 48, the slowest one's", got)
+	}
+}
+
 func TestParseSteal(t *testing.T) {
 	for _, tc := range []struct {
 		stat    string

@@ -139,6 +139,11 @@ type getSplit struct {
 	ToArrival time.Duration // first write → arrival at the harness's socket
 	ToRead    time.Duration // arrival → read by the harness (the harness's wait for a core)
 	Cache     string
+	// For a GET that dialed, Conn again in three: sent → the dial's
+	// start, the connect itself, connected → the connection handed over.
+	// Dialed is false for one that took a kept-alive connection.
+	Dialed                     bool
+	ToDial, Connect, AfterDial time.Duration
 }
 
 type portPath struct {
@@ -168,7 +173,7 @@ func joinGETs(gets []blobTiming, srv []serverGET) (splits []getSplit, unjoined i
 		s := ss[i]
 		wrote := g.Sent.Add(g.Wrote)
 		arrival := g.Sent.Add(g.ArrivalTTFB)
-		splits = append(splits, getSplit{
+		sp := getSplit{
 			Conn:      g.Conn,
 			Written:   g.Wrote - g.Conn,
 			ToHandler: s.Start.Sub(wrote),
@@ -176,7 +181,11 @@ func joinGETs(gets []blobTiming, srv []serverGET) (splits []getSplit, unjoined i
 			ToArrival: arrival.Sub(s.FirstByte),
 			ToRead:    g.TTFB - g.ArrivalTTFB,
 			Cache:     s.Cache,
-		})
+		}
+		if g.Dialed > 0 {
+			sp.Dialed, sp.ToDial, sp.Connect, sp.AfterDial = true, g.DialStart, g.Dialed-g.DialStart, g.Conn-g.Dialed
+		}
+		splits = append(splits, sp)
 	}
 	return splits, unjoined
 }
@@ -213,6 +222,22 @@ func (r *results) recordSplits(scenario, target string, splits []getSplit, unjoi
 			ds = append(ds, p.of(s))
 		}
 		add(p.key, ds)
+	}
+	for _, d := range []struct {
+		key string
+		of  func(getSplit) time.Duration
+	}{
+		{"dial_wait", func(s getSplit) time.Duration { return s.ToDial }},
+		{"dial_connect", func(s getSplit) time.Duration { return s.Connect }},
+		{"dial_handover", func(s getSplit) time.Duration { return s.AfterDial }},
+	} {
+		var ds []time.Duration
+		for _, s := range splits {
+			if s.Dialed {
+				ds = append(ds, d.of(s))
+			}
+		}
+		add(d.key, ds)
 	}
 	for _, c := range []string{"miss", "coalesced"} {
 		var ds []time.Duration
@@ -394,6 +419,9 @@ func (r *results) breakdownTables() []sideTable {
 	}{{"herd", s.Herd, s.LayerSize}, {"herd_big", s.HerdBig, s.HerdBigLayerSize}} {
 		parts := []struct{ figure, key string }{
 			{"sent → connection obtained (harness)", "conn"},
+			{"… of GETs that dialed: sent → the dial starts (harness)", "dial_wait"},
+			{"… the connect (kernel)", "dial_connect"},
+			{"… connected → connection handed to the GET (harness)", "dial_handover"},
 			{"connection → request written (harness)", "written"},
 			{"request written → handler start (kernel, accept, the server's scheduling)", "to_handler"},
 			{"handler start → headers written (the server)", "handler"},
@@ -409,7 +437,7 @@ func (r *results) breakdownTables() []sideTable {
 			defs = append(defs, sideDef{p.figure + ", p50", "ms", p.key + "_p50_ms"}, sideDef{p.figure + ", p99", "ms", p.key + "_p99_ms"})
 		}
 		for _, p := range parts {
-			if !strings.HasPrefix(p.key, "handler_") && p.key != "upstream" {
+			if !strings.HasPrefix(p.key, "handler_") && !strings.HasPrefix(p.key, "dial_") && p.key != "upstream" {
 				defs = append(defs, sideDef{"slowest 1% of GETs by arrival, mean: " + p.figure, "ms", p.key + "_tail_ms"})
 			}
 		}

@@ -151,7 +151,14 @@ func TestBreakdownOfRealGETs(t *testing.T) {
 	if unjoined != 0 || len(splits) != len(gets) {
 		t.Fatalf("%d joined, %d not, of %d GETs", len(splits), unjoined, len(gets))
 	}
+	dialed := 0
 	for i, s := range splits {
+		if s.Dialed {
+			dialed++
+			if s.ToDial < 0 || s.Connect <= 0 || s.AfterDial < 0 || s.ToDial+s.Connect+s.AfterDial != s.Conn {
+				t.Errorf("GET %d dialed: %s + %s + %s, want three parts ≥ 0 of its %s to a connection", i, s.ToDial, s.Connect, s.AfterDial, s.Conn)
+			}
+		}
 		if s.Handler < pause {
 			t.Errorf("GET %d: handler part %s, but the handler waited %s", i, s.Handler, pause)
 		}
@@ -163,6 +170,10 @@ func TestBreakdownOfRealGETs(t *testing.T) {
 		if sum := s.Conn + s.Written + s.ToHandler + s.Handler + s.ToArrival; sum != gets[i].ArrivalTTFB {
 			t.Errorf("GET %d: parts add up to %s, first byte on arrival %s", i, sum, gets[i].ArrivalTTFB)
 		}
+	}
+	// One after the other, the GETs share one kept-alive connection.
+	if dialed != 1 {
+		t.Errorf("%d GETs dialed, want the first only", dialed)
 	}
 }
 

@@ -85,8 +85,12 @@ type blobTiming struct {
 	// connection's own port, the server's view of the client.
 	Sent                 time.Time
 	Conn, Wrote, Headers time.Duration
-	LocalPort            int
-	Path                 string
+	// DialStart and Dialed bound the connect of a GET that dialed (zero
+	// for one that took a kept-alive connection): what the kernel took,
+	// and what the harness's goroutines took around it.
+	DialStart, Dialed time.Duration
+	LocalPort         int
+	Path              string
 }
 
 // pullResult is one whole image pull.
@@ -195,7 +199,7 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 	t.Path = "/v2/" + repo + "/blobs/" + b.Digest
 	// The transport calls WroteRequest on its writing goroutine, which
 	// need not hand anything to this one before the response comes.
-	var wrote, headers atomic.Int64
+	var wrote, headers, dialStart, dialed atomic.Int64
 	trace := &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			t.Conn = time.Since(t0)
@@ -204,6 +208,9 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 				t.LocalPort = a.Port
 			}
 		},
+		// The dial runs on a goroutine of its own.
+		ConnectStart:         func(string, string) { dialStart.Store(int64(time.Since(t0))) },
+		ConnectDone:          func(string, string, error) { dialed.Store(int64(time.Since(t0))) },
 		WroteRequest:         func(httptrace.WroteRequestInfo) { wrote.Store(int64(time.Since(t0))) },
 		GotFirstResponseByte: func() { headers.Store(int64(time.Since(t0))) },
 	}
@@ -216,6 +223,7 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 	}
 	defer resp.Body.Close()
 	t.Wrote, t.Headers = time.Duration(wrote.Load()), time.Duration(headers.Load())
+	t.DialStart, t.Dialed = time.Duration(dialStart.Load()), time.Duration(dialed.Load())
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return t, &statusError{what: fmt.Sprintf("GET %s/blobs/%s", repo, b.Digest), code: resp.StatusCode, status: resp.Status}

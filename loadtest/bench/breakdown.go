@@ -182,7 +182,10 @@ func joinGETs(gets []blobTiming, srv []serverGET) (splits []getSplit, unjoined i
 			ToRead:    g.TTFB - g.ArrivalTTFB,
 			Cache:     s.Cache,
 		}
-		if g.Dialed > 0 {
+		// A GET that dialed may take a connection that came free first,
+		// its own dial going to the pool: only one whose connect ended
+		// before it had a connection waited for it.
+		if g.Dialed > 0 && g.Dialed <= g.Conn {
 			sp.Dialed, sp.ToDial, sp.Connect, sp.AfterDial = true, g.DialStart, g.Dialed-g.DialStart, g.Conn-g.Dialed
 		}
 		splits = append(splits, sp)
@@ -284,12 +287,25 @@ type herdCPU struct {
 	meter   *cpuMeter
 	rusage0 time.Duration
 	steal0  int64
+	tcp0    map[string]int64
+}
+
+// tcpCounters are the machine's TCP counters (/proc/net/netstat's TcpExt)
+// a herd's delays may come from: a retransmission timeout is at least
+// 200 ms, even on loopback, and a segment dropped for want of receive
+// memory, a full accept queue or a lost SYN each cost one.
+var tcpCounters = []struct{ name, key string }{
+	{"TCPTimeouts", "tcp_timeouts"},
+	{"TCPRcvQDrop", "tcp_rcvq_drops"},
+	{"ListenOverflows", "tcp_listen_overflows"},
+	{"TCPSynRetrans", "tcp_syn_retrans"},
 }
 
 func startHerdCPU(upstream, server *proc) *herdCPU {
 	c := &herdCPU{meter: newCPUMeter(upstream, server)}
 	c.rusage0, _ = selfRusage()
 	c.steal0, _ = stealTicks()
+	c.tcp0, _ = tcpExt()
 	return c
 }
 
@@ -308,6 +324,50 @@ func (c *herdCPU) record(r *results, scenario, target string) {
 	if st, err := stealTicks(); err == nil {
 		r.add(scenario, target, "steal_s", float64(st-c.steal0)/100) // USER_HZ
 	}
+	if now, err := tcpExt(); err == nil && c.tcp0 != nil {
+		for _, k := range tcpCounters {
+			r.add(scenario, target, k.key, float64(now[k.name]-c.tcp0[k.name]))
+		}
+	}
+}
+
+// tcpExt reads /proc/net/netstat's TcpExt counters.
+func tcpExt() (map[string]int64, error) {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return nil, err
+	}
+	return parseNetstat(string(b), "TcpExt")
+}
+
+// parseNetstat reads one section of /proc/net/netstat: a line of names
+// after "SECTION:" and a line of values after it.
+func parseNetstat(text, section string) (map[string]int64, error) {
+	var names []string
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, section+":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if names == nil {
+			names = f
+			continue
+		}
+		if len(f) != len(names) {
+			return nil, fmt.Errorf("/proc/net/netstat: %s: %d names, %d values", section, len(names), len(f))
+		}
+		out := make(map[string]int64, len(names))
+		for i, n := range names {
+			v, err := strconv.ParseInt(f[i], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("/proc/net/netstat: %s %s: %w", section, n, err)
+			}
+			out[n] = v
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("/proc/net/netstat: no %s values", section)
 }
 
 // selfRusage is the harness's CPU time (user + system, every thread).
@@ -447,6 +507,10 @@ func (r *results) breakdownTables() []sideTable {
 			sideDef{"CPU of the harness (/proc)", "s", "cpu_harness_s"},
 			sideDef{"CPU of the harness (getrusage)", "s", "cpu_harness_rusage_s"},
 			sideDef{"steal, all vCPUs", "s", "steal_s"},
+			sideDef{"TCP retransmission timeouts, whole machine", "", "tcp_timeouts"},
+			sideDef{"TCP segments dropped for a full receive queue, whole machine", "", "tcp_rcvq_drops"},
+			sideDef{"TCP accept queue overflows, whole machine", "", "tcp_listen_overflows"},
+			sideDef{"TCP SYN retransmits, whole machine", "", "tcp_syn_retrans"},
 			sideDef{"GETs joined with the server's log (per herd)", "", "joined"},
 			sideDef{"GETs not joined (worst herd)", "", worstOf + "unjoined"},
 		)

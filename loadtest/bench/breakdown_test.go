@@ -92,12 +92,18 @@ func TestJoinGETs(t *testing.T) {
 	}
 	noWrite := get(0, 1)
 	noWrite.Wrote = 0
-	splits, unjoined := joinGETs([]blobTiming{get(0, 1), get(100, 1), get(0, 2), get(200, 1), noWrite}, srv)
+	// The first GET waited for its own dial; the second dialed too, but
+	// took a connection that came free before its dial ended.
+	first, second := get(0, 1), get(100, 1)
+	first.DialStart, first.Dialed = ms(0.25), ms(0.75)
+	second.DialStart, second.Dialed = ms(0.5), ms(3)
+	splits, unjoined := joinGETs([]blobTiming{first, second, get(0, 2), get(200, 1), noWrite}, srv)
 	if unjoined != 3 {
 		t.Errorf("%d unjoined, want 3: another path, no line after the send, no write seen", unjoined)
 	}
 	want := []getSplit{
-		{Conn: ms(1), Written: ms(1), ToHandler: ms(3), Handler: ms(10), ToArrival: ms(5), ToRead: ms(30), Cache: "miss"},
+		{Conn: ms(1), Written: ms(1), ToHandler: ms(3), Handler: ms(10), ToArrival: ms(5), ToRead: ms(30), Cache: "miss",
+			Dialed: true, ToDial: ms(0.25), Connect: ms(0.5), AfterDial: ms(0.25)},
 		{Conn: ms(1), Written: ms(1), ToHandler: ms(3), Handler: ms(5), ToArrival: ms(10), ToRead: ms(30), Cache: "coalesced"},
 	}
 	if len(splits) != len(want) {
@@ -191,6 +197,23 @@ func TestTailMean(t *testing.T) {
 	}
 	if got := tailMean(splits[:50], handler); got != 48 {
 		t.Errorf("50 GETs: %v ms, want 48, the slowest one's", got)
+	}
+}
+
+func TestParseNetstat(t *testing.T) {
+	text := "TcpExt: SyncookiesSent TCPTimeouts TCPRcvQDrop\nTcpExt: 0 6644 23082\nIpExt: InNoRoutes\nIpExt: 7\n"
+	got, err := parseNetstat(text, "TcpExt")
+	if err != nil || got["TCPTimeouts"] != 6644 || got["TCPRcvQDrop"] != 23082 || len(got) != 3 {
+		t.Errorf("TcpExt: %v, %v; want its three counters", got, err)
+	}
+	if got, err := parseNetstat(text, "IpExt"); err != nil || got["InNoRoutes"] != 7 {
+		t.Errorf("IpExt: %v, %v", got, err)
+	}
+	if _, err := parseNetstat("TcpExt: A B\nTcpExt: 1\n", "TcpExt"); err == nil {
+		t.Error("a values line shorter than its names: no error")
+	}
+	if _, err := parseNetstat(text, "MPTcpExt"); err == nil {
+		t.Error("a missing section: no error")
 	}
 }
 

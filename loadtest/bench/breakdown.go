@@ -299,6 +299,11 @@ var tcpCounters = []struct{ name, key string }{
 	{"TCPRcvQDrop", "tcp_rcvq_drops"},
 	{"ListenOverflows", "tcp_listen_overflows"},
 	{"TCPSynRetrans", "tcp_syn_retrans"},
+	// Receive buffers autotune up to tcp_rmem's maximum (32 MiB here); a
+	// herd's hundreds of sockets that the harness is slow to read can take
+	// TCP past tcp_mem's pressure threshold, and queues are then pruned.
+	{"TCPMemoryPressures", "tcp_memory_pressures"},
+	{"PruneCalled", "tcp_prune_called"},
 }
 
 func startHerdCPU(upstream, server *proc) *herdCPU {
@@ -511,6 +516,8 @@ func (r *results) breakdownTables() []sideTable {
 			sideDef{"TCP segments dropped for a full receive queue, whole machine", "", "tcp_rcvq_drops"},
 			sideDef{"TCP accept queue overflows, whole machine", "", "tcp_listen_overflows"},
 			sideDef{"TCP SYN retransmits, whole machine", "", "tcp_syn_retrans"},
+			sideDef{"TCP memory pressure entered (tcp_mem), whole machine", "", "tcp_memory_pressures"},
+			sideDef{"TCP receive queues pruned, whole machine", "", "tcp_prune_called"},
 			sideDef{"GETs joined with the server's log (per herd)", "", "joined"},
 			sideDef{"GETs not joined (worst herd)", "", worstOf + "unjoined"},
 		)

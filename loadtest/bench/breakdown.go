@@ -251,8 +251,10 @@ func (r *results) recordSplits(scenario, target string, splits []getSplit, unjoi
 		}
 		add("handler_"+c, ds)
 	}
-	for _, p := range splitParts {
-		r.add(scenario, target, p.key+"_tail_ms", tailMean(splits, p.of))
+	if len(splits) > 0 {
+		for _, p := range splitParts {
+			r.add(scenario, target, p.key+"_tail_ms", tailMean(splits, p.of))
+		}
 	}
 	var upFirst []time.Duration
 	for _, u := range up {

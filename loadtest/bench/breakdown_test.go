@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,6 +232,20 @@ func TestParseSteal(t *testing.T) {
 		if (err != nil) != tc.wantErr || got != tc.want {
 			t.Errorf("parseSteal(%q) = %d, %v; want %d, error %v", tc.stat, got, err, tc.want, tc.wantErr)
 		}
+	}
+}
+
+// TestRecordSplitsOfNothingJoined: a herd none of whose GETs joined (a
+// Breakwater without first_byte_ms) records the count and no NaN, which
+// the JSON could not hold.
+func TestRecordSplitsOfNothingJoined(t *testing.T) {
+	r := newResults(settings{})
+	r.recordSplits("herd_big_split", "breakwater", nil, 1280, nil)
+	if got := r.Scenarios["herd_big_split"]["breakwater"].Samples["unjoined"]; len(got) != 1 || got[0] != 1280 {
+		t.Errorf("unjoined %v, want [1280]", got)
+	}
+	if err := r.write(filepath.Join(t.TempDir(), "results.json")); err != nil {
+		t.Errorf("writing the results: %v", err)
 	}
 }
 

@@ -137,8 +137,9 @@ func writeWithReason(w http.ResponseWriter, r *http.Request, status int, reason 
 	if r.Method != http.MethodHead {
 		b.Write(body)
 	}
-	writeAll(rw.Writer, b.String())
 	info := requestInfoFrom(r)
+	info.wroteAt = time.Now()
+	writeAll(rw.Writer, b.String())
 	info.status = status
 	if r.Method != http.MethodHead {
 		info.bytes = int64(len(body))

@@ -39,6 +39,8 @@ type requestInfo struct {
 	// hijacked connection, which the recorder cannot see.
 	status int
 	bytes  int64
+	// wroteAt is when such a handler wrote the answer's first bytes.
+	wroteAt time.Time
 }
 
 type requestInfoKey struct{}
@@ -109,13 +111,15 @@ func (s *Server) finishRequest(r *http.Request, rec *statusRecorder, info *reque
 	if status == 0 {
 		status = http.StatusOK
 	}
+	end := time.Now()
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.String("query", r.URL.RawQuery),
 		slog.Int("status", status),
 		slog.Int64("bytes", bytes),
-		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+		slog.Float64("duration_ms", msSince(start, end)),
+		slog.Float64("first_byte_ms", msSince(start, firstWrite(rec, info, end))),
 		slog.String("remote", r.RemoteAddr),
 	}
 	if info.upstream != "" {
@@ -146,8 +150,42 @@ func (s *Server) finishRequest(r *http.Request, rec *statusRecorder, info *reque
 	if status >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(status))
 	}
-	s.tel.recordRequest(r.Context(), info.route, r.Method, status, info.cache, bytes, time.Since(start))
-	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+	s.tel.recordRequest(r.Context(), info.route, r.Method, status, info.cache, bytes, end.Sub(start))
+	s.logAt(r.Context(), end, level, "request", attrs...)
+}
+
+// logAt logs a line stamped t rather than now: a request's line carries the
+// end of its duration_ms, so that its start is the line's time less
+// duration_ms, as a benchmark joining the log with its clients' clocks
+// needs. Metrics and a busy machine's scheduling may delay the write by
+// milliseconds.
+func (s *Server) logAt(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) {
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	rec := slog.NewRecord(t, level, msg, 0)
+	rec.AddAttrs(attrs...)
+	_ = h.Handle(ctx, rec)
+}
+
+// msSince is the time from start to t in milliseconds, to the microsecond.
+func msSince(start, t time.Time) float64 { return float64(t.Sub(start).Microseconds()) / 1000 }
+
+// firstWrite is when the handler first wrote its answer: its status and
+// headers leave then, with or before the first body bytes. A handler that
+// wrote nothing has its answer written by net/http when it returns, at end.
+// Time to first byte is where a herd's clients wait (a fetch's followers
+// wait for its first bytes before their headers go out), and the access
+// log is what lets a benchmark split it from the time to the last byte.
+func firstWrite(rec *statusRecorder, info *requestInfo, end time.Time) time.Time {
+	switch {
+	case !rec.wroteAt.IsZero():
+		return rec.wroteAt
+	case !info.wroteAt.IsZero():
+		return info.wroteAt
+	}
+	return end
 }
 
 // statusRecorder notes the status and byte count. It keeps ReadFrom so that
@@ -157,9 +195,18 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// wroteAt is the first WriteHeader, Write, ReadFrom or Flush.
+	wroteAt time.Time
+}
+
+func (w *statusRecorder) noteWrite() {
+	if w.wroteAt.IsZero() {
+		w.wroteAt = time.Now()
+	}
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
+	w.noteWrite()
 	if w.status == 0 {
 		w.status = code
 	}
@@ -167,6 +214,7 @@ func (w *statusRecorder) WriteHeader(code int) {
 }
 
 func (w *statusRecorder) Write(p []byte) (int, error) {
+	w.noteWrite()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -176,6 +224,7 @@ func (w *statusRecorder) Write(p []byte) (int, error) {
 }
 
 func (w *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
+	w.noteWrite()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -191,6 +240,7 @@ func (w *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (w *statusRecorder) Flush() {
+	w.noteWrite()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -77,6 +77,20 @@ type blobTiming struct {
 	Total       time.Duration
 	Bytes       int64
 	Digest      string
+	// Where the GET waited on the client's side, for the herd's breakdown
+	// (breakdown.go): Sent is when the request was handed to the client
+	// (wall clock), the origin of TTFB and of the offsets below; Conn when
+	// the client had a connection, Wrote when the request was written to
+	// it, Headers when the response's first byte was read; LocalPort the
+	// connection's own port, the server's view of the client.
+	Sent                 time.Time
+	Conn, Wrote, Headers time.Duration
+	// DialStart and Dialed bound the connect of a GET that dialed (zero
+	// for one that took a kept-alive connection): what the kernel took,
+	// and what the harness's goroutines took around it.
+	DialStart, Dialed time.Duration
+	LocalPort         int
+	Path              string
 }
 
 // pullResult is one whole image pull.
@@ -181,14 +195,35 @@ func (p *puller) pull(ctx context.Context, want *testimage.Pushed) (pullResult, 
 func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (blobTiming, error) {
 	t := blobTiming{Digest: b.Digest}
 	var conn *stampConn
-	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { conn, _ = info.Conn.(*stampConn) }}
-	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, p.base+"/v2/"+repo+"/blobs/"+b.Digest, nil)
-	t0 := time.Now()
+	var t0 time.Time
+	t.Path = "/v2/" + repo + "/blobs/" + b.Digest
+	// The transport calls WroteRequest on its writing goroutine, which
+	// need not hand anything to this one before the response comes.
+	var wrote, headers, dialStart, dialed atomic.Int64
+	trace := &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			t.Conn = time.Since(t0)
+			conn, _ = info.Conn.(*stampConn)
+			if a, ok := info.Conn.LocalAddr().(*net.TCPAddr); ok {
+				t.LocalPort = a.Port
+			}
+		},
+		// The dial runs on a goroutine of its own.
+		ConnectStart:         func(string, string) { dialStart.Store(int64(time.Since(t0))) },
+		ConnectDone:          func(string, string, error) { dialed.Store(int64(time.Since(t0))) },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { wrote.Store(int64(time.Since(t0))) },
+		GotFirstResponseByte: func() { headers.Store(int64(time.Since(t0))) },
+	}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, p.base+t.Path, nil)
+	t0 = time.Now()
+	t.Sent = t0
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return t, err
 	}
 	defer resp.Body.Close()
+	t.Wrote, t.Headers = time.Duration(wrote.Load()), time.Duration(headers.Load())
+	t.DialStart, t.Dialed = time.Duration(dialStart.Load()), time.Duration(dialed.Load())
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return t, &statusError{what: fmt.Sprintf("GET %s/blobs/%s", repo, b.Digest), code: resp.StatusCode, status: resp.Status}

@@ -330,7 +330,7 @@ func (b *bench) startReplica(name, config string) (*proc, error) {
 	if config != "" {
 		args = append(args, "--config", config, "--advertise", "http://"+addr)
 	}
-	return start(name, b.work, addr, "/healthz", b.bwBin, args...)
+	return b.startBreakwater(name, addr, args...)
 }
 
 // startFleetInfra starts MinIO and redis-server on free loopback ports,

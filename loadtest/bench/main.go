@@ -102,6 +102,9 @@ type settings struct {
 	// FloorSize is the bytes of each run of the cold path's CPU floor
 	// (cold_warm step).
 	FloorSize int64 `json:"cpu_floor_bytes"`
+	// BreakwaterEnv is added to the environment of every Breakwater the
+	// harness starts (GOMAXPROCS=2, GODEBUG=…).
+	BreakwaterEnv []string `json:"breakwater_env,omitempty"`
 }
 
 type bench struct {
@@ -137,7 +140,8 @@ func main() {
 
 func run() int {
 	var s settings
-	var layerSize, herdBigLayer, bigLayer, slowRate, slowLayer, wanRate, floorSize, out, bwBin, regBin, workDir string
+	var err error
+	var layerSize, herdBigLayer, bigLayer, slowRate, slowLayer, wanRate, floorSize, out, bwBin, regBin, workDir, bwEnv string
 	var keep bool
 	var only string
 	var timeout time.Duration
@@ -171,6 +175,7 @@ func run() int {
 	flag.StringVar(&s.OutageTagTTL, "outage-tag-ttl", "0s", "Breakwater is restarted on its cache with this --tag-ttl before the outage, so every cached tag has expired and is served stale-if-error; empty: no restart")
 	flag.StringVar(&out, "out", "", "write the results as JSON here (default loadtest/bench/results.json, or results-quick.json with -quick)")
 	flag.StringVar(&bwBin, "breakwater", "", "Breakwater binary to measure (default: build ./cmd/breakwater)")
+	flag.StringVar(&bwEnv, "breakwater-env", "", "KEY=VAL,... added to the environment of every Breakwater the harness starts (e.g. GOMAXPROCS=1)")
 	flag.StringVar(&regBin, "registry", "", "distribution registry binary (default: build ./loadtest/registry)")
 	flag.StringVar(&workDir, "work", "", "work directory (default: a new temporary directory, removed at the end)")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs, caches)")
@@ -186,10 +191,13 @@ func run() int {
 		s.Reps, s.HerdReps, s.HerdBig, s.ManifestDuration, s.OutagePulls = 1, 1, 64, 2*time.Second, 40
 		s.RecoveryOutage, s.RecoveryRateLimit, s.RecoveryClients = 8*time.Second, 6*time.Second, 8
 	}
+	if s.BreakwaterEnv, err = parseEnv(bwEnv); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: -breakwater-env:", err)
+		return 2
+	}
 	// The short burst of the recovery step, and the Retry-After of its
 	// rate limit: fixed, the figures of issue 9.
 	s.RecoveryBurst, s.RecoveryRetryAfter = 1500*time.Millisecond, 10
-	var err error
 	for _, f := range []struct {
 		dst *int64
 		src string
@@ -289,6 +297,29 @@ func run() int {
 	return 0
 }
 
+// parseEnv reads -breakwater-env: KEY=VAL pairs separated by commas, each
+// key a plain environment variable name.
+func parseEnv(list string) ([]string, error) {
+	var env []string
+	for _, kv := range strings.Split(list, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return nil, fmt.Errorf("%q: want KEY=VAL", kv)
+		}
+		env = append(env, kv)
+	}
+	return env, nil
+}
+
+// startBreakwater starts a Breakwater named name at addr with args and
+// -breakwater-env in its environment, ready when /healthz answers.
+func (b *bench) startBreakwater(name, addr string, args ...string) (*proc, error) {
+	return startProc(name, b.work, addr, httpReady("http://"+addr+"/healthz"), b.s.BreakwaterEnv, b.bwBin, args...)
+}
+
 // moduleRoot is the directory of Breakwater's go.mod.
 func moduleRoot() (string, error) {
 	outp, err := exec.Command("go", "env", "GOMOD").Output()
@@ -360,7 +391,7 @@ func (b *bench) setup(ctx context.Context, root string) error {
 		if err != nil {
 			return nil, err
 		}
-		p, err := start("breakwater", b.work, addr, "/healthz", b.bwBin, "serve",
+		p, err := b.startBreakwater("breakwater", addr, "serve",
 			"--listen", addr, "--cache-dir", bwCache,
 			"--upstream", "docker.io=http://"+upAddr, "--tag-ttl", tagTTL)
 		if err != nil {
@@ -397,7 +428,8 @@ func (b *bench) setup(ctx context.Context, root string) error {
 
 // registryConfig writes a distribution configuration: filesystem storage in
 // its own directory, the access log on stdout, proxy mode when remote is
-// set. Everything else is distribution's default.
+// set, the firstbyte middleware when not. Everything else is
+// distribution's default.
 func (b *bench) registryConfig(name, addr, remote string) (string, error) {
 	dir := filepath.Join(b.work, name+"-storage")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -419,6 +451,11 @@ http:
 `, dir, addr, name)
 	if remote != "" {
 		cfg += fmt.Sprintf("proxy:\n  remoteurl: %s\n  ttl: 168h\n", remote)
+	} else {
+		// The upstream logs when each blob GET arrived and when its first
+		// byte left (loadtest/registry/firstbyte.go): its own share of a
+		// herd's first byte.
+		cfg += "middleware:\n  repository:\n    - name: firstbyte\n"
 	}
 	path := filepath.Join(b.work, name+".yml")
 	return path, os.WriteFile(path, []byte(cfg), 0o644)

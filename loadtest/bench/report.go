@@ -27,7 +27,9 @@ type results struct {
 	Errors             []string                            `json:"errors,omitempty"`
 	Table              []tableRow                          `json:"table"`
 	// Fleet are the fleet step's tables, which compare other targets.
-	Fleet           []sideTable `json:"fleet_tables,omitempty"`
+	Fleet []sideTable `json:"fleet_tables,omitempty"`
+	// Breakdown are the herds' first bytes split into their parts.
+	Breakdown       []sideTable `json:"herd_breakdown_tables,omitempty"`
 	Duration        string      `json:"duration"`
 	started         time.Time
 	clearRefsFailed bool
@@ -130,6 +132,7 @@ func (r *results) finish(b *bench) {
 	r.Duration = time.Since(r.started).Round(time.Second).String()
 	r.Table = r.buildTable()
 	r.Fleet = r.fleetTables()
+	r.Breakdown = r.breakdownTables()
 }
 
 // value is a figure, NaN when it was not measured.
@@ -385,7 +388,7 @@ func (r *results) table() string {
 			fmtNum(row.Distribution), fmtNum(row.Direct), ratio(row.Breakwater, row.Distribution),
 			ratio(row.Breakwater, row.Direct), row.Target, row.Met)
 	}
-	for _, t := range r.Fleet {
+	for _, t := range append(append([]sideTable(nil), r.Fleet...), r.Breakdown...) {
 		if sb.Len() > 0 {
 			sb.WriteString("\n")
 		}

@@ -224,13 +224,19 @@ func (b *bench) herd(ctx context.Context, scenario string, n int, layerSize int6
 		}
 		for _, t := range b.order() {
 			off := b.upLog.size()
+			logs := b.herdOffsets(t)
+			cpu := startHerdCPU(b.upstream, t.proc)
 			cr := b.crowd(ctx, t, img, n, b.s.HerdParallel)
+			cpu.record(b.res, scenario+"_split", t.Name)
 			time.Sleep(300 * time.Millisecond) // the access log line follows the response
 			up, err := b.upLog.count(off, img.Repo)
 			if err != nil {
 				return err
 			}
 			b.recordCrowd(scenario, t, img, cr, up)
+			if err := b.breakdown(scenario, t, img.Repo, cr, logs); err != nil {
+				return fmt.Errorf("%s breakdown of %s: %w", scenario, t.Name, err)
+			}
 		}
 	}
 	return nil
@@ -494,7 +500,7 @@ func (b *bench) startOwn(suffix, bwUpstream, distUpstream string) (bw, dist *tar
 	if err != nil {
 		return nil, nil, err
 	}
-	bwProc, err := start("breakwater-"+suffix, b.work, bwAddr, "/healthz", b.bwBin, "serve",
+	bwProc, err := b.startBreakwater("breakwater-"+suffix, bwAddr, "serve",
 		"--listen", bwAddr, "--cache-dir", filepath.Join(b.work, "breakwater-"+suffix+"-cache"),
 		"--upstream", "docker.io="+bwUpstream, "--tag-ttl", b.s.TagTTL)
 	if err != nil {

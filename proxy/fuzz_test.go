@@ -32,7 +32,8 @@ type fuzzAnswer struct {
 // real Breakwater, and checks what its client gets: always an HTTP answer
 // (no panic, no empty reply), never an internal error, a status within
 // 100-599, and a 200 only with content that hashes to the digest it is
-// served under.
+// served under, then and when asked again from the cache; and that the
+// cache holds nothing else.
 //
 //	go test -run '^$' -fuzz '^FuzzUpstreamAnswer$' -fuzztime 30s ./proxy/
 func FuzzUpstreamAnswer(f *testing.F) {
@@ -115,12 +116,29 @@ func FuzzUpstreamAnswer(f *testing.F) {
 		if took := time.Since(start); took > 5*time.Second {
 			t.Fatalf("%s took %v: %s", path, took, resp.Status)
 		}
+		// Asked again once the upstream no longer has the name (it answers
+		// 404 now), a 200 can only come from the cache, and must verify as
+		// the first must.
+		answer.Store(nil)
+		again, againBody := m.get(path)
+		if again.StatusCode == http.StatusOK {
+			want := dgst
+			if !blob {
+				want = again.Header.Get("Docker-Content-Digest")
+			}
+			if s := sha256.Sum256(againBody); "sha256:"+hex.EncodeToString(s[:]) != want {
+				t.Fatalf("asked again, 200 for %s with content that is not %s", path, want)
+			}
+		}
 		// Nothing the answer started may outlive the server for long.
 		closing := time.Now()
 		m.close()
 		if took := time.Since(closing); took > 5*time.Second {
 			t.Fatalf("closing the server after %s took %v", path, took)
 		}
+		// Whatever the answer was, the cache holds only content named by
+		// its own digest.
+		assertCacheVerified(t, m.dir)
 		switch {
 		case resp.StatusCode < 100 || resp.StatusCode > 599:
 			t.Fatalf("status %d", resp.StatusCode)

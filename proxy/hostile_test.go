@@ -3,10 +3,13 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -405,6 +408,30 @@ func assertNotCached(t *testing.T, m *mirror, dgst string) {
 			t.Fatalf("after a failed fetch: blob %v, %d ingest files", err, len(ents))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// assertCacheVerified fails unless every blob file under the cache dir
+// hashes to the digest it is stored under: what is there is served as
+// that digest without being hashed again.
+func assertCacheVerified(t testing.TB, dir string) {
+	t.Helper()
+	root := filepath.Join(dir, "blobs", "sha256")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		content, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if sum := sha256.Sum256(content); hex.EncodeToString(sum[:]) != d.Name() {
+			t.Errorf("the cache holds %s under %s", hex.EncodeToString(sum[:]), d.Name())
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("reading the cache: %v", err)
 	}
 }
 

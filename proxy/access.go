@@ -89,8 +89,10 @@ func (s *Server) authorize(user string, t *target) error {
 	if user == "" {
 		return s.challenge("authentication required")
 	}
-	return errorf(http.StatusForbidden, CodeDenied, "requested access to the resource is denied: user %q may not pull %s/%s",
+	e := errorf(http.StatusForbidden, CodeDenied, "requested access to the resource is denied: user %q may not pull %s/%s",
 		user, t.upstream.Name(), t.repo)
+	e.Reason = forbiddenReason("this mirror's access list does not grant the pull")
+	return e
 }
 
 // clientIP is the address the request came from, without its port: failed

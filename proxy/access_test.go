@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/breakwater-registry/breakwater/access"
+	"github.com/breakwater-registry/breakwater/classify"
 	"github.com/breakwater-registry/breakwater/internal/testlog"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 	"github.com/breakwater-registry/breakwater/proxy"
@@ -407,4 +408,47 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// A 403 says in its status line who refused, the upstream or this
+// mirror's access list, for GET and HEAD alike: containerd prints only the
+// status line of a manifest HEAD. The line still reads "403 Forbidden"
+// first, and the bundled classifier rates it fatal, not transient.
+func TestForbiddenNamesWhoRefused(t *testing.T) {
+	up := testupstream.Start(t)
+	up.PushImage(t, "acme/app:v1", randomImage(t, 32<<10, 1, types.OCIManifestSchema1))
+	open := newMirror(t, up.URL, mirrorOpts{})
+	listed := newMirror(t, up.URL, mirrorOpts{access: newPolicy(t, false)})
+	up.Play("", "/library/private/manifests/v1", testupstream.Status(http.StatusForbidden)).Forever()
+	cases := []struct {
+		name, method, path string
+		m                  *mirror
+		auth               http.Header
+		want               string
+	}{
+		{"upstream refuses, GET", http.MethodGet, "/v2/library/private/manifests/v1", open, nil,
+			"403 Forbidden (upstream docker.io denied access)"},
+		{"upstream refuses, HEAD", http.MethodHead, "/v2/library/private/manifests/v1", open, nil,
+			"403 Forbidden (upstream docker.io denied access)"},
+		{"access list refuses, GET", http.MethodGet, "/v2/acme/app/manifests/v1", listed, basicAuth("alice"),
+			"403 Forbidden (this mirror's access list does not grant the pull)"},
+		{"access list refuses, HEAD", http.MethodHead, "/v2/acme/app/manifests/v1", listed, basicAuth("alice"),
+			"403 Forbidden (this mirror's access list does not grant the pull)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := tc.m.do(tc.method, tc.path, tc.auth)
+			if resp.Status != tc.want {
+				t.Errorf("status line %q, want %q", resp.Status, tc.want)
+			}
+			if tc.method == http.MethodGet && errorCode(body) != proxy.CodeDenied {
+				t.Errorf("body %s, want DENIED", body)
+			}
+			line := `failed to resolve reference "docker.io/` + strings.TrimPrefix(strings.TrimSuffix(tc.path, "/manifests/v1"), "/v2/") +
+				`:v1": pulling from host 127.0.0.1:5000 failed with status code [manifests v1]: ` + resp.Status
+			if r := classify.Classify("ErrImagePull", line); r.Verdict != classify.Fatal {
+				t.Errorf("classify rates %q %s (%s), want fatal", line, r.Verdict, r.Rule)
+			}
+		})
+	}
 }

@@ -37,9 +37,13 @@ type Error struct {
 	Message string
 	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
 	RetryAfter int
-	// Phrase sends Message as the status line's reason phrase too: the
-	// crafted answers for the pod, which runtimes print from there.
-	Phrase bool
+	// Reason, when set, is the status line's reason phrase instead of the
+	// standard one: the crafted answers for the pod, which runtimes print
+	// from there (containerd's manifest HEAD has nothing else).
+	Reason string
+	// Transient marks an answer that says the upstream could not be asked,
+	// or did not answer as a registry does, not that it said no.
+	Transient bool
 	// Challenge, when set, is sent as WWW-Authenticate: the 401 that
 	// tells a client which credentials to send.
 	Challenge string
@@ -92,7 +96,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Status == http.StatusMethodNotAllowed {
 		h.Set("Allow", "GET, HEAD")
 	}
-	if e.Phrase && writeWithReason(w, r, e.Status, e.Message, body) {
+	if e.Reason != "" && writeWithReason(w, r, e.Status, e.Reason, body) {
 		return
 	}
 	w.WriteHeader(e.Status)

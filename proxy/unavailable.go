@@ -36,11 +36,13 @@ func transientError(status int, code, upstream, cause string, retryAfter time.Du
 	}
 	// Whole seconds, rounded up, the same in the header and the text.
 	secs := int((retryAfter + time.Second - 1) / time.Second)
+	msg := classify.TransientPhrase(http.StatusText(status), upstream, cause, time.Duration(secs)*time.Second)
 	return &Error{
 		Status:     status,
 		Code:       code,
-		Message:    classify.TransientPhrase(http.StatusText(status), upstream, cause, time.Duration(secs)*time.Second),
+		Message:    msg,
+		Reason:     msg,
 		RetryAfter: secs,
-		Phrase:     true,
+		Transient:  true,
 	}
 }

@@ -44,7 +44,9 @@ func upstreamError(up *registry, err error, k kind) error {
 	case e.Status == http.StatusUnauthorized:
 		return errorf(http.StatusUnauthorized, CodeUnauthorized, "%s", msg("authentication required"))
 	case e.Status == http.StatusForbidden:
-		return errorf(http.StatusForbidden, CodeDenied, "%s", msg("access denied"))
+		denied := errorf(http.StatusForbidden, CodeDenied, "%s", msg("access denied"))
+		denied.Reason = forbiddenReason("upstream " + e.Upstream + " denied access")
+		return denied
 	case e.Transient && e.Misbehaved():
 		return badUpstream(e.Upstream, e.Cause, e.RetryAfter)
 	case e.Transient:
@@ -57,10 +59,21 @@ func upstreamError(up *registry, err error, k kind) error {
 	return errorf(e.Status, code, "%s", msg(e.Cause))
 }
 
+// forbiddenReason is a 403's status line naming who refused: containerd
+// prints only the status line of a manifest HEAD, and "403 Forbidden"
+// alone does not say whether the upstream or this mirror said no. The
+// text is fixed, never the upstream's message or the repository's name:
+// either could carry the transient marker and have the pod retried.
+// "Forbidden" stays first, so that what matches "403 Forbidden" still
+// does.
+func forbiddenReason(who string) string {
+	return http.StatusText(http.StatusForbidden) + " (" + who + ")"
+}
+
 // isUnavailable reports an answer that says the upstream could not be
 // asked, or did not answer as a registry does, not that it said no: the
 // case for serving a cached tag instead.
 func isUnavailable(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.Phrase
+	return errors.As(err, &e) && e.Transient
 }

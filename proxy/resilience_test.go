@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -369,6 +370,72 @@ func TestConcurrencyCap(t *testing.T) {
 	wg.Wait()
 	if p := peak.Load(); p > 2 || p < 1 {
 		t.Errorf("peak concurrent upstream requests %d, want at most 2", p)
+	}
+}
+
+// TestConcurrencyCapBusy: a request that finds every slot held by a
+// healthy fetch until its deadline is answered with the crafted 503 that
+// says so, not as an i/o timeout of an upstream that is fine, and its
+// wait is no verdict on the upstream: with a breaker that opens on one
+// failure, the next request after the fetch is answered by the upstream.
+func TestConcurrencyCapBusy(t *testing.T) {
+	up := testupstream.Start(t)
+	p := fastPolicy()
+	p.MaxConcurrent = 1
+	p.Retry.Deadline = 300 * time.Millisecond
+	p.Retry.AttemptTimeout = 10 * time.Second
+	p.Breaker = upstream.DefaultPolicy().Breaker
+	p.Breaker.MinRequests = 1
+	m := newMirror(t, up.URL, mirrorOpts{policy: p})
+	up.PushImage(t, "library/queued:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
+	content, dgst := pushLinkedLayer(t, up, m, "library/slow", 256<<10)
+	release := make(chan struct{})
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+			return false
+		}
+		w.Header().Set("Docker-Content-Digest", dgst)
+		testupstream.HalfThenWait(w, r, content, release)
+		return true
+	})
+	blobDone := make(chan error, 1)
+	go func() {
+		resp, body := m.get("/v2/library/slow/blobs/" + dgst)
+		if resp.StatusCode != 200 || sha256Hex(body) != dgst {
+			blobDone <- fmt.Errorf("%s, content %s", resp.Status, sha256Hex(body))
+			return
+		}
+		blobDone <- nil
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for blobGETs(up, dgst) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the blob fetch never reached the upstream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// The blob's body holds the only slot.
+	for i := range 3 {
+		resp, body := m.get("/v2/library/queued/manifests/v1")
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" ||
+			!strings.Contains(resp.Status, "(breakwater-transient: upstream docker.io busy: 1 requests from this mirror in flight (max_concurrent)") {
+			t.Fatalf("request %d queued behind a healthy fetch: %s %s %s, want the crafted 503 saying busy, Retry-After: 1", i, resp.Status, resp.Header.Get("Retry-After"), body)
+		}
+		line := `failed to resolve reference "docker.io/library/queued:v1": pulling from host 127.0.0.1:5000 failed with status code [manifests v1]: ` + resp.Status
+		if r := classify.Classify("ErrImagePull", line); r.Verdict != classify.Transient {
+			t.Errorf("classify rates %q %s (%s), want transient", line, r.Verdict, r.Rule)
+		}
+	}
+	if n := up.Count("", "/library/queued/manifests/"); n != 0 {
+		t.Errorf("the upstream saw %d requests for the queued manifest while no slot was free", n)
+	}
+	close(release)
+	if err := <-blobDone; err != nil {
+		t.Fatalf("the blob: %v", err)
+	}
+	if resp, body := m.get("/v2/library/queued/manifests/v1"); resp.StatusCode != 200 {
+		t.Fatalf("once the slot is free: %s %s, want 200 (the busy answers must not open the circuit)", resp.Status, body)
 	}
 }
 

@@ -373,6 +373,16 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 		// upstream back, above all — ends this request's backoff early.
 		woken := c.gate.changes()
 		resp, tryErr := c.traced(ctx, r, tries, deadline)
+		if errors.Is(tryErr, ErrBusy) {
+			// Never sent: not a try, and nothing heard of the upstream.
+			tries--
+			c.gate.release(t)
+			if lastErr != nil {
+				return giveUp(lastErr)
+			}
+			return giveUp(r.describe(&Error{Upstream: c.name, Err: ErrBusy, Transient: true, RetryAfter: time.Second,
+				Cause: fmt.Sprintf("busy: %d requests from this mirror in flight (max_concurrent) until the deadline", cap(c.slots))}))
+		}
 		if ctx.Err() != nil {
 			// The caller went away; that says nothing about the upstream.
 			if resp != nil {
@@ -520,12 +530,8 @@ func (c *Client) limitHold(o outcome, h http.Header) (time.Duration, string) {
 // try sends one request, holding one of the upstream's slots until the
 // response body is closed, and gives up on the headers at the deadline.
 func (c *Client) try(ctx context.Context, r request, deadline time.Time) (*http.Response, error) {
-	if c.slots != nil {
-		select {
-		case c.slots <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := c.takeSlot(ctx, deadline); err != nil {
+		return nil, err
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	// Only the wait for headers is bounded here: a blob's body may take
@@ -611,6 +617,33 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 		// The caller's deadline holds during the handshake too; the
 		// handshake goes on for the others and for the next request.
 		return nil, fmt.Errorf("handshake with %s for %s: %w", c.name, repo, ctx.Err())
+	}
+}
+
+// takeSlot waits for one of the max_concurrent slots until the request's
+// deadline. A slot that comes later would leave the try no time, and the
+// request would fail as an i/o timeout of an upstream that is fine: the
+// wait ends with ErrBusy instead, which says the truth and is no verdict
+// on the upstream.
+func (c *Client) takeSlot(ctx context.Context, deadline time.Time) error {
+	if c.slots == nil {
+		return nil
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-c.clock.After(deadline.Sub(c.clock.Now())):
+		return ErrBusy
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return ErrBusy // the caller's budget, spent waiting for a slot
+		}
+		return ctx.Err()
 	}
 }
 

@@ -50,12 +50,14 @@ type Error struct {
 	Err error
 }
 
-// ErrCircuitOpen and ErrRateLimited are the Err of a request that was not
-// sent because the upstream is known to be down or has asked to be left
-// alone.
+// ErrCircuitOpen, ErrRateLimited and ErrBusy are the Err of a request that
+// was not sent because the upstream is known to be down, has asked to be
+// left alone, or already has max_concurrent requests from this mirror in
+// flight until the request's deadline.
 var (
 	ErrCircuitOpen = errors.New("circuit open")
 	ErrRateLimited = errors.New("rate limited")
+	ErrBusy        = errors.New("every max_concurrent slot in use")
 )
 
 func (e *Error) Error() string {

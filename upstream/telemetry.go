@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -124,6 +125,11 @@ func (c *Client) traced(ctx context.Context, r request, try int, deadline time.T
 	defer span.End()
 	start := time.Now()
 	resp, err := c.try(ctx, r, deadline)
+	if errors.Is(err, ErrBusy) {
+		// Never sent: not an upstream request for the metrics.
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
 	status := "error"
 	if err == nil {
 		status = strconv.Itoa(resp.StatusCode)

@@ -474,12 +474,15 @@ func TestCachedImageDuringOutage(t *testing.T) {
 			end()
 			// Once the upstream is back the tag is revalidated in the
 			// background: a pull is answered at once, and the record is
-			// fresh soon after.
-			if err := tryPull(m, "library/app:v1"); err != nil {
-				t.Fatalf("after the outage: %v", err)
-			}
+			// fresh soon after. With the circuit open, the revalidation a
+			// pull starts waits for the circuit's next probe only within
+			// its deadline, so the pulls go on (as a node's would) until
+			// one gets through: at most breaker.open_max (4 s) later.
 			deadline := time.Now().Add(5 * time.Second)
 			for {
+				if err := tryPull(m, "library/app:v1"); err != nil {
+					t.Fatalf("after the outage: %v", err)
+				}
 				recs, _ := m.store.TagRecords(storage.Repo{Upstream: "docker.io", Name: "library/app"}, "v1")
 				fresh := false
 				for _, r := range recs {
@@ -491,7 +494,7 @@ func TestCachedImageDuringOutage(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatal("the tag was not revalidated after the upstream came back")
 				}
-				time.Sleep(50 * time.Millisecond)
+				time.Sleep(200 * time.Millisecond)
 			}
 		})
 	}

@@ -1,41 +1,23 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/breakwater-registry/breakwater/internal/testlog"
 	"github.com/breakwater-registry/breakwater/storage"
 )
-
-// syncBuffer is a log destination the server's goroutines may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestLogFirstByte: the access log's first_byte_ms is the time from the
 // handler's start to its first write of the answer, however the handler
@@ -88,7 +70,7 @@ func TestLogFirstByte(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			line := logLineOf(t, tc.handler)
+			line := logLineOf(t, tc.handler, nil)
 			first, ok1 := line["first_byte_ms"].(float64)
 			total, ok2 := line["duration_ms"].(float64)
 			if !ok1 || !ok2 {
@@ -111,20 +93,22 @@ func TestLogFirstByte(t *testing.T) {
 	}
 }
 
-// logLineOf serves one GET with handler behind the server's access log
-// and returns the request's log line.
-func logLineOf(t *testing.T, handler http.HandlerFunc) map[string]any {
+// logLineOf serves one GET with handler behind the server's access log,
+// its metrics recorded by meters (nil: none), and returns the request's
+// log line.
+func logLineOf(t *testing.T, handler http.HandlerFunc, meters metric.MeterProvider) map[string]any {
 	t.Helper()
 	store, err := storage.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	s, err := New(Options{
 		Store:           store,
 		Logger:          slog.New(slog.NewJSONHandler(logs, nil)),
 		Upstreams:       []UpstreamConfig{{Name: "docker.io", URL: "http://127.0.0.1:1"}},
 		DefaultUpstream: "docker.io",
+		MeterProvider:   meters,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -182,49 +166,17 @@ func (h slowHistogram) Record(context.Context, float64, ...metric.RecordOption) 
 // duration_ms is the handler's start, however long the work after the
 // answer (metrics) takes before the line is written.
 func TestLogTimeIsTheEndOfDuration(t *testing.T) {
-	store, err := storage.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	s, err := New(Options{
-		Store:           store,
-		Logger:          slog.New(slog.NewJSONHandler(logs, nil)),
-		Upstreams:       []UpstreamConfig{{Name: "docker.io", URL: "http://127.0.0.1:1"}},
-		DefaultUpstream: "docker.io",
-		MeterProvider:   slowMeter{delay: 50 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	var entered time.Time
-	srv := httptest.NewServer(s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	line := logLineOf(t, func(w http.ResponseWriter, r *http.Request) {
 		entered = time.Now()
 		_, _ = io.WriteString(w, "ok")
-	})))
-	defer srv.Close()
-	resp, err := srv.Client().Get(srv.URL + "/v2/x/blobs/y")
-	if err != nil {
-		t.Fatal(err)
+	}, slowMeter{delay: 50 * time.Millisecond})
+	at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(line["time"]))
+	duration, ok := line["duration_ms"].(float64)
+	if err != nil || !ok {
+		t.Fatalf("log line %v: want a time and a number duration_ms (%v)", line, err)
 	}
-	resp.Body.Close()
-	var line struct {
-		Time     time.Time `json:"time"`
-		Msg      string    `json:"msg"`
-		Duration float64   `json:"duration_ms"`
-	}
-	for deadline := time.Now().Add(5 * time.Second); line.Msg != "request" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		for _, l := range strings.Split(logs.String(), "\n") {
-			if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "request" {
-				break
-			}
-		}
-	}
-	if line.Msg != "request" {
-		t.Fatalf("no request line in the log:\n%s", logs.String())
-	}
-	start := line.Time.Add(-time.Duration(line.Duration * float64(time.Millisecond)))
+	start := at.Add(-time.Duration(duration * float64(time.Millisecond)))
 	// The handler was entered after the start; duration_ms is truncated
 	// to the microsecond, so the start read back may be up to 1 µs late.
 	if start.After(entered.Add(time.Microsecond)) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/breakwater-registry/breakwater/internal/testlog"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 )
 
@@ -47,7 +48,7 @@ func startBinary(t *testing.T, bin, cache, upstream string) (*exec.Cmd, string) 
 
 // startBinaryLogged is startBinary with more configuration (YAML of
 // top-level keys) that also returns the process's log as it grows.
-func startBinaryLogged(t *testing.T, bin, cache, upstream, extra string) (*exec.Cmd, string, *syncBuffer) {
+func startBinaryLogged(t *testing.T, bin, cache, upstream, extra string) (*exec.Cmd, string, *testlog.Buffer) {
 	t.Helper()
 	addr := testupstream.FreeAddr(t)
 	// A short deadline: the restart against a dead upstream need not
@@ -57,7 +58,7 @@ func startBinaryLogged(t *testing.T, bin, cache, upstream, extra string) (*exec.
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--listen", addr, "--cache-dir", cache, "--upstream", "docker.io="+upstream, "--tag-ttl", "1h")
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	cmd.Stderr = logs
 	if testing.Verbose() {
 		cmd.Stderr = io.MultiWriter(logs, os.Stderr)

@@ -21,26 +21,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/internal/testlog"
 	"github.com/breakwater-registry/breakwater/internal/testupstream"
 )
-
-// syncBuffer is a log sink the test reads while the server writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // holdBlob is a hook that holds back the second half of every GET of dgst
 // until release is closed, and closes started once the first half is out.
@@ -114,7 +97,7 @@ func TestReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	reload := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -187,7 +170,7 @@ func TestReload(t *testing.T) {
 	waitLog(t, logs, `"key":"listen"`)
 }
 
-func waitLog(t *testing.T, logs *syncBuffer, needle string) {
+func waitLog(t *testing.T, logs *testlog.Buffer, needle string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), needle) {
@@ -350,14 +333,14 @@ func pullBlob(url string, want []byte) <-chan error {
 // re-read on every value sent to the returned channel, as SIGHUP does. It
 // returns the base URL, the log and the channel; the loop is stopped when
 // the test ends.
-func startReloadable(t *testing.T, cfgFile string) (string, *syncBuffer, chan<- struct{}) {
+func startReloadable(t *testing.T, cfgFile string) (string, *testlog.Buffer, chan<- struct{}) {
 	t.Helper()
 	load := func() (config.Config, error) { return loadConfig(cfgFile, "", "", "", nil) }
 	cfg, err := load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	reload := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
@@ -383,7 +366,7 @@ func startReloadable(t *testing.T, cfgFile string) (string, *syncBuffer, chan<- 
 
 // reloadAndWait sends one reload and waits for the log line it must add:
 // want is counted after the lines already there.
-func reloadAndWait(t *testing.T, logs *syncBuffer, reload chan<- struct{}, want string) {
+func reloadAndWait(t *testing.T, logs *testlog.Buffer, reload chan<- struct{}, want string) {
 	t.Helper()
 	n := strings.Count(logs.String(), want)
 	reload <- struct{}{}

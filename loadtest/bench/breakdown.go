@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/breakwater-registry/breakwater/loadtest/internal/firstbyte"
 )
 
 // Where a herd's first bytes wait (issue 14). Each blob GET's first byte
@@ -113,15 +115,8 @@ func parseAccessLog(r io.Reader, prefix string) ([]serverGET, error) {
 // (loadtest/registry/firstbyte.go) for blob GETs under prefix.
 func parseFirstByteLog(r io.Reader, prefix string) ([]serverGET, error) {
 	var out []serverGET
-	err := parseLines(r, func(l struct {
-		Msg       string    `json:"msg"`
-		Method    string    `json:"method"`
-		Path      string    `json:"path"`
-		Remote    string    `json:"remote"`
-		Arrived   time.Time `json:"arrived"`
-		FirstByte time.Time `json:"first_byte"`
-	}) {
-		if l.Msg != "blob first byte" || l.Method != "GET" || !strings.HasPrefix(l.Path, prefix) || l.Arrived.IsZero() {
+	err := parseLines(r, func(l firstbyte.Line) {
+		if l.Msg != firstbyte.Msg || l.Method != "GET" || !strings.HasPrefix(l.Path, prefix) || l.Arrived.IsZero() {
 			return
 		}
 		out = append(out, serverGET{Port: portOf(l.Remote), Path: l.Path, Start: l.Arrived, FirstByte: l.FirstByte})

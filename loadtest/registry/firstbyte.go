@@ -12,6 +12,8 @@ import (
 	"github.com/distribution/distribution/v3"
 	repomw "github.com/distribution/distribution/v3/registry/middleware/repository"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/loadtest/internal/firstbyte"
 )
 
 // The "firstbyte" repository middleware logs, for every blob the registry
@@ -28,23 +30,6 @@ func init() {
 	}
 }
 
-// firstByteMsg is the msg of the middleware's log lines.
-const firstByteMsg = "blob first byte"
-
-// firstByteLine is one blob answer as the middleware logs it.
-type firstByteLine struct {
-	Msg    string `json:"msg"`
-	Method string `json:"method"`
-	Path   string `json:"path"`
-	Remote string `json:"remote"`
-	// Arrived is when the registry began handling the request (its own
-	// request start, dcontext's http.request.startedat); FirstByte when
-	// the blob store first wrote to the response.
-	Arrived   time.Time `json:"arrived"`
-	FirstByte time.Time `json:"first_byte"`
-	Status    int       `json:"status"`
-}
-
 // lineLog writes whole lines under a lock, so that concurrent answers do
 // not interleave.
 type lineLog struct {
@@ -54,7 +39,7 @@ type lineLog struct {
 
 var stderrLog = &lineLog{w: os.Stderr}
 
-func (l *lineLog) write(line firstByteLine) {
+func (l *lineLog) write(line firstbyte.Line) {
 	b, err := json.Marshal(line)
 	if err != nil {
 		return
@@ -89,7 +74,7 @@ func (b firstByteBlobs) ServeBlob(ctx context.Context, w http.ResponseWriter, r 
 	rec := &firstWrite{ResponseWriter: w}
 	err := b.BlobStore.ServeBlob(ctx, rec, r, dgst)
 	if !rec.at.IsZero() {
-		b.log.write(firstByteLine{Msg: firstByteMsg, Method: r.Method, Path: r.URL.Path, Remote: r.RemoteAddr,
+		b.log.write(firstbyte.Line{Msg: firstbyte.Msg, Method: r.Method, Path: r.URL.Path, Remote: r.RemoteAddr,
 			Arrived: arrived, FirstByte: rec.at, Status: rec.status})
 	}
 	return err

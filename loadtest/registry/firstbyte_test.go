@@ -13,6 +13,8 @@ import (
 
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/breakwater-registry/breakwater/loadtest/internal/firstbyte"
 )
 
 // fakeBlobs serves a blob after a pause, or fails without writing.
@@ -78,12 +80,12 @@ func TestFirstByteLogsArrivalAndFirstWrite(t *testing.T) {
 			if tc.lines == 0 {
 				return
 			}
-			var l firstByteLine
+			var l firstbyte.Line
 			if err := json.Unmarshal([]byte(lines[0]), &l); err != nil {
 				t.Fatal(err)
 			}
-			if l.Msg != firstByteMsg || l.Path != r.URL.Path || l.Remote != r.RemoteAddr || l.Method != http.MethodGet || l.Status != http.StatusOK {
-				t.Errorf("line %+v: want msg %q, the request's path, remote and method, status 200", l, firstByteMsg)
+			if l.Msg != firstbyte.Msg || l.Path != r.URL.Path || l.Remote != r.RemoteAddr || l.Method != http.MethodGet || l.Status != http.StatusOK {
+				t.Errorf("line %+v: want msg %q, the request's path, remote and method, status 200", l, firstbyte.Msg)
 			}
 			if !l.Arrived.Equal(started) {
 				t.Errorf("arrived %s, want the request's start %s", l.Arrived, started)

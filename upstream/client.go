@@ -629,6 +629,7 @@ func (c *Client) takeSlot(ctx context.Context, deadline time.Time) error {
 	if c.slots == nil {
 		return nil
 	}
+	// A free slot, the usual case, is taken without a timer.
 	select {
 	case c.slots <- struct{}{}:
 		return nil

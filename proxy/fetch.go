@@ -765,14 +765,15 @@ func (r *fetchReader) Seek(offset int64, whence int) (int64, error) {
 func (r *fetchReader) started() error {
 	for {
 		r.f.mu.Lock()
-		visible, verified, done, ferr, changed, size := r.f.servable(), r.f.verified, r.f.done, r.f.err, r.f.changed, r.f.size
+		visible, verified, done, ferr, changed := r.f.servable(), r.f.verified, r.f.done, r.f.err, r.f.changed
 		r.f.mu.Unlock()
-		enough := int64(minProgress)
-		if size >= 0 {
-			enough = min(enough, size-1)
-		}
+		// The last byte is held back until verified, so a blob of at most
+		// minProgress bytes never gets here before it is verified: its
+		// headers wait for the verdict, and a mismatch is answered as one
+		// (502) instead of cut off with the headers still in net/http's
+		// buffer, which the client would see as no answer at all.
 		switch {
-		case visible > 0 && visible >= enough || verified || (done && ferr == nil):
+		case visible >= minProgress || verified || (done && ferr == nil):
 			return nil
 		case done:
 			return ferr

@@ -56,6 +56,15 @@ type stampConn struct {
 
 // dialStamped dials like net.Dialer and turns on receive timestamps.
 func dialStamped(ctx context.Context, network, addr string) (net.Conn, error) {
+	return stampDialer{}.DialContext(ctx, network, addr)
+}
+
+// stampDialer is dialStamped with a receive buffer of rcvbuf bytes
+// (SO_RCVBUF, which the kernel doubles and which turns its autotuning off)
+// when rcvbuf is positive.
+type stampDialer struct{ rcvbuf int }
+
+func (d stampDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
@@ -72,9 +81,12 @@ func dialStamped(ctx context.Context, network, addr string) (net.Conn, error) {
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+		if serr == nil && d.rcvbuf > 0 {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, d.rcvbuf)
+		}
 	}); err != nil || serr != nil {
 		c.Close()
-		return nil, fmt.Errorf("SO_TIMESTAMPNS on %s: %w", addr, errors.Join(err, serr))
+		return nil, fmt.Errorf("SO_TIMESTAMPNS, SO_RCVBUF %d on %s: %w", d.rcvbuf, addr, errors.Join(err, serr))
 	}
 	return &stampConn{Conn: tc, raw: raw, oob: make([]byte, syscall.CmsgSpace(int(unsafe.Sizeof(syscall.Timespec{}))))}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -114,5 +115,48 @@ func TestClientConnsAreStamped(t *testing.T) {
 	}
 	if at, ok := sc.lastArrival(); !ok || at.Before(t0) || at.After(time.Now()) {
 		t.Errorf("arrival %v (ok %v) outside the request [%v, now]", at, ok, t0)
+	}
+}
+
+// TestStampDialerRcvBuf: -crowd-rcvbuf reaches the socket (the kernel
+// doubles what it is given), and 0 leaves the kernel's default.
+func TestStampDialerRcvBuf(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	rcvbuf := func(c net.Conn) int {
+		var v int
+		var serr error
+		if err := c.(*stampConn).raw.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) }); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+		return v
+	}
+	def, err := stampDialer{}.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer def.Close()
+	set, err := stampDialer{rcvbuf: 256 << 10}.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	if got := rcvbuf(set); got != 512<<10 {
+		t.Errorf("SO_RCVBUF with rcvbuf 256 KiB: %d, want %d (doubled by the kernel)", got, 512<<10)
+	}
+	if got := rcvbuf(def); got == 512<<10 {
+		t.Errorf("SO_RCVBUF without rcvbuf: %d, the value of the set one", got)
 	}
 }

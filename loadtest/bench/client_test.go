@@ -43,33 +43,44 @@ func TestPullerVerifiesEveryByte(t *testing.T) {
 		{"other manifest bytes", []byte(`{"schemaVersion":3}`), "", true, true},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if tc.digestHdr != "" {
-					w.Header().Set("Docker-Content-Digest", tc.digestHdr)
+		// A blob is checked either by its sha256 or, when the puller holds
+		// the content pushed (the herds), by comparing with it: both must
+		// catch the same faults.
+		for _, by := range []string{"sha256", "content"} {
+			if tc.manifest && by == "content" {
+				continue
+			}
+			t.Run(tc.name+"/"+by, func(t *testing.T) {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if tc.digestHdr != "" {
+						w.Header().Set("Docker-Content-Digest", tc.digestHdr)
+					}
+					w.Header().Set("Content-Length", strconv.Itoa(len(tc.body)))
+					_, _ = w.Write(tc.body)
+				}))
+				defer srv.Close()
+				p := &puller{client: newClient(), base: srv.URL, parallel: 1, pipelined: true, timeout: time.Minute}
+				if by == "content" {
+					p.content = map[string][]byte{wantBlob.Digest: blob}
 				}
-				w.Header().Set("Content-Length", strconv.Itoa(len(tc.body)))
-				_, _ = w.Write(tc.body)
-			}))
-			defer srv.Close()
-			p := &puller{client: newClient(), base: srv.URL, parallel: 1, pipelined: true, timeout: time.Minute}
-			before := verifyFailures.Load()
-			var err error
-			if tc.manifest {
-				_, _, err = p.getManifest(context.Background(), wantManifest.Repo, wantManifest.Tag, wantManifest)
-			} else {
-				_, err = p.getBlob(context.Background(), "bench/app", wantBlob)
-			}
-			var verr *verifyError
-			if got := errors.As(err, &verr); got != tc.wantVerify {
-				t.Fatalf("error %v; want a verification failure: %v", err, tc.wantVerify)
-			}
-			if tc.wantVerify && verifyFailures.Load() != before+1 {
-				t.Errorf("verification failures went from %d to %d, want one more", before, verifyFailures.Load())
-			}
-			if !tc.wantVerify && err != nil {
-				t.Errorf("right content: %v", err)
-			}
-		})
+				before := verifyFailures.Load()
+				var err error
+				if tc.manifest {
+					_, _, err = p.getManifest(context.Background(), wantManifest.Repo, wantManifest.Tag, wantManifest)
+				} else {
+					_, err = p.getBlob(context.Background(), "bench/app", wantBlob)
+				}
+				var verr *verifyError
+				if got := errors.As(err, &verr); got != tc.wantVerify {
+					t.Fatalf("error %v; want a verification failure: %v", err, tc.wantVerify)
+				}
+				if tc.wantVerify && verifyFailures.Load() != before+1 {
+					t.Errorf("verification failures went from %d to %d, want one more", before, verifyFailures.Load())
+				}
+				if !tc.wantVerify && err != nil {
+					t.Errorf("right content: %v", err)
+				}
+			})
+		}
 	}
 }

@@ -81,9 +81,15 @@ type settings struct {
 	TagTTL           string        `json:"breakwater_tag_ttl"`
 	OutageTagTTL     string        `json:"breakwater_outage_tag_ttl"`
 	HerdParallel     int           `json:"herd_layer_parallelism"`
-	SlowRate         float64       `json:"slow_rate_bytes_per_s"`
-	SlowLayers       int           `json:"slow_layers"`
-	SlowLayerSize    int64         `json:"slow_layer_size"`
+	// HerdVerify is how the herds' clients check each blob: "content"
+	// compares it with the bytes the harness pushed, "sha256" hashes it.
+	HerdVerify string `json:"herd_verify"`
+	// CrowdRcvBuf is SO_RCVBUF on the connections of every crowd's
+	// clients (herds, big, fleet); 0 leaves the kernel's autotuning.
+	CrowdRcvBuf   int     `json:"crowd_rcvbuf_bytes"`
+	SlowRate      float64 `json:"slow_rate_bytes_per_s"`
+	SlowLayers    int     `json:"slow_layers"`
+	SlowLayerSize int64   `json:"slow_layer_size"`
 	// The recovery step: how long each fault lasts, the clients, and the
 	// 429's Retry-After in seconds.
 	RecoveryOutage     time.Duration `json:"recovery_outage_ns"`
@@ -154,6 +160,8 @@ func run() int {
 	flag.IntVar(&s.HerdBig, "herd-big", 256, "clients of the second herd; 0 skips it")
 	flag.StringVar(&herdBigLayer, "herd-big-layer-size", "4MiB", "layer size of the second herd's image (it has -layers layers)")
 	flag.IntVar(&s.HerdParallel, "herd-parallel", 3, "blobs each herd client fetches at once (containerd's default is 3)")
+	flag.IntVar(&s.CrowdRcvBuf, "crowd-rcvbuf", 0, "SO_RCVBUF in bytes on every crowd client's connections (herds, big, fleet; the kernel doubles it); 0 keeps the kernel's autotuning, which lets each socket grow to tcp_rmem's maximum")
+	flag.StringVar(&s.HerdVerify, "herd-verify", "content", "herd, herd_big: how each client checks a blob: content (compare with the bytes pushed, themselves checked against the digest) or sha256 (hash what was read)")
 	flag.StringVar(&slowRate, "slow-rate", "10MB", "herd_slow: bytes per second the upstream sends on each connection")
 	flag.IntVar(&s.SlowLayers, "slow-layers", 1, "herd_slow: layers of its image")
 	flag.StringVar(&slowLayer, "slow-layer-size", "16MiB", "herd_slow: size of each layer")
@@ -190,6 +198,14 @@ func run() int {
 		layerSize, herdBigLayer, bigLayer, slowLayer, floorSize = "4MiB", "1MiB", "64MiB", "4MiB", "256MiB"
 		s.Reps, s.HerdReps, s.HerdBig, s.ManifestDuration, s.OutagePulls = 1, 1, 64, 2*time.Second, 40
 		s.RecoveryOutage, s.RecoveryRateLimit, s.RecoveryClients = 8*time.Second, 6*time.Second, 8
+	}
+	if s.CrowdRcvBuf < 0 {
+		fmt.Fprintf(os.Stderr, "bench: -crowd-rcvbuf: %d: want 0 or a positive number of bytes\n", s.CrowdRcvBuf)
+		return 2
+	}
+	if s.HerdVerify != "content" && s.HerdVerify != "sha256" {
+		fmt.Fprintf(os.Stderr, "bench: -herd-verify: %q: want content or sha256\n", s.HerdVerify)
+		return 2
 	}
 	if s.BreakwaterEnv, err = parseEnv(bwEnv); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: -breakwater-env:", err)
@@ -485,6 +501,22 @@ func (b *bench) push(repo string, sizes ...int64) (*testimage.Pushed, error) {
 
 // pushQuiet is push without the log line, for steps that push many.
 func (b *bench) pushQuiet(repo string, sizes ...int64) (*testimage.Pushed, error) {
+	return b.pushImage(repo, false, sizes...)
+}
+
+// pushKept is push that also keeps every blob's bytes in the Pushed
+// (testimage.KeepContent), for the herds' clients to compare with.
+func (b *bench) pushKept(repo string, sizes ...int64) (*testimage.Pushed, error) {
+	t0 := time.Now()
+	p, err := b.pushImage(repo, true, sizes...)
+	if err != nil {
+		return nil, err
+	}
+	logf("pushed %s:v1 (%s, %d blobs, kept in memory) in %s", repo, mib(p.Size), len(p.Blobs), time.Since(t0).Round(time.Millisecond))
+	return p, nil
+}
+
+func (b *bench) pushImage(repo string, keep bool, sizes ...int64) (*testimage.Pushed, error) {
 	layers, err := testimage.Layers(sizes...)
 	if err != nil {
 		return nil, err
@@ -496,6 +528,11 @@ func (b *bench) pushQuiet(repo string, sizes ...int64) (*testimage.Pushed, error
 	p, err := testimage.Push(b.upstream.addr, repo, "v1", img)
 	if err != nil {
 		return nil, err
+	}
+	if keep {
+		if err := testimage.KeepContent(&p, img); err != nil {
+			return nil, fmt.Errorf("keep %s: %w", repo, err)
+		}
 	}
 	return &p, nil
 }

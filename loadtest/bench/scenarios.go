@@ -140,7 +140,7 @@ func (b *bench) crowd(ctx context.Context, t *target, img *testimage.Pushed, n, 
 // crowdAt is crowd over several servers: client i pulls from
 // bases[i % len(bases)], and its pullResult says which (Replica).
 func (b *bench) crowdAt(ctx context.Context, bases []string, img *testimage.Pushed, n, parallel int) crowdResult {
-	client := newClient()
+	client := newClientRcvBuf(b.s.CrowdRcvBuf)
 	gate := make(chan struct{})
 	var wg sync.WaitGroup
 	pulls := make([]pullResult, n)
@@ -150,7 +150,7 @@ func (b *bench) crowdAt(ctx context.Context, bases []string, img *testimage.Push
 		go func() {
 			defer wg.Done()
 			<-gate
-			p := &puller{client: client, base: bases[i%len(bases)], parallel: parallel, timeout: pullTimeout}
+			p := &puller{client: client, base: bases[i%len(bases)], parallel: parallel, timeout: pullTimeout, content: img.Content}
 			pulls[i], errs[i] = p.pull(ctx, img)
 			pulls[i].Replica = i % len(bases)
 		}()
@@ -218,7 +218,11 @@ func (b *bench) herd(ctx context.Context, scenario string, n int, layerSize int6
 	b.res.note(scenario, fmt.Sprintf("%d clients, %d × %s, %d blobs at once per client; %d herds per target, each a fresh image",
 		n, b.s.Layers, mib(layerSize), b.s.HerdParallel, max(b.s.HerdReps, 1)))
 	for r := range max(b.s.HerdReps, 1) {
-		img, err := b.push(fmt.Sprintf("bench/herd-%d-%d", n, r), repeat(b.s.Layers, layerSize)...)
+		push := b.push
+		if b.s.HerdVerify == "content" {
+			push = b.pushKept
+		}
+		img, err := push(fmt.Sprintf("bench/herd-%d-%d", n, r), repeat(b.s.Layers, layerSize)...)
 		if err != nil {
 			return err
 		}

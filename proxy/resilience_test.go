@@ -385,7 +385,10 @@ func TestConcurrencyCapBusy(t *testing.T) {
 	p.Retry.Deadline = 300 * time.Millisecond
 	p.Retry.AttemptTimeout = 10 * time.Second
 	p.Breaker = upstream.DefaultPolicy().Breaker
-	p.Breaker.MinRequests = 1
+	// Once open, the circuit would stay open well past the next request's
+	// deadline: that request could not wait for a probe.
+	p.Breaker.MinRequests, p.Breaker.FailurePercent = 1, 1
+	p.Breaker.OpenMin, p.Breaker.OpenMax = time.Minute, time.Minute
 	m := newMirror(t, up.URL, mirrorOpts{policy: p})
 	up.PushImage(t, "library/queued:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
 	content, dgst := pushLinkedLayer(t, up, m, "library/slow", 256<<10)
@@ -436,6 +439,88 @@ func TestConcurrencyCapBusy(t *testing.T) {
 	}
 	if resp, body := m.get("/v2/library/queued/manifests/v1"); resp.StatusCode != 200 {
 		t.Fatalf("once the slot is free: %s %s, want 200 (the busy answers must not open the circuit)", resp.Status, body)
+	}
+}
+
+// TestSlotLateTryCutShort: a request that waited for a max_concurrent slot
+// until little of its deadline was left, and whose one try the deadline
+// then cut before a slow but healthy upstream answered, is answered with
+// a crafted transient 503 that says so, and is no verdict on the
+// upstream: with a breaker that opens on one failure, the next request is
+// answered by the upstream, not refused by an open circuit.
+func TestSlotLateTryCutShort(t *testing.T) {
+	up := testupstream.Start(t)
+	p := fastPolicy()
+	p.MaxConcurrent = 1
+	p.Retry.Deadline = time.Second
+	p.Retry.AttemptTimeout = 10 * time.Second
+	p.Breaker = upstream.DefaultPolicy().Breaker
+	// Once open, the circuit would stay open well past the next request's
+	// deadline: that request could not wait for a probe.
+	p.Breaker.MinRequests, p.Breaker.FailurePercent = 1, 1
+	p.Breaker.OpenMin, p.Breaker.OpenMax = time.Minute, time.Minute
+	m := newMirror(t, up.URL, mirrorOpts{policy: p})
+	up.PushImage(t, "library/queued:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
+	content, dgst := pushLinkedLayer(t, up, m, "library/slow", 256<<10)
+	release := make(chan struct{})
+	var slowOnce sync.Once
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+dgst):
+			w.Header().Set("Docker-Content-Digest", dgst)
+			testupstream.HalfThenWait(w, r, content, release)
+			return true
+		case strings.HasSuffix(r.URL.Path, "/library/queued/manifests/v1"):
+			// The first answer takes longer than the try has left: the
+			// upstream is slow, not down.
+			slow := false
+			slowOnce.Do(func() { slow = true })
+			if slow {
+				select {
+				case <-time.After(3 * time.Second):
+				case <-r.Context().Done():
+				}
+			}
+		}
+		return false
+	})
+	blobDone := make(chan error, 1)
+	go func() {
+		resp, body := m.get("/v2/library/slow/blobs/" + dgst)
+		if resp.StatusCode != 200 || sha256Hex(body) != dgst {
+			blobDone <- fmt.Errorf("%s, content %s", resp.Status, sha256Hex(body))
+			return
+		}
+		blobDone <- nil
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for blobGETs(up, dgst) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the blob fetch never reached the upstream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// The blob holds the only slot for 700 ms of the queued request's
+	// 1 s deadline; its try gets the 300 ms left.
+	time.AfterFunc(700*time.Millisecond, func() { close(release) })
+	resp, body := m.get("/v2/library/queued/manifests/v1")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" ||
+		!strings.Contains(resp.Status, "(breakwater-transient: upstream docker.io slow: no answer in the ") {
+		t.Fatalf("a try cut short by the deadline after a slot wait: %s %s %s, want the crafted 503 saying slow, Retry-After: 1", resp.Status, resp.Header.Get("Retry-After"), body)
+	}
+	line := `failed to resolve reference "docker.io/library/queued:v1": pulling from host 127.0.0.1:5000 failed with status code [manifests v1]: ` + resp.Status
+	if r := classify.Classify("ErrImagePull", line); r.Verdict != classify.Transient {
+		t.Errorf("classify rates %q %s (%s), want transient", line, r.Verdict, r.Rule)
+	}
+	if n := up.Count("", "/library/queued/manifests/"); n != 1 {
+		t.Errorf("the upstream saw %d requests for the queued manifest, want the one cut short", n)
+	}
+	if err := <-blobDone; err != nil {
+		t.Fatalf("the blob: %v", err)
+	}
+	if resp, body := m.get("/v2/library/queued/manifests/v1"); resp.StatusCode != 200 {
+		t.Fatalf("after the cut try: %s %s, want 200 (a try cut by our own deadline must not open the circuit)", resp.Status, body)
 	}
 }
 

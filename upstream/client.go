@@ -397,6 +397,17 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			c.gate.release(t)
 			return giveUp(lastErr)
 		}
+		var short *cutShortError
+		if errors.As(tryErr, &short) {
+			// The budget went to waiting — for a slot, a probe's verdict,
+			// a rate limit — and the one try left was cut before the
+			// upstream had a try's time: a slow upstream is not a down
+			// one, so this is no verdict for the breaker.
+			c.gate.release(t)
+			last, lastErr = unheard, r.describe(&Error{Upstream: c.name, Err: tryErr, Transient: true, RetryAfter: time.Second,
+				Cause: fmt.Sprintf("slow: no answer in the %s this request had left before its deadline", short.left.Round(time.Millisecond))})
+			return giveUp(lastErr)
+		}
 		outcome, e, header := c.judge(r, resp, tryErr)
 		hold, holdCause := c.limitHold(outcome, header)
 		cause := holdCause
@@ -536,7 +547,8 @@ func (c *Client) try(ctx context.Context, r request, deadline time.Time) (*http.
 	tctx, cancel := context.WithCancel(ctx)
 	// Only the wait for headers is bounded here: a blob's body may take
 	// far longer than a request's budget.
-	timer := time.AfterFunc(deadline.Sub(c.clock.Now()), cancel)
+	left := deadline.Sub(c.clock.Now())
+	timer := time.AfterFunc(left, cancel)
 	release := func() {
 		cancel()
 		if c.slots != nil {
@@ -551,6 +563,9 @@ func (c *Client) try(ctx context.Context, r request, deadline time.Time) (*http.
 			resp.Body.Close()
 		}
 		release()
+		if left < min(c.policy.Retry.AttemptTimeout, c.policy.Retry.Deadline) {
+			return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), &cutShortError{left: left})
+		}
 		return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), errDeadline)
 	}
 	if err != nil {
@@ -651,6 +666,18 @@ func (c *Client) takeSlot(ctx context.Context, deadline time.Time) error {
 // errDeadline is a try cut short by its request's deadline. It is an
 // i/o timeout to whoever has no better cause to give.
 var errDeadline = fmt.Errorf("request deadline reached: %w", context.DeadlineExceeded)
+
+// cutShortError is a try the request's deadline ended when it had had less
+// time (left) than any try of the policy gets — AttemptTimeout, or the
+// whole Deadline when that is shorter — because the rest of the budget
+// went to waiting before it was sent.
+type cutShortError struct{ left time.Duration }
+
+func (e *cutShortError) Error() string {
+	return fmt.Sprintf("%v, %s after the try was sent", errDeadline, e.left.Round(time.Millisecond))
+}
+
+func (e *cutShortError) Unwrap() error { return errDeadline }
 
 // handshakeError is a failed ping or token exchange, with the header of the
 // answer that failed it: go-containerregistry's error keeps the status but

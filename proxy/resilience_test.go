@@ -422,7 +422,7 @@ func TestConcurrencyCapBusy(t *testing.T) {
 	for i := range 3 {
 		resp, body := m.get("/v2/library/queued/manifests/v1")
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" ||
-			!strings.Contains(resp.Status, "(breakwater-transient: upstream docker.io busy: 1 requests from this mirror in flight (max_concurrent)") {
+			!strings.Contains(resp.Status, "(breakwater-transient: upstream docker.io busy: 1 request from this mirror in flight (max_concurrent)") {
 			t.Fatalf("request %d queued behind a healthy fetch: %s %s %s, want the crafted 503 saying busy, Retry-After: 1", i, resp.Status, resp.Header.Get("Retry-After"), body)
 		}
 		line := `failed to resolve reference "docker.io/library/queued:v1": pulling from host 127.0.0.1:5000 failed with status code [manifests v1]: ` + resp.Status

@@ -381,7 +381,7 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 				return giveUp(lastErr)
 			}
 			return giveUp(r.describe(&Error{Upstream: c.name, Err: ErrBusy, Transient: true, RetryAfter: time.Second,
-				Cause: fmt.Sprintf("busy: %d requests from this mirror in flight (max_concurrent) until the deadline", cap(c.slots))}))
+				Cause: fmt.Sprintf("busy: %s from this mirror in flight (max_concurrent) until the deadline", requests(cap(c.slots)))}))
 		}
 		if ctx.Err() != nil {
 			// The caller went away; that says nothing about the upstream.
@@ -666,6 +666,14 @@ func (c *Client) takeSlot(ctx context.Context, deadline time.Time) error {
 // errDeadline is a try cut short by its request's deadline. It is an
 // i/o timeout to whoever has no better cause to give.
 var errDeadline = fmt.Errorf("request deadline reached: %w", context.DeadlineExceeded)
+
+// requests is "1 request", "64 requests".
+func requests(n int) string {
+	if n == 1 {
+		return "1 request"
+	}
+	return strconv.Itoa(n) + " requests"
+}
 
 // cutShortError is a try the request's deadline ended when it had had less
 // time (left) than any try of the policy gets — AttemptTimeout, or the

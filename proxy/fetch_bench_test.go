@@ -186,3 +186,39 @@ func BenchmarkWarmManifestByTag(b *testing.B) {
 		b.Fatalf("%d upstream requests for a fresh tag", n)
 	}
 }
+
+// BenchmarkWarmSmallBlob is a blob GET's fixed cost — routing, access,
+// the cache lookup, the log line, the headers — with almost no body: what
+// each of a herd's hundreds of simultaneous requests spends before its
+// first byte.
+//
+//	go test -run '^$' -bench WarmSmallBlob -benchtime 20000x ./proxy
+func BenchmarkWarmSmallBlob(b *testing.B) {
+	up := testupstream.Start(b)
+	img := randomImage(b, 1024, 1, types.DockerManifestSchema2)
+	up.PushImage(b, "library/bench:v1", img)
+	layer := layersOf(b, img)[0]
+	dgst := digestOf(b, layer)
+	size := int64(len(compressedBytes(b, layer)))
+	m := newMirror(b, up.URL, mirrorOpts{tagTTL: time.Hour})
+	m.get("/v2/library/bench/manifests/v1")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: time.Minute}
+	if err := getVerified(client, m.srv.URL, dgst, size); err != nil { // caches it
+		b.Fatal(err)
+	}
+	before := up.Count(http.MethodGet, "/blobs/")
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := getVerified(client, m.srv.URL, dgst, size); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if n := up.Count(http.MethodGet, "/blobs/") - before; n != 0 {
+		b.Fatalf("%d upstream blob GETs for a cached blob", n)
+	}
+}

@@ -91,7 +91,7 @@ func (s *Server) authorize(user string, t *target) error {
 	}
 	e := errorf(http.StatusForbidden, CodeDenied, "requested access to the resource is denied: user %q may not pull %s/%s",
 		user, t.upstream.Name(), t.repo)
-	e.Reason = forbiddenReason("this mirror's access list does not grant the pull")
+	e.Reason = refusalReason(http.StatusForbidden, "this mirror's access list does not grant the pull")
 	return e
 }
 

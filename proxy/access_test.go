@@ -410,30 +410,53 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// A 403 says in its status line who refused, the upstream or this
-// mirror's access list, for GET and HEAD alike: containerd prints only the
-// status line of a manifest HEAD. The line still reads "403 Forbidden"
-// first, and the bundled classifier rates it fatal, not transient.
-func TestForbiddenNamesWhoRefused(t *testing.T) {
+// A 401 or 403 says in its status line who refused, the upstream or this
+// mirror, for GET and HEAD alike: containerd prints only the status line
+// of a manifest HEAD. The line still reads "403 Forbidden" or "401
+// Unauthorized" first, and the bundled classifier rates it fatal, not
+// transient. Only this mirror's own 401 carries a challenge — the
+// upstream's wants credentials no client can send here — and it alone
+// keeps the plain "401 Unauthorized".
+func TestRefusalNamesWhoRefused(t *testing.T) {
 	up := testupstream.Start(t)
 	up.PushImage(t, "acme/app:v1", randomImage(t, 32<<10, 1, types.OCIManifestSchema1))
 	open := newMirror(t, up.URL, mirrorOpts{})
 	listed := newMirror(t, up.URL, mirrorOpts{access: newPolicy(t, false)})
-	up.Play("", "/library/private/manifests/v1", testupstream.Status(http.StatusForbidden)).Forever()
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		for path, status := range map[string]int{"/library/private/manifests/v1": http.StatusForbidden, "/library/secret/manifests/v1": http.StatusUnauthorized} {
+			if strings.HasSuffix(r.URL.Path, path) {
+				w.WriteHeader(status)
+				return true
+			}
+		}
+		return false
+	})
+	wrongPassword := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("alice:not-her-password"))}}
+	const (
+		upstreamDenied  = "403 Forbidden (upstream docker.io denied access)"
+		listDenied      = "403 Forbidden (this mirror's access list does not grant the pull)"
+		upstreamUnauthz = "401 Unauthorized (upstream docker.io did not authorize this mirror's pull)"
+		// This mirror's own 401 is a step of every login, not only a
+		// refusal: it keeps the standard line and the connection, which a
+		// crafted line would close.
+		ownUnauthz = "401 Unauthorized"
+	)
 	cases := []struct {
 		name, method, path string
 		m                  *mirror
 		auth               http.Header
-		want               string
+		want, code         string
+		challenge          bool
 	}{
-		{"upstream refuses, GET", http.MethodGet, "/v2/library/private/manifests/v1", open, nil,
-			"403 Forbidden (upstream docker.io denied access)"},
-		{"upstream refuses, HEAD", http.MethodHead, "/v2/library/private/manifests/v1", open, nil,
-			"403 Forbidden (upstream docker.io denied access)"},
-		{"access list refuses, GET", http.MethodGet, "/v2/acme/app/manifests/v1", listed, basicAuth("alice"),
-			"403 Forbidden (this mirror's access list does not grant the pull)"},
-		{"access list refuses, HEAD", http.MethodHead, "/v2/acme/app/manifests/v1", listed, basicAuth("alice"),
-			"403 Forbidden (this mirror's access list does not grant the pull)"},
+		{"upstream refuses, GET", http.MethodGet, "/v2/library/private/manifests/v1", open, nil, upstreamDenied, proxy.CodeDenied, false},
+		{"upstream refuses, HEAD", http.MethodHead, "/v2/library/private/manifests/v1", open, nil, upstreamDenied, proxy.CodeDenied, false},
+		{"access list refuses, GET", http.MethodGet, "/v2/acme/app/manifests/v1", listed, basicAuth("alice"), listDenied, proxy.CodeDenied, false},
+		{"access list refuses, HEAD", http.MethodHead, "/v2/acme/app/manifests/v1", listed, basicAuth("alice"), listDenied, proxy.CodeDenied, false},
+		{"upstream wants credentials, GET", http.MethodGet, "/v2/library/secret/manifests/v1", open, nil, upstreamUnauthz, proxy.CodeUnauthorized, false},
+		{"upstream wants credentials, HEAD", http.MethodHead, "/v2/library/secret/manifests/v1", open, nil, upstreamUnauthz, proxy.CodeUnauthorized, false},
+		{"no login, GET", http.MethodGet, "/v2/acme/app/manifests/v1", listed, nil, ownUnauthz, proxy.CodeUnauthorized, true},
+		{"no login, HEAD", http.MethodHead, "/v2/acme/app/manifests/v1", listed, nil, ownUnauthz, proxy.CodeUnauthorized, true},
+		{"wrong password, GET", http.MethodGet, "/v2/library/app/manifests/v1", listed, wrongPassword, ownUnauthz, proxy.CodeUnauthorized, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -441,8 +464,14 @@ func TestForbiddenNamesWhoRefused(t *testing.T) {
 			if resp.Status != tc.want {
 				t.Errorf("status line %q, want %q", resp.Status, tc.want)
 			}
-			if tc.method == http.MethodGet && errorCode(body) != proxy.CodeDenied {
-				t.Errorf("body %s, want DENIED", body)
+			if tc.method == http.MethodGet && errorCode(body) != tc.code {
+				t.Errorf("body %s, want %s", body, tc.code)
+			}
+			if got := resp.Header.Get("WWW-Authenticate"); (got != "") != tc.challenge {
+				t.Errorf("WWW-Authenticate %q; want a challenge: %v", got, tc.challenge)
+			}
+			if tc.challenge && resp.Close {
+				t.Error("the challenge closed the connection: every login would dial again")
 			}
 			line := `failed to resolve reference "docker.io/` + strings.TrimPrefix(strings.TrimSuffix(tc.path, "/manifests/v1"), "/v2/") +
 				`:v1": pulling from host 127.0.0.1:5000 failed with status code [manifests v1]: ` + resp.Status

@@ -42,10 +42,14 @@ func upstreamError(up *registry, err error, k kind) error {
 		}
 		return errorf(http.StatusNotFound, code, "%s", msg("not found"))
 	case e.Status == http.StatusUnauthorized:
-		return errorf(http.StatusUnauthorized, CodeUnauthorized, "%s", msg("authentication required"))
+		// Without a challenge: the credentials wanted are this mirror's
+		// for the upstream, which no client can send here.
+		unauthorized := errorf(http.StatusUnauthorized, CodeUnauthorized, "%s", msg("authentication required"))
+		unauthorized.Reason = refusalReason(http.StatusUnauthorized, "upstream "+e.Upstream+" did not authorize this mirror's pull")
+		return unauthorized
 	case e.Status == http.StatusForbidden:
 		denied := errorf(http.StatusForbidden, CodeDenied, "%s", msg("access denied"))
-		denied.Reason = forbiddenReason("upstream " + e.Upstream + " denied access")
+		denied.Reason = refusalReason(http.StatusForbidden, "upstream "+e.Upstream+" denied access")
 		return denied
 	case e.Transient && e.Misbehaved():
 		return badUpstream(e.Upstream, e.Cause, e.RetryAfter)
@@ -59,15 +63,15 @@ func upstreamError(up *registry, err error, k kind) error {
 	return errorf(e.Status, code, "%s", msg(e.Cause))
 }
 
-// forbiddenReason is a 403's status line naming who refused: containerd
-// prints only the status line of a manifest HEAD, and "403 Forbidden"
-// alone does not say whether the upstream or this mirror said no. The
-// text is fixed, never the upstream's message or the repository's name:
-// either could carry the transient marker and have the pod retried.
-// "Forbidden" stays first, so that what matches "403 Forbidden" still
-// does.
-func forbiddenReason(who string) string {
-	return http.StatusText(http.StatusForbidden) + " (" + who + ")"
+// refusalReason is a 401's or 403's status line naming who refused:
+// containerd prints only the status line of a manifest HEAD, and "403
+// Forbidden" or "401 Unauthorized" alone does not say whether the
+// upstream or this mirror said no. The text is fixed, never the
+// upstream's message or the repository's name: either could carry the
+// transient marker and have the pod retried. The status's own text stays
+// first, so that what matches "403 Forbidden" still does.
+func refusalReason(status int, who string) string {
+	return http.StatusText(status) + " (" + who + ")"
 }
 
 // isUnavailable reports an answer that says the upstream could not be

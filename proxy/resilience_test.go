@@ -524,6 +524,39 @@ func TestSlotLateTryCutShort(t *testing.T) {
 	}
 }
 
+// TestDeadlineCutsAWholeTry: with a deadline shorter than the attempt
+// timeout, a try sent at once has all the time the policy gives any try;
+// an upstream silent through it is an i/o timeout and counts against the
+// upstream (here the breaker opens on that one failure), unlike a try
+// left short by waiting (TestSlotLateTryCutShort).
+func TestDeadlineCutsAWholeTry(t *testing.T) {
+	up := testupstream.Start(t)
+	p := fastPolicy()
+	p.Retry.Deadline = 500 * time.Millisecond
+	p.Retry.AttemptTimeout = 10 * time.Second
+	p.Breaker = upstream.DefaultPolicy().Breaker
+	p.Breaker.MinRequests, p.Breaker.FailurePercent = 1, 1
+	p.Breaker.OpenMin, p.Breaker.OpenMax = time.Minute, time.Minute
+	m := newMirror(t, up.URL, mirrorOpts{policy: p})
+	up.PushImage(t, "library/silent:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/library/silent/manifests/v1") {
+			return false
+		}
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+		return true
+	})
+	resp, body := m.get("/v2/library/silent/manifests/v1")
+	checkCrafted(t, resp, body, "unreachable: i/o timeout")
+	resp, body = m.get("/v2/library/silent/manifests/v1")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Status, "circuit open after") {
+		t.Fatalf("after a whole try timed out: %s %s, want the circuit open (the timeout counts)", resp.Status, body)
+	}
+}
+
 // TestRateLimitReserve: when Docker Hub says few pulls are left, cached tags
 // are served without asking again.
 func TestRateLimitReserve(t *testing.T) {

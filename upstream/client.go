@@ -398,11 +398,13 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			return giveUp(lastErr)
 		}
 		var short *cutShortError
-		if errors.As(tryErr, &short) {
+		if errors.As(tryErr, &short) && (short.slotWait || w.held) {
 			// The budget went to waiting — for a slot, a probe's verdict,
 			// a rate limit — and the one try left was cut before the
 			// upstream had a try's time: a slow upstream is not a down
-			// one, so this is no verdict for the breaker.
+			// one, so this is no verdict for the breaker. A try that
+			// waited for nothing had all the time the policy gives and
+			// is judged below.
 			c.gate.release(t)
 			last, lastErr = unheard, r.describe(&Error{Upstream: c.name, Err: tryErr, Transient: true, RetryAfter: time.Second,
 				Cause: fmt.Sprintf("slow: no answer in the %s this request had left before its deadline", short.left.Round(time.Millisecond))})
@@ -541,7 +543,8 @@ func (c *Client) limitHold(o outcome, h http.Header) (time.Duration, string) {
 // try sends one request, holding one of the upstream's slots until the
 // response body is closed, and gives up on the headers at the deadline.
 func (c *Client) try(ctx context.Context, r request, deadline time.Time) (*http.Response, error) {
-	if err := c.takeSlot(ctx, deadline); err != nil {
+	slotWait, err := c.takeSlot(ctx, deadline)
+	if err != nil {
 		return nil, err
 	}
 	tctx, cancel := context.WithCancel(ctx)
@@ -564,7 +567,7 @@ func (c *Client) try(ctx context.Context, r request, deadline time.Time) (*http.
 		}
 		release()
 		if left < min(c.policy.Retry.AttemptTimeout, c.policy.Retry.Deadline) {
-			return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), &cutShortError{left: left})
+			return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), &cutShortError{left: left, slotWait: slotWait})
 		}
 		return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), errDeadline)
 	}
@@ -640,26 +643,27 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 // request would fail as an i/o timeout of an upstream that is fine: the
 // wait ends with ErrBusy instead, which says the truth and is no verdict
 // on the upstream.
-func (c *Client) takeSlot(ctx context.Context, deadline time.Time) error {
+// It reports whether it had to wait.
+func (c *Client) takeSlot(ctx context.Context, deadline time.Time) (waited bool, err error) {
 	if c.slots == nil {
-		return nil
+		return false, nil
 	}
 	// A free slot, the usual case, is taken without a timer.
 	select {
 	case c.slots <- struct{}{}:
-		return nil
+		return false, nil
 	default:
 	}
 	select {
 	case c.slots <- struct{}{}:
-		return nil
+		return true, nil
 	case <-c.clock.After(deadline.Sub(c.clock.Now())):
-		return ErrBusy
+		return true, ErrBusy
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return ErrBusy // the caller's budget, spent waiting for a slot
+			return true, ErrBusy // the caller's budget, spent waiting for a slot
 		}
-		return ctx.Err()
+		return true, ctx.Err()
 	}
 }
 
@@ -677,9 +681,13 @@ func requests(n int) string {
 
 // cutShortError is a try the request's deadline ended when it had had less
 // time (left) than any try of the policy gets — AttemptTimeout, or the
-// whole Deadline when that is shorter — because the rest of the budget
-// went to waiting before it was sent.
-type cutShortError struct{ left time.Duration }
+// whole Deadline when that is shorter. slotWait says the try waited for a
+// max_concurrent slot; with a wait at the gate before it, that is where
+// the rest of the budget went.
+type cutShortError struct {
+	left     time.Duration
+	slotWait bool
+}
 
 func (e *cutShortError) Error() string {
 	return fmt.Sprintf("%v, %s after the try was sent", errDeadline, e.left.Round(time.Millisecond))

@@ -112,6 +112,9 @@ func newGate(name string, p Policy, clock Clock, rnd func() float64, log *slog.L
 type waited struct {
 	metCircuit   bool
 	failedProbes int // the gate's count when the request met the open circuit
+	// held: the request waited at the gate — for a hold's end or a
+	// probe's verdict — before a try went.
+	held bool
 }
 
 // ticket is an admitted try: which holds it probes.
@@ -176,6 +179,7 @@ func (g *gate) admit(ctx context.Context, deadline time.Time, wait bool, w *wait
 		if left > 0 {
 			timeout = left
 		}
+		w.held = true
 		select {
 		case <-changed:
 		case <-g.clock.After(timeout):

@@ -880,3 +880,43 @@ func TestRateLimitCountShared(t *testing.T) {
 		t.Errorf("its own newer answer: %d, want 12", got)
 	}
 }
+
+// TestHeldTryCutShort: a request that waited at the gate — here for a
+// rate limit's end, as another replica reported it — until little of its
+// deadline was left, and whose try the deadline then cut before a slow
+// upstream answered, fails as "slow", transient, and is no verdict: with a
+// breaker that opens on one failure the circuit stays closed and the next
+// request is answered.
+func TestHeldTryCutShort(t *testing.T) {
+	up := seededUpstream(t)
+	p := DefaultPolicy()
+	p.Retry.Deadline = time.Second
+	p.Retry.AttemptTimeout = 10 * time.Second
+	p.Breaker.MinRequests, p.Breaker.FailurePercent = 1, 1
+	p.Breaker.OpenMin, p.Breaker.OpenMax = time.Minute, time.Minute
+	c := newTestClient(t, up.URL, nil, p)
+	var slow atomic.Bool
+	slow.Store(true)
+	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/manifests/") && slow.Swap(false) {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+			}
+			return true
+		}
+		return false
+	})
+	c.Hold(Hold{Kind: HoldRateLimit, Until: time.Now().Add(700 * time.Millisecond), Cause: "answered 429 Too Many Requests"})
+	_, err := getManifest(c)
+	e, ok := AsError(err)
+	if !ok || !strings.HasPrefix(e.Cause, "slow: no answer in the ") || !e.Transient || e.RetryAfter != time.Second {
+		t.Fatalf("a try left short by the hold: %v, want transient 'slow: no answer in the …', retry after 1s", err)
+	}
+	if h := c.Health(); h.Circuit != CircuitClosed {
+		t.Fatalf("circuit %v after the cut try, want closed: it is no verdict", h.Circuit)
+	}
+	if _, err := getManifest(c); err != nil {
+		t.Fatalf("the next request: %v", err)
+	}
+}

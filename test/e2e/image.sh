@@ -156,14 +156,16 @@ img_stop() {
 		[ "$state" = STOPPED ] && break
 		sleep 0.25
 	done
-	# ctr task delete says a non-zero exit status in a warning.
-	ctr_ task delete bw-e2e-serve >"$OUT/ctr-delete" 2>&1
 	# The shim copies the task's output to the log after the task is
-	# STOPPED: its last line may come a moment later (seen once).
-	for ((i = 0; i < 20; i++)); do
+	# STOPPED: its last line may come a moment later, and a shim that the
+	# delete below ends first may never copy it (seen twice, the second
+	# time with the wait after the delete). So wait while the shim lives.
+	for ((i = 0; i < 40; i++)); do
 		grep -q '"msg":"stopped"' "$BWI_LOG" && break
 		sleep 0.25
 	done
+	# ctr task delete says a non-zero exit status in a warning.
+	ctr_ task delete bw-e2e-serve >"$OUT/ctr-delete" 2>&1
 	if [ "$state" = STOPPED ] && ! grep -q "non-zero exit code" "$OUT/ctr-delete" && grep -q '"msg":"stopped"' "$BWI_LOG"; then
 		pass "image: SIGTERM drained and stopped it with exit status 0"
 	else

@@ -397,17 +397,18 @@ func (c *Client) do(ctx context.Context, r request, opts []CallOption) (*http.Re
 			c.gate.release(t)
 			return giveUp(lastErr)
 		}
-		var short *cutShortError
-		if errors.As(tryErr, &short) && (short.slotWait || w.held) {
+		var cut *deadlineError
+		if errors.As(tryErr, &cut) && (cut.slotWait || w.held) {
 			// The budget went to waiting — for a slot, a probe's verdict,
-			// a rate limit — and the one try left was cut before the
-			// upstream had a try's time: a slow upstream is not a down
-			// one, so this is no verdict for the breaker. A try that
-			// waited for nothing had all the time the policy gives and
-			// is judged below.
+			// a rate limit — and the one try left was cut by the deadline
+			// before its attempt timeout, with less time than a try that
+			// waited for nothing gets: a slow upstream is not a down one,
+			// so this is no verdict for the breaker. A try that waited
+			// for nothing had all the time the policy gives and is judged
+			// below.
 			c.gate.release(t)
 			last, lastErr = unheard, r.describe(&Error{Upstream: c.name, Err: tryErr, Transient: true, RetryAfter: time.Second,
-				Cause: fmt.Sprintf("slow: no answer in the %s this request had left before its deadline", short.left.Round(time.Millisecond))})
+				Cause: fmt.Sprintf("slow: no answer in the %s this request had left before its deadline", cut.left.Round(time.Millisecond))})
 			return giveUp(lastErr)
 		}
 		outcome, e, header := c.judge(r, resp, tryErr)
@@ -566,10 +567,7 @@ func (c *Client) try(ctx context.Context, r request, deadline time.Time) (*http.
 			resp.Body.Close()
 		}
 		release()
-		if left < min(c.policy.Retry.AttemptTimeout, c.policy.Retry.Deadline) {
-			return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), &cutShortError{left: left, slotWait: slotWait})
-		}
-		return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), errDeadline)
+		return nil, fmt.Errorf("%s %s%s: %w", r.method, c.name, r.urlPath(), &deadlineError{left: left, slotWait: slotWait})
 	}
 	if err != nil {
 		release()
@@ -679,21 +677,19 @@ func requests(n int) string {
 	return strconv.Itoa(n) + " requests"
 }
 
-// cutShortError is a try the request's deadline ended when it had had less
-// time (left) than any try of the policy gets — AttemptTimeout, or the
-// whole Deadline when that is shorter. slotWait says the try waited for a
-// max_concurrent slot; with a wait at the gate before it, that is where
-// the rest of the budget went.
-type cutShortError struct {
+// deadlineError is a try the request's deadline ended, left after it was
+// sent; slotWait says it first waited for a max_concurrent slot. It is
+// errDeadline to errors.Is.
+type deadlineError struct {
 	left     time.Duration
 	slotWait bool
 }
 
-func (e *cutShortError) Error() string {
+func (e *deadlineError) Error() string {
 	return fmt.Sprintf("%v, %s after the try was sent", errDeadline, e.left.Round(time.Millisecond))
 }
 
-func (e *cutShortError) Unwrap() error { return errDeadline }
+func (e *deadlineError) Unwrap() error { return errDeadline }
 
 // handshakeError is a failed ping or token exchange, with the header of the
 // answer that failed it: go-containerregistry's error keeps the status but

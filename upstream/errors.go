@@ -119,8 +119,9 @@ const (
 	// troubled: 500 or 408: worth another try, but one request's trouble,
 	// not a sign the registry is down.
 	troubled
-	// unheard: our own deadline ended the try before the upstream had a
-	// whole try's time (cutShortError): nothing is known of it.
+	// unheard: our own deadline ended the try after the request had
+	// waited, before the upstream had a whole try's time: nothing is
+	// known of it.
 	unheard
 )
 

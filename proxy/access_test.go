@@ -431,7 +431,6 @@ func TestRefusalNamesWhoRefused(t *testing.T) {
 		}
 		return false
 	})
-	wrongPassword := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("alice:not-her-password"))}}
 	const (
 		upstreamDenied  = "403 Forbidden (upstream docker.io denied access)"
 		listDenied      = "403 Forbidden (this mirror's access list does not grant the pull)"
@@ -456,7 +455,7 @@ func TestRefusalNamesWhoRefused(t *testing.T) {
 		{"upstream wants credentials, HEAD", http.MethodHead, "/v2/library/secret/manifests/v1", open, nil, upstreamUnauthz, proxy.CodeUnauthorized, false},
 		{"no login, GET", http.MethodGet, "/v2/acme/app/manifests/v1", listed, nil, ownUnauthz, proxy.CodeUnauthorized, true},
 		{"no login, HEAD", http.MethodHead, "/v2/acme/app/manifests/v1", listed, nil, ownUnauthz, proxy.CodeUnauthorized, true},
-		{"wrong password, GET", http.MethodGet, "/v2/library/app/manifests/v1", listed, wrongPassword, ownUnauthz, proxy.CodeUnauthorized, true},
+		{"unknown user, GET", http.MethodGet, "/v2/library/app/manifests/v1", listed, basicAuth("mallory"), ownUnauthz, proxy.CodeUnauthorized, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -467,8 +466,10 @@ func TestRefusalNamesWhoRefused(t *testing.T) {
 			if tc.method == http.MethodGet && errorCode(body) != tc.code {
 				t.Errorf("body %s, want %s", body, tc.code)
 			}
-			if got := resp.Header.Get("WWW-Authenticate"); (got != "") != tc.challenge {
-				t.Errorf("WWW-Authenticate %q; want a challenge: %v", got, tc.challenge)
+			if tc.challenge {
+				wantChallenge(t, tc.name, resp, body)
+			} else if got := resp.Header.Get("WWW-Authenticate"); got != "" {
+				t.Errorf("WWW-Authenticate %q on a refusal no login here can change", got)
 			}
 			if tc.challenge && resp.Close {
 				t.Error("the challenge closed the connection: every login would dial again")

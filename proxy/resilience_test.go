@@ -373,33 +373,44 @@ func TestConcurrencyCap(t *testing.T) {
 	}
 }
 
-// TestConcurrencyCapBusy: a request that finds every slot held by a
-// healthy fetch until its deadline is answered with the crafted 503 that
-// says so, not as an i/o timeout of an upstream that is fine, and its
-// wait is no verdict on the upstream: with a breaker that opens on one
-// failure, the next request after the fetch is answered by the upstream.
-func TestConcurrencyCapBusy(t *testing.T) {
-	up := testupstream.Start(t)
+// strictBreaker opens on one counted failure and stays open for a minute,
+// past the next request's deadline, which therefore cannot wait for a
+// probe: a test whose next request is answered shows that nothing was
+// counted against the upstream.
+func strictBreaker() upstream.Breaker {
+	b := upstream.DefaultPolicy().Breaker
+	b.MinRequests, b.FailurePercent = 1, 1
+	b.OpenMin, b.OpenMax = time.Minute, time.Minute
+	return b
+}
+
+// oneSlotPolicy allows one request in flight to the upstream, gives each
+// request deadline (less than the attempt timeout) and has a strict
+// breaker.
+func oneSlotPolicy(deadline time.Duration) upstream.Policy {
 	p := fastPolicy()
 	p.MaxConcurrent = 1
-	p.Retry.Deadline = 300 * time.Millisecond
+	p.Retry.Deadline = deadline
 	p.Retry.AttemptTimeout = 10 * time.Second
-	p.Breaker = upstream.DefaultPolicy().Breaker
-	// Once open, the circuit would stay open well past the next request's
-	// deadline: that request could not wait for a probe.
-	p.Breaker.MinRequests, p.Breaker.FailurePercent = 1, 1
-	p.Breaker.OpenMin, p.Breaker.OpenMax = time.Minute, time.Minute
-	m := newMirror(t, up.URL, mirrorOpts{policy: p})
-	up.PushImage(t, "library/queued:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
+	p.Breaker = strictBreaker()
+	return p
+}
+
+// holdTheOnlySlot starts a blob fetch through m that holds the upstream's
+// one slot, half sent, until release is called; done then says whether the
+// blob came whole. The upstream answers other requests with other (nil:
+// as the registry does).
+func holdTheOnlySlot(t *testing.T, up *testupstream.Upstream, m *mirror, other func(http.ResponseWriter, *http.Request) bool) (release func(), done <-chan error) {
+	t.Helper()
 	content, dgst := pushLinkedLayer(t, up, m, "library/slow", 256<<10)
-	release := make(chan struct{})
+	held := make(chan struct{})
 	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
-			return false
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+dgst) {
+			w.Header().Set("Docker-Content-Digest", dgst)
+			testupstream.HalfThenWait(w, r, content, held)
+			return true
 		}
-		w.Header().Set("Docker-Content-Digest", dgst)
-		testupstream.HalfThenWait(w, r, content, release)
-		return true
+		return other != nil && other(w, r)
 	})
 	blobDone := make(chan error, 1)
 	go func() {
@@ -417,6 +428,22 @@ func TestConcurrencyCapBusy(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(release) // a test that fails first leaves no handler waiting
+	return release, blobDone
+}
+
+// TestConcurrencyCapBusy: a request that finds every slot held by a
+// healthy fetch until its deadline is answered with the crafted 503 that
+// says so, not as an i/o timeout of an upstream that is fine, and its
+// wait is no verdict on the upstream: with a breaker that opens on one
+// failure, the next request after the fetch is answered by the upstream.
+func TestConcurrencyCapBusy(t *testing.T) {
+	up := testupstream.Start(t)
+	m := newMirror(t, up.URL, mirrorOpts{policy: oneSlotPolicy(300 * time.Millisecond)})
+	up.PushImage(t, "library/queued:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
+	release, blobDone := holdTheOnlySlot(t, up, m, nil)
 
 	// The blob's body holds the only slot.
 	for i := range 3 {
@@ -433,7 +460,7 @@ func TestConcurrencyCapBusy(t *testing.T) {
 	if n := up.Count("", "/library/queued/manifests/"); n != 0 {
 		t.Errorf("the upstream saw %d requests for the queued manifest while no slot was free", n)
 	}
-	close(release)
+	release()
 	if err := <-blobDone; err != nil {
 		t.Fatalf("the blob: %v", err)
 	}
@@ -450,60 +477,25 @@ func TestConcurrencyCapBusy(t *testing.T) {
 // answered by the upstream, not refused by an open circuit.
 func TestSlotLateTryCutShort(t *testing.T) {
 	up := testupstream.Start(t)
-	p := fastPolicy()
-	p.MaxConcurrent = 1
-	p.Retry.Deadline = time.Second
-	p.Retry.AttemptTimeout = 10 * time.Second
-	p.Breaker = upstream.DefaultPolicy().Breaker
-	// Once open, the circuit would stay open well past the next request's
-	// deadline: that request could not wait for a probe.
-	p.Breaker.MinRequests, p.Breaker.FailurePercent = 1, 1
-	p.Breaker.OpenMin, p.Breaker.OpenMax = time.Minute, time.Minute
-	m := newMirror(t, up.URL, mirrorOpts{policy: p})
+	m := newMirror(t, up.URL, mirrorOpts{policy: oneSlotPolicy(time.Second)})
 	up.PushImage(t, "library/queued:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
-	content, dgst := pushLinkedLayer(t, up, m, "library/slow", 256<<10)
-	release := make(chan struct{})
-	var slowOnce sync.Once
-	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-		switch {
-		case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+dgst):
-			w.Header().Set("Docker-Content-Digest", dgst)
-			testupstream.HalfThenWait(w, r, content, release)
-			return true
-		case strings.HasSuffix(r.URL.Path, "/library/queued/manifests/v1"):
-			// The first answer takes longer than the try has left: the
-			// upstream is slow, not down.
-			slow := false
-			slowOnce.Do(func() { slow = true })
-			if slow {
-				select {
-				case <-time.After(3 * time.Second):
-				case <-r.Context().Done():
-				}
+	var slow atomic.Bool
+	slow.Store(true)
+	release, blobDone := holdTheOnlySlot(t, up, m, func(w http.ResponseWriter, r *http.Request) bool {
+		// The first answer takes longer than the try has left: the
+		// upstream is slow, not down.
+		if strings.HasSuffix(r.URL.Path, "/library/queued/manifests/v1") && slow.Swap(false) {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
 			}
 		}
 		return false
 	})
-	blobDone := make(chan error, 1)
-	go func() {
-		resp, body := m.get("/v2/library/slow/blobs/" + dgst)
-		if resp.StatusCode != 200 || sha256Hex(body) != dgst {
-			blobDone <- fmt.Errorf("%s, content %s", resp.Status, sha256Hex(body))
-			return
-		}
-		blobDone <- nil
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for blobGETs(up, dgst) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the blob fetch never reached the upstream")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 
 	// The blob holds the only slot for 700 ms of the queued request's
 	// 1 s deadline; its try gets the 300 ms left.
-	time.AfterFunc(700*time.Millisecond, func() { close(release) })
+	time.AfterFunc(700*time.Millisecond, release)
 	resp, body := m.get("/v2/library/queued/manifests/v1")
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" ||
 		!strings.Contains(resp.Status, "(breakwater-transient: upstream docker.io slow: no answer in the ") {
@@ -534,9 +526,7 @@ func TestDeadlineCutsAWholeTry(t *testing.T) {
 	p := fastPolicy()
 	p.Retry.Deadline = 500 * time.Millisecond
 	p.Retry.AttemptTimeout = 10 * time.Second
-	p.Breaker = upstream.DefaultPolicy().Breaker
-	p.Breaker.MinRequests, p.Breaker.FailurePercent = 1, 1
-	p.Breaker.OpenMin, p.Breaker.OpenMax = time.Minute, time.Minute
+	p.Breaker = strictBreaker()
 	m := newMirror(t, up.URL, mirrorOpts{policy: p})
 	up.PushImage(t, "library/silent:v1", randomImage(t, 1024, 1, types.DockerManifestSchema2))
 	up.SetHook(func(w http.ResponseWriter, r *http.Request) bool {

@@ -54,14 +54,9 @@ type stampConn struct {
 	last     atomic.Int64 // unix nanoseconds; 0 until a stamped read
 }
 
-// dialStamped dials like net.Dialer and turns on receive timestamps.
-func dialStamped(ctx context.Context, network, addr string) (net.Conn, error) {
-	return stampDialer{}.DialContext(ctx, network, addr)
-}
-
-// stampDialer is dialStamped with a receive buffer of rcvbuf bytes
-// (SO_RCVBUF, which the kernel doubles and which turns its autotuning off)
-// when rcvbuf is positive.
+// stampDialer dials like net.Dialer and turns on receive timestamps, and,
+// when rcvbuf is positive, sets a receive buffer of rcvbuf bytes
+// (SO_RCVBUF, which the kernel doubles and which turns its autotuning off).
 type stampDialer struct{ rcvbuf int }
 
 func (d stampDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {

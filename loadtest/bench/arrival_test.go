@@ -46,7 +46,7 @@ func TestArrivalIsWhenBytesCameNotWhenRead(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	}()
-	c, err := dialStamped(context.Background(), "tcp", ln.Addr().String())
+	c, err := stampDialer{}.DialContext(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -237,15 +237,9 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return t, &statusError{what: fmt.Sprintf("GET %s/blobs/%s", repo, b.Digest), code: resp.StatusCode, status: resp.Status}
 	}
-	var check io.Writer
-	var h hash.Hash
-	var cmp *contentCheck
+	var check blobCheck = &hashCheck{h: sha256.New(), digest: b.Digest}
 	if want, ok := p.content[b.Digest]; ok {
-		cmp = &contentCheck{want: want}
-		check = cmp
-	} else {
-		h = sha256.New()
-		check = h
+		check = &contentCheck{want: want}
 	}
 	var n int64
 	onFirst := func() {
@@ -260,7 +254,7 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 	if p.pipelined {
 		n, err = readPipelined(resp.Body, check, onFirst)
 	} else {
-		n, err = readHashing(resp.Body, check, onFirst)
+		n, err = readInto(resp.Body, check, onFirst)
 	}
 	if err != nil {
 		return t, fmt.Errorf("GET %s/blobs/%s: after %d bytes: %w", repo, b.Digest, n, err)
@@ -269,25 +263,48 @@ func (p *puller) getBlob(ctx context.Context, repo string, b testimage.Blob) (bl
 	if n != b.Size {
 		return t, mismatch("blob %s of %s: %d bytes, want %d", b.Digest, repo, n, b.Size)
 	}
-	if cmp != nil {
-		if cmp.bad {
-			return t, mismatch("blob %s of %s: the %d bytes read from offset %d differ from the content pushed", b.Digest, repo, n-cmp.at, cmp.at)
-		}
-		return t, nil
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != b.Digest {
-		return t, mismatch("blob of %s: content hashes to %s, want %s", repo, got, b.Digest)
+	if m := check.mismatch(); m != "" {
+		return t, mismatch("blob %s of %s: %s", b.Digest, repo, m)
 	}
 	return t, nil
 }
 
-// contentCheck compares a stream, as it is written to it, with the bytes it
-// must be; a length mismatch is the caller's to catch.
+// blobCheck checks a blob's bytes as they are written to it; a length
+// mismatch is the caller's to catch.
+type blobCheck interface {
+	io.Writer
+	// mismatch says how what was written is not the blob, "" if it is.
+	mismatch() string
+}
+
+// hashCheck hashes the bytes and compares the sum with the digest.
+type hashCheck struct {
+	h      hash.Hash
+	digest string
+}
+
+func (c *hashCheck) Write(p []byte) (int, error) { return c.h.Write(p) }
+
+func (c *hashCheck) mismatch() string {
+	if got := "sha256:" + hex.EncodeToString(c.h.Sum(nil)); got != c.digest {
+		return "content hashes to " + got
+	}
+	return ""
+}
+
+// contentCheck compares the bytes with the content they must be.
 type contentCheck struct {
 	want []byte
 	off  int64
 	bad  bool  // some chunk did not match
 	at   int64 // where the first such chunk began
+}
+
+func (c *contentCheck) mismatch() string {
+	if c.bad {
+		return fmt.Sprintf("the %d bytes read from offset %d differ from the content pushed", c.off-c.at, c.at)
+	}
+	return ""
 }
 
 func (c *contentCheck) Write(p []byte) (int, error) {
@@ -301,9 +318,9 @@ func (c *contentCheck) Write(p []byte) (int, error) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// readHashing reads r to the end into h, calling onFirst when the first
+// readInto reads r to the end into w, calling onFirst when the first
 // bytes are in.
-func readHashing(r io.Reader, h io.Writer, onFirst func()) (n int64, err error) {
+func readInto(r io.Reader, w io.Writer, onFirst func()) (n int64, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -314,7 +331,7 @@ func readHashing(r io.Reader, h io.Writer, onFirst func()) (n int64, err error) 
 				onFirst()
 			}
 			n += int64(k)
-			h.Write(buf[:k])
+			_, _ = w.Write(buf[:k])
 		}
 		if err == io.EOF {
 			return n, nil
@@ -325,9 +342,9 @@ func readHashing(r io.Reader, h io.Writer, onFirst func()) (n int64, err error) 
 	}
 }
 
-// readPipelined is readHashing with the hash in a second goroutine, four
+// readPipelined is readInto with w written in a second goroutine, four
 // buffers in flight.
-func readPipelined(r io.Reader, h io.Writer, onFirst func()) (n int64, err error) {
+func readPipelined(r io.Reader, w io.Writer, onFirst func()) (n int64, err error) {
 	const nbuf = 4
 	free := make(chan *[]byte, nbuf)
 	full := make(chan []byte, nbuf)
@@ -337,7 +354,7 @@ func readPipelined(r io.Reader, h io.Writer, onFirst func()) (n int64, err error
 	done := make(chan struct{})
 	go func() {
 		for b := range full {
-			h.Write(b)
+			_, _ = w.Write(b)
 			bp := b[:cap(b)]
 			free <- &bp
 		}

@@ -490,30 +490,28 @@ func (b *bench) rotated(targets []*target) []*target {
 
 // push pushes a fresh image of the given layer sizes as repo:v1.
 func (b *bench) push(repo string, sizes ...int64) (*testimage.Pushed, error) {
+	return b.pushLogged(repo, false, sizes...)
+}
+
+// pushLogged is push that, with keep, also keeps every blob's bytes in the
+// Pushed (testimage.KeepContent), for the herds' clients to compare with.
+func (b *bench) pushLogged(repo string, keep bool, sizes ...int64) (*testimage.Pushed, error) {
 	t0 := time.Now()
-	p, err := b.pushQuiet(repo, sizes...)
+	p, err := b.pushImage(repo, keep, sizes...)
 	if err != nil {
 		return nil, err
 	}
-	logf("pushed %s:v1 (%s, %d blobs) in %s", repo, mib(p.Size), len(p.Blobs), time.Since(t0).Round(time.Millisecond))
+	kept := ""
+	if keep {
+		kept = ", kept in memory"
+	}
+	logf("pushed %s:v1 (%s, %d blobs%s) in %s", repo, mib(p.Size), len(p.Blobs), kept, time.Since(t0).Round(time.Millisecond))
 	return p, nil
 }
 
 // pushQuiet is push without the log line, for steps that push many.
 func (b *bench) pushQuiet(repo string, sizes ...int64) (*testimage.Pushed, error) {
 	return b.pushImage(repo, false, sizes...)
-}
-
-// pushKept is push that also keeps every blob's bytes in the Pushed
-// (testimage.KeepContent), for the herds' clients to compare with.
-func (b *bench) pushKept(repo string, sizes ...int64) (*testimage.Pushed, error) {
-	t0 := time.Now()
-	p, err := b.pushImage(repo, true, sizes...)
-	if err != nil {
-		return nil, err
-	}
-	logf("pushed %s:v1 (%s, %d blobs, kept in memory) in %s", repo, mib(p.Size), len(p.Blobs), time.Since(t0).Round(time.Millisecond))
-	return p, nil
 }
 
 func (b *bench) pushImage(repo string, keep bool, sizes ...int64) (*testimage.Pushed, error) {

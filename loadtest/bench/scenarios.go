@@ -218,11 +218,7 @@ func (b *bench) herd(ctx context.Context, scenario string, n int, layerSize int6
 	b.res.note(scenario, fmt.Sprintf("%d clients, %d × %s, %d blobs at once per client; %d herds per target, each a fresh image",
 		n, b.s.Layers, mib(layerSize), b.s.HerdParallel, max(b.s.HerdReps, 1)))
 	for r := range max(b.s.HerdReps, 1) {
-		push := b.push
-		if b.s.HerdVerify == "content" {
-			push = b.pushKept
-		}
-		img, err := push(fmt.Sprintf("bench/herd-%d-%d", n, r), repeat(b.s.Layers, layerSize)...)
+		img, err := b.pushLogged(fmt.Sprintf("bench/herd-%d-%d", n, r), b.s.HerdVerify == "content", repeat(b.s.Layers, layerSize)...)
 		if err != nil {
 			return err
 		}

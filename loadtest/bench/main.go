@@ -160,7 +160,7 @@ func run() int {
 	flag.IntVar(&s.HerdBig, "herd-big", 256, "clients of the second herd; 0 skips it")
 	flag.StringVar(&herdBigLayer, "herd-big-layer-size", "4MiB", "layer size of the second herd's image (it has -layers layers)")
 	flag.IntVar(&s.HerdParallel, "herd-parallel", 3, "blobs each herd client fetches at once (containerd's default is 3)")
-	flag.IntVar(&s.CrowdRcvBuf, "crowd-rcvbuf", 0, "SO_RCVBUF in bytes on every crowd client's connections (the herds, wan's herd, big, fleet; the kernel doubles it); 0 keeps the kernel's autotuning, which lets each socket grow to tcp_rmem's maximum")
+	flag.IntVar(&s.CrowdRcvBuf, "crowd-rcvbuf", 512<<10, "SO_RCVBUF in bytes on every crowd client's connections (the herds, wan's herd, big, fleet; the kernel doubles it); 0 keeps the kernel's autotuning, which lets each socket grow to tcp_rmem's maximum")
 	flag.StringVar(&s.HerdVerify, "herd-verify", "content", "herd, herd_big: how each client checks a blob: content (compare with the bytes pushed, themselves checked against the digest) or sha256 (hash what was read)")
 	flag.StringVar(&slowRate, "slow-rate", "10MB", "herd_slow: bytes per second the upstream sends on each connection")
 	flag.IntVar(&s.SlowLayers, "slow-layers", 1, "herd_slow: layers of its image")

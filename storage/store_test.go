@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -358,6 +359,57 @@ func TestIngestCopyFrom(t *testing.T) {
 			got, err := s.ReadBlob(d)
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("ReadBlob: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+}
+
+// TestIngestCopyFromAnnounces: CopyFrom announces the first buffer and
+// every short read at once, batches full reads up to announceEvery, and
+// has announced every byte written when it returns, on EOF or on a failure.
+func TestIngestCopyFromAnnounces(t *testing.T) {
+	const B = copyBufferSize
+	cut := errors.New("connection reset by peer")
+	cases := []struct {
+		name   string
+		resume int // bytes copied (and announced) by an earlier CopyFrom
+		length int
+		sizes  []int
+		err    error
+		want   []int64
+	}{
+		{"full reads batched", 0, 10 * B, []int{B}, io.EOF, []int64{B, 5 * B, 9 * B, 10 * B}},
+		{"short reads at once", 0, 3000, []int{1000}, io.EOF, []int64{1000, 2000, 3000}},
+		{"a short read among full ones", 0, 4*B + 10, []int{B, B, 10, B}, io.EOF, []int64{B, 2*B + 10, 4*B + 10}},
+		{"cut after full reads", 0, 3 * B, []int{B}, cut, []int64{B, 3 * B}},
+		{"resumed: its first buffer at once", 2 * B, 3 * B, []int{B}, io.EOF, []int64{B, 2 * B, 3 * B, 5 * B}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			content := bytes.Repeat([]byte{7}, tc.resume+tc.length)
+			s := openTemp(t)
+			in, err := s.NewIngest(digest.FromBytes(content))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Abort()
+			var seen []int64
+			progress := func(n int64) { seen = append(seen, n) }
+			if tc.resume > 0 {
+				if _, err := in.CopyFrom(&chunkReader{content: content[:tc.resume], sizes: []int{B}, err: cut}, progress); err != cut {
+					t.Fatalf("first CopyFrom: %v, want %v", err, cut)
+				}
+			}
+			r := &chunkReader{content: content[tc.resume:], sizes: tc.sizes, err: tc.err}
+			wantErr := tc.err
+			if wantErr == io.EOF {
+				wantErr = nil
+			}
+			if _, err := in.CopyFrom(r, progress); err != wantErr {
+				t.Fatalf("CopyFrom: %v, want %v", err, wantErr)
+			}
+			if !slices.Equal(seen, tc.want) {
+				t.Fatalf("announced %v, want %v", seen, tc.want)
 			}
 		})
 	}

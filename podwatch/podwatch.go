@@ -28,8 +28,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/breakwater-registry/breakwater/classify"
@@ -50,7 +48,7 @@ const component = "breakwater-watch"
 
 // Options configures a Watcher.
 type Options struct {
-	Client kubernetes.Interface
+	Client *Client
 	// Namespace limits the watch to one namespace; "" watches all.
 	Namespace string
 	// EndAfter ends a pod after this many fatal back-offs of one of its
@@ -118,8 +116,7 @@ func New(o Options) (*Watcher, error) {
 // first list of pods is in. It returns an error when ctx ended before
 // that list came (the API server refused it, or did not answer).
 func (w *Watcher) Run(ctx context.Context, ready chan<- struct{}) error {
-	factory := informers.NewSharedInformerFactoryWithOptions(w.o.Client, 10*time.Minute, informers.WithNamespace(w.o.Namespace))
-	inf := factory.Core().V1().Pods().Informer()
+	inf := cache.NewSharedIndexInformer(w.o.Client.pods(w.o.Namespace), &corev1.Pod{}, 10*time.Minute, cache.Indexers{})
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { w.handle(ctx, obj) },
 		UpdateFunc: func(_, obj any) { w.handle(ctx, obj) },
@@ -134,8 +131,14 @@ func (w *Watcher) Run(ctx context.Context, ready chan<- struct{}) error {
 	}); err != nil {
 		return fmt.Errorf("watch pods: %w", err)
 	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		inf.RunWithContext(ctx)
+	}()
+	// The informer's handlers may still be running when ctx ends: wait
+	// for them, so that no action outlives Run.
+	defer func() { <-stopped }()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return fmt.Errorf("watch pods: the first list did not come in: %w", context.Cause(ctx))
 	}
@@ -280,7 +283,7 @@ func (w *Watcher) event(pod *corev1.Pod, typ, reason, message string) action {
 			ReportingController: "breakwater.dev/watch",
 			ReportingInstance:   w.host,
 		}
-		if _, err := w.o.Client.CoreV1().Events(pod.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		if err := w.o.Client.createEvent(ctx, ev); err != nil {
 			w.log.Warn("event not recorded", "namespace", pod.Namespace, "pod", pod.Name, "reason", reason, "err", err)
 		}
 	}
@@ -292,13 +295,12 @@ func (w *Watcher) end(pod *corev1.Pod, container string, backoffs int) action {
 	pod = pod.DeepCopy()
 	why := fmt.Sprintf("container %s waited %d back-offs for an image that will never pull", container, backoffs)
 	return func(ctx context.Context) {
-		pods := w.o.Client.CoreV1().Pods(pod.Namespace)
 		if ownedByJob(pod) {
 			pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{
 				Type: ConditionType, Status: corev1.ConditionTrue, Reason: ReasonFatal, Message: why,
 				LastTransitionTime: metav1.NewTime(time.Now()),
 			})
-			if _, err := pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{FieldManager: component}); err != nil && !apierrors.IsNotFound(err) {
+			if err := w.o.Client.updateStatus(ctx, pod, component); err != nil && !apierrors.IsNotFound(err) {
 				// Deleted without it, the Job would count a plain
 				// failure and retry: better to leave the pod.
 				w.log.Warn("pod not ended: its condition was refused", "namespace", pod.Namespace, "pod", pod.Name, "err", err)
@@ -306,8 +308,7 @@ func (w *Watcher) end(pod *corev1.Pod, container string, backoffs int) action {
 				return
 			}
 		}
-		uid := pod.UID
-		err := pods.Delete(ctx, pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		err := w.o.Client.deletePod(ctx, pod.Namespace, pod.Name, pod.UID)
 		if err != nil && !apierrors.IsNotFound(err) {
 			w.log.Warn("pod not ended", "namespace", pod.Namespace, "pod", pod.Name, "err", err)
 			w.unend(pod.UID)

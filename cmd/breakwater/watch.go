@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -80,7 +79,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	rc.UserAgent = "breakwater-watch/" + stamp()
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := podwatch.NewClient(rc)
 	if err != nil {
 		fmt.Fprintf(stderr, "watch: %v\n", err)
 		return 2

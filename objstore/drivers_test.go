@@ -2,11 +2,6 @@ package objstore_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,40 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/breakwater-registry/breakwater/internal/testgcs"
 	"github.com/breakwater-registry/breakwater/objstore"
 )
-
-// serviceAccountKey writes a service account's JSON key, as GCP's console
-// hands one out, with a key of its own: enough for the gcs driver to build
-// its clients, which ask for a token only when first used.
-func serviceAccountKey(t *testing.T) string {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(map[string]string{
-		"type":           "service_account",
-		"project_id":     "breakwater-test",
-		"private_key_id": "0123456789abcdef",
-		"private_key":    string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
-		"client_email":   "breakwater@breakwater-test.iam.gserviceaccount.com",
-		"client_id":      "1",
-		"token_uri":      "http://127.0.0.1:1/token", // never asked: nothing here reaches the network
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "key.json")
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // TestCloudDriversAreCompiledIn: Open reaches distribution's gcs and azure
 // drivers, which build their clients from the parameters without asking
@@ -57,7 +21,7 @@ func serviceAccountKey(t *testing.T) string {
 // distribution's "StorageDriver not registered", which a driver left out
 // of the build gives.
 func TestCloudDriversAreCompiledIn(t *testing.T) {
-	keyfile := serviceAccountKey(t)
+	keyfile := testgcs.ServiceAccountKey(t)
 	notAKey := filepath.Join(t.TempDir(), "key.json")
 	if err := os.WriteFile(notAKey, []byte(`{"type": "authorized_user"}`), 0o600); err != nil {
 		t.Fatal(err)
@@ -172,7 +136,7 @@ func TestGCSAsksItsEndpoint(t *testing.T) {
 	t.Setenv("STORAGE_EMULATOR_HOST", srv.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := objstore.Open(ctx, "gcs", map[string]any{"bucket": "fleet", "keyfile": serviceAccountKey(t), "rootdirectory": "/bw"})
+	s, err := objstore.Open(ctx, "gcs", map[string]any{"bucket": "fleet", "keyfile": testgcs.ServiceAccountKey(t), "rootdirectory": "/bw"})
 	if err != nil {
 		t.Fatal(err)
 	}

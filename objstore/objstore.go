@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	gcstorage "cloud.google.com/go/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/opencontainers/go-digest"
@@ -315,5 +316,13 @@ func (s *Store) URL(r *http.Request, dgst digest.Digest) (string, error) {
 
 func isNotFound(err error) bool {
 	var nf storagedriver.PathNotFoundError
-	return errors.As(err, &nf)
+	if errors.As(err, &nf) {
+		return true
+	}
+	// The gcs driver turns a missing object into PathNotFoundError by
+	// comparing with ==, and GCS's library now wraps the sentinel, so a
+	// Delete of a missing object comes back as the library's error, in
+	// distribution's Error, which has no Unwrap.
+	var de storagedriver.Error
+	return errors.As(err, &de) && errors.Is(de.Detail, gcstorage.ErrObjectNotExist)
 }

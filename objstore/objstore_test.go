@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -24,6 +25,8 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/breakwater-registry/breakwater/internal/testazurite"
+	"github.com/breakwater-registry/breakwater/internal/testgcs"
 	"github.com/breakwater-registry/breakwater/internal/tests3"
 	"github.com/breakwater-registry/breakwater/objstore"
 )
@@ -32,17 +35,25 @@ import (
 // independent driver on the same storage to look at what the Store left
 // there.
 type backend struct {
+	kind  string // the driver's name
 	store *objstore.Store
 	raw   storagedriver.StorageDriver
+	// params are the driver's parameters, for a test to open it again
+	// with some changed.
+	params map[string]any
 	// root is the filesystem driver's root directory, under base, a
-	// directory of its own in which nothing else is written; "" for S3.
+	// directory of its own in which nothing else is written; "" for the
+	// others.
 	root, base string
-	// srv is the S3 server, nil for the filesystem.
+	// srv is the S3 server, nil for the others.
 	srv *tests3.Server
 }
 
-// backends runs f against a bucket of a real MinIO through the s3 driver
-// and against a temporary directory through the filesystem driver.
+// backends runs f against a bucket of a real MinIO through the s3 driver,
+// a bucket of a GCS emulator (fake-gcs-server) through the gcs driver, a
+// container of Azure's emulator (Azurite) through the azure driver, and a
+// temporary directory through the filesystem driver. Each has a store of
+// its own.
 func backends(t *testing.T, f func(t *testing.T, b *backend)) {
 	t.Run("s3", func(t *testing.T) {
 		srv := tests3.Start(t)
@@ -52,6 +63,16 @@ func backends(t *testing.T, f func(t *testing.T, b *backend)) {
 		b := open(t, "s3", params)
 		b.srv = srv
 		f(t, b)
+	})
+	t.Run("gcs", func(t *testing.T) {
+		// The driver's default chunksize (16 MiB) is kept: each blob here
+		// is sent in one request. A blob of more than one chunk takes the
+		// driver's resumable upload, which addresses www.googleapis.com
+		// itself, past the emulator, and is not tested here.
+		f(t, open(t, "gcs", testgcs.Start(t).DriverParameters("/bw")))
+	})
+	t.Run("azure", func(t *testing.T) {
+		f(t, open(t, "azure", testazurite.Start(t).DriverParameters("/bw")))
 	})
 	t.Run("filesystem", func(t *testing.T) {
 		base := t.TempDir()
@@ -73,7 +94,7 @@ func open(t *testing.T, name string, params map[string]any) *backend {
 	if err != nil {
 		t.Fatalf("factory.Create(%s): %v", name, err)
 	}
-	return &backend{store: store, raw: raw}
+	return &backend{kind: name, store: store, raw: raw, params: params}
 }
 
 // objects lists every object under from, as the driver sees them; none
@@ -218,13 +239,31 @@ func TestBlob(t *testing.T) {
 			if err != nil {
 				t.Fatalf("URL: %v", err)
 			}
-			if b.srv == nil {
+			h := dgst.Encoded()
+			key := "bw/blobs/sha256/" + h[:2] + "/" + h + "?"
+			switch b.kind {
+			case "filesystem":
 				// distribution's filesystem driver makes no URLs: its
 				// RedirectURL returns "", nil, which the StorageDriver
 				// interface documents as "the request may not be
 				// redirected".
 				if u != "" {
 					t.Errorf("filesystem URL: %q, want none", u)
+				}
+				return
+			case "gcs":
+				// Signed with the service account's key, which only GCS
+				// checks: the emulator serves any URL, so only its shape
+				// is tested.
+				if !strings.Contains(u, "/"+b.params["bucket"].(string)+"/"+key) || !strings.Contains(u, "&Signature=") || !strings.Contains(u, "GoogleAccessId=") {
+					t.Errorf("gcs URL: %q, want a signed URL of the blob's object", u)
+				}
+				return
+			case "azure":
+				// A SAS for HTTPS only (spr=https): Azurite here speaks
+				// HTTP, so only its shape is tested.
+				if !strings.HasPrefix(u, b.params["serviceurl"].(string)+"/"+b.params["container"].(string)+"/"+key) || !strings.Contains(u, "sig=") || !strings.Contains(u, "sp=r&") {
+					t.Errorf("azure URL: %q, want a read-only SAS of the blob", u)
 				}
 				return
 			}
@@ -492,10 +531,29 @@ func multipartUploads(t *testing.T, srv *tests3.Server) []string {
 	return keys
 }
 
-// TestCheck: a store that answers passes, empty or not; a bucket that does
-// not exist, or a wrong key, is found.
+// TestCheck: a store that answers passes, empty or not; a bucket or
+// container that does not exist, or a wrong key, is found.
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
+	// What each store is opened with instead of its own parameters. The
+	// GCS emulator checks no credentials, so only its bucket is.
+	bad := map[string][]struct {
+		why, key string
+		value    any
+	}{
+		"s3": {
+			{"a bucket that does not exist", "bucket", "no-such-bucket"},
+			{"a wrong secret key", "secretkey", "wrong"},
+			{"a wrong access key", "accesskey", "nobody"},
+		},
+		"gcs": {
+			{"a bucket that does not exist", "bucket", "no-such-bucket"},
+		},
+		"azure": {
+			{"a container that does not exist", "container", "no-such-container"},
+			{"a wrong account key", "accountkey", "d3Jvbmc="},
+		},
+	}
 	backends(t, func(t *testing.T, b *backend) {
 		if err := b.store.Check(ctx); err != nil {
 			t.Errorf("Check of an empty store: %v", err)
@@ -507,20 +565,10 @@ func TestCheck(t *testing.T) {
 		if err := b.store.Check(ctx); err != nil {
 			t.Errorf("Check of a store with a blob: %v", err)
 		}
-		if b.srv == nil {
-			return
-		}
-		for _, c := range []struct {
-			why, key string
-			value    any
-		}{
-			{"a bucket that does not exist", "bucket", "no-such-bucket"},
-			{"a wrong secret key", "secretkey", "wrong"},
-			{"a wrong access key", "accesskey", "nobody"},
-		} {
-			params := b.srv.DriverParameters()
+		for _, c := range bad[b.kind] {
+			params := maps.Clone(b.params)
 			params[c.key] = c.value
-			s, err := objstore.Open(ctx, "s3", params)
+			s, err := objstore.Open(ctx, b.kind, params)
 			if err != nil {
 				continue // found even sooner
 			}

@@ -13,7 +13,6 @@ package testazurite
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +59,7 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("Azurite: %v", err)
 	}
 	t.Cleanup(p.Kill)
-	if err := s.createContainer(p.Exited(), 60*time.Second); err != nil {
+	if err := s.createContainer(p); err != nil {
 		t.Fatalf("Azurite on %s: %v\n%s", addr, err, p.Log())
 	}
 	return s
@@ -82,7 +81,7 @@ func (s *Server) DriverParameters(rootdirectory string) map[string]any {
 
 // createContainer makes the container, again until the server takes the
 // request: it listens a moment after it starts.
-func (s *Server) createContainer(exited <-chan struct{}, timeout time.Duration) error {
+func (s *Server) createContainer(p *testproc.Process) error {
 	cred, err := azblob.NewSharedKeyCredential(Account, AccountKey)
 	if err != nil {
 		return err
@@ -91,21 +90,12 @@ func (s *Server) createContainer(exited <-chan struct{}, timeout time.Duration) 
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(timeout)
-	for {
+	return p.WaitReady(60*time.Second, 100*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := client.CreateContainer(ctx, s.Container, nil)
-		cancel()
-		if err == nil {
-			return nil
+		defer cancel()
+		if _, err := client.CreateContainer(ctx, s.Container, nil); err != nil {
+			return fmt.Errorf("create container %s: %w", s.Container, err)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("container %s not created after %v: %w", s.Container, timeout, err)
-		}
-		select {
-		case <-exited:
-			return errors.New("exited before it was ready")
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return nil
+	})
 }

@@ -14,7 +14,6 @@
 package testdistribution
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -92,33 +91,9 @@ validation:
 	}
 	// Registered after t.TempDir, so it runs before the directory is removed.
 	t.Cleanup(p.Kill)
-	if err := waitChallenge(r.URL, p.Exited(), 20*time.Second); err != nil {
+	// Without credentials, a registry that serves answers GET /v2/ 401.
+	if err := p.WaitReady(20*time.Second, 20*time.Millisecond, testproc.HTTPStatus(r.URL+"/v2/", http.StatusUnauthorized)); err != nil {
 		t.Fatalf("docker-registry on %s: %v\n%s", r.Host, err, p.Log())
 	}
 	return r
-}
-
-// waitChallenge asks GET /v2/ until the registry answers 401, as it does
-// without credentials once it serves.
-func waitChallenge(url string, exited <-chan struct{}, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get(url + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				return nil
-			}
-			err = fmt.Errorf("GET /v2/ without credentials answered %s, want 401", resp.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving after %v: %w", timeout, err)
-		}
-		select {
-		case <-exited:
-			return errors.New("exited before it served")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

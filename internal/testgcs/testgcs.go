@@ -16,8 +16,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -64,7 +62,8 @@ func Start(t *testing.T) *Server {
 		t.Fatalf("fake-gcs-server: %v", err)
 	}
 	t.Cleanup(p.Kill)
-	if err := s.waitReady(p.Exited(), 60*time.Second); err != nil {
+	// Up once it lists the bucket.
+	if err := p.WaitReady(60*time.Second, 50*time.Millisecond, testproc.HTTPStatus(s.Endpoint+"/storage/v1/b/"+s.Bucket, http.StatusOK)); err != nil {
 		t.Fatalf("fake-gcs-server on %s: %v\n%s", addr, err, p.Log())
 	}
 	t.Setenv("STORAGE_EMULATOR_HOST", s.Endpoint)
@@ -76,30 +75,6 @@ func Start(t *testing.T) *Server {
 // start; the key is one made for the test, which the emulator never checks.
 func (s *Server) DriverParameters(rootdirectory string) map[string]any {
 	return map[string]any{"bucket": s.Bucket, "keyfile": s.keyFile, "rootdirectory": rootdirectory}
-}
-
-// waitReady polls the bucket until the server lists it.
-func (s *Server) waitReady(exited <-chan struct{}, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		res, err := client.Get(s.Endpoint + "/storage/v1/b/" + s.Bucket)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("bucket %s: %s", s.Bucket, res.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", timeout, err)
-		}
-		select {
-		case <-exited:
-			return errors.New("exited before it was ready")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // ServiceAccountKey writes a service account's JSON key, with an RSA key

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 var (
@@ -107,6 +109,44 @@ func Start(cmd *exec.Cmd, logPath string) (*Process, error) {
 
 // Exited is closed once the process has exited.
 func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// WaitReady calls ready every interval until it returns nil. It fails,
+// with ready's last error, when the process exits first or timeout has
+// passed: a server is up when it answers, not when its process started.
+func (p *Process) WaitReady(timeout, interval time.Duration, ready func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v: %w", timeout, err)
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("exited before it was ready: %w", err)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// HTTPStatus is a ready func for WaitReady: a GET of url answered with
+// status want.
+func HTTPStatus(url string, want int) func() error {
+	client := &http.Client{Timeout: time.Second}
+	return func() error {
+		res, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			return fmt.Errorf("GET %s: %s, want %d", url, res.Status, want)
+		}
+		return nil
+	}
+}
 
 // Kill sends SIGKILL to the process group and waits for the process to
 // exit, so that its port and files are free when Kill returns.

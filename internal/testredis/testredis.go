@@ -12,7 +12,6 @@ package testredis
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -113,31 +112,12 @@ func (s *Server) start() {
 	if err != nil {
 		s.t.Fatalf("redis-server: %v", err)
 	}
-	if err := waitReady(s.Addr, s.Password, p.Exited(), 20*time.Second); err != nil {
+	// PING (after AUTH, with a password) until the server answers PONG.
+	if err := p.WaitReady(20*time.Second, 20*time.Millisecond, func() error { return ping(s.Addr, s.Password) }); err != nil {
 		p.Kill()
 		s.t.Fatalf("redis-server on %s: %v\n%s", s.Addr, err, p.Log())
 	}
 	s.proc = p
-}
-
-// waitReady sends PING (after AUTH, with a password) until the server
-// answers PONG.
-func waitReady(addr, password string, exited <-chan struct{}, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := ping(addr, password)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no PONG after %v: %w", timeout, err)
-		}
-		select {
-		case <-exited:
-			return errors.New("exited before it answered PING")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // ping speaks just enough of the Redis protocol to know the server is up,

@@ -92,38 +92,14 @@ func Start(t testing.TB) *Server {
 	// Registered after t.TempDir, so it runs before the directory is removed.
 	t.Cleanup(p.Kill)
 
-	if err := waitReady(s.Endpoint, p.Exited(), 60*time.Second); err != nil {
+	// MinIO's readiness endpoint answers 200 once it takes S3 requests.
+	if err := p.WaitReady(60*time.Second, 50*time.Millisecond, testproc.HTTPStatus(s.Endpoint+"/minio/health/ready", http.StatusOK)); err != nil {
 		t.Fatalf("MinIO on %s: %v\n%s", addr, err, p.Log())
 	}
 	if err := s.createBucket(); err != nil {
 		t.Fatalf("MinIO on %s: %v\n%s", addr, err, p.Log())
 	}
 	return s
-}
-
-// waitReady polls MinIO's readiness endpoint, which answers 200 once the
-// server takes S3 requests.
-func waitReady(endpoint string, exited <-chan struct{}, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		res, err := client.Get(endpoint + "/minio/health/ready")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("readiness check: %s", res.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", timeout, err)
-		}
-		select {
-		case <-exited:
-			return errors.New("exited before it was ready")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 func (s *Server) createBucket() error {

@@ -12,17 +12,11 @@
 # last release whose package asks for no newer Node.js than the machine's
 # (20; Debian's is 18): 3.36 asks for 21, 3.37 for 22.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tool.sh"
 
 AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 
-if [ -n "${AZURITE_BLOB:-}" ]; then
-	if [ -x "$AZURITE_BLOB" ]; then
-		printf '%s\n' "$AZURITE_BLOB"
-		exit 0
-	fi
-	echo "azurite.sh: AZURITE_BLOB=$AZURITE_BLOB is not an executable" >&2
-	exit 1
-fi
+use_override AZURITE_BLOB
 
 prefix="${AZURITE_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/breakwater/azurite-$AZURITE_VERSION}"
 bin="$prefix/node_modules/.bin/azurite-blob"
@@ -31,11 +25,8 @@ if [ -x "$bin" ]; then
 	exit 0
 fi
 
-if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
-	echo "azurite.sh: installing nodejs and npm with apt-get" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -q nodejs npm >&2 || { apt-get update -q >&2 && apt-get install -y -q nodejs npm >&2; }
-fi
+# Debian's npm brings its nodejs.
+(apt_install_tool npm npm) >/dev/null
 
 echo "azurite.sh: installing azurite $AZURITE_VERSION into $prefix with npm" >&2
 mkdir -p "$prefix"

@@ -4,25 +4,14 @@
 #   helm="$(scripts/helm.sh)" && "$helm" lint --strict charts/breakwater
 # HELM overrides the binary; HELM_VERSION the version installed.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tool.sh"
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
-if [ -n "${HELM:-}" ]; then
-	if [ -x "$HELM" ]; then
-		printf '%s\n' "$HELM"
-		exit 0
-	fi
-	echo "helm.sh: HELM=$HELM is not an executable" >&2
-	exit 1
-fi
-
-gobin="$(go env GOBIN)"
-if [ -z "$gobin" ]; then
-	gobin="$(go env GOPATH | cut -d: -f1)/bin"
-fi
+use_override HELM
 
 # A helm 3 already installed (on PATH or in GOPATH/bin) is used as it is.
-for candidate in "$gobin/helm" "$(command -v helm 2>/dev/null || true)"; do
+for candidate in "$(go_bin_dir)/helm" "$(command -v helm 2>/dev/null || true)"; do
 	if [ -n "$candidate" ] && [ -x "$candidate" ] &&
 		"$candidate" version --short 2>/dev/null | grep -q '^v3\.'; then
 		printf '%s\n' "$candidate"
@@ -30,7 +19,7 @@ for candidate in "$gobin/helm" "$(command -v helm 2>/dev/null || true)"; do
 	fi
 done
 
-echo "helm.sh: installing helm $HELM_VERSION into $gobin with go install (takes a minute or two)" >&2
+echo "helm.sh: installing helm $HELM_VERSION with go install (takes a minute or two)" >&2
 # The variables helm's own release build sets: without them a go-installed
 # helm reports version "v3.22" and assumes Kubernetes 1.20 for
 # .Capabilities.KubeVersion, kubeVersion constraints and deprecation lint.
@@ -43,12 +32,4 @@ ldflags="$ldflags -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 	ldflags="$ldflags -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$KUBE_MINOR"
 done
-# Build outside the project so its go.mod is neither read nor changed.
-cd "$(mktemp -d)"
-GOBIN="$gobin" GOFLAGS=-mod=mod go install -trimpath -ldflags "$ldflags" \
-	"helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
-if [ ! -x "$gobin/helm" ]; then
-	echo "helm.sh: go install finished but $gobin/helm is missing" >&2
-	exit 1
-fi
-printf '%s\n' "$gobin/helm"
+go_install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$ldflags"

@@ -17,37 +17,7 @@
 # The path printed is not resolved: Debian's redis-server is a symlink to
 # redis-check-rdb, one binary that acts by the name it is run as.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tool.sh"
 
-if [ -n "${REDIS_SERVER:-}" ]; then
-	if [ -x "$REDIS_SERVER" ]; then
-		printf '%s\n' "$REDIS_SERVER"
-		exit 0
-	fi
-	echo "redis.sh: REDIS_SERVER=$REDIS_SERVER is not an executable" >&2
-	exit 1
-fi
-
-if path="$(command -v redis-server)"; then
-	printf '%s\n' "$path"
-	exit 0
-fi
-
-if [ "$(id -u)" != 0 ]; then
-	echo "redis.sh: redis-server is missing and installing it with apt-get needs root" >&2
-	exit 1
-fi
-
-echo "redis.sh: installing Debian's redis-server with apt-get" >&2
-export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l
-if ! ls /var/lib/apt/lists/*Packages* >/dev/null 2>&1; then
-	apt-get update >&2
-fi
-if ! apt-get install -y redis-server >&2; then
-	apt-get update >&2
-	apt-get install -y redis-server >&2
-fi
-if ! path="$(command -v redis-server)"; then
-	echo "redis.sh: apt-get installed redis-server but it is not on PATH ($PATH)" >&2
-	exit 1
-fi
-printf '%s\n' "$path"
+use_override REDIS_SERVER
+apt_install_tool redis-server redis-server

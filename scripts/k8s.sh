@@ -25,6 +25,7 @@
 # failCgroupV1: false, which later releases drop, and they need containerd 2
 # where Debian 12 has 1.6.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tool.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MOD=$ROOT/test/k8s
@@ -53,19 +54,8 @@ have() {
 missing=""
 for b in etcd containerd ctr runc; do command -v "$b" >/dev/null 2>&1 || missing+=" $b"; done
 if [ -n "$missing" ]; then
-	if [ "$(id -u)" != 0 ]; then
-		echo "k8s.sh: missing$missing; installing etcd-server and containerd with apt-get needs root" >&2
-		exit 1
-	fi
-	echo "k8s.sh: installing Debian's etcd-server and containerd with apt-get (missing:$missing)" >&2
-	export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l
-	if ! ls /var/lib/apt/lists/*Packages* >/dev/null 2>&1; then
-		apt-get update >&2
-	fi
-	if ! apt-get install -y etcd-server containerd >&2; then
-		apt-get update >&2
-		apt-get install -y etcd-server containerd >&2
-	fi
+	echo "k8s.sh: missing:$missing" >&2
+	apt_get_install etcd-server containerd
 	for b in etcd containerd ctr runc; do
 		if ! command -v "$b" >/dev/null 2>&1; then
 			echo "k8s.sh: apt-get installed etcd-server and containerd but $b is not on PATH ($PATH)" >&2

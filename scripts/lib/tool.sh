@@ -42,29 +42,34 @@ go_install_tool() {
 	exit 0
 }
 
-# apt_install_tool CMD PACKAGE: print the path of CMD, installing Debian's
-# PACKAGE with apt-get (as root) when it is not on PATH, and exit.
-# apt-get update runs only when there are no package lists or the install
-# fails.
+# apt_get_install PACKAGE...: install Debian's PACKAGEs with apt-get, as
+# root. apt-get update runs only when there are no package lists or the
+# install fails.
+apt_get_install() {
+	if [ "$(id -u)" != 0 ]; then
+		echo "$self: installing $* with apt-get needs root" >&2
+		exit 1
+	fi
+	echo "$self: installing Debian's $* with apt-get" >&2
+	export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l
+	if ! ls /var/lib/apt/lists/*Packages* >/dev/null 2>&1; then
+		apt-get update >&2
+	fi
+	if ! apt-get install -y "$@" >&2; then
+		apt-get update >&2
+		apt-get install -y "$@" >&2
+	fi
+}
+
+# apt_install_tool CMD PACKAGE: print the path of CMD, installing PACKAGE
+# when CMD is not on PATH, and exit.
 apt_install_tool() {
 	local cmd=$1 pkg=$2 path
 	if path="$(command -v "$cmd")"; then
 		printf '%s\n' "$path"
 		exit 0
 	fi
-	if [ "$(id -u)" != 0 ]; then
-		echo "$self: $cmd is missing and installing it with apt-get needs root" >&2
-		exit 1
-	fi
-	echo "$self: installing Debian's $pkg with apt-get" >&2
-	export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l
-	if ! ls /var/lib/apt/lists/*Packages* >/dev/null 2>&1; then
-		apt-get update >&2
-	fi
-	if ! apt-get install -y "$pkg" >&2; then
-		apt-get update >&2
-		apt-get install -y "$pkg" >&2
-	fi
+	apt_get_install "$pkg"
 	if ! path="$(command -v "$cmd")"; then
 		echo "$self: apt-get installed $pkg but $cmd is not on PATH ($PATH)" >&2
 		exit 1

@@ -4,16 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/breakwater-registry/breakwater/config"
+	"github.com/breakwater-registry/breakwater/internal/testazurite"
+	"github.com/breakwater-registry/breakwater/internal/testgcs"
+	"github.com/breakwater-registry/breakwater/internal/tests3"
 )
 
 // TestOpenSharedTakesTheConfiguredStore: serve opens the driver the
@@ -71,4 +78,67 @@ func TestOpenSharedTakesTheConfiguredStore(t *testing.T) {
 	if _, err := openShared(ctx, st, log); err == nil || !strings.HasPrefix(err.Error(), "storage.azure.accountkey_file: open ") {
 		t.Errorf("a missing accountkey_file: %v", err)
 	}
+}
+
+// TestOpenSharedFromTheConfigFile: a storage block as an operator writes
+// it in the configuration file, for each object store the configuration
+// takes, opens a store that answers at start (its log line is not the
+// warning) and keeps what is put in it: s3 on MinIO, gcs on
+// fake-gcs-server, azure on Azurite, with the secrets in files.
+func TestOpenSharedFromTheConfigFile(t *testing.T) {
+	for _, c := range []struct {
+		kind, driver string // the block's key, the driver's own name
+		block        func(t *testing.T, dir string) string
+	}{
+		{"s3", "s3aws", func(t *testing.T, dir string) string {
+			s := tests3.Start(t)
+			return fmt.Sprintf("  s3:\n    bucket: %s\n    region: %s\n    regionendpoint: %s\n    accesskey: %s\n    secretkey_file: %s\n    secure: false\n    forcepathstyle: true\n",
+				s.Bucket, s.Region, s.Endpoint, s.AccessKey, writeFile(t, dir, "s3-secret", s.SecretKey+"\n"))
+		}},
+		{"gcs", "gcs", func(t *testing.T, dir string) string {
+			p := testgcs.Start(t).DriverParameters("/fleet")
+			return fmt.Sprintf("  gcs:\n    bucket: %s\n    keyfile: %s\n    rootdirectory: /fleet\n", p["bucket"], p["keyfile"])
+		}},
+		{"azure", "azure", func(t *testing.T, dir string) string {
+			s := testazurite.Start(t)
+			return fmt.Sprintf("  azure:\n    accountname: %s\n    accountkey_file: %s\n    container: %s\n    serviceurl: %s\n    rootdirectory: /fleet\n    credentials:\n      type: shared_key\n",
+				testazurite.Account, writeFile(t, dir, "azure-key", testazurite.AccountKey+"\n"), s.Container, s.ServiceURL)
+		}},
+	} {
+		t.Run(c.kind, func(t *testing.T) {
+			dir := t.TempDir()
+			file := writeFile(t, dir, "config.yaml", "storage:\n"+c.block(t, dir))
+			cfg, err := loadConfig(file, "", "", "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			ctx := t.Context()
+			obj, err := openShared(ctx, cfg.Storage, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var line struct{ Level, Msg, Driver string }
+			if err := json.Unmarshal(logs.Bytes(), &line); err != nil || line.Level != "INFO" || line.Msg != "shared store" || line.Driver != c.driver {
+				t.Fatalf("logged %q, want the shared store answering, driver %s", logs.String(), c.driver)
+			}
+			blob := []byte("a layer, shared")
+			dgst := digest.FromBytes(blob)
+			if err := obj.PutBlob(ctx, dgst, bytes.NewReader(blob)); err != nil {
+				t.Fatal(err)
+			}
+			if size, err := obj.StatBlob(ctx, dgst); err != nil || size != int64(len(blob)) {
+				t.Errorf("StatBlob after PutBlob: %d, %v; want %d", size, err, len(blob))
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -30,20 +30,15 @@ import (
 	"strings"
 	"time"
 
-	gcstorage "cloud.google.com/go/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/opencontainers/go-digest"
 
-	// The drivers Open may name: s3, gcs and azure, which the
-	// configuration takes, and filesystem, for tests and a store on a
-	// shared volume. gcs and azure are compiled in although only s3 is
-	// tested here (against MinIO), so that a fleet on GCP or Azure needs
-	// no build of its own; their SDKs make the binary about two thirds
-	// larger (docs/fleet.md).
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/azure"
+	// The drivers Open may name: s3, which the configuration takes, and
+	// filesystem, for tests and a store on a shared volume. gcs and azure
+	// are in driver_gcs.go and driver_azure.go, built in unless a build
+	// leaves them out (docs/fleet.md).
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/gcs"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 )
 
@@ -58,6 +53,9 @@ type Store struct {
 // Open creates the driver name ("s3", "gcs", "azure", "filesystem") with
 // distribution's parameters for it.
 func Open(ctx context.Context, name string, params map[string]any) (*Store, error) {
+	if tag := leftOutBy(name); tag != "" {
+		return nil, fmt.Errorf("object store %s: not in this build of Breakwater (built with -tags %s)", name, tag)
+	}
 	d, err := factory.Create(ctx, name, params)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", name, err)
@@ -324,5 +322,17 @@ func isNotFound(err error) bool {
 	// Delete of a missing object comes back as the library's error, in
 	// distribution's Error, which has no Unwrap.
 	var de storagedriver.Error
-	return errors.As(err, &de) && errors.Is(de.Detail, gcstorage.ErrObjectNotExist)
+	return errors.As(err, &de) && gcsNotFound(de.Detail)
+}
+
+// leftOutBy is the build tag that left the driver name out of this
+// build, "" when it is in (or not one the configuration takes).
+func leftOutBy(name string) string {
+	switch name {
+	case "gcs":
+		return gcsLeftOutBy
+	case "azure":
+		return azureLeftOutBy
+	}
+	return ""
 }

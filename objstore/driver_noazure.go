@@ -1,0 +1,5 @@
+//go:build breakwater_noazure
+
+package objstore
+
+const azureLeftOutBy = "breakwater_noazure"

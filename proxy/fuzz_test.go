@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,6 +52,7 @@ func FuzzUpstreamAnswer(f *testing.F) {
 	// served as complete.
 	f.Add(200, "Content-Length: 0", []byte("0"), true)
 	f.Add(200, "", []byte(nil), true)
+	f.Add(200, "", []byte(nil), false)
 	f.Add(200, "Docker-Content-Digest: sha256:0000\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":1}`), false)
 	f.Add(200, "RateLimit-Remaining: 0;w=99999999999999", []byte(`{}`), false)
 	f.Add(404, "Content-Type: application/json", []byte(`{"errors":[{"code":"\u0000\r\nX: y","message":"`+strings.Repeat("a", 70000)+`"}]}`), false)
@@ -153,8 +155,24 @@ func FuzzUpstreamAnswer(f *testing.F) {
 			if h := "sha256:" + hex.EncodeToString(s[:]); h != want {
 				t.Fatalf("200 for %s with content %s, served as %s", path, h, want)
 			}
+			if !blob && !isManifest(got) {
+				t.Fatalf("200 for %s with %q, which is no manifest", path, got)
+			}
 		case resp.StatusCode >= 500 && !bytes.Contains(got, []byte("upstream")) && resp.Request.Method != http.MethodHead:
 			t.Fatalf("%d without naming the upstream: %s", resp.StatusCode, got)
 		}
 	})
+}
+
+// isManifest: a JSON object of schemaVersion 2, or OCI 1.1-rc's artifact
+// manifest, which had none.
+func isManifest(b []byte) bool {
+	var probe struct {
+		SchemaVersion *int   `json:"schemaVersion"`
+		MediaType     string `json:"mediaType"`
+	}
+	if len(bytes.TrimSpace(b)) == 0 || bytes.TrimSpace(b)[0] != '{' || json.Unmarshal(b, &probe) != nil {
+		return false
+	}
+	return probe.MediaType == "application/vnd.oci.artifact.manifest.v1+json" || (probe.SchemaVersion != nil && *probe.SchemaVersion == 2)
 }

@@ -492,6 +492,70 @@ func TestMisbehavingStatuses(t *testing.T) {
 	}
 }
 
+// TestManifestThatIsNone: an upstream that answers a manifest request 200
+// with a body that is no manifest (empty, as broken proxies in front of a
+// registry send; not JSON; JSON of another shape) moves no tag: without a
+// cached copy the client gets the crafted 502 naming what came, and
+// nothing is kept; with one, the cached image pulls, stale-if-error.
+func TestManifestThatIsNone(t *testing.T) {
+	cases := []struct {
+		name, contentType string
+		body              string
+		why               string
+	}{
+		{"empty", "", "", "an empty body (0 bytes)"},
+		{"blank", "application/vnd.docker.distribution.manifest.v2+json", "\r\n  ", "an empty body (4 bytes)"},
+		{"an HTML page", "text/html", "<html><body>OK</body></html>", "28 bytes that are no JSON object"},
+		{"null", "application/json", "null", "4 bytes that are no JSON object"},
+		{"an array", "application/json", `[{"schemaVersion":2}]`, "21 bytes that are no JSON object"},
+		{"an empty object", "application/vnd.oci.image.manifest.v1+json", "{}", "a JSON object without schemaVersion"},
+		{"schemaVersion 3", "application/vnd.oci.image.manifest.v1+json", `{"schemaVersion":3}`, "schemaVersion 3"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n", len(tc.body))
+			if tc.contentType != "" {
+				head += "Content-Type: " + tc.contentType + "\r\n"
+			}
+			t.Run("not cached", func(t *testing.T) {
+				up := testupstream.Start(t)
+				m := newMirror(t, up.URL, mirrorOpts{})
+				rawAnswer(up, "/manifests/", head, []byte(tc.body))
+				resp, body := m.get("/v2/library/app/manifests/v1")
+				want := "(breakwater-transient: upstream docker.io sent no manifest for v1: " + tc.why + "; retry after 10s)"
+				if resp.StatusCode != http.StatusBadGateway || !strings.HasSuffix(resp.Status, want) || !bytes.Contains(body, []byte(want)) {
+					t.Errorf("%s %s; want 502 ending with %q", resp.Status, body, want)
+				}
+				if _, err := m.store.GetTag(storage.Repo{Upstream: "docker.io", Name: "library/app"}, "v1", "any"); !errors.Is(err, storage.ErrNotFound) {
+					t.Errorf("tag v1 after the answer: %v, want not cached", err)
+				}
+			})
+			t.Run("cached", func(t *testing.T) {
+				up := testupstream.Start(t)
+				m := newMirror(t, up.URL, mirrorOpts{tagTTL: 0, maxStale: time.Hour})
+				img := randomImage(t, 1024, 1, types.DockerManifestSchema2)
+				up.PushImage(t, "library/app:v1", img)
+				pullAll(t, m, "library/app:v1")
+				rawAnswer(up, "/manifests/", head, []byte(tc.body))
+				for i := range 2 {
+					if err := tryPull(m, "library/app:v1"); err != nil {
+						t.Fatalf("pull %d of the cached image: %v", i+1, err)
+					}
+				}
+				want, err := img.Digest()
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, _ := m.get("/v2/library/app/manifests/v1")
+				if got := resp.Header.Get("Docker-Content-Digest"); got != want.String() {
+					t.Errorf("tag v1 now names %s, want the cached %s", got, want)
+				}
+			})
+		})
+	}
+}
+
 // TestAbsurdRetryAfterThroughMirror: a Retry-After of three thousand years,
 // or one too large for any integer type, is clamped before any arithmetic:
 // the client is told the cap, an hour.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -369,6 +370,12 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 			"upstream %s has %s only as a Docker schema 1 manifest, which Breakwater does not serve (schema 1 cannot be verified byte for byte)",
 			up.Name(), ref)
 	}
+	if why := notAManifest(body); why != "" {
+		// A 200 no registry gives (seen from broken proxies and CDNs in
+		// front of one): a tag must not move to it, and a cached copy
+		// serves meanwhile, as for any upstream failure.
+		return nil, badUpstream(up.Name(), "sent no manifest for "+ref+": "+why, 0)
+	}
 	alg := digest.Canonical
 	claimed, claimErr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 	if claimErr == nil {
@@ -383,6 +390,33 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 			Message: fmt.Sprintf("upstream %s sent a manifest of digest %s but claimed %s; nothing was cached", up.Name(), got, claimed)}
 	}
 	return &manifest{dgst: got, contentType: manifestContentType(resp.Header.Get("Content-Type"), body), body: body}, nil
+}
+
+// ociArtifactManifest is the artifact manifest of OCI 1.1's release
+// candidates, which had no schemaVersion; some registries still serve it.
+const ociArtifactManifest = "application/vnd.oci.artifact.manifest.v1+json"
+
+// notAManifest says what body is instead of a manifest, "" when it is one:
+// a JSON object of schemaVersion 2, as every Docker and OCI image manifest
+// and index is (schema 1 is refused before this is asked).
+func notAManifest(body []byte) string {
+	var probe struct {
+		SchemaVersion *int   `json:"schemaVersion"`
+		MediaType     string `json:"mediaType"`
+	}
+	switch {
+	case len(bytes.TrimSpace(body)) == 0:
+		return fmt.Sprintf("an empty body (%d bytes)", len(body))
+	case json.Unmarshal(body, &probe) != nil || bytes.TrimSpace(body)[0] != '{':
+		return fmt.Sprintf("%d bytes that are no JSON object", len(body))
+	case probe.MediaType == ociArtifactManifest:
+		return ""
+	case probe.SchemaVersion == nil:
+		return "a JSON object without schemaVersion"
+	case *probe.SchemaVersion != 2:
+		return fmt.Sprintf("schemaVersion %d", *probe.SchemaVersion)
+	}
+	return ""
 }
 
 // schema1 reports a Docker schema 1 manifest, by its media type or, when

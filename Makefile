@@ -54,7 +54,7 @@ check: tools
 unit:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/build/image$$')
 	$(GO) test -count=1 -timeout 10m ./build/image/
-	$(GO) test -count=1 -tags $(LEFT_OUT) -run '^TestCloudDriversLeftOut$$' ./objstore/
+	$(GO) test -count=1 -tags $(LEFT_OUT) -run '^(TestCloudDriversLeftOut|TestServeRefusesALeftOutDriver)$$' ./objstore/ ./cmd/breakwater/
 
 # Arbitrary upstream answers through a real Breakwater, for a bounded time
 # (the seed corpus also runs in unit).

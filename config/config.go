@@ -577,6 +577,21 @@ func (s Storage) Driver() (name string, params map[string]any, err error) {
 	return name, params, nil
 }
 
+// Kind is the driver the block configures, "s3", "gcs" or "azure", ""
+// for none (or more than one, which validation refuses).
+func (s Storage) Kind() string {
+	if len(s.stores()) != 1 {
+		return ""
+	}
+	switch {
+	case s.S3 != nil:
+		return "s3"
+	case s.GCS != nil:
+		return "gcs"
+	}
+	return "azure"
+}
+
 // stores names the object stores the block sets, by their keys.
 func (s Storage) stores() []string {
 	var set []string

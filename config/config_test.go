@@ -573,6 +573,9 @@ func TestStorageDriver(t *testing.T) {
 			if driver != tc.driver || !reflect.DeepEqual(params, tc.want) {
 				t.Errorf("Driver() = %q, %#v\nwant %q, %#v", driver, params, tc.driver, tc.want)
 			}
+			if kind := cfg.Storage.Kind(); kind != tc.driver {
+				t.Errorf("Kind() = %q, want %q", kind, tc.driver)
+			}
 		})
 	}
 }

@@ -53,7 +53,7 @@ type Store struct {
 // Open creates the driver name ("s3", "gcs", "azure", "filesystem") with
 // distribution's parameters for it.
 func Open(ctx context.Context, name string, params map[string]any) (*Store, error) {
-	if tag := leftOutBy(name); tag != "" {
+	if tag := LeftOutBy(name); tag != "" {
 		return nil, fmt.Errorf("object store %s: not in this build of Breakwater (built with -tags %s)", name, tag)
 	}
 	d, err := factory.Create(ctx, name, params)
@@ -325,9 +325,9 @@ func isNotFound(err error) bool {
 	return errors.As(err, &de) && gcsNotFound(de.Detail)
 }
 
-// leftOutBy is the build tag that left the driver name out of this
+// LeftOutBy is the build tag that left the driver name out of this
 // build, "" when it is in (or not one the configuration takes).
-func leftOutBy(name string) string {
+func LeftOutBy(name string) string {
 	switch name {
 	case "gcs":
 		return gcsLeftOutBy

@@ -75,6 +75,12 @@ Exit status: 0 stopped by a signal; 1 failed while running; 2 bad usage or confi
 		fmt.Fprintf(stderr, "breakwater: %v\n", err)
 		return 2
 	}
+	// A configuration this build cannot serve is a bad configuration
+	// here, not a failure at run time.
+	if kind := cfg.Storage.Kind(); objstore.LeftOutBy(kind) != "" {
+		fmt.Fprintf(stderr, "breakwater: storage.%s: not in this build of Breakwater (built with -tags %s)\n", kind, objstore.LeftOutBy(kind))
+		return 2
+	}
 	var debugLn net.Listener
 	if *debugListen != "" {
 		if debugLn, err = net.Listen("tcp", *debugListen); err != nil {

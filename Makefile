@@ -10,9 +10,9 @@ STATICCHECK_VERSION := v0.8.2
 VERSION  := $(shell cat VERSION)
 REVISION := $(shell rev=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD || rev=$$rev-dirty; } && echo $$rev)
 LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
-# make build TAGS=breakwater_nogcs,breakwater_noazure: a binary without the
-# GCS and Azure storage drivers (smaller, and 21 MiB less resident without
-# GCS's; docs/fleet.md).
+# make build (or make image) TAGS=breakwater_nogcs,breakwater_noazure: a
+# binary without the GCS and Azure storage drivers (smaller, and 21 MiB less
+# resident without GCS's; docs/fleet.md).
 TAGS     ?=
 
 # make image: an OCI image layout in IMAGE_OUT, pushed to IMAGE_PUSH if set.
@@ -31,7 +31,7 @@ build:
 # No Docker daemon: see build/image and docs/image.md.
 image:
 	$(GO) run ./build/image --out '$(IMAGE_OUT)' --version '$(VERSION)' --revision '$(REVISION)' \
-		--platforms '$(IMAGE_PLATFORMS)' $(if $(IMAGE_PUSH),--push '$(IMAGE_PUSH)')
+		--platforms '$(IMAGE_PLATFORMS)' --tags '$(TAGS)' $(if $(IMAGE_PUSH),--push '$(IMAGE_PUSH)')
 
 test: check unit fuzz e2e k6
 

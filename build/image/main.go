@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,7 @@ type options struct {
 	out, push, repository, platforms string
 	version, revision, source        string
 	caFile, configFile, pkg          string
+	tags                             string
 	created                          time.Time
 }
 
@@ -59,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.caFile, "ca-certs", "/etc/ssl/certs/ca-certificates.crt", "PEM `file` of the CA certificates to install (Debian: ca-certificates)")
 	fs.StringVar(&o.configFile, "config", "config.yaml", "the default configuration `file` to install")
 	fs.StringVar(&o.pkg, "package", "./cmd/breakwater", "the Go `package` to build")
+	fs.StringVar(&o.tags, "tags", "", "comma-separated Go build `tags`, e.g. breakwater_nogcs,breakwater_noazure to leave those storage drivers out (default: none, every driver)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./build/image [flags]\n\nBuilds Breakwater's image for each platform (static binary, CA certificates,\nuid %d) as an OCI image layout, without a Docker daemon.\n\nFlags:\n", imagebuild.UID)
 		fs.PrintDefaults()
@@ -96,6 +99,9 @@ func build(ctx context.Context, o options, stdout io.Writer) (string, error) {
 	platforms, err := imagebuild.ParsePlatforms(o.platforms)
 	if err != nil {
 		return "", fmt.Errorf("--platforms: %w", err)
+	}
+	if !buildTags.MatchString(o.tags) {
+		return "", fmt.Errorf("--tags %q: want comma-separated build tags (letters, digits, _ and .)", o.tags)
 	}
 	var pushRef name.Reference
 	if o.push != "" {
@@ -160,12 +166,19 @@ func build(ctx context.Context, o options, stdout io.Writer) (string, error) {
 	return ref.Name(), nil
 }
 
+// buildTags is what --tags takes: none, or build tags separated by commas.
+var buildTags = regexp.MustCompile(`^([A-Za-z0-9_.]+(,[A-Za-z0-9_.]+)*)?$`)
+
 // goBuild compiles a static binary for p, stamped with the version and
 // revision, reproducibly: no paths, no VCS stamp of its own.
 func goBuild(ctx context.Context, o options, p v1.Platform, dir string) ([]byte, error) {
 	out := filepath.Join(dir, "breakwater-"+strings.ReplaceAll(p.String(), "/", "-"))
 	ldflags := fmt.Sprintf("-s -w -X main.version=%s -X main.revision=%s", o.version, o.revision)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, o.pkg)
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out}
+	if o.tags != "" {
+		args = append(args, "-tags", o.tags)
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, o.pkg)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Architecture)
 	if p.Architecture == "arm" && p.Variant != "" {
 		cmd.Env = append(cmd.Env, "GOARM="+strings.TrimPrefix(p.Variant, "v"))

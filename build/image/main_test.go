@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -39,6 +40,8 @@ func TestRefusedBeforeBuilding(t *testing.T) {
 		{"a directory of other files", []string{"--out", notOurs}, 1, "holds no OCI image layout"},
 		{"a platform that is not linux", []string{"--out", t.TempDir(), "--platforms", "windows/amd64"}, 1, "--platforms"},
 		{"a bad reference to push", []string{"--out", t.TempDir(), "--push", "Not A Ref"}, 1, "--push"},
+		{"tags that are not", []string{"--out", t.TempDir(), "--tags", "breakwater_nogcs breakwater_noazure"}, 1, "--tags"},
+		{"an empty tag", []string{"--out", t.TempDir(), "--tags", "breakwater_nogcs,"}, 1, "--tags"},
 		{"a bad timestamp", []string{"--created", "yesterday"}, 2, "--created"},
 		{"an argument", []string{"extra"}, 2, "unexpected arguments"},
 	}
@@ -56,6 +59,75 @@ func TestRefusedBeforeBuilding(t *testing.T) {
 	}
 	if b, err := os.ReadFile(keep); err != nil || string(b) != "mine" {
 		t.Fatalf("the refused directory's file: %q %v", b, err)
+	}
+}
+
+// binaryOf takes Breakwater's binary out of the image's layer.
+func binaryOf(t *testing.T, img v1.Image) string {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	bin := filepath.Join(t.TempDir(), "breakwater")
+	if err := extract(rc, strings.TrimPrefix(imagebuild.Binary, "/"), bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// TestBuildWithTags: --tags reaches go build: an image built without the
+// GCS and Azure drivers has a binary that refuses a storage.gcs block,
+// naming the tag.
+func TestBuildWithTags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles Breakwater")
+	}
+	out := filepath.Join(t.TempDir(), "image")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{
+		"--out", out, "--platforms", "linux/" + runtime.GOARCH, "--version", "9.9.9", "--created", "1700000000",
+		"--package", "../../cmd/breakwater", "--config", "../../config.yaml", "--tags", "breakwater_nogcs,breakwater_noazure",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout.String(), stderr.String())
+	}
+	root, err := layout.ImageIndexFromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := root.IndexManifest()
+	if err != nil || len(rm.Manifests) != 1 {
+		t.Fatalf("index.json: %v %v", rm, err)
+	}
+	idx, err := root.ImageIndex(rm.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) != 1 {
+		t.Fatalf("image index: %+v %v", im, err)
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := binaryOf(t, img)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, []byte("listen: 127.0.0.1:0\ncache:\n  dir: "+filepath.Join(dir, "cache")+"\nstorage:\n  gcs:\n    bucket: b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", config)
+	got, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(got), "built with -tags breakwater_nogcs") {
+		t.Fatalf("serve with storage.gcs: %v, %q; want exit 2 naming the tag", err, got)
 	}
 }
 
@@ -115,19 +187,7 @@ func TestBuildAndPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := layers[0].Uncompressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	bin := filepath.Join(t.TempDir(), "breakwater")
-	if err := extract(rc, strings.TrimPrefix(imagebuild.Binary, "/"), bin); err != nil {
-		t.Fatal(err)
-	}
+	bin := binaryOf(t, img)
 	got, err := exec.Command(bin, "version").CombinedOutput()
 	want := fmt.Sprintf("breakwater 9.9.9 (revision 0123456789ab, %s)\n", runtime.Version())
 	if err != nil || string(got) != want {

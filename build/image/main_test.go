@@ -81,19 +81,21 @@ func binaryOf(t *testing.T, img v1.Image) string {
 	return bin
 }
 
-// TestBuildWithTags: --tags reaches go build: an image built without the
-// GCS and Azure drivers has a binary that refuses a storage.gcs block,
-// naming the tag.
-func TestBuildWithTags(t *testing.T) {
+// buildImage builds the real image for this machine's platform into a new
+// layout, with the flags every test takes and extra, and returns the
+// layout's index manifest and the platform's image.
+func buildImage(t *testing.T, extra ...string) (*v1.IndexManifest, v1.Image) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("compiles Breakwater")
 	}
 	out := filepath.Join(t.TempDir(), "image")
+	platform := "linux/" + runtime.GOARCH
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{
-		"--out", out, "--platforms", "linux/" + runtime.GOARCH, "--version", "9.9.9", "--created", "1700000000",
-		"--package", "../../cmd/breakwater", "--config", "../../config.yaml", "--tags", "breakwater_nogcs,breakwater_noazure",
-	}, &stdout, &stderr)
+	code := run(context.Background(), append([]string{
+		"--out", out, "--platforms", platform, "--version", "9.9.9", "--created", "1700000000",
+		"--package", "../../cmd/breakwater", "--config", "../../config.yaml",
+	}, extra...), &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d: %s%s", code, stdout.String(), stderr.String())
 	}
@@ -110,21 +112,28 @@ func TestBuildWithTags(t *testing.T) {
 		t.Fatal(err)
 	}
 	im, err := idx.IndexManifest()
-	if err != nil || len(im.Manifests) != 1 {
+	if err != nil || len(im.Manifests) != 1 || im.Manifests[0].Platform.String() != platform {
 		t.Fatalf("image index: %+v %v", im, err)
 	}
 	img, err := idx.Image(im.Manifests[0].Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rm, img
+}
+
+// TestBuildWithTags: --tags reaches go build: an image built without the
+// GCS and Azure drivers has a binary that refuses a storage.gcs block,
+// naming the tag.
+func TestBuildWithTags(t *testing.T) {
+	_, img := buildImage(t, "--tags", "breakwater_nogcs,breakwater_noazure")
 	bin := binaryOf(t, img)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(config, []byte("listen: 127.0.0.1:0\ncache:\n  dir: "+filepath.Join(dir, "cache")+"\nstorage:\n  gcs:\n    bucket: b\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--config", config)
-	got, err := cmd.CombinedOutput()
+	got, err := exec.Command(bin, "serve", "--config", config).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(got), "built with -tags breakwater_nogcs") {
 		t.Fatalf("serve with storage.gcs: %v, %q; want exit 2 naming the tag", err, got)
@@ -135,31 +144,9 @@ func TestBuildWithTags(t *testing.T) {
 // writes the layout and pushes it to a registry, then runs the binary
 // taken out of the image's layer: it says the version it was stamped with.
 func TestBuildAndPush(t *testing.T) {
-	if testing.Short() {
-		t.Skip("compiles Breakwater")
-	}
 	up := testupstream.Start(t)
-	out := filepath.Join(t.TempDir(), "image")
 	push := up.Host + "/breakwater:9.9.9"
-	platform := "linux/" + runtime.GOARCH
-	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{
-		"--out", out, "--push", push, "--platforms", platform,
-		"--version", "9.9.9", "--revision", "0123456789ab", "--created", "1700000000",
-		"--package", "../../cmd/breakwater", "--config", "../../config.yaml",
-	}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit %d: %s%s", code, stdout.String(), stderr.String())
-	}
-
-	root, err := layout.ImageIndexFromPath(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm, err := root.IndexManifest()
-	if err != nil || len(rm.Manifests) != 1 {
-		t.Fatalf("index.json: %v %v", rm, err)
-	}
+	rm, img := buildImage(t, "--push", push, "--revision", "0123456789ab")
 	if got := rm.Manifests[0].Annotations["io.containerd.image.name"]; got != "ghcr.io/breakwater-registry/breakwater:9.9.9" {
 		t.Errorf("the layout names the image %q", got)
 	}
@@ -173,19 +160,6 @@ func TestBuildAndPush(t *testing.T) {
 	}
 	if d, _ := pushed.Digest(); d != rm.Manifests[0].Digest {
 		t.Errorf("pushed %s, the layout holds %s", d, rm.Manifests[0].Digest)
-	}
-
-	idx, err := root.ImageIndex(rm.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil || len(im.Manifests) != 1 || im.Manifests[0].Platform.String() != platform {
-		t.Fatalf("image index: %+v %v", im, err)
-	}
-	img, err := idx.Image(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
 	}
 	bin := binaryOf(t, img)
 	got, err := exec.Command(bin, "version").CombinedOutput()

@@ -558,15 +558,13 @@ func (s Storage) Driver() (name string, params map[string]any, err error) {
 	if set := s.stores(); len(set) > 1 {
 		return "", nil, fmt.Errorf("storage: %s are set: one object store at most", strings.Join(set, " and "))
 	}
-	switch {
-	case s.S3 != nil:
-		name = "s3"
+	name = s.Kind()
+	switch name {
+	case "s3":
 		params, err = s.S3.DriverParameters()
-	case s.GCS != nil:
-		name = "gcs"
+	case "gcs":
 		params, err = s.GCS.DriverParameters()
-	case s.Azure != nil:
-		name = "azure"
+	case "azure":
 		params, err = s.Azure.DriverParameters()
 	default:
 		return "", nil, nil

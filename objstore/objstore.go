@@ -53,8 +53,8 @@ type Store struct {
 // Open creates the driver name ("s3", "gcs", "azure", "filesystem") with
 // distribution's parameters for it.
 func Open(ctx context.Context, name string, params map[string]any) (*Store, error) {
-	if tag := LeftOutBy(name); tag != "" {
-		return nil, fmt.Errorf("object store %s: not in this build of Breakwater (built with -tags %s)", name, tag)
+	if err := Built(name); err != nil {
+		return nil, fmt.Errorf("object store %s: %w", name, err)
 	}
 	d, err := factory.Create(ctx, name, params)
 	if err != nil {
@@ -325,14 +325,18 @@ func isNotFound(err error) bool {
 	return errors.As(err, &de) && gcsNotFound(de.Detail)
 }
 
-// LeftOutBy is the build tag that left the driver name out of this
-// build, "" when it is in (or not one the configuration takes).
-func LeftOutBy(name string) string {
+// Built says, for a driver the configuration takes, that this build left
+// it out and with which tag; nil when it is in (or not such a driver).
+func Built(name string) error {
+	tag := ""
 	switch name {
 	case "gcs":
-		return gcsLeftOutBy
+		tag = gcsLeftOutBy
 	case "azure":
-		return azureLeftOutBy
+		tag = azureLeftOutBy
 	}
-	return ""
+	if tag != "" {
+		return fmt.Errorf("not in this build of Breakwater (built with -tags %s)", tag)
+	}
+	return nil
 }

@@ -363,14 +363,16 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 		return nil, &Error{Status: http.StatusBadGateway, Code: CodeManifestInvalid,
 			Message: fmt.Sprintf("upstream %s sent a manifest larger than %d bytes", up.Name(), maxManifestSize)}
 	}
-	if schema1(resp.Header.Get("Content-Type"), body) {
+	contentType := resp.Header.Get("Content-Type")
+	probe := probeManifest(body)
+	if probe.schema1(contentType) {
 		// Its digest covers the payload without the signatures, so its
 		// bytes cannot be checked against it; and it is long deprecated.
 		return nil, errorf(http.StatusNotFound, CodeManifestUnknown,
 			"upstream %s has %s only as a Docker schema 1 manifest, which Breakwater does not serve (schema 1 cannot be verified byte for byte)",
 			up.Name(), ref)
 	}
-	if why := notAManifest(body); why != "" {
+	if why := probe.notAManifest(); why != "" {
 		// A 200 no registry gives (seen from broken proxies and CDNs in
 		// front of one): a tag must not move to it, and a cached copy
 		// serves meanwhile, as for any upstream failure.
@@ -389,46 +391,73 @@ func (s *Server) fetchManifest(ctx context.Context, up *registry, repo storage.R
 		return nil, &Error{Status: http.StatusBadGateway, Code: CodeDigestInvalid,
 			Message: fmt.Sprintf("upstream %s sent a manifest of digest %s but claimed %s; nothing was cached", up.Name(), got, claimed)}
 	}
-	return &manifest{dgst: got, contentType: manifestContentType(resp.Header.Get("Content-Type"), body), body: body}, nil
+	return &manifest{dgst: got, contentType: probe.contentType(contentType), body: body}, nil
 }
 
 // ociArtifactManifest is the artifact manifest of OCI 1.1's release
 // candidates, which had no schemaVersion; some registries still serve it.
 const ociArtifactManifest = "application/vnd.oci.artifact.manifest.v1+json"
 
-// notAManifest says what body is instead of a manifest, "" when it is one:
-// a JSON object of schemaVersion 2, as every Docker and OCI image manifest
-// and index is (schema 1 is refused before this is asked).
-func notAManifest(body []byte) string {
-	var probe struct {
-		SchemaVersion *int   `json:"schemaVersion"`
-		MediaType     string `json:"mediaType"`
-	}
-	switch {
-	case len(bytes.TrimSpace(body)) == 0:
-		return fmt.Sprintf("an empty body (%d bytes)", len(body))
-	case json.Unmarshal(body, &probe) != nil || bytes.TrimSpace(body)[0] != '{':
-		return fmt.Sprintf("%d bytes that are no JSON object", len(body))
-	case probe.MediaType == ociArtifactManifest:
-		return ""
-	case probe.SchemaVersion == nil:
-		return "a JSON object without schemaVersion"
-	case *probe.SchemaVersion != 2:
-		return fmt.Sprintf("schemaVersion %d", *probe.SchemaVersion)
-	}
-	return ""
+// manifestProbe is what fetchManifest reads of an upstream's manifest
+// body before it trusts it, parsed once.
+type manifestProbe struct {
+	size   int
+	blank  bool // nothing but white space
+	object bool // a JSON object
+	// The body's own fields, when it is a JSON object.
+	SchemaVersion *int   `json:"schemaVersion"`
+	MediaType     string `json:"mediaType"`
+}
+
+func probeManifest(body []byte) manifestProbe {
+	p := manifestProbe{size: len(body)}
+	trimmed := bytes.TrimSpace(body)
+	p.blank = len(trimmed) == 0
+	p.object = !p.blank && trimmed[0] == '{' && json.Unmarshal(body, &p) == nil
+	return p
 }
 
 // schema1 reports a Docker schema 1 manifest, by its media type or, when
 // the upstream sent none useful, by its schemaVersion.
-func schema1(contentType string, body []byte) bool {
+func (p manifestProbe) schema1(contentType string) bool {
 	if mt, _, err := mime.ParseMediaType(contentType); err == nil && isSchema1(mt) {
 		return true
 	}
-	var probe struct {
-		SchemaVersion int `json:"schemaVersion"`
+	return p.object && p.SchemaVersion != nil && *p.SchemaVersion == 1
+}
+
+// notAManifest says what the body is instead of a manifest, "" when it
+// is one: a JSON object of schemaVersion 2, as every Docker and OCI image
+// manifest and index is (schema 1 is refused before this is asked).
+func (p manifestProbe) notAManifest() string {
+	switch {
+	case p.blank:
+		return fmt.Sprintf("an empty body (%d bytes)", p.size)
+	case !p.object:
+		return fmt.Sprintf("%d bytes that are no JSON object", p.size)
+	case p.MediaType == ociArtifactManifest:
+		return ""
+	case p.SchemaVersion == nil:
+		return "a JSON object without schemaVersion"
+	case *p.SchemaVersion != 2:
+		return fmt.Sprintf("schemaVersion %d", *p.SchemaVersion)
 	}
-	return json.Unmarshal(body, &probe) == nil && probe.SchemaVersion == 1
+	return ""
+}
+
+// contentType keeps the upstream's Content-Type, falling back to the
+// manifest's own mediaType field when the upstream sent none useful.
+func (p manifestProbe) contentType(header string) string {
+	if mt, _, err := mime.ParseMediaType(header); err == nil && mt != "application/octet-stream" && mt != "text/plain" {
+		return header
+	}
+	if p.MediaType != "" {
+		return p.MediaType
+	}
+	if header != "" {
+		return header
+	}
+	return "application/vnd.oci.image.manifest.v1+json"
 }
 
 // storeManifest caches a verified manifest for repo and records the blobs
@@ -456,24 +485,6 @@ func (s *Server) cacheManifest(repo storage.Repo, m *manifest) error {
 	}
 	s.store.RecordReferences(m.dgst, storage.ReferencedBlobs(m.body))
 	return nil
-}
-
-// manifestContentType keeps the upstream's Content-Type, falling back to the
-// manifest's own mediaType field when the upstream sent none useful.
-func manifestContentType(header string, body []byte) string {
-	if mt, _, err := mime.ParseMediaType(header); err == nil && mt != "application/octet-stream" && mt != "text/plain" {
-		return header
-	}
-	var probe struct {
-		MediaType string `json:"mediaType"`
-	}
-	if json.Unmarshal(body, &probe) == nil && probe.MediaType != "" {
-		return probe.MediaType
-	}
-	if header != "" {
-		return header
-	}
-	return "application/vnd.oci.image.manifest.v1+json"
 }
 
 // isSchema1 reports Docker's schema 1 manifest types, signed or not.

@@ -30,11 +30,18 @@ var oneTry = upstream.Policy{Retry: upstream.Retry{Attempts: 1}}
 // writeConfig writes a configuration file and returns its path.
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "breakwater.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+	return writeFile(t, t.TempDir(), "breakwater.yaml", yaml)
+}
+
+// writeFile writes content to dir/name, readable by its owner only (as
+// secrets are), and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return p
 }
 
 // oneTryConfig makes check ask each upstream once, so that a failing one

@@ -37,15 +37,6 @@ server = "https://registry-1.docker.io"
   # http://. skip_verify and ca are TLS settings and do not apply.
 `
 
-func writeTestConfig(t *testing.T, content string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // splitHostsFiles cuts printed output at its "# file: " lines.
 func splitHostsFiles(t *testing.T, out string) map[string]string {
 	t.Helper()
@@ -62,7 +53,7 @@ func splitHostsFiles(t *testing.T, out string) map[string]string {
 }
 
 func TestContainerdConfigPrints(t *testing.T) {
-	cfgPath := writeTestConfig(t, containerdTestConfig)
+	cfgPath := writeConfig(t, containerdTestConfig)
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -139,7 +130,7 @@ func TestContainerdConfigPrints(t *testing.T) {
 }
 
 func TestContainerdConfigWritesDir(t *testing.T) {
-	cfgPath := writeTestConfig(t, containerdTestConfig)
+	cfgPath := writeConfig(t, containerdTestConfig)
 	dir := filepath.Join(t.TempDir(), "certs.d")
 	// A stale file is replaced whole.
 	if err := os.MkdirAll(filepath.Join(dir, "docker.io"), 0o755); err != nil {
@@ -192,7 +183,7 @@ func TestContainerdConfigErrors(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	badConfig := writeTestConfig(t, "upstreams:\n  docker.io:\n    url: ftp://x\n")
+	badConfig := writeConfig(t, "upstreams:\n  docker.io:\n    url: ftp://x\n")
 	for _, tc := range []struct {
 		name     string
 		args     []string

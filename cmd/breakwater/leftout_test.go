@@ -4,7 +4,6 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -19,12 +18,7 @@ func TestServeRefusesALeftOutDriver(t *testing.T) {
 		{"azure", "  azure:\n    accountname: a\n    accountkey: YQ==\n    container: c\n    credentials:\n      type: shared_key\n", "breakwater_noazure"},
 	} {
 		t.Run(c.kind, func(t *testing.T) {
-			dir := t.TempDir()
-			file := filepath.Join(dir, "config.yaml")
-			text := "listen: 127.0.0.1:0\ncache:\n  dir: " + filepath.Join(dir, "cache") + "\nstorage:\n" + c.block
-			if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			file := writeConfig(t, "listen: 127.0.0.1:0\ncache:\n  dir: "+filepath.Join(t.TempDir(), "cache")+"\nstorage:\n"+c.block)
 			var stdout, stderr bytes.Buffer
 			code := runServe([]string{"--config", file}, &stdout, &stderr)
 			want := "breakwater: storage." + c.kind + ": not in this build of Breakwater (built with -tags " + c.tag + ")\n"

@@ -77,9 +77,11 @@ Exit status: 0 stopped by a signal; 1 failed while running; 2 bad usage or confi
 	}
 	// A configuration this build cannot serve is a bad configuration
 	// here, not a failure at run time.
-	if kind := cfg.Storage.Kind(); objstore.LeftOutBy(kind) != "" {
-		fmt.Fprintf(stderr, "breakwater: storage.%s: not in this build of Breakwater (built with -tags %s)\n", kind, objstore.LeftOutBy(kind))
-		return 2
+	if kind := cfg.Storage.Kind(); kind != "" {
+		if err := objstore.Built(kind); err != nil {
+			fmt.Fprintf(stderr, "breakwater: storage.%s: %v\n", kind, err)
+			return 2
+		}
 	}
 	var debugLn net.Listener
 	if *debugListen != "" {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -107,7 +106,7 @@ func TestOpenSharedFromTheConfigFile(t *testing.T) {
 	} {
 		t.Run(c.kind, func(t *testing.T) {
 			dir := t.TempDir()
-			file := writeFile(t, dir, "config.yaml", "storage:\n"+c.block(t, dir))
+			file := writeConfig(t, "storage:\n"+c.block(t, dir))
 			cfg, err := loadConfig(file, "", "", "", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -132,13 +131,4 @@ func TestOpenSharedFromTheConfigFile(t *testing.T) {
 			}
 		})
 	}
-}
-
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

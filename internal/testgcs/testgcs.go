@@ -39,7 +39,7 @@ type Server struct {
 // directory, and points GCS's client library at it: it sets
 // STORAGE_EMULATOR_HOST for the rest of the test (so the test must not be
 // parallel), which makes the library send no credentials.
-func Start(t *testing.T) *Server {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := testproc.Script("gcs.sh")
 	if err != nil {
